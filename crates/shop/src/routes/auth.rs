@@ -1,0 +1,305 @@
+//! Registration, login, token refresh and logout.
+//!
+//! Login in the secure default: a per-address rate limit, a per-account failure counter with a
+//! lockout (unknown accounts are counted too, so the lockout does not reveal which exist), a
+//! dummy hash for unknown accounts and one answer for every failure. `login-no-limit` removes
+//! all of it and tells the caller which part was wrong.
+
+use std::net::SocketAddr;
+
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::IntoResponse;
+use rusqlite::OptionalExtension;
+use serde::Deserialize;
+use serde_json::json;
+
+use crate::auth::{self, AuthUser, hash_password, issue_pair, verify_password};
+use crate::config::Vuln;
+use crate::db::{new_id, now};
+use crate::error::{ApiError, ApiResult};
+use crate::extract::Json;
+use crate::routes::plain_text;
+use crate::state::{AppState, Limits};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Register {
+    email: String,
+    password: String,
+    name: String,
+}
+
+/// What `mass-assignment` lets a client send on registration.
+#[derive(Debug, Deserialize)]
+pub struct RegisterOpen {
+    email: String,
+    password: String,
+    name: String,
+    role: Option<String>,
+    balance_cents: Option<i64>,
+}
+
+pub(crate) fn normalise_email(email: &str) -> String {
+    email.trim().to_lowercase()
+}
+
+fn valid_email(email: &str) -> bool {
+    let Some((local, domain)) = email.split_once('@') else { return false };
+    (3..=254).contains(&email.len())
+        && !local.is_empty()
+        && domain.contains('.')
+        && !domain.starts_with('.')
+        && !email.contains(|c: char| c.is_whitespace() || c.is_control() || "<>\"'".contains(c))
+}
+
+/// NIST SP 800-63B: length over composition, and no password from the top of the lists.
+fn check_password(password: &str) -> ApiResult<()> {
+    const COMMON: &[&str] = &[
+        "password", "password1", "password123", "12345678", "123456789", "1234567890",
+        "qwertyuiop", "qwerty123", "iloveyou", "letmein123", "admin123", "welcome123",
+    ];
+    let n = password.chars().count();
+    if !(8..=128).contains(&n) {
+        return Err(ApiError::unprocessable("`password` must have 8 to 128 characters"));
+    }
+    if COMMON.contains(&password.to_lowercase().as_str()) {
+        return Err(ApiError::unprocessable("`password` is too common"));
+    }
+    Ok(())
+}
+
+pub async fn register(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> ApiResult<impl IntoResponse> {
+    require_json(&headers)?;
+    let open = state.config.vulns.has(Vuln::MassAssignment);
+    let req: RegisterOpen = if open {
+        parse_json::<RegisterOpen>(&body)?
+    } else {
+        let r = parse_json::<Register>(&body)?;
+        RegisterOpen { email: r.email, password: r.password, name: r.name, role: None, balance_cents: None }
+    };
+    let email = normalise_email(&req.email);
+    if !valid_email(&email) {
+        return Err(ApiError::unprocessable("`email` is not a valid address"));
+    }
+    check_password(&req.password)?;
+    plain_text("name", &req.name, 100)?;
+    let hash = hash_password(req.password).await?;
+    let id = new_id("usr");
+    let role = req.role.unwrap_or_else(|| "customer".into());
+    let balance = req.balance_cents.unwrap_or(0);
+    let (uid, mail, name) = (id.clone(), email.clone(), req.name.clone());
+    let created = state
+        .db
+        .call(move |c| {
+            const SQL: &str = "INSERT OR IGNORE INTO users (id, email, password_hash, name, role, balance_cents, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)";
+            c.execute(SQL, rusqlite::params![uid, mail, hash, name, role, balance, now()])
+                .map_err(|e| ApiError::db(SQL, &e))
+        })
+        .await?;
+    if created == 0 {
+        return Err(ApiError::conflict("an account could not be created with these details"));
+    }
+    Ok((StatusCode::CREATED, Json(json!({ "id": id, "email": email, "name": req.name }))))
+}
+
+/// The content-type check of the `Json` extractor, for handlers that parse bodies themselves.
+pub(crate) fn require_json(headers: &HeaderMap) -> ApiResult<()> {
+    let ct = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+    if essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json")) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "Unsupported Media Type",
+            "expected `Content-Type: application/json`",
+        ))
+    }
+}
+
+/// Parses a JSON body the way the `Json` extractor does, for handlers that pick the target
+/// type at run time.
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let value = T::deserialize(&mut de).and_then(|v| de.end().map(|()| v));
+    value.map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => {
+            let msg = e.to_string();
+            let field = msg.split(" at line").next().unwrap_or("").to_owned();
+            if field.starts_with("unknown field") || field.starts_with("missing field") {
+                ApiError::unprocessable(field)
+            } else {
+                ApiError::unprocessable("the body does not match the expected schema")
+            }
+            .with_internal(msg)
+        }
+        _ => ApiError::bad_request("the body is not valid JSON").with_internal(e.to_string()),
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Login {
+    email: String,
+    password: String,
+}
+
+pub async fn login(
+    State(state): State<AppState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    Json(Login { email, password }): Json<Login>,
+) -> ApiResult<impl IntoResponse> {
+    let ip = peer.ip();
+    let limited = !state.config.vulns.has(Vuln::LoginNoLimit);
+    if limited {
+        Limits::check(&state.limits.login, ip).map_err(ApiError::too_many)?;
+    }
+    let account = normalise_email(&email);
+    if account.len() > 254 || password.len() > 1024 {
+        return Err(ApiError::unprocessable("`email` or `password` is too long"));
+    }
+    if limited {
+        if let Some(wait) = locked_for(&state, &account).await? {
+            return Err(ApiError::too_many(wait));
+        }
+    }
+    let lookup = account.clone();
+    let user: Option<(String, String, String)> = state
+        .db
+        .call(move |c| {
+            const SQL: &str = "SELECT id, password_hash, role FROM users WHERE email = ?1";
+            c.query_row(SQL, [lookup], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                .optional()
+                .map_err(|e| ApiError::db(SQL, &e))
+        })
+        .await?;
+    let known = user.is_some();
+    let ok = verify_password(password, user.as_ref().map(|u| u.1.clone()), state.dummy_hash.clone()).await;
+    let Some((id, _, role)) = user.filter(|_| ok) else {
+        if !limited {
+            return Err(if known {
+                ApiError::unauthorized().with_internal("wrong password").with_detail("wrong password for this account")
+            } else {
+                ApiError::new(StatusCode::NOT_FOUND, "Not Found", "no account with this email")
+            });
+        }
+        record_failure(&state, account).await?;
+        return Err(ApiError::unauthorized().with_detail("invalid email or password"));
+    };
+    if limited {
+        let (acc, ipaddr) = (account, ip.to_string());
+        let uid = id.clone();
+        state
+            .db
+            .call(move |c| {
+                const SQL: &str = "DELETE FROM login_failures WHERE account = ?1";
+                c.execute(SQL, [acc]).map_err(|e| ApiError::db(SQL, &e))?;
+                const SQL2: &str = "UPDATE users SET last_login_ip = ?1 WHERE id = ?2";
+                c.execute(SQL2, [ipaddr, uid]).map_err(|e| ApiError::db(SQL2, &e))
+            })
+            .await?;
+    }
+    let family = new_id("fam");
+    Ok(Json(issue_pair(&state, &id, &role, &family).await?))
+}
+
+/// Seconds left on an account's lockout, if it is locked.
+async fn locked_for(state: &AppState, account: &str) -> ApiResult<Option<u64>> {
+    let account = account.to_owned();
+    let until: Option<i64> = state
+        .db
+        .call(move |c| {
+            const SQL: &str = "SELECT locked_until FROM login_failures WHERE account = ?1";
+            c.query_row(SQL, [account], |r| r.get(0)).optional().map_err(|e| ApiError::db(SQL, &e))
+        })
+        .await?;
+    let now = now();
+    Ok(until.filter(|&u| u > now).map(|u| (u - now) as u64))
+}
+
+/// Counts a failure in the account's window; the `max`-th failure locks the account.
+async fn record_failure(state: &AppState, account: String) -> ApiResult<()> {
+    let window = state.config.lockout.as_secs() as i64;
+    let max = i64::from(state.config.login_max_failures.max(1));
+    state
+        .db
+        .call(move |c| {
+            let now = now();
+            const SQL: &str = "INSERT INTO login_failures (account, failures, window_start) VALUES (?1, 1, ?2)
+                ON CONFLICT(account) DO UPDATE SET
+                  failures = CASE WHEN window_start <= ?2 - ?3 THEN 1 ELSE failures + 1 END,
+                  window_start = CASE WHEN window_start <= ?2 - ?3 THEN ?2 ELSE window_start END";
+            c.execute(SQL, rusqlite::params![account, now, window]).map_err(|e| ApiError::db(SQL, &e))?;
+            const LOCK: &str = "UPDATE login_failures SET locked_until = ?2 + ?3, failures = 0, window_start = ?2
+                WHERE account = ?1 AND failures >= ?4";
+            c.execute(LOCK, rusqlite::params![account, now, window, max]).map_err(|e| ApiError::db(LOCK, &e))?;
+            Ok(())
+        })
+        .await
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Refresh {
+    refresh_token: String,
+}
+
+/// Rotates a refresh token. A refresh token presented twice was stolen from one of its two
+/// users: the whole family is revoked.
+pub async fn refresh(State(state): State<AppState>, Json(req): Json<Refresh>) -> ApiResult<impl IntoResponse> {
+    if req.refresh_token.len() > 8192 {
+        return Err(ApiError::unauthorized());
+    }
+    let claims = auth::decode(&state, &req.refresh_token, "refresh")?;
+    let (jti, fam, exp) = (claims.jti.clone(), claims.fam.clone(), claims.exp);
+    let fresh = state
+        .db
+        .call(move |c| {
+            const SQL: &str = "UPDATE refresh_tokens SET used = 1 WHERE jti = ?1 AND used = 0
+                AND NOT EXISTS(SELECT 1 FROM revoked_families WHERE family = ?2)";
+            let n = c.execute(SQL, rusqlite::params![jti, fam]).map_err(|e| ApiError::db(SQL, &e))?;
+            if n == 0 {
+                const REVOKE: &str = "INSERT OR IGNORE INTO revoked_families (family, exp) VALUES (?1, ?2)";
+                c.execute(REVOKE, rusqlite::params![fam, exp]).map_err(|e| ApiError::db(REVOKE, &e))?;
+            }
+            Ok(n == 1)
+        })
+        .await?;
+    if !fresh {
+        return Err(ApiError::unauthorized());
+    }
+    // The role is read again: a demoted user's next access token is a customer's.
+    let uid = claims.sub.clone();
+    let role: Option<String> = state
+        .db
+        .call(move |c| {
+            const SQL: &str = "SELECT role FROM users WHERE id = ?1";
+            c.query_row(SQL, [uid], |r| r.get(0)).optional().map_err(|e| ApiError::db(SQL, &e))
+        })
+        .await?;
+    let role = role.ok_or_else(ApiError::unauthorized)?;
+    Ok(Json(issue_pair(&state, &claims.sub, &role, &claims.fam).await?))
+}
+
+/// Ends the session: the access token's `jti` and its whole refresh family are revoked.
+pub async fn logout(State(state): State<AppState>, user: AuthUser) -> ApiResult<impl IntoResponse> {
+    let c = user.claims;
+    let refresh_exp = c.iat + state.config.refresh_ttl.as_secs() as i64;
+    state
+        .db
+        .call(move |db| {
+            const SQL: &str = "INSERT OR IGNORE INTO revoked_tokens (jti, exp) VALUES (?1, ?2)";
+            db.execute(SQL, rusqlite::params![c.jti, c.exp]).map_err(|e| ApiError::db(SQL, &e))?;
+            const FAM: &str = "INSERT OR IGNORE INTO revoked_families (family, exp) VALUES (?1, ?2)";
+            db.execute(FAM, rusqlite::params![c.fam, refresh_exp]).map_err(|e| ApiError::db(FAM, &e))?;
+            Ok(())
+        })
+        .await?;
+    Ok(StatusCode::NO_CONTENT)
+}
