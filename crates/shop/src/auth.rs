@@ -5,9 +5,9 @@
 //! refresh family. The switches `jwt-alg-none`, `jwt-weak-secret` and `jwt-no-expiry` each
 //! undo one of those.
 
+use argon2::Argon2;
 use argon2::password_hash::phc::PasswordHash;
 use argon2::password_hash::{PasswordHasher, PasswordVerifier};
-use argon2::Argon2;
 use axum::extract::FromRequestParts;
 use axum::http::header;
 use axum::http::request::Parts;
@@ -80,7 +80,11 @@ pub async fn verify_password(password: String, stored: Option<String>, dummy: St
         let known = stored.is_some();
         let phc = stored.unwrap_or(dummy);
         let ok = PasswordHash::new(&phc)
-            .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+            .map(|h| {
+                Argon2::default()
+                    .verify_password(password.as_bytes(), &h)
+                    .is_ok()
+            })
             .unwrap_or(false);
         ok && known
     })
@@ -98,7 +102,12 @@ pub struct TokenPair {
 }
 
 /// Issues a token pair in `family` and records the refresh token.
-pub async fn issue_pair(state: &AppState, user_id: &str, role: &str, family: &str) -> ApiResult<TokenPair> {
+pub async fn issue_pair(
+    state: &AppState,
+    user_id: &str,
+    role: &str,
+    family: &str,
+) -> ApiResult<TokenPair> {
     let cfg = &state.config;
     let iat = now();
     let access = Claims {
@@ -126,8 +135,10 @@ pub async fn issue_pair(state: &AppState, user_id: &str, role: &str, family: &st
     state
         .db
         .call(move |c| {
-            const SQL: &str = "INSERT INTO refresh_tokens (jti, family, user_id, exp) VALUES (?1, ?2, ?3, ?4)";
-            c.execute(SQL, rusqlite::params![jti, fam, sub, exp]).map_err(|e| ApiError::db(SQL, &e))
+            const SQL: &str =
+                "INSERT INTO refresh_tokens (jti, family, user_id, exp) VALUES (?1, ?2, ?3, ?4)";
+            c.execute(SQL, rusqlite::params![jti, fam, sub, exp])
+                .map_err(|e| ApiError::db(SQL, &e))
         })
         .await?;
     Ok(pair)
@@ -138,10 +149,10 @@ pub async fn issue_pair(state: &AppState, user_id: &str, role: &str, family: &st
 pub fn decode(state: &AppState, token: &str, expected_type: &str) -> ApiResult<Claims> {
     let vulns = &state.config.vulns;
     let header = jsonwebtoken::decode_header(token).map_err(|_| ApiError::unauthorized());
-    if vulns.has(Vuln::JwtAlgNone) {
-        if let Some(claims) = decode_unsigned(token) {
-            return Ok(claims);
-        }
+    if vulns.has(Vuln::JwtAlgNone)
+        && let Some(claims) = decode_unsigned(token)
+    {
+        return Ok(claims);
     }
     let alg = match (vulns.has(Vuln::JwtAlgNone), header) {
         // The weakness: trust the header's choice of algorithm.
@@ -169,7 +180,8 @@ pub fn decode(state: &AppState, token: &str, expected_type: &str) -> ApiResult<C
 fn decode_unsigned(token: &str) -> Option<Claims> {
     let mut parts = token.split('.');
     let (h, p) = (parts.next()?, parts.next()?);
-    let header: serde_json::Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(h).ok()?).ok()?;
+    let header: serde_json::Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(h).ok()?).ok()?;
     if !header.get("alg")?.as_str()?.eq_ignore_ascii_case("none") {
         return None;
     }
@@ -198,7 +210,10 @@ impl FromRequestParts<AppState> for AuthUser {
             .headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
             .map(str::trim)
             .ok_or_else(ApiError::unauthorized)?;
         if token.len() > 8192 {
@@ -213,13 +228,19 @@ impl FromRequestParts<AppState> for AuthUser {
                 const SQL: &str = "SELECT NOT EXISTS(SELECT 1 FROM revoked_tokens WHERE jti = ?1)
                     AND NOT EXISTS(SELECT 1 FROM revoked_families WHERE family = ?2)
                     AND EXISTS(SELECT 1 FROM users WHERE id = ?3)";
-                c.query_row(SQL, rusqlite::params![jti, fam, sub], |r| r.get::<_, bool>(0))
-                    .map_err(|e| ApiError::db(SQL, &e))
+                c.query_row(SQL, rusqlite::params![jti, fam, sub], |r| {
+                    r.get::<_, bool>(0)
+                })
+                .map_err(|e| ApiError::db(SQL, &e))
             })
             .await?;
         if !valid {
             return Err(ApiError::unauthorized());
         }
-        Ok(AuthUser { id: claims.sub.clone(), role: claims.role.clone(), claims })
+        Ok(AuthUser {
+            id: claims.sub.clone(),
+            role: claims.role.clone(),
+            claims,
+        })
     }
 }

@@ -77,10 +77,10 @@ impl Vuln {
     pub fn describe(self) -> &'static str {
         match self {
             Vuln::Bola => "API1: orders are looked up by id alone, not by id and owner",
-            Vuln::Bfla => "API5: admin routes check that a user is logged in, not that it is an admin",
-            Vuln::MassAssignment => {
-                "API3: request bodies may set role, balance, price and status"
+            Vuln::Bfla => {
+                "API5: admin routes check that a user is logged in, not that it is an admin"
             }
+            Vuln::MassAssignment => "API3: request bodies may set role, balance, price and status",
             Vuln::DataExposure => {
                 "API3: responses carry password hashes, internal notes and cost prices"
             }
@@ -220,8 +220,14 @@ impl Default for ShopConfig {
             cors_origins: vec!["https://shop.example".into()],
             avatar_schemes: vec!["https".into()],
             avatar_hosts: vec!["images.shop.example".into()],
-            rate_limit: Rate { per_minute: 600, burst: 100 },
-            login_rate: Rate { per_minute: 20, burst: 20 },
+            rate_limit: Rate {
+                per_minute: 600,
+                burst: 100,
+            },
+            login_rate: Rate {
+                per_minute: 20,
+                burst: 20,
+            },
             login_max_failures: 5,
             lockout: Duration::from_secs(15 * 60),
             promo_daily_limit: 3,

@@ -84,17 +84,107 @@ CREATE TABLE login_failures (
 
 /// Seeded catalogue: (id, name, description, price, stock, published, cost, supplier).
 /// The unpublished product is what the `sqli` exploit digs out.
-type SeedProduct = (&'static str, &'static str, &'static str, i64, i64, bool, i64, &'static str);
+type SeedProduct = (
+    &'static str,
+    &'static str,
+    &'static str,
+    i64,
+    i64,
+    bool,
+    i64,
+    &'static str,
+);
 const PRODUCTS: &[SeedProduct] = &[
-    ("prod_K3y8Qm2LpX", "Portcullis Mug", "Stoneware, 350 ml", 1500, 120, true, 420, "Kiln & Co"),
-    ("prod_T7vB9nR4sW", "Drawbridge Hoodie", "Organic cotton", 5900, 40, true, 1800, "Loom Ltd"),
-    ("prod_H2cF6jP8dZ", "Moat Water Bottle", "Steel, 750 ml", 2400, 75, true, 900, "Forge AG"),
-    ("prod_M5wN1qA7eR", "Battlement Sticker Pack", "12 vinyl stickers", 600, 500, true, 80, "Print GmbH"),
-    ("prod_D9gL4xC3uY", "Keep Notebook", "A5, dotted", 1200, 200, true, 300, "Paper Oy"),
-    ("prod_B6kS8tV2mJ", "Gatehouse Cap", "One size", 2200, 60, true, 700, "Loom Ltd"),
-    ("prod_R1zE5hW9pQ", "Siege Socks", "Wool blend", 1400, 90, true, 350, "Loom Ltd"),
-    ("prod_X4aU7yG3nK", "Arrow Slit Poster", "A2 print", 1800, 30, true, 400, "Print GmbH"),
-    ("prod_S0cr3tPr0t0", "Unreleased Prototype", "internal: launch 2027-Q3", 99900, 1, false, 45000, "Skunkworks"),
+    (
+        "prod_K3y8Qm2LpX",
+        "Portcullis Mug",
+        "Stoneware, 350 ml",
+        1500,
+        120,
+        true,
+        420,
+        "Kiln & Co",
+    ),
+    (
+        "prod_T7vB9nR4sW",
+        "Drawbridge Hoodie",
+        "Organic cotton",
+        5900,
+        40,
+        true,
+        1800,
+        "Loom Ltd",
+    ),
+    (
+        "prod_H2cF6jP8dZ",
+        "Moat Water Bottle",
+        "Steel, 750 ml",
+        2400,
+        75,
+        true,
+        900,
+        "Forge AG",
+    ),
+    (
+        "prod_M5wN1qA7eR",
+        "Battlement Sticker Pack",
+        "12 vinyl stickers",
+        600,
+        500,
+        true,
+        80,
+        "Print GmbH",
+    ),
+    (
+        "prod_D9gL4xC3uY",
+        "Keep Notebook",
+        "A5, dotted",
+        1200,
+        200,
+        true,
+        300,
+        "Paper Oy",
+    ),
+    (
+        "prod_B6kS8tV2mJ",
+        "Gatehouse Cap",
+        "One size",
+        2200,
+        60,
+        true,
+        700,
+        "Loom Ltd",
+    ),
+    (
+        "prod_R1zE5hW9pQ",
+        "Siege Socks",
+        "Wool blend",
+        1400,
+        90,
+        true,
+        350,
+        "Loom Ltd",
+    ),
+    (
+        "prod_X4aU7yG3nK",
+        "Arrow Slit Poster",
+        "A2 print",
+        1800,
+        30,
+        true,
+        400,
+        "Print GmbH",
+    ),
+    (
+        "prod_S0cr3tPr0t0",
+        "Unreleased Prototype",
+        "internal: launch 2027-Q3",
+        99900,
+        1,
+        false,
+        45000,
+        "Skunkworks",
+    ),
 ];
 
 const PROMO_CODES: &[(&str, i64)] = &[("WELCOME10", 1000), ("SPRING5", 500)];
@@ -135,7 +225,9 @@ impl Db {
         if fresh {
             seed(&conn, admin)?;
         }
-        Ok(Self { conn: Arc::new(Mutex::new(conn)) })
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
     }
 
     /// Runs `f` with the connection on a blocking thread.
@@ -146,7 +238,9 @@ impl Db {
     {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock().map_err(|_| ApiError::internal("database lock poisoned"))?;
+            let mut guard = conn
+                .lock()
+                .map_err(|_| ApiError::internal("database lock poisoned"))?;
             f(&mut guard)
         })
         .await
@@ -154,7 +248,10 @@ impl Db {
     }
 }
 
-fn seed(conn: &Connection, (email, name, password_hash): (&str, &str, &str)) -> rusqlite::Result<()> {
+fn seed(
+    conn: &Connection,
+    (email, name, password_hash): (&str, &str, &str),
+) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT INTO users (id, email, password_hash, name, role, created_at, internal_notes)
          VALUES (?1, ?2, ?3, ?4, 'admin', ?5, 'seeded administrator')",
@@ -167,7 +264,10 @@ fn seed(conn: &Connection, (email, name, password_hash): (&str, &str, &str)) -> 
         )?;
     }
     for (code, credit) in PROMO_CODES {
-        conn.execute("INSERT INTO promo_codes VALUES (?1, ?2)", rusqlite::params![code, credit])?;
+        conn.execute(
+            "INSERT INTO promo_codes VALUES (?1, ?2)",
+            rusqlite::params![code, credit],
+        )?;
     }
     Ok(())
 }
@@ -176,6 +276,10 @@ fn seed(conn: &Connection, (email, name, password_hash): (&str, &str, &str)) -> 
 pub fn new_id(prefix: &str) -> String {
     use rand::Rng;
     use rand::distr::Alphanumeric;
-    let tail: String = rand::rng().sample_iter(&Alphanumeric).take(20).map(char::from).collect();
+    let tail: String = rand::rng()
+        .sample_iter(&Alphanumeric)
+        .take(20)
+        .map(char::from)
+        .collect();
     format!("{prefix}_{tail}")
 }

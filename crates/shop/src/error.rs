@@ -9,7 +9,7 @@ use std::backtrace::Backtrace;
 use std::borrow::Cow;
 use std::panic::Location;
 
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{BytesRejection, JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -51,7 +51,11 @@ pub type ApiResult<T> = Result<T, ApiError>;
 
 impl ApiError {
     #[track_caller]
-    pub fn new(status: StatusCode, title: &'static str, detail: impl Into<Cow<'static, str>>) -> Self {
+    pub fn new(
+        status: StatusCode,
+        title: &'static str,
+        detail: impl Into<Cow<'static, str>>,
+    ) -> Self {
         Self {
             status,
             title,
@@ -69,18 +73,30 @@ impl ApiError {
 
     #[track_caller]
     pub fn unprocessable(detail: impl Into<Cow<'static, str>>) -> Self {
-        Self::new(StatusCode::UNPROCESSABLE_ENTITY, "Unprocessable Content", detail)
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Unprocessable Content",
+            detail,
+        )
     }
 
     #[track_caller]
     pub fn unauthorized() -> Self {
-        Self::new(StatusCode::UNAUTHORIZED, "Unauthorized", "a valid access token is required")
-            .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
+        Self::new(
+            StatusCode::UNAUTHORIZED,
+            "Unauthorized",
+            "a valid access token is required",
+        )
+        .with_header(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"))
     }
 
     #[track_caller]
     pub fn forbidden() -> Self {
-        Self::new(StatusCode::FORBIDDEN, "Forbidden", "this operation needs a role you do not have")
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "Forbidden",
+            "this operation needs a role you do not have",
+        )
     }
 
     #[track_caller]
@@ -96,8 +112,12 @@ impl ApiError {
     #[track_caller]
     pub fn too_many(retry_after_secs: u64) -> Self {
         let secs = retry_after_secs.max(1);
-        Self::new(StatusCode::TOO_MANY_REQUESTS, "Too Many Requests", "slow down and retry later")
-            .with_header(header::RETRY_AFTER, HeaderValue::from(secs))
+        Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too Many Requests",
+            "slow down and retry later",
+        )
+        .with_header(header::RETRY_AFTER, HeaderValue::from(secs))
     }
 
     /// A failure of the server itself: the client learns nothing but the request id.
@@ -140,7 +160,13 @@ impl ApiError {
 
 impl std::fmt::Display for ApiError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} {}: {}", self.status.as_u16(), self.title, self.detail)
+        write!(
+            f,
+            "{} {}: {}",
+            self.status.as_u16(),
+            self.title,
+            self.detail
+        )
     }
 }
 
@@ -168,7 +194,7 @@ impl IntoResponse for ApiError {
             body["exception"] = json!(self.internal.as_deref().unwrap_or(&self.detail));
             body["location"] = json!(self.location.to_string());
             body["source_file"] = json!(
-                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                std::path::Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/../.."))
                     .join(self.location.file())
                     .display()
                     .to_string()
@@ -177,7 +203,10 @@ impl IntoResponse for ApiError {
         }
         let mut resp = (
             self.status,
-            [(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"))],
+            [(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/problem+json"),
+            )],
             body.to_string(),
         )
             .into_response();
@@ -191,9 +220,16 @@ impl IntoResponse for ApiError {
 /// Serde's messages name the offending field but may quote the offending value; the secure
 /// default keeps only the part before any quoted value.
 fn describe_body_error(msg: &str) -> String {
-    let cut = msg.find(": invalid").or_else(|| msg.find("invalid type")).unwrap_or(msg.len());
+    let cut = msg
+        .find(": invalid")
+        .or_else(|| msg.find("invalid type"))
+        .unwrap_or(msg.len());
     let head = msg[..cut].trim_end_matches(':').trim();
-    if head.is_empty() { "the body does not match the expected schema".into() } else { head.into() }
+    if head.is_empty() {
+        "the body does not match the expected schema".into()
+    } else {
+        head.into()
+    }
 }
 
 impl From<JsonRejection> for ApiError {
@@ -201,7 +237,9 @@ impl From<JsonRejection> for ApiError {
     fn from(rej: JsonRejection) -> Self {
         let internal = rej.body_text();
         let e = match &rej {
-            JsonRejection::JsonSyntaxError(_) => ApiError::bad_request("the body is not valid JSON"),
+            JsonRejection::JsonSyntaxError(_) => {
+                ApiError::bad_request("the body is not valid JSON")
+            }
             JsonRejection::MissingJsonContentType(_) => ApiError::new(
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
                 "Unsupported Media Type",
@@ -210,14 +248,30 @@ impl From<JsonRejection> for ApiError {
             JsonRejection::JsonDataError(err) => {
                 ApiError::unprocessable(describe_body_error(&err.body_text()))
             }
-            _ if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => ApiError::new(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                "Content Too Large",
-                "the request body is too large",
-            ),
+            _ if rej.status() == StatusCode::PAYLOAD_TOO_LARGE => too_large(),
             _ => ApiError::bad_request("the request body could not be read"),
         };
         e.with_internal(internal)
+    }
+}
+
+fn too_large() -> ApiError {
+    ApiError::new(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        "Content Too Large",
+        "the request body is too large",
+    )
+}
+
+impl From<BytesRejection> for ApiError {
+    #[track_caller]
+    fn from(rej: BytesRejection) -> Self {
+        let e = if rej.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            too_large()
+        } else {
+            ApiError::bad_request("the request body could not be read")
+        };
+        e.with_internal(rej.body_text())
     }
 }
 

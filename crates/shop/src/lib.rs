@@ -33,7 +33,10 @@ use crate::error::ApiError;
 /// The routes the shop answers, as (method, path template). The router is built from this
 /// table and a test checks it against the OpenAPI description, both ways.
 pub fn route_table() -> Vec<(Method, &'static str)> {
-    routes_with_handlers().into_iter().map(|(m, p, _)| (m, p)).collect()
+    routes_with_handlers()
+        .into_iter()
+        .map(|(m, p, _)| (m, p))
+        .collect()
 }
 
 fn routes_with_handlers() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
@@ -50,15 +53,31 @@ fn routes_with_handlers() -> Vec<(Method, &'static str, MethodRouter<AppState>)>
         (Method::POST, "/v2/users/me/avatar", post(users::avatar)),
         (Method::GET, "/v2/products", get(products::list)),
         (Method::GET, "/v2/products/search", get(products::search)),
-        (Method::GET, "/v2/products/{product_id}", get(products::get_one)),
+        (
+            Method::GET,
+            "/v2/products/{product_id}",
+            get(products::get_one),
+        ),
         (Method::POST, "/v2/orders", post(orders::create)),
         (Method::GET, "/v2/orders", get(orders::list)),
         (Method::GET, "/v2/orders/{order_id}", get(orders::get_one)),
-        (Method::PATCH, "/v2/orders/{order_id}", patch(orders::update)),
-        (Method::DELETE, "/v2/orders/{order_id}", delete(orders::remove)),
+        (
+            Method::PATCH,
+            "/v2/orders/{order_id}",
+            patch(orders::update),
+        ),
+        (
+            Method::DELETE,
+            "/v2/orders/{order_id}",
+            delete(orders::remove),
+        ),
         (Method::POST, "/v2/promo/redeem", post(promo::redeem)),
         (Method::GET, "/v2/admin/users", get(admin::list_users)),
-        (Method::DELETE, "/v2/admin/users/{user_id}", delete(admin::delete_user)),
+        (
+            Method::DELETE,
+            "/v2/admin/users/{user_id}",
+            delete(admin::delete_user),
+        ),
         (Method::GET, "/v1/orders/{order_id}", get(legacy::get_order)),
     ]
 }
@@ -84,12 +103,21 @@ pub fn app(state: AppState) -> Router {
             // caught inside it so their 500 carries the id; headers and CORS apply to every
             // answer, rate-limit rejections included.
             ServiceBuilder::new()
-                .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::request_context))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    middleware::request_context,
+                ))
                 .layer(CatchPanicLayer::custom(middleware::panic_response))
                 .layer(tower_http::trace::TraceLayer::new_for_http())
-                .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::security_headers))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    middleware::security_headers,
+                ))
                 .layer(middleware::cors(config))
-                .layer(axum::middleware::from_fn_with_state(state.clone(), middleware::rate_limit))
+                .layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    middleware::rate_limit,
+                ))
                 .layer(axum::extract::DefaultBodyLimit::max(config.body_limit)),
         )
         .with_state(state)
@@ -111,9 +139,12 @@ pub async fn serve(
             }
         })
     };
-    let result = axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown)
-        .await;
+    let result = axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await;
     sweeper.abort();
     result
 }

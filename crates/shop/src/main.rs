@@ -88,7 +88,9 @@ fn main() -> ExitCode {
     let config = ShopConfig {
         vulns,
         db_path: cli.db,
-        jwt_secret: std::env::var(&cli.jwt_secret_env).ok().map(String::into_bytes),
+        jwt_secret: std::env::var(&cli.jwt_secret_env)
+            .ok()
+            .map(String::into_bytes),
         admin_password,
         cors_origins: cli.cors_origins,
         avatar_hosts: cli.avatar_hosts,
@@ -120,13 +122,34 @@ async fn run(listen: SocketAddr, config: ShopConfig) -> ExitCode {
             return ExitCode::from(69);
         }
     };
+    let bound = listener
+        .local_addr()
+        .map_or_else(|_| listen.to_string(), |a| a.to_string());
     tracing::info!(
-        %listen,
+        listen = %bound,
         weaknesses = if names.is_empty() { "none".to_owned() } else { names.join(",") },
         "portcullis-shop listening"
     );
     let shutdown = async {
-        let _ = tokio::signal::ctrl_c().await;
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            match signal(SignalKind::terminate()) {
+                Ok(mut term) => {
+                    tokio::select! {
+                        _ = tokio::signal::ctrl_c() => {}
+                        _ = term.recv() => {}
+                    }
+                }
+                Err(_) => {
+                    let _ = tokio::signal::ctrl_c().await;
+                }
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     };
     match portcullis_shop::serve(listener, state, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,

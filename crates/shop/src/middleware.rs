@@ -31,7 +31,8 @@ fn request_id(req: &Request) -> String {
         .and_then(|v| v.to_str().ok())
         .filter(|v| {
             (1..=64).contains(&v.len())
-                && v.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         })
         .map(str::to_owned)
         .unwrap_or_else(|| hex(&random_bytes(12)))
@@ -40,7 +41,10 @@ fn request_id(req: &Request) -> String {
 /// Outermost layer: every response, errors included, carries the request id.
 pub async fn request_context(State(state): State<AppState>, req: Request, next: Next) -> Response {
     let id = request_id(&req);
-    let ctx = RequestCtx { id: id.clone(), verbose: state.config.vulns.has(Vuln::VerboseErrors) };
+    let ctx = RequestCtx {
+        id: id.clone(),
+        verbose: state.config.vulns.has(Vuln::VerboseErrors),
+    };
     let mut resp = ctx.scope(next.run(req)).await;
     if let Ok(v) = HeaderValue::from_str(&id) {
         resp.headers_mut().insert(REQUEST_ID, v);
@@ -52,12 +56,21 @@ pub async fn request_context(State(state): State<AppState>, req: Request, next: 
 const SECURITY_HEADERS: &[(&str, &str)] = &[
     ("x-content-type-options", "nosniff"),
     ("x-frame-options", "DENY"),
-    ("content-security-policy", "default-src 'none'; frame-ancestors 'none'"),
+    (
+        "content-security-policy",
+        "default-src 'none'; frame-ancestors 'none'",
+    ),
     ("referrer-policy", "no-referrer"),
-    ("permissions-policy", "geolocation=(), camera=(), microphone=(), payment=()"),
+    (
+        "permissions-policy",
+        "geolocation=(), camera=(), microphone=(), payment=()",
+    ),
     ("cross-origin-resource-policy", "same-origin"),
     ("cross-origin-opener-policy", "same-origin"),
-    ("strict-transport-security", "max-age=31536000; includeSubDomains"),
+    (
+        "strict-transport-security",
+        "max-age=31536000; includeSubDomains",
+    ),
     ("x-xss-protection", "0"),
     ("cache-control", "no-store"),
 ];
@@ -66,11 +79,19 @@ pub async fn security_headers(State(state): State<AppState>, req: Request, next:
     let mut resp = next.run(req).await;
     let headers = resp.headers_mut();
     if state.config.vulns.has(Vuln::NoSecurityHeaders) {
-        headers.insert(header::SERVER, HeaderValue::from_static("portcullis-shop/0.1.0 (axum/0.8.9; hyper/1.8)"));
-        headers.insert("x-powered-by", HeaderValue::from_static("Rust/1.95 axum/0.8.9 SQLite/3.50"));
+        headers.insert(
+            header::SERVER,
+            HeaderValue::from_static("portcullis-shop/0.1.0 (axum/0.8.9; hyper/1.8)"),
+        );
+        headers.insert(
+            "x-powered-by",
+            HeaderValue::from_static("Rust/1.95 axum/0.8.9 SQLite/3.50"),
+        );
     } else {
         for (name, value) in SECURITY_HEADERS {
-            headers.entry(*name).or_insert(HeaderValue::from_static(value));
+            headers
+                .entry(*name)
+                .or_insert(HeaderValue::from_static(value));
         }
     }
     resp
@@ -93,7 +114,12 @@ pub fn cors(config: &ShopConfig) -> CorsLayer {
     let origin = if config.vulns.has(Vuln::CorsWildcard) {
         AllowOrigin::mirror_request()
     } else {
-        AllowOrigin::list(config.cors_origins.iter().filter_map(|o| HeaderValue::from_str(o).ok()))
+        AllowOrigin::list(
+            config
+                .cors_origins
+                .iter()
+                .filter_map(|o| HeaderValue::from_str(o).ok()),
+        )
     };
     CorsLayer::new()
         .allow_origin(origin)

@@ -60,8 +60,16 @@ impl AvatarFetcher {
                 .dns_resolver(Arc::new(PublicOnly))
                 .build()?,
             open: base().build()?,
-            schemes: config.avatar_schemes.iter().map(|s| s.to_ascii_lowercase()).collect(),
-            hosts: config.avatar_hosts.iter().map(|h| normalise_host(h)).collect(),
+            schemes: config
+                .avatar_schemes
+                .iter()
+                .map(|s| s.to_ascii_lowercase())
+                .collect(),
+            hosts: config
+                .avatar_hosts
+                .iter()
+                .map(|h| normalise_host(h))
+                .collect(),
             vulnerable: config.vulns.has(Vuln::Ssrf),
         })
     }
@@ -72,8 +80,12 @@ impl AvatarFetcher {
             return download(&self.open, url, false).await;
         }
         let url = self.check(raw)?;
-        let host = url.host_str().ok_or(FetchError::Refused("the URL has no host"))?;
-        let port = url.port_or_known_default().ok_or(FetchError::Refused("the URL has no port"))?;
+        let host = url
+            .host_str()
+            .ok_or(FetchError::Refused("the URL has no host"))?;
+        let port = url
+            .port_or_known_default()
+            .ok_or(FetchError::Refused("the URL has no port"))?;
         let addrs = resolve_public(host, port).await?;
         if addrs.is_empty() {
             return Err(FetchError::Refused("the host does not resolve"));
@@ -89,7 +101,9 @@ impl AvatarFetcher {
             return Err(FetchError::Refused("this URL scheme is not allowed"));
         }
         if !url.username().is_empty() || url.password().is_some() {
-            return Err(FetchError::Refused("credentials in the URL are not allowed"));
+            return Err(FetchError::Refused(
+                "credentials in the URL are not allowed",
+            ));
         }
         let host = match url.host() {
             Some(Host::Domain(d)) => normalise_host(d),
@@ -103,7 +117,7 @@ impl AvatarFetcher {
             Some(Host::Ipv6(ip)) => ip.to_string(),
             None => return Err(FetchError::Refused("the URL has no host")),
         };
-        if !self.hosts.iter().any(|h| *h == host) {
+        if !self.hosts.contains(&host) {
             return Err(FetchError::Refused("this host is not allowed"));
         }
         Ok(url)
@@ -114,14 +128,21 @@ fn normalise_host(h: &str) -> String {
     h.trim_end_matches('.').to_ascii_lowercase()
 }
 
-async fn download(client: &reqwest::Client, url: Url, require_image: bool) -> Result<Avatar, FetchError> {
+async fn download(
+    client: &reqwest::Client,
+    url: Url,
+    require_image: bool,
+) -> Result<Avatar, FetchError> {
     let mut resp = client
         .get(url)
         .send()
         .await
         .map_err(|e| FetchError::Failed(e.without_url().to_string()))?;
     if !resp.status().is_success() {
-        return Err(FetchError::Failed(format!("status {}", resp.status().as_u16())));
+        return Err(FetchError::Failed(format!(
+            "status {}",
+            resp.status().as_u16()
+        )));
     }
     let content_type = resp
         .headers()
@@ -133,7 +154,11 @@ async fn download(client: &reqwest::Client, url: Url, require_image: bool) -> Re
         return Err(FetchError::Refused("the URL does not serve an image"));
     }
     let mut size = 0usize;
-    while let Some(chunk) = resp.chunk().await.map_err(|e| FetchError::Failed(e.to_string()))? {
+    while let Some(chunk) = resp
+        .chunk()
+        .await
+        .map_err(|e| FetchError::Failed(e.to_string()))?
+    {
         size += chunk.len();
         if size > MAX_AVATAR_BYTES {
             return Err(FetchError::Refused("the image is too large"));
@@ -150,7 +175,9 @@ async fn resolve_public(host: &str, port: u16) -> Result<Vec<SocketAddr>, FetchE
         .map_err(|_| FetchError::Refused("the host does not resolve"))?
         .collect();
     if addrs.iter().any(|a| is_forbidden(a.ip())) {
-        return Err(FetchError::Refused("the host resolves to a non-public address"));
+        return Err(FetchError::Refused(
+            "the host resolves to a non-public address",
+        ));
     }
     Ok(addrs)
 }
@@ -190,7 +217,7 @@ fn forbidden_v4(ip: Ipv4Addr) -> bool {
         || ip.is_documentation()
         || (a == 198 && (b == 18 || b == 19))       // benchmarking 198.18/15
         || ip.is_multicast()
-        || a >= 240                                 // reserved and broadcast
+        || a >= 240 // reserved and broadcast
 }
 
 fn forbidden_v6(ip: Ipv6Addr) -> bool {
@@ -235,12 +262,36 @@ mod tests {
     #[test]
     fn non_public_addresses_are_forbidden() {
         for ip in [
-            "127.0.0.1", "127.255.255.254", "10.1.2.3", "172.16.0.1", "172.31.255.255",
-            "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0", "0.1.2.3", "224.0.0.1",
-            "255.255.255.255", "240.0.0.1", "198.18.0.1", "192.0.0.8", "::", "::1",
-            "::ffff:127.0.0.1", "::ffff:169.254.169.254", "::127.0.0.1", "64:ff9b::a9fe:a9fe",
-            "64:ff9b:1::1", "fc00::1", "fd12:3456::1", "fe80::1", "fec0::1", "ff02::1",
-            "2001:db8::1", "2001:0:4136:e378::1", "2002:7f00:1::1",
+            "127.0.0.1",
+            "127.255.255.254",
+            "10.1.2.3",
+            "172.16.0.1",
+            "172.31.255.255",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "0.1.2.3",
+            "224.0.0.1",
+            "255.255.255.255",
+            "240.0.0.1",
+            "198.18.0.1",
+            "192.0.0.8",
+            "::",
+            "::1",
+            "::ffff:127.0.0.1",
+            "::ffff:169.254.169.254",
+            "::127.0.0.1",
+            "64:ff9b::a9fe:a9fe",
+            "64:ff9b:1::1",
+            "fc00::1",
+            "fd12:3456::1",
+            "fe80::1",
+            "fec0::1",
+            "ff02::1",
+            "2001:db8::1",
+            "2001:0:4136:e378::1",
+            "2002:7f00:1::1",
         ] {
             let ip: IpAddr = ip.parse().expect("test address parses");
             assert!(is_forbidden(ip), "{ip} must be forbidden");
@@ -249,7 +300,14 @@ mod tests {
 
     #[test]
     fn public_addresses_are_allowed() {
-        for ip in ["93.184.215.14", "1.1.1.1", "172.32.0.1", "100.128.0.1", "2606:4700::1111", "64:ff9b::5db8:d70e"] {
+        for ip in [
+            "93.184.215.14",
+            "1.1.1.1",
+            "172.32.0.1",
+            "100.128.0.1",
+            "2606:4700::1111",
+            "64:ff9b::5db8:d70e",
+        ] {
             let ip: IpAddr = ip.parse().expect("test address parses");
             assert!(!is_forbidden(ip), "{ip} must be allowed");
         }
@@ -269,7 +327,10 @@ mod tests {
             "https://%31%32%37.0.0.1/",
         ] {
             assert!(
-                matches!(f.check(raw), Err(FetchError::Refused("this address is not allowed"))),
+                matches!(
+                    f.check(raw),
+                    Err(FetchError::Refused("this address is not allowed"))
+                ),
                 "{raw} must be refused"
             );
         }

@@ -68,9 +68,12 @@ impl Limits {
     /// `Err(seconds to wait)` when `ip` is over `limiter`'s rate.
     pub fn check(limiter: &DefaultKeyedRateLimiter<IpAddr>, ip: IpAddr) -> Result<(), u64> {
         use governor::clock::{Clock, DefaultClock};
-        limiter
-            .check_key(&ip)
-            .map_err(|not_until| not_until.wait_time_from(DefaultClock::default().now()).as_secs() + 1)
+        limiter.check_key(&ip).map_err(|not_until| {
+            not_until
+                .wait_time_from(DefaultClock::default().now())
+                .as_secs()
+                + 1
+        })
     }
 }
 

@@ -47,14 +47,35 @@ impl Shop {
     }
 
     pub async fn start(config: ShopConfig) -> Shop {
-        let state = AppState::new(config.clone()).await.expect("shop state builds");
-        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.expect("bind loopback");
+        let state = AppState::new(config.clone())
+            .await
+            .expect("shop state builds");
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .expect("bind loopback");
         let addr = listener.local_addr().expect("local addr");
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(portcullis_shop::serve(listener, state, async {
             let _ = stopped.await;
         }));
-        Shop { addr, base: format!("http://{addr}"), config, stop: Some(stop) }
+        Shop {
+            addr,
+            base: format!("http://{addr}"),
+            config,
+            stop: Some(stop),
+        }
+    }
+
+    /// The key the shop signs tokens with (the weak word under `jwt-weak-secret`).
+    pub fn signing_secret(&self) -> Vec<u8> {
+        if self.config.vulns.has(Vuln::JwtWeakSecret) {
+            portcullis_shop::config::WEAK_JWT_SECRET.as_bytes().to_vec()
+        } else {
+            self.config
+                .jwt_secret
+                .clone()
+                .expect("test shops have a known secret")
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -118,7 +139,13 @@ impl Reply {
 }
 
 /// Sends a request with an optional bearer token and JSON body.
-pub async fn send(c: &reqwest::Client, method: Method, url: &str, token: Option<&str>, body: Option<Value>) -> Reply {
+pub async fn send(
+    c: &reqwest::Client,
+    method: Method,
+    url: &str,
+    token: Option<&str>,
+    body: Option<Value>,
+) -> Reply {
     let mut req = c.request(method, url);
     if let Some(t) = token {
         req = req.bearer_auth(t);
@@ -126,10 +153,17 @@ pub async fn send(c: &reqwest::Client, method: Method, url: &str, token: Option<
     if let Some(b) = body {
         req = req.json(&b);
     }
-    let resp = req.send().await.unwrap_or_else(|e| panic!("request to {url} failed: {e}"));
+    let resp = req
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("request to {url} failed: {e}"));
     let (status, headers) = (resp.status(), resp.headers().clone());
     let text = resp.text().await.unwrap();
-    Reply { status, headers, text }
+    Reply {
+        status,
+        headers,
+        text,
+    }
 }
 
 /// A logged-in user.
@@ -141,9 +175,10 @@ pub struct Identity {
     pub refresh: String,
 }
 
-/// Registers `name` (an email is derived from it) and logs in.
+/// Registers `name` (a unique email is derived from it) and logs in.
 pub async fn register(shop: &Shop, c: &reqwest::Client, name: &str) -> Identity {
-    let email = format!("{name}@example.com");
+    static SEQ: AtomicUsize = AtomicUsize::new(0);
+    let email = format!("{name}.{}@example.com", SEQ.fetch_add(1, Ordering::Relaxed));
     let r = send(
         c,
         Method::POST,
@@ -158,12 +193,24 @@ pub async fn register(shop: &Shop, c: &reqwest::Client, name: &str) -> Identity 
 
 /// Logs in and panics unless it works.
 pub async fn login(shop: &Shop, c: &reqwest::Client, email: &str, password: &str) -> Identity {
-    let r = send(c, Method::POST, &shop.url("/v2/auth/login"), None, Some(json!({ "email": email, "password": password }))).await;
+    let r = send(
+        c,
+        Method::POST,
+        &shop.url("/v2/auth/login"),
+        None,
+        Some(json!({ "email": email, "password": password })),
+    )
+    .await;
     assert_eq!(r.status, StatusCode::OK, "login {email}: {}", r.text);
     let j = r.json();
     let access = j["access_token"].as_str().unwrap().to_owned();
     let id = claims_of(&access)["sub"].as_str().unwrap().to_owned();
-    Identity { id, email: email.into(), access, refresh: j["refresh_token"].as_str().unwrap().to_owned() }
+    Identity {
+        id,
+        email: email.into(),
+        access,
+        refresh: j["refresh_token"].as_str().unwrap().to_owned(),
+    }
 }
 
 /// The administrator, logged in.
@@ -187,7 +234,12 @@ pub fn forge_unsigned(alg: &str, claims: &Value) -> String {
 /// An HS256 token signed with `secret`.
 pub fn sign_hs256(secret: &[u8], claims: &Value) -> String {
     let key = jsonwebtoken::EncodingKey::from_secret(secret).unwrap();
-    jsonwebtoken::encode(&jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256), claims, &key).unwrap()
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256),
+        claims,
+        &key,
+    )
+    .unwrap()
 }
 
 /// Finds the HMAC secret of `token` in `words`: the offline dictionary attack.
@@ -197,13 +249,18 @@ pub fn crack_hs256(token: &str, words: &[&str]) -> Option<String> {
     validation.required_spec_claims.clear();
     words.iter().find_map(|w| {
         let key = jsonwebtoken::DecodingKey::from_secret(w.as_bytes()).ok()?;
-        jsonwebtoken::decode::<Value>(token, &key, &validation).ok().map(|_| w.to_string())
+        jsonwebtoken::decode::<Value>(token, &key, &validation)
+            .ok()
+            .map(|_| w.to_string())
     })
 }
 
 /// Seconds since the Unix epoch.
 pub fn now() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_secs() as i64
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 /// A loopback HTTP listener that counts the requests it gets: the target of SSRF tests.
@@ -225,10 +282,15 @@ impl Canary {
             let counter = counter.clone();
             async move {
                 counter.fetch_add(1, Ordering::SeqCst);
-                ([(axum::http::header::CONTENT_TYPE, "image/png")], CANARY_BODY)
+                (
+                    [(axum::http::header::CONTENT_TYPE, "image/png")],
+                    CANARY_BODY,
+                )
             }
         });
-        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+            .await
+            .unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         tokio::spawn(async move {
@@ -238,7 +300,11 @@ impl Canary {
                 })
                 .await;
         });
-        Canary { addr, hits, stop: Some(stop) }
+        Canary {
+            addr,
+            hits,
+            stop: Some(stop),
+        }
     }
 
     pub fn hits(&self) -> usize {

@@ -14,15 +14,23 @@ use crate::routes::users::{USER_COLUMNS, UserRow};
 use crate::state::AppState;
 
 fn require_admin(state: &AppState, user: &AuthUser) -> ApiResult<()> {
-    if user.is_admin() || state.config.vulns.has(Vuln::Bfla) { Ok(()) } else { Err(ApiError::forbidden()) }
+    if user.is_admin() || state.config.vulns.has(Vuln::Bfla) {
+        Ok(())
+    } else {
+        Err(ApiError::forbidden())
+    }
 }
 
-pub async fn list_users(State(state): State<AppState>, user: AuthUser) -> ApiResult<impl IntoResponse> {
+pub async fn list_users(
+    State(state): State<AppState>,
+    user: AuthUser,
+) -> ApiResult<impl IntoResponse> {
     require_admin(&state, &user)?;
     let rows = state
         .db
         .call(|c| {
-            let sql = format!("SELECT {USER_COLUMNS} FROM users ORDER BY created_at, id LIMIT 1000");
+            let sql =
+                format!("SELECT {USER_COLUMNS} FROM users ORDER BY created_at, id LIMIT 1000");
             let mut stmt = c.prepare(&sql).map_err(|e| ApiError::db(&sql, &e))?;
             stmt.query_map([], UserRow::from_row)
                 .and_then(Iterator::collect::<Result<Vec<_>, _>>)
@@ -41,7 +49,9 @@ pub async fn delete_user(
 ) -> ApiResult<impl IntoResponse> {
     require_admin(&state, &user)?;
     if id == user.id {
-        return Err(ApiError::conflict("administrators cannot delete themselves"));
+        return Err(ApiError::conflict(
+            "administrators cannot delete themselves",
+        ));
     }
     let n = state
         .db

@@ -8,7 +8,7 @@
 use std::net::SocketAddr;
 
 use axum::extract::{ConnectInfo, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use rusqlite::OptionalExtension;
 use serde::Deserialize;
@@ -18,7 +18,7 @@ use crate::auth::{self, AuthUser, hash_password, issue_pair, verify_password};
 use crate::config::Vuln;
 use crate::db::{new_id, now};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::Json;
+use crate::extract::{Json, RawJson, parse_json};
 use crate::routes::plain_text;
 use crate::state::{AppState, Limits};
 
@@ -45,7 +45,9 @@ pub(crate) fn normalise_email(email: &str) -> String {
 }
 
 fn valid_email(email: &str) -> bool {
-    let Some((local, domain)) = email.split_once('@') else { return false };
+    let Some((local, domain)) = email.split_once('@') else {
+        return false;
+    };
     (3..=254).contains(&email.len())
         && !local.is_empty()
         && domain.contains('.')
@@ -56,12 +58,24 @@ fn valid_email(email: &str) -> bool {
 /// NIST SP 800-63B: length over composition, and no password from the top of the lists.
 fn check_password(password: &str) -> ApiResult<()> {
     const COMMON: &[&str] = &[
-        "password", "password1", "password123", "12345678", "123456789", "1234567890",
-        "qwertyuiop", "qwerty123", "iloveyou", "letmein123", "admin123", "welcome123",
+        "password",
+        "password1",
+        "password123",
+        "12345678",
+        "123456789",
+        "1234567890",
+        "qwertyuiop",
+        "qwerty123",
+        "iloveyou",
+        "letmein123",
+        "admin123",
+        "welcome123",
     ];
     let n = password.chars().count();
     if !(8..=128).contains(&n) {
-        return Err(ApiError::unprocessable("`password` must have 8 to 128 characters"));
+        return Err(ApiError::unprocessable(
+            "`password` must have 8 to 128 characters",
+        ));
     }
     if COMMON.contains(&password.to_lowercase().as_str()) {
         return Err(ApiError::unprocessable("`password` is too common"));
@@ -71,16 +85,20 @@ fn check_password(password: &str) -> ApiResult<()> {
 
 pub async fn register(
     State(state): State<AppState>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
+    RawJson(body): RawJson,
 ) -> ApiResult<impl IntoResponse> {
-    require_json(&headers)?;
     let open = state.config.vulns.has(Vuln::MassAssignment);
     let req: RegisterOpen = if open {
         parse_json::<RegisterOpen>(&body)?
     } else {
         let r = parse_json::<Register>(&body)?;
-        RegisterOpen { email: r.email, password: r.password, name: r.name, role: None, balance_cents: None }
+        RegisterOpen {
+            email: r.email,
+            password: r.password,
+            name: r.name,
+            role: None,
+            balance_cents: None,
+        }
     };
     let email = normalise_email(&req.email);
     if !valid_email(&email) {
@@ -103,44 +121,14 @@ pub async fn register(
         })
         .await?;
     if created == 0 {
-        return Err(ApiError::conflict("an account could not be created with these details"));
+        return Err(ApiError::conflict(
+            "an account could not be created with these details",
+        ));
     }
-    Ok((StatusCode::CREATED, Json(json!({ "id": id, "email": email, "name": req.name }))))
-}
-
-/// The content-type check of the `Json` extractor, for handlers that parse bodies themselves.
-pub(crate) fn require_json(headers: &HeaderMap) -> ApiResult<()> {
-    let ct = headers.get(axum::http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
-    let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
-    if essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json")) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "Unsupported Media Type",
-            "expected `Content-Type: application/json`",
-        ))
-    }
-}
-
-/// Parses a JSON body the way the `Json` extractor does, for handlers that pick the target
-/// type at run time.
-pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> ApiResult<T> {
-    let mut de = serde_json::Deserializer::from_slice(body);
-    let value = T::deserialize(&mut de).and_then(|v| de.end().map(|()| v));
-    value.map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => {
-            let msg = e.to_string();
-            let field = msg.split(" at line").next().unwrap_or("").to_owned();
-            if field.starts_with("unknown field") || field.starts_with("missing field") {
-                ApiError::unprocessable(field)
-            } else {
-                ApiError::unprocessable("the body does not match the expected schema")
-            }
-            .with_internal(msg)
-        }
-        _ => ApiError::bad_request("the body is not valid JSON").with_internal(e.to_string()),
-    })
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "id": id, "email": email, "name": req.name })),
+    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -164,10 +152,8 @@ pub async fn login(
     if account.len() > 254 || password.len() > 1024 {
         return Err(ApiError::unprocessable("`email` or `password` is too long"));
     }
-    if limited {
-        if let Some(wait) = locked_for(&state, &account).await? {
-            return Err(ApiError::too_many(wait));
-        }
+    if limited && let Some(wait) = locked_for(&state, &account).await? {
+        return Err(ApiError::too_many(wait));
     }
     let lookup = account.clone();
     let user: Option<(String, String, String)> = state
@@ -180,13 +166,24 @@ pub async fn login(
         })
         .await?;
     let known = user.is_some();
-    let ok = verify_password(password, user.as_ref().map(|u| u.1.clone()), state.dummy_hash.clone()).await;
+    let ok = verify_password(
+        password,
+        user.as_ref().map(|u| u.1.clone()),
+        state.dummy_hash.clone(),
+    )
+    .await;
     let Some((id, _, role)) = user.filter(|_| ok) else {
         if !limited {
             return Err(if known {
-                ApiError::unauthorized().with_internal("wrong password").with_detail("wrong password for this account")
+                ApiError::unauthorized()
+                    .with_internal("wrong password")
+                    .with_detail("wrong password for this account")
             } else {
-                ApiError::new(StatusCode::NOT_FOUND, "Not Found", "no account with this email")
+                ApiError::new(
+                    StatusCode::NOT_FOUND,
+                    "Not Found",
+                    "no account with this email",
+                )
             });
         }
         record_failure(&state, account).await?;
@@ -201,7 +198,8 @@ pub async fn login(
                 const SQL: &str = "DELETE FROM login_failures WHERE account = ?1";
                 c.execute(SQL, [acc]).map_err(|e| ApiError::db(SQL, &e))?;
                 const SQL2: &str = "UPDATE users SET last_login_ip = ?1 WHERE id = ?2";
-                c.execute(SQL2, [ipaddr, uid]).map_err(|e| ApiError::db(SQL2, &e))
+                c.execute(SQL2, [ipaddr, uid])
+                    .map_err(|e| ApiError::db(SQL2, &e))
             })
             .await?;
     }
@@ -216,7 +214,9 @@ async fn locked_for(state: &AppState, account: &str) -> ApiResult<Option<u64>> {
         .db
         .call(move |c| {
             const SQL: &str = "SELECT locked_until FROM login_failures WHERE account = ?1";
-            c.query_row(SQL, [account], |r| r.get(0)).optional().map_err(|e| ApiError::db(SQL, &e))
+            c.query_row(SQL, [account], |r| r.get(0))
+                .optional()
+                .map_err(|e| ApiError::db(SQL, &e))
         })
         .await?;
     let now = now();
@@ -231,14 +231,18 @@ async fn record_failure(state: &AppState, account: String) -> ApiResult<()> {
         .db
         .call(move |c| {
             let now = now();
-            const SQL: &str = "INSERT INTO login_failures (account, failures, window_start) VALUES (?1, 1, ?2)
+            const SQL: &str =
+                "INSERT INTO login_failures (account, failures, window_start) VALUES (?1, 1, ?2)
                 ON CONFLICT(account) DO UPDATE SET
                   failures = CASE WHEN window_start <= ?2 - ?3 THEN 1 ELSE failures + 1 END,
                   window_start = CASE WHEN window_start <= ?2 - ?3 THEN ?2 ELSE window_start END";
-            c.execute(SQL, rusqlite::params![account, now, window]).map_err(|e| ApiError::db(SQL, &e))?;
-            const LOCK: &str = "UPDATE login_failures SET locked_until = ?2 + ?3, failures = 0, window_start = ?2
+            c.execute(SQL, rusqlite::params![account, now, window])
+                .map_err(|e| ApiError::db(SQL, &e))?;
+            const LOCK: &str =
+                "UPDATE login_failures SET locked_until = ?2 + ?3, failures = 0, window_start = ?2
                 WHERE account = ?1 AND failures >= ?4";
-            c.execute(LOCK, rusqlite::params![account, now, window, max]).map_err(|e| ApiError::db(LOCK, &e))?;
+            c.execute(LOCK, rusqlite::params![account, now, window, max])
+                .map_err(|e| ApiError::db(LOCK, &e))?;
             Ok(())
         })
         .await
@@ -252,7 +256,10 @@ pub struct Refresh {
 
 /// Rotates a refresh token. A refresh token presented twice was stolen from one of its two
 /// users: the whole family is revoked.
-pub async fn refresh(State(state): State<AppState>, Json(req): Json<Refresh>) -> ApiResult<impl IntoResponse> {
+pub async fn refresh(
+    State(state): State<AppState>,
+    Json(req): Json<Refresh>,
+) -> ApiResult<impl IntoResponse> {
     if req.refresh_token.len() > 8192 {
         return Err(ApiError::unauthorized());
     }
@@ -263,10 +270,14 @@ pub async fn refresh(State(state): State<AppState>, Json(req): Json<Refresh>) ->
         .call(move |c| {
             const SQL: &str = "UPDATE refresh_tokens SET used = 1 WHERE jti = ?1 AND used = 0
                 AND NOT EXISTS(SELECT 1 FROM revoked_families WHERE family = ?2)";
-            let n = c.execute(SQL, rusqlite::params![jti, fam]).map_err(|e| ApiError::db(SQL, &e))?;
+            let n = c
+                .execute(SQL, rusqlite::params![jti, fam])
+                .map_err(|e| ApiError::db(SQL, &e))?;
             if n == 0 {
-                const REVOKE: &str = "INSERT OR IGNORE INTO revoked_families (family, exp) VALUES (?1, ?2)";
-                c.execute(REVOKE, rusqlite::params![fam, exp]).map_err(|e| ApiError::db(REVOKE, &e))?;
+                const REVOKE: &str =
+                    "INSERT OR IGNORE INTO revoked_families (family, exp) VALUES (?1, ?2)";
+                c.execute(REVOKE, rusqlite::params![fam, exp])
+                    .map_err(|e| ApiError::db(REVOKE, &e))?;
             }
             Ok(n == 1)
         })
@@ -280,11 +291,15 @@ pub async fn refresh(State(state): State<AppState>, Json(req): Json<Refresh>) ->
         .db
         .call(move |c| {
             const SQL: &str = "SELECT role FROM users WHERE id = ?1";
-            c.query_row(SQL, [uid], |r| r.get(0)).optional().map_err(|e| ApiError::db(SQL, &e))
+            c.query_row(SQL, [uid], |r| r.get(0))
+                .optional()
+                .map_err(|e| ApiError::db(SQL, &e))
         })
         .await?;
     let role = role.ok_or_else(ApiError::unauthorized)?;
-    Ok(Json(issue_pair(&state, &claims.sub, &role, &claims.fam).await?))
+    Ok(Json(
+        issue_pair(&state, &claims.sub, &role, &claims.fam).await?,
+    ))
 }
 
 /// Ends the session: the access token's `jti` and its whole refresh family are revoked.
@@ -295,9 +310,12 @@ pub async fn logout(State(state): State<AppState>, user: AuthUser) -> ApiResult<
         .db
         .call(move |db| {
             const SQL: &str = "INSERT OR IGNORE INTO revoked_tokens (jti, exp) VALUES (?1, ?2)";
-            db.execute(SQL, rusqlite::params![c.jti, c.exp]).map_err(|e| ApiError::db(SQL, &e))?;
-            const FAM: &str = "INSERT OR IGNORE INTO revoked_families (family, exp) VALUES (?1, ?2)";
-            db.execute(FAM, rusqlite::params![c.fam, refresh_exp]).map_err(|e| ApiError::db(FAM, &e))?;
+            db.execute(SQL, rusqlite::params![c.jti, c.exp])
+                .map_err(|e| ApiError::db(SQL, &e))?;
+            const FAM: &str =
+                "INSERT OR IGNORE INTO revoked_families (family, exp) VALUES (?1, ?2)";
+            db.execute(FAM, rusqlite::params![c.fam, refresh_exp])
+                .map_err(|e| ApiError::db(FAM, &e))?;
             Ok(())
         })
         .await?;

@@ -20,8 +20,15 @@ pub const SUNSET: &str = "Wed, 30 Jun 2027 23:59:59 GMT";
 
 fn deprecate(mut resp: Response) -> Response {
     let h = resp.headers_mut();
-    h.insert(HeaderName::from_static("deprecation"), HeaderValue::from_str(&format!("@{DEPRECATED_AT}")).unwrap_or(HeaderValue::from_static("?1")));
-    h.insert(HeaderName::from_static("sunset"), HeaderValue::from_static(SUNSET));
+    h.insert(
+        HeaderName::from_static("deprecation"),
+        HeaderValue::from_str(&format!("@{DEPRECATED_AT}"))
+            .unwrap_or(HeaderValue::from_static("?1")),
+    );
+    h.insert(
+        HeaderName::from_static("sunset"),
+        HeaderValue::from_static(SUNSET),
+    );
     h.insert(
         axum::http::header::LINK,
         HeaderValue::from_static("</v2/orders>; rel=\"successor-version\""),
@@ -34,10 +41,18 @@ pub async fn get_order(
     Path(id): Path<String>,
     mut parts: Parts,
 ) -> Response {
-    deprecate(get_order_inner(&state, id, &mut parts).await.into_response())
+    deprecate(
+        get_order_inner(&state, id, &mut parts)
+            .await
+            .into_response(),
+    )
 }
 
-async fn get_order_inner(state: &AppState, id: String, parts: &mut Parts) -> ApiResult<impl IntoResponse> {
+async fn get_order_inner(
+    state: &AppState,
+    id: String,
+    parts: &mut Parts,
+) -> ApiResult<impl IntoResponse> {
     let open = state.config.vulns.has(Vuln::LegacyV1);
     let owner = if open {
         None
@@ -45,5 +60,7 @@ async fn get_order_inner(state: &AppState, id: String, parts: &mut Parts) -> Api
         Some(AuthUser::from_request_parts(parts, state).await?.id)
     };
     let row = load_order(state, id, owner).await?;
-    Ok(Json(row.view(open || state.config.vulns.has(Vuln::DataExposure))))
+    Ok(Json(
+        row.view(open || state.config.vulns.has(Vuln::DataExposure)),
+    ))
 }

@@ -13,5 +13,8 @@ pub async fn healthz() -> impl IntoResponse {
 }
 
 pub async fn openapi(State(state): State<AppState>) -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, "application/json")], state.spec_json.clone())
+    (
+        [(header::CONTENT_TYPE, "application/json")],
+        state.spec_json.clone(),
+    )
 }

@@ -3,7 +3,7 @@
 //! `mass-assignment` a client may set the price and the status of its order.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use rusqlite::{OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
@@ -13,8 +13,7 @@ use crate::auth::AuthUser;
 use crate::config::Vuln;
 use crate::db::{DISCOUNTS, new_id, now};
 use crate::error::{ApiError, ApiResult};
-use crate::extract::{Json, Path};
-use crate::routes::auth::{parse_json, require_json};
+use crate::extract::{Json, Path, RawJson, parse_json};
 use crate::routes::plain_text;
 use crate::routes::products::valid_product_id;
 use crate::state::AppState;
@@ -74,19 +73,26 @@ impl OrderRow {
 
 /// `ord_` and 8 to 32 ASCII alphanumerics.
 pub fn valid_order_id(id: &str) -> bool {
-    id.strip_prefix("ord_")
-        .is_some_and(|t| (8..=32).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_alphanumeric()))
+    id.strip_prefix("ord_").is_some_and(|t| {
+        (8..=32).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_alphanumeric())
+    })
 }
 
 /// Loads an order; `owner: None` is the `bola` weakness (and the admin's view).
-pub(crate) async fn load_order(state: &AppState, id: String, owner: Option<String>) -> ApiResult<OrderRow> {
+pub(crate) async fn load_order(
+    state: &AppState,
+    id: String,
+    owner: Option<String>,
+) -> ApiResult<OrderRow> {
     if !valid_order_id(&id) {
         return Err(ApiError::not_found());
     }
     state
         .db
         .call(move |c| {
-            let sql = format!("SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?1 AND (?2 IS NULL OR user_id = ?2)");
+            let sql = format!(
+                "SELECT {ORDER_COLUMNS} FROM orders WHERE id = ?1 AND (?2 IS NULL OR user_id = ?2)"
+            );
             c.query_row(&sql, rusqlite::params![id, owner], OrderRow::from_row)
                 .optional()
                 .map_err(|e| ApiError::db(&sql, &e))
@@ -121,16 +127,20 @@ pub struct CreateOrderOpen {
 }
 
 fn check_quantity(q: i64) -> ApiResult<()> {
-    if (1..=100).contains(&q) { Ok(()) } else { Err(ApiError::unprocessable("`quantity` must be between 1 and 100")) }
+    if (1..=100).contains(&q) {
+        Ok(())
+    } else {
+        Err(ApiError::unprocessable(
+            "`quantity` must be between 1 and 100",
+        ))
+    }
 }
 
 pub async fn create(
     State(state): State<AppState>,
     user: AuthUser,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
+    RawJson(body): RawJson,
 ) -> ApiResult<impl IntoResponse> {
-    require_json(&headers)?;
     let req = if state.config.vulns.has(Vuln::MassAssignment) {
         parse_json::<CreateOrderOpen>(&body)?
     } else {
@@ -152,7 +162,9 @@ pub async fn create(
     let percent_off = match &req.discount_code {
         None => 0,
         Some(code) if code.len() > 20 => {
-            return Err(ApiError::unprocessable("`discount_code` must have at most 20 characters"));
+            return Err(ApiError::unprocessable(
+                "`discount_code` must have at most 20 characters",
+            ));
         }
         Some(code) => DISCOUNTS
             .iter()
@@ -186,7 +198,11 @@ pub async fn create(
             c.query_row(&sql, [oid], OrderRow::from_row).map_err(|e| ApiError::db(&sql, &e))
         })
         .await?;
-    Ok((StatusCode::CREATED, [(axum::http::header::LOCATION, format!("/v2/orders/{id}"))], Json(row.view(exposed))))
+    Ok((
+        StatusCode::CREATED,
+        [(axum::http::header::LOCATION, format!("/v2/orders/{id}"))],
+        Json(row.view(exposed)),
+    ))
 }
 
 pub async fn list(State(state): State<AppState>, user: AuthUser) -> ApiResult<impl IntoResponse> {
@@ -236,15 +252,18 @@ pub async fn update(
     State(state): State<AppState>,
     user: AuthUser,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
+    RawJson(body): RawJson,
 ) -> ApiResult<impl IntoResponse> {
-    require_json(&headers)?;
     let req = if state.config.vulns.has(Vuln::MassAssignment) {
         parse_json::<UpdateOrderOpen>(&body)?
     } else {
         let r = parse_json::<UpdateOrder>(&body)?;
-        UpdateOrderOpen { quantity: r.quantity, shipping_address: r.shipping_address, status: None, unit_price_cents: None }
+        UpdateOrderOpen {
+            quantity: r.quantity,
+            shipping_address: r.shipping_address,
+            status: None,
+            unit_price_cents: None,
+        }
     };
     if let Some(q) = req.quantity {
         check_quantity(q)?;
@@ -291,7 +310,8 @@ pub async fn remove(
         .db
         .call(move |c| {
             const SQL: &str = "DELETE FROM orders WHERE id = ?1";
-            c.execute(SQL, [current.id]).map_err(|e| ApiError::db(SQL, &e))
+            c.execute(SQL, [current.id])
+                .map_err(|e| ApiError::db(SQL, &e))
         })
         .await?;
     Ok(StatusCode::NO_CONTENT)

@@ -14,6 +14,8 @@ use crate::state::AppState;
 
 /// Largest page in the secure default.
 pub const MAX_LIMIT: u32 = 100;
+/// Deepest page.
+pub const MAX_OFFSET: u32 = 1_000_000;
 
 #[derive(Debug, Serialize)]
 pub struct ProductRow {
@@ -57,8 +59,9 @@ impl ProductRow {
 
 /// `prod_` and 8 to 32 ASCII alphanumerics.
 pub fn valid_product_id(id: &str) -> bool {
-    id.strip_prefix("prod_")
-        .is_some_and(|t| (8..=32).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_alphanumeric()))
+    id.strip_prefix("prod_").is_some_and(|t| {
+        (8..=32).contains(&t.len()) && t.bytes().all(|b| b.is_ascii_alphanumeric())
+    })
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,33 +71,52 @@ pub struct Page {
     offset: Option<u32>,
 }
 
-pub async fn list(State(state): State<AppState>, Query(page): Query<Page>) -> ApiResult<impl IntoResponse> {
+pub async fn list(
+    State(state): State<AppState>,
+    Query(page): Query<Page>,
+) -> ApiResult<impl IntoResponse> {
     let unbounded = state.config.vulns.has(Vuln::NoRateLimit);
     let limit = page.limit.unwrap_or(20);
     if !unbounded && !(1..=MAX_LIMIT).contains(&limit) {
-        return Err(ApiError::bad_request(format!("`limit` must be between 1 and {MAX_LIMIT}")));
+        return Err(ApiError::bad_request(format!(
+            "`limit` must be between 1 and {MAX_LIMIT}"
+        )));
     }
     let offset = page.offset.unwrap_or(0);
+    if offset > MAX_OFFSET {
+        return Err(ApiError::bad_request(format!(
+            "`offset` must be at most {MAX_OFFSET}"
+        )));
+    }
     let exposed = state.config.vulns.has(Vuln::DataExposure);
     let (items, total) = state
         .db
         .call(move |c| {
-            let sql = format!("SELECT {COLUMNS} FROM products WHERE published = 1 ORDER BY id LIMIT ?1 OFFSET ?2");
+            let sql = format!(
+                "SELECT {COLUMNS} FROM products WHERE published = 1 ORDER BY id LIMIT ?1 OFFSET ?2"
+            );
             let mut stmt = c.prepare_cached(&sql).map_err(|e| ApiError::db(&sql, &e))?;
             let rows = stmt
                 .query_map([limit, offset], ProductRow::from_row)
                 .and_then(Iterator::collect::<Result<Vec<_>, _>>)
                 .map_err(|e| ApiError::db(&sql, &e))?;
             const COUNT: &str = "SELECT COUNT(*) FROM products WHERE published = 1";
-            let total: i64 = c.query_row(COUNT, [], |r| r.get(0)).map_err(|e| ApiError::db(COUNT, &e))?;
+            let total: i64 = c
+                .query_row(COUNT, [], |r| r.get(0))
+                .map_err(|e| ApiError::db(COUNT, &e))?;
             Ok((rows, total))
         })
         .await?;
     let items: Vec<_> = items.iter().map(|p| p.view(exposed)).collect();
-    Ok(Json(json!({ "items": items, "limit": limit, "offset": offset, "total": total })))
+    Ok(Json(
+        json!({ "items": items, "limit": limit, "offset": offset, "total": total }),
+    ))
 }
 
-pub async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> ApiResult<impl IntoResponse> {
+pub async fn get_one(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> ApiResult<impl IntoResponse> {
     if !valid_product_id(&id) {
         return Err(ApiError::bad_request("`product_id` is malformed"));
     }
@@ -103,7 +125,9 @@ pub async fn get_one(State(state): State<AppState>, Path(id): Path<String>) -> A
         .db
         .call(move |c| {
             let sql = format!("SELECT {COLUMNS} FROM products WHERE id = ?1 AND published = 1");
-            c.query_row(&sql, [id], ProductRow::from_row).optional().map_err(|e| ApiError::db(&sql, &e))
+            c.query_row(&sql, [id], ProductRow::from_row)
+                .optional()
+                .map_err(|e| ApiError::db(&sql, &e))
         })
         .await?
         .ok_or_else(ApiError::not_found)?;
@@ -116,7 +140,10 @@ pub struct Search {
     q: String,
 }
 
-pub async fn search(State(state): State<AppState>, Query(Search { q }): Query<Search>) -> ApiResult<impl IntoResponse> {
+pub async fn search(
+    State(state): State<AppState>,
+    Query(Search { q }): Query<Search>,
+) -> ApiResult<impl IntoResponse> {
     let n = q.chars().count();
     if !(1..=100).contains(&n) {
         return Err(ApiError::bad_request("`q` must have 1 to 100 characters"));

@@ -33,7 +33,9 @@ pub async fn redeem(
     Json(Redeem { code }): Json<Redeem>,
 ) -> ApiResult<impl IntoResponse> {
     if code.is_empty() || code.len() > 20 {
-        return Err(ApiError::unprocessable("`code` must have 1 to 20 characters"));
+        return Err(ApiError::unprocessable(
+            "`code` must have 1 to 20 characters",
+        ));
     }
     let limited = !state.config.vulns.has(Vuln::BusinessFlow);
     let daily = i64::from(state.config.promo_daily_limit);
@@ -78,11 +80,13 @@ pub async fn redeem(
         })
         .await?;
     match outcome {
-        Outcome::Credited(credit, balance) => {
-            Ok(Json(json!({ "code": code, "credited_cents": credit, "balance_cents": balance })))
-        }
+        Outcome::Credited(credit, balance) => Ok(Json(
+            json!({ "code": code, "credited_cents": credit, "balance_cents": balance }),
+        )),
         Outcome::UnknownCode => Err(ApiError::unprocessable("`code` is not a valid promo code")),
         Outcome::AlreadyRedeemed => Err(ApiError::conflict("this code was already redeemed")),
-        Outcome::DailyLimit => Err(ApiError::too_many(3600).with_detail("daily redemption limit reached")),
+        Outcome::DailyLimit => {
+            Err(ApiError::too_many(3600).with_detail("daily redemption limit reached"))
+        }
     }
 }

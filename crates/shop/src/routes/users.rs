@@ -1,7 +1,7 @@
 //! The caller's own profile and avatar.
 
 use axum::extract::State;
-use axum::http::{HeaderMap, StatusCode};
+use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use rusqlite::{OptionalExtension, Row};
 use serde::{Deserialize, Serialize};
@@ -10,8 +10,7 @@ use serde_json::json;
 use crate::auth::AuthUser;
 use crate::config::Vuln;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::Json;
-use crate::routes::auth::{parse_json, require_json};
+use crate::extract::{Json, RawJson, parse_json};
 use crate::routes::plain_text;
 use crate::ssrf::FetchError;
 use crate::state::AppState;
@@ -71,7 +70,9 @@ pub(crate) async fn load_user(state: &AppState, id: String) -> ApiResult<UserRow
         .db
         .call(move |c| {
             let sql = format!("SELECT {USER_COLUMNS} FROM users WHERE id = ?1");
-            c.query_row(&sql, [id], UserRow::from_row).optional().map_err(|e| ApiError::db(&sql, &e))
+            c.query_row(&sql, [id], UserRow::from_row)
+                .optional()
+                .map_err(|e| ApiError::db(&sql, &e))
         })
         .await?
         .ok_or_else(ApiError::not_found)
@@ -99,15 +100,17 @@ pub struct UpdateMeOpen {
 pub async fn update_me(
     State(state): State<AppState>,
     user: AuthUser,
-    headers: HeaderMap,
-    body: axum::body::Bytes,
+    RawJson(body): RawJson,
 ) -> ApiResult<impl IntoResponse> {
-    require_json(&headers)?;
     let req = if state.config.vulns.has(Vuln::MassAssignment) {
         parse_json::<UpdateMeOpen>(&body)?
     } else {
         let r = parse_json::<UpdateMe>(&body)?;
-        UpdateMeOpen { name: r.name, role: None, balance_cents: None }
+        UpdateMeOpen {
+            name: r.name,
+            role: None,
+            balance_cents: None,
+        }
     };
     if let Some(name) = &req.name {
         plain_text("name", name, 100)?;
@@ -116,10 +119,14 @@ pub async fn update_me(
     state
         .db
         .call(move |c| {
-            const SQL: &str = "UPDATE users SET name = COALESCE(?2, name), role = COALESCE(?3, role),
+            const SQL: &str =
+                "UPDATE users SET name = COALESCE(?2, name), role = COALESCE(?3, role),
                 balance_cents = COALESCE(?4, balance_cents) WHERE id = ?1";
-            c.execute(SQL, rusqlite::params![id, req.name, req.role, req.balance_cents])
-                .map_err(|e| ApiError::db(SQL, &e))
+            c.execute(
+                SQL,
+                rusqlite::params![id, req.name, req.role, req.balance_cents],
+            )
+            .map_err(|e| ApiError::db(SQL, &e))
         })
         .await?;
     let row = load_user(&state, user.id).await?;
@@ -138,13 +145,18 @@ pub async fn avatar(
     Json(req): Json<AvatarReq>,
 ) -> ApiResult<impl IntoResponse> {
     if req.url.len() > 2048 {
-        return Err(ApiError::unprocessable("`url` must have at most 2048 characters"));
+        return Err(ApiError::unprocessable(
+            "`url` must have at most 2048 characters",
+        ));
     }
     let fetched = state.avatar.fetch(&req.url).await.map_err(|e| match e {
         FetchError::Refused(why) => ApiError::unprocessable(format!("`url` refused: {why}")),
-        FetchError::Failed(msg) => {
-            ApiError::new(StatusCode::BAD_GATEWAY, "Bad Gateway", "the image could not be fetched").with_internal(msg)
-        }
+        FetchError::Failed(msg) => ApiError::new(
+            StatusCode::BAD_GATEWAY,
+            "Bad Gateway",
+            "the image could not be fetched",
+        )
+        .with_internal(msg),
     })?;
     let (id, url) = (user.id, req.url.clone());
     state
