@@ -1,0 +1,864 @@
+//! Policy file → [`Policy`]: raw serde structs (unknown keys refused), then validation that
+//! collects every problem with its file, line, column and key path.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use http::{HeaderName, HeaderValue, Method};
+use ipnet::IpNet;
+use serde::Deserialize;
+use serde_saphyr::Spanned;
+
+use crate::inventory::{Inventory, Version, VersionStatus};
+use crate::model::*;
+use crate::problem::{Pos, Problem, Problems};
+use crate::{openapi, path, units};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    listen: Spanned<String>,
+    upstream: Spanned<String>,
+    #[serde(default)]
+    mode: Option<Spanned<String>>,
+    #[serde(default)]
+    openapi: Option<Spanned<String>>,
+    #[serde(default)]
+    routes: Vec<Spanned<String>>,
+    #[serde(default)]
+    tls: Option<RawTls>,
+    #[serde(default)]
+    admin: Option<RawAdmin>,
+    #[serde(default)]
+    trusted_proxies: Vec<Spanned<String>>,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    cors: Option<RawCors>,
+    #[serde(default)]
+    security_headers: RawHeaders,
+    #[serde(default)]
+    versions: Vec<RawVersion>,
+    #[serde(default)]
+    errors: RawErrors,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    cert: Spanned<String>,
+    key: Spanned<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Spanned<String>,
+    #[serde(default)]
+    token_env: Option<Spanned<String>>,
+    #[serde(default)]
+    token_file: Option<Spanned<String>>,
+    #[serde(default)]
+    token: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLimits {
+    max_connections: Option<Spanned<String>>,
+    max_header_bytes: Option<Spanned<String>>,
+    max_body_bytes: Option<Spanned<String>>,
+    header_read_timeout: Option<Spanned<String>>,
+    body_read_timeout: Option<Spanned<String>>,
+    idle_timeout: Option<Spanned<String>>,
+    upstream_connect_timeout: Option<Spanned<String>>,
+    upstream_timeout: Option<Spanned<String>>,
+    max_concurrent_streams: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCors {
+    allow_origins: Vec<Spanned<String>>,
+    #[serde(default)]
+    allow_credentials: bool,
+    #[serde(default)]
+    allow_methods: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    allow_headers: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    expose_headers: Vec<Spanned<String>>,
+    #[serde(default)]
+    max_age: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeaderRules {
+    #[serde(default)]
+    set: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    remove: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHeaders {
+    #[serde(default)]
+    set: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    remove: Vec<Spanned<String>>,
+    #[serde(default)]
+    routes: Vec<RawRouteHeaders>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRouteHeaders {
+    route: Spanned<String>,
+    #[serde(flatten)]
+    rules: RawHeaderRules,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawVersion {
+    prefix: Spanned<String>,
+    status: Spanned<String>,
+    #[serde(default)]
+    deprecated_at: Option<Spanned<String>>,
+    #[serde(default)]
+    sunset: Option<Spanned<String>>,
+    #[serde(default)]
+    link: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawErrors {
+    #[serde(default)]
+    expose_upstream_errors: Option<Spanned<bool>>,
+}
+
+/// Response headers every answer gets unless the policy says otherwise (OWASP secure headers
+/// for JSON APIs; `X-XSS-Protection: 0` as current guidance says).
+pub const DEFAULT_SECURITY_HEADERS: &[(&str, &str)] = &[
+    ("x-content-type-options", "nosniff"),
+    ("x-frame-options", "DENY"),
+    (
+        "content-security-policy",
+        "default-src 'none'; frame-ancestors 'none'",
+    ),
+    ("referrer-policy", "no-referrer"),
+    (
+        "permissions-policy",
+        "accelerometer=(), camera=(), geolocation=(), microphone=(), payment=(), usb=()",
+    ),
+    ("cross-origin-opener-policy", "same-origin"),
+    ("cross-origin-resource-policy", "same-origin"),
+    ("x-xss-protection", "0"),
+    ("cache-control", "no-store"),
+];
+
+/// HSTS, added when the gateway terminates TLS.
+pub const HSTS: (&str, &str) = (
+    "strict-transport-security",
+    "max-age=31536000; includeSubDomains",
+);
+
+/// Banners removed from upstream responses by default.
+pub const DEFAULT_REMOVED_HEADERS: &[&str] = &[
+    "server",
+    "x-powered-by",
+    "x-aspnet-version",
+    "x-aspnetmvc-version",
+    "x-runtime",
+    "x-generator",
+    "x-version",
+    "via",
+];
+
+/// A policy that loaded, with the warnings it raised.
+#[derive(Debug)]
+pub struct Loaded {
+    pub policy: Policy,
+    pub warnings: Problems,
+}
+
+/// Reads and validates the policy at `file` (and the OpenAPI description it names).
+pub fn load(file: &Path) -> Result<Loaded, Problems> {
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        Problems(vec![Problem::error(
+            file,
+            None,
+            "",
+            format!("cannot read the policy file: {e}"),
+        )])
+    })?;
+    load_str(file, &text)
+}
+
+/// Validates policy `text` as if read from `file` (relative paths resolve against its folder).
+pub fn load_str(file: &Path, text: &str) -> Result<Loaded, Problems> {
+    let raw: RawPolicy =
+        serde_saphyr::from_str_with_options(text, yaml_options()).map_err(|e| {
+            let pos = e.location().map(|l| Pos {
+                line: l.line(),
+                col: l.column(),
+            });
+            Problems(vec![Problem::error(file, pos, "", yaml_message(&e))])
+        })?;
+    Compiler {
+        file,
+        problems: Problems::default(),
+    }
+    .compile(raw)
+}
+
+/// Tight budgets: a policy is small, and a YAML bomb must not get far.
+pub(crate) fn yaml_options() -> serde_saphyr::Options {
+    serde_saphyr::options! {
+        budget: serde_saphyr::budget! {
+            max_depth: 64,
+            max_aliases: 1_000,
+        },
+    }
+}
+
+/// The parser's message without its own position suffix (ours is printed in front).
+pub(crate) fn yaml_message(e: &serde_saphyr::Error) -> String {
+    let msg = e.to_string();
+    let first = msg.lines().next().unwrap_or("invalid YAML").trim();
+    match first.find(" at line ") {
+        Some(i) => first[..i].to_owned(),
+        None => first.to_owned(),
+    }
+}
+
+fn pos<T>(s: &Spanned<T>) -> Option<Pos> {
+    Some(Pos {
+        line: s.referenced.line(),
+        col: s.referenced.column(),
+    })
+}
+
+struct Compiler<'a> {
+    file: &'a Path,
+    problems: Problems,
+}
+
+impl Compiler<'_> {
+    fn err<T>(&mut self, at: &Spanned<T>, key: impl Into<String>, msg: impl Into<String>) {
+        self.problems
+            .push(Problem::error(self.file, pos(at), key, msg));
+    }
+
+    fn warn<T>(&mut self, at: &Spanned<T>, key: impl Into<String>, msg: impl Into<String>) {
+        self.problems
+            .push(Problem::warning(self.file, pos(at), key, msg));
+    }
+
+    fn relative(&self, p: &str) -> PathBuf {
+        let p = Path::new(p);
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.file.parent().unwrap_or(Path::new(".")).join(p)
+        }
+    }
+
+    fn compile(mut self, raw: RawPolicy) -> Result<Loaded, Problems> {
+        let listen = self.addr(&raw.listen, "listen");
+        let upstream = self.upstream(&raw.upstream);
+        let mode = match raw.mode.as_ref().map(|m| (m, m.value.as_str())) {
+            None | Some((_, "production")) => Mode::Production,
+            Some((_, "development")) => Mode::Development,
+            Some((m, other)) => {
+                self.err(
+                    m,
+                    "mode",
+                    format!("`{other}` is not `production` or `development`"),
+                );
+                Mode::Production
+            }
+        };
+        if let (Mode::Development, Some(addr)) = (mode, listen)
+            && !addr.ip().is_loopback()
+        {
+            self.err(
+                &raw.listen,
+                "listen",
+                "development mode leaks detail; it may only listen on loopback",
+            );
+        }
+        let expose_upstream_errors = match &raw.errors.expose_upstream_errors {
+            Some(e) if e.value && mode != Mode::Development => {
+                self.err(e, "errors.expose_upstream_errors", "passing upstream error bodies to clients leaks internals; only allowed with `mode: development`");
+                false
+            }
+            Some(e) => e.value,
+            None => false,
+        };
+        let tls = raw.tls.as_ref().map(|t| Tls {
+            cert: self.readable(&t.cert, "tls.cert"),
+            key: self.readable(&t.key, "tls.key"),
+        });
+        let admin = raw.admin.as_ref().and_then(|a| self.admin(a));
+        let trusted_proxies = raw
+            .trusted_proxies
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| {
+                let v = s.value.trim();
+                let net = v
+                    .parse::<IpNet>()
+                    .ok()
+                    .or_else(|| v.parse::<std::net::IpAddr>().ok().map(IpNet::from));
+                if net.is_none() {
+                    self.err(
+                        s,
+                        format!("trusted_proxies[{i}]"),
+                        format!("`{v}` is not an IP address or CIDR range"),
+                    );
+                }
+                net
+            })
+            .collect();
+        let limits = self.limits(&raw.limits);
+        let cors = raw.cors.as_ref().map(|c| self.cors(c));
+        let inventory = self.inventory(&raw);
+        let headers = self.headers(&raw.security_headers, tls.is_some(), &inventory);
+        self.problems
+            .0
+            .sort_by_key(|p| (p.file.clone(), p.pos.map(|p| (p.line, p.col))));
+        if self.problems.has_errors() {
+            return Err(self.problems);
+        }
+        let (Some(listen), Some(upstream)) = (listen, upstream) else {
+            return Err(self.problems);
+        };
+        Ok(Loaded {
+            policy: Policy {
+                file: self.file.to_owned(),
+                listen,
+                upstream,
+                mode,
+                tls,
+                admin,
+                trusted_proxies,
+                limits,
+                cors,
+                headers,
+                inventory,
+                expose_upstream_errors,
+            },
+            warnings: self.problems,
+        })
+    }
+
+    fn addr(&mut self, s: &Spanned<String>, key: &str) -> Option<SocketAddr> {
+        let a = s.value.parse().ok();
+        if a.is_none() {
+            self.err(
+                s,
+                key,
+                format!("`{}` is not an address such as 127.0.0.1:8080", s.value),
+            );
+        }
+        a
+    }
+
+    fn upstream(&mut self, s: &Spanned<String>) -> Option<Upstream> {
+        let bad = |why: &str| format!("`{}` {why}", s.value);
+        let uri: http::Uri = match s.value.parse() {
+            Ok(u) => u,
+            Err(_) => {
+                self.err(
+                    s,
+                    "upstream",
+                    bad("is not a URL such as http://127.0.0.1:8081"),
+                );
+                return None;
+            }
+        };
+        if uri.scheme_str() != Some("http") {
+            self.err(
+                s,
+                "upstream",
+                bad("must be an http:// URL (TLS to the upstream is not supported yet)"),
+            );
+            return None;
+        }
+        if uri.path() != "/" && !uri.path().is_empty() || uri.query().is_some() {
+            self.err(
+                s,
+                "upstream",
+                bad("must not carry a path or query; routes are forwarded as they are"),
+            );
+            return None;
+        }
+        let Some(authority) = uri.authority().cloned() else {
+            self.err(s, "upstream", bad("has no host"));
+            return None;
+        };
+        if authority.as_str().contains('@') {
+            self.err(s, "upstream", bad("must not carry credentials"));
+            return None;
+        }
+        Some(Upstream {
+            authority,
+            scheme: http::uri::Scheme::HTTP,
+        })
+    }
+
+    fn readable(&mut self, s: &Spanned<String>, key: &str) -> PathBuf {
+        let p = self.relative(&s.value);
+        if let Err(e) = std::fs::metadata(&p) {
+            self.err(s, key, format!("cannot read `{}`: {e}", p.display()));
+        }
+        p
+    }
+
+    fn admin(&mut self, a: &RawAdmin) -> Option<Admin> {
+        let listen = self.addr(&a.listen, "admin.listen")?;
+        let mut sources = Vec::new();
+        if let Some(env) = &a.token_env {
+            sources.push(SecretSource::Env(env.value.clone()));
+        }
+        if let Some(f) = &a.token_file {
+            sources.push(SecretSource::File(self.readable(f, "admin.token_file")));
+        }
+        if let Some(t) = &a.token {
+            self.warn(
+                t,
+                "admin.token",
+                "a plain-text secret in the policy file; use `token_env` or `token_file`",
+            );
+            if t.value.len() < 16 {
+                self.err(
+                    t,
+                    "admin.token",
+                    "the admin token must have at least 16 characters",
+                );
+            }
+            sources.push(SecretSource::Inline(t.value.clone()));
+        }
+        if sources.len() > 1 {
+            self.err(
+                &a.listen,
+                "admin",
+                "give one of `token_env`, `token_file`, `token`",
+            );
+        }
+        let token = sources.pop();
+        if token.is_none() && !listen.ip().is_loopback() {
+            self.err(
+                &a.listen,
+                "admin.listen",
+                "an admin listener beyond loopback needs a token (`token_env` or `token_file`)",
+            );
+        }
+        Some(Admin { listen, token })
+    }
+
+    fn limits(&mut self, raw: &RawLimits) -> Limits {
+        let mut l = Limits::default();
+        let dur = |c: &mut Self, v: &Option<Spanned<String>>, key: &str, slot: &mut Duration| {
+            if let Some(v) = v {
+                match units::duration(&v.value) {
+                    Ok(d) if !d.is_zero() => *slot = d,
+                    Ok(_) => c.err(v, format!("limits.{key}"), "must be more than zero"),
+                    Err(e) => c.err(v, format!("limits.{key}"), e),
+                }
+            }
+        };
+        dur(
+            self,
+            &raw.header_read_timeout,
+            "header_read_timeout",
+            &mut l.header_read_timeout,
+        );
+        dur(
+            self,
+            &raw.body_read_timeout,
+            "body_read_timeout",
+            &mut l.body_read_timeout,
+        );
+        dur(self, &raw.idle_timeout, "idle_timeout", &mut l.idle_timeout);
+        dur(
+            self,
+            &raw.upstream_connect_timeout,
+            "upstream_connect_timeout",
+            &mut l.upstream_connect_timeout,
+        );
+        dur(
+            self,
+            &raw.upstream_timeout,
+            "upstream_timeout",
+            &mut l.upstream_timeout,
+        );
+        let num = |c: &mut Self,
+                   v: &Option<Spanned<String>>,
+                   key: &str,
+                   min: u64,
+                   max: u64|
+         -> Option<u64> {
+            let v = v.as_ref()?;
+            match units::size(&v.value) {
+                Ok(n) if (min..=max).contains(&n) => Some(n),
+                Ok(_) => {
+                    c.err(
+                        v,
+                        format!("limits.{key}"),
+                        format!("must be between {min} and {max}"),
+                    );
+                    None
+                }
+                Err(e) => {
+                    c.err(v, format!("limits.{key}"), e);
+                    None
+                }
+            }
+        };
+        if let Some(n) = num(self, &raw.max_connections, "max_connections", 1, 1_000_000) {
+            l.max_connections = n as usize;
+        }
+        if let Some(n) = num(
+            self,
+            &raw.max_header_bytes,
+            "max_header_bytes",
+            1024,
+            1 << 20,
+        ) {
+            l.max_header_bytes = n as usize;
+        }
+        if let Some(n) = num(self, &raw.max_body_bytes, "max_body_bytes", 0, 1 << 32) {
+            l.max_body_bytes = n;
+        }
+        if let Some(n) = num(
+            self,
+            &raw.max_concurrent_streams,
+            "max_concurrent_streams",
+            1,
+            10_000,
+        ) {
+            l.max_concurrent_streams = n as u32;
+        }
+        l
+    }
+
+    fn cors(&mut self, c: &RawCors) -> Cors {
+        let mut origins = Vec::new();
+        for (i, o) in c.allow_origins.iter().enumerate() {
+            let key = format!("cors.allow_origins[{i}]");
+            let v = o.value.trim();
+            if v == "*" {
+                if c.allow_credentials {
+                    self.err(o, key, "`*` with `allow_credentials: true` lets any site read users' data; list the origins");
+                } else {
+                    self.err(
+                        o,
+                        key,
+                        "`*` is not supported; list the origins that may call the API",
+                    );
+                }
+                continue;
+            }
+            let ok = v.parse::<http::Uri>().ok().is_some_and(|u| {
+                matches!(u.scheme_str(), Some("https" | "http"))
+                    && u.authority().is_some()
+                    && u.path() == "/"
+                    && !v.ends_with('/')
+            });
+            if !ok {
+                self.err(
+                    o,
+                    key,
+                    format!("`{v}` is not an origin such as https://app.example"),
+                );
+                continue;
+            }
+            if v.starts_with("http://")
+                && !v.contains("://localhost")
+                && !v.contains("://127.0.0.1")
+            {
+                self.warn(
+                    o,
+                    format!("cors.allow_origins[{i}]"),
+                    "a plain-http origin can be spoofed on the network",
+                );
+            }
+            if let Ok(h) = HeaderValue::from_str(v) {
+                origins.push(h);
+            }
+        }
+        let methods = match &c.allow_methods {
+            None => vec![
+                Method::GET,
+                Method::POST,
+                Method::PUT,
+                Method::PATCH,
+                Method::DELETE,
+            ],
+            Some(ms) => ms
+                .iter()
+                .enumerate()
+                .filter_map(|(i, m)| {
+                    let parsed =
+                        Method::from_bytes(m.value.trim().to_ascii_uppercase().as_bytes()).ok();
+                    if parsed.is_none() || m.value.trim() == "*" {
+                        self.err(
+                            m,
+                            format!("cors.allow_methods[{i}]"),
+                            format!("`{}` is not an HTTP method", m.value),
+                        );
+                        return None;
+                    }
+                    parsed
+                })
+                .collect(),
+        };
+        let names = |c: &mut Self, list: &[Spanned<String>], key: &str| -> Vec<HeaderName> {
+            list.iter()
+                .enumerate()
+                .filter_map(|(i, h)| {
+                    let parsed = HeaderName::from_bytes(h.value.trim().as_bytes()).ok();
+                    if parsed.is_none() {
+                        c.err(
+                            h,
+                            format!("cors.{key}[{i}]"),
+                            format!("`{}` is not a header name", h.value),
+                        );
+                    }
+                    parsed
+                })
+                .collect()
+        };
+        let allow_headers = match &c.allow_headers {
+            None => vec![http::header::AUTHORIZATION, http::header::CONTENT_TYPE],
+            Some(hs) => names(self, hs, "allow_headers"),
+        };
+        let expose_headers = names(self, &c.expose_headers, "expose_headers");
+        let max_age = match &c.max_age {
+            None => Duration::from_secs(600),
+            Some(v) => units::duration(&v.value).unwrap_or_else(|e| {
+                self.err(v, "cors.max_age", e);
+                Duration::ZERO
+            }),
+        };
+        Cors {
+            allow_origins: origins,
+            allow_credentials: c.allow_credentials,
+            allow_methods: methods,
+            allow_headers,
+            expose_headers,
+            max_age,
+        }
+    }
+
+    fn rules(
+        &mut self,
+        set: &BTreeMap<String, Spanned<String>>,
+        remove: &[Spanned<String>],
+        key: &str,
+    ) -> HeaderRules {
+        let mut rules = HeaderRules::default();
+        for (name, value) in set {
+            match (
+                HeaderName::from_bytes(name.as_bytes()),
+                HeaderValue::from_str(&value.value),
+            ) {
+                (Ok(n), Ok(v)) => rules.set.push((n, v)),
+                (Err(_), _) => self.err(
+                    value,
+                    format!("{key}.set.{name}"),
+                    format!("`{name}` is not a header name"),
+                ),
+                (_, Err(_)) => self.err(
+                    value,
+                    format!("{key}.set.{name}"),
+                    "not a valid header value",
+                ),
+            }
+        }
+        for (i, r) in remove.iter().enumerate() {
+            match HeaderName::from_bytes(r.value.trim().as_bytes()) {
+                Ok(n) => rules.remove.push(n),
+                Err(_) => self.err(
+                    r,
+                    format!("{key}.remove[{i}]"),
+                    format!("`{}` is not a header name", r.value),
+                ),
+            }
+        }
+        rules
+    }
+
+    fn headers(&mut self, raw: &RawHeaders, tls: bool, inventory: &Inventory) -> HeaderPolicy {
+        let mut all = HeaderRules::default();
+        let defaults = DEFAULT_SECURITY_HEADERS.iter().chain(tls.then_some(&HSTS));
+        for (n, v) in defaults {
+            all.set
+                .push((HeaderName::from_static(n), HeaderValue::from_static(v)));
+        }
+        all.remove.extend(
+            DEFAULT_REMOVED_HEADERS
+                .iter()
+                .map(|n| HeaderName::from_static(n)),
+        );
+        let user = self.rules(&raw.set, &raw.remove, "security_headers");
+        // User settings replace defaults of the same name; a user `remove` drops a default.
+        all.set
+            .retain(|(n, _)| !user.set.iter().any(|(u, _)| u == n) && !user.remove.contains(n));
+        all.set.extend(user.set);
+        for r in user.remove {
+            if !all.remove.contains(&r) {
+                all.remove.push(r);
+            }
+        }
+        let mut per_route = Vec::new();
+        for (i, rr) in raw.routes.iter().enumerate() {
+            let key = format!("security_headers.routes[{i}]");
+            let rules = self.rules(&rr.rules.set, &rr.rules.remove, &key);
+            match parse_route(&rr.route.value) {
+                Ok((m, t)) => match inventory
+                    .routes
+                    .iter()
+                    .position(|r| r.method == m && r.template == t)
+                {
+                    Some(id) => per_route.push((id, rules)),
+                    None => self.err(
+                        &rr.route,
+                        format!("{key}.route"),
+                        format!("`{}` is not a declared route", rr.route.value),
+                    ),
+                },
+                Err(e) => self.err(&rr.route, format!("{key}.route"), e),
+            }
+        }
+        HeaderPolicy { all, per_route }
+    }
+
+    fn inventory(&mut self, raw: &RawPolicy) -> Inventory {
+        let mut inv = Inventory::default();
+        for (i, v) in raw.versions.iter().enumerate() {
+            let key = format!("versions[{i}]");
+            let prefix = match path::normalize(&v.prefix.value) {
+                Ok(p) if p != "/" => p,
+                _ => {
+                    self.err(
+                        &v.prefix,
+                        format!("{key}.prefix"),
+                        format!("`{}` is not a path prefix such as /v1", v.prefix.value),
+                    );
+                    continue;
+                }
+            };
+            let status = match v.status.value.as_str() {
+                "active" => VersionStatus::Active,
+                "deprecated" => VersionStatus::Deprecated,
+                "retired" => VersionStatus::Retired,
+                other => {
+                    self.err(
+                        &v.status,
+                        format!("{key}.status"),
+                        format!("`{other}` is not `active`, `deprecated` or `retired`"),
+                    );
+                    continue;
+                }
+            };
+            let date = |c: &mut Self, d: &Option<Spanned<String>>, k: &str| {
+                d.as_ref().and_then(|d| {
+                    units::date(&d.value)
+                        .map_err(|e| c.err(d, format!("{key}.{k}"), e))
+                        .ok()
+                })
+            };
+            let deprecated_at = date(self, &v.deprecated_at, "deprecated_at");
+            let sunset = date(self, &v.sunset, "sunset");
+            if status == VersionStatus::Deprecated && sunset.is_none() {
+                self.warn(
+                    &v.status,
+                    format!("{key}.sunset"),
+                    "a deprecated version without a sunset date leaves clients guessing",
+                );
+            }
+            let link = v.link.as_ref().and_then(|l| {
+                let ok = l
+                    .value
+                    .parse::<http::Uri>()
+                    .ok()
+                    .is_some_and(|u| u.scheme().is_some() || l.value.starts_with('/'));
+                if !ok || l.value.contains(['<', '>', '"']) {
+                    self.err(
+                        l,
+                        format!("{key}.link"),
+                        format!("`{}` is not a URL", l.value),
+                    );
+                    return None;
+                }
+                Some(l.value.clone())
+            });
+            inv.add_version(Version {
+                prefix,
+                status,
+                deprecated_at,
+                sunset,
+                link,
+            });
+        }
+        if let Some(spec) = &raw.openapi {
+            let spec_path = self.relative(&spec.value);
+            match openapi::operations(&spec_path) {
+                Ok(ops) => {
+                    for op in ops {
+                        if let Err(e) = inv.add(op.method, &op.path) {
+                            self.problems.push(Problem::error(
+                                &spec_path,
+                                op.pos,
+                                format!("paths.{}", op.path),
+                                e.to_string(),
+                            ));
+                        }
+                    }
+                }
+                Err(problems) => self.problems.0.extend(problems.0),
+            }
+        }
+        for (i, r) in raw.routes.iter().enumerate() {
+            match parse_route(&r.value) {
+                Ok((m, t)) => {
+                    if let Err(e) = inv.add(m, &t) {
+                        self.err(r, format!("routes[{i}]"), e.to_string());
+                    }
+                }
+                Err(e) => self.err(r, format!("routes[{i}]"), e),
+            }
+        }
+        if inv.is_empty() {
+            self.err(&raw.upstream, "routes", "no routes are declared: add `openapi` or `routes`; undeclared routes are never forwarded");
+        }
+        inv
+    }
+}
+
+/// `"GET /v2/orders/{order_id}"` → (GET, `/v2/orders/{order_id}`).
+pub fn parse_route(s: &str) -> Result<(Method, String), String> {
+    let (m, p) = s
+        .trim()
+        .split_once(char::is_whitespace)
+        .ok_or_else(|| format!("`{s}` is not `METHOD /path`"))?;
+    let method = match m {
+        "GET" | "HEAD" | "POST" | "PUT" | "PATCH" | "DELETE" | "OPTIONS" | "TRACE" => {
+            Method::from_bytes(m.as_bytes()).map_err(|e| e.to_string())?
+        }
+        _ => return Err(format!("`{m}` is not an HTTP method in capitals")),
+    };
+    let p = p.trim();
+    if !p.starts_with('/') {
+        return Err(format!("`{p}` is not a path starting with `/`"));
+    }
+    Ok((method, p.to_owned()))
+}

@@ -1,0 +1,202 @@
+//! Loading real policy files: the shipped example, and broken ones whose every problem must be
+//! reported with its position and key.
+
+#![allow(clippy::unwrap_used)]
+
+use std::path::{Path, PathBuf};
+
+use http::Method;
+use portcullis_policy::{Lookup, Mode, Problems, Severity, VersionStatus, load, load_str};
+
+fn example() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/shop/portcullis.yaml")
+}
+
+#[test]
+fn the_shop_example_loads() {
+    let loaded = load(&example()).unwrap_or_else(|p| panic!("{p}"));
+    assert!(loaded.warnings.0.is_empty(), "{}", loaded.warnings);
+    let p = loaded.policy;
+    assert_eq!(p.listen.to_string(), "127.0.0.1:8080");
+    assert_eq!(p.upstream.authority.as_str(), "127.0.0.1:8081");
+    assert_eq!(p.mode, Mode::Production);
+    assert_eq!(p.inventory.len(), portcullis_shop_routes());
+    assert!(matches!(
+        p.inventory.lookup(&Method::GET, "/v2/orders/ord_x"),
+        Lookup::Found { .. }
+    ));
+    assert_eq!(p.inventory.versions[0].status, VersionStatus::Deprecated);
+    assert_eq!(p.limits.max_body_bytes, 64 * 1024);
+    let cors = p.cors.unwrap();
+    assert!(cors.allow_credentials);
+    assert_eq!(cors.allow_origins, ["https://shop.example"]);
+}
+
+/// The number of operations in the shop's description.
+fn portcullis_shop_routes() -> usize {
+    21
+}
+
+fn problems(text: &str) -> Problems {
+    load_str(Path::new("/etc/portcullis/bad.yaml"), text)
+        .err()
+        .expect("the policy must be refused")
+}
+
+#[test]
+fn every_problem_is_reported_with_position_and_key() {
+    let text = "\
+listen: 0.0.0.0:80x
+upstream: https://api.internal:8443/base
+mode: development
+routes:
+  - GET /ok
+  - FETCH /nope
+  - GET no-slash
+cors:
+  allow_origins: ['*']
+  allow_credentials: true
+admin:
+  listen: 10.0.0.5:9901
+trusted_proxies: [10.0.0.0/33]
+limits:
+  header_read_timeout: 10 minutes
+versions:
+  - { prefix: /v1, status: sunsetting }
+";
+    let p = problems(text);
+    let rendered = p.to_string();
+    let expect = [
+        ("bad.yaml:1:9: error: listen: `0.0.0.0:80x` is not an address"),
+        ("bad.yaml:2:11: error: upstream: `https://api.internal:8443/base` must be an http:// URL"),
+        ("bad.yaml:6:5: error: routes[1]: `FETCH` is not an HTTP method"),
+        ("bad.yaml:7:5: error: routes[2]: `no-slash` is not a path"),
+        ("bad.yaml:9:19: error: cors.allow_origins[0]: `*` with `allow_credentials: true`"),
+        ("bad.yaml:12:11: error: admin.listen: an admin listener beyond loopback needs a token"),
+        ("bad.yaml:13:19: error: trusted_proxies[0]: `10.0.0.0/33`"),
+        ("bad.yaml:15:24: error: limits.header_read_timeout: `10 minutes` is not a duration"),
+        ("bad.yaml:17:28: error: versions[0].status: `sunsetting`"),
+    ];
+    for e in expect {
+        assert!(rendered.contains(e), "missing `{e}` in:\n{rendered}");
+    }
+    let lines: Vec<u64> = p.iter().filter_map(|x| x.pos.map(|p| p.line)).collect();
+    assert!(
+        lines.windows(2).all(|w| w[0] <= w[1]),
+        "problems come in file order: {lines:?}"
+    );
+    assert!(p.iter().all(|x| x.severity == Severity::Error));
+}
+
+#[test]
+fn unknown_keys_and_wrong_types_are_refused_with_a_position() {
+    let p = problems(
+        "listen: 127.0.0.1:8080\nupstream: http://127.0.0.1:1\nroutes: [GET /]\nlimts: {}\n",
+    );
+    let s = p.to_string();
+    assert!(
+        s.contains("bad.yaml:4:1: error:") && s.contains("limts"),
+        "{s}"
+    );
+    let p = problems("listen: 127.0.0.1:8080\nupstream: http://127.0.0.1:1\nroutes: GET /\n");
+    assert!(p.to_string().contains("bad.yaml:3:"), "{p}");
+    let p = problems("listen: [\n");
+    assert!(p.to_string().contains("bad.yaml:"), "{p}");
+}
+
+#[test]
+fn insecure_combinations_are_refused_or_flagged() {
+    let base = "listen: 127.0.0.1:8080\nupstream: http://127.0.0.1:1\nroutes: [GET /]\n";
+    // Upstream error bodies only in development.
+    let p = problems(&format!(
+        "{base}errors: {{ expose_upstream_errors: true }}\n"
+    ));
+    assert!(
+        p.to_string()
+            .contains("only allowed with `mode: development`"),
+        "{p}"
+    );
+    // Development mode only on loopback.
+    let p = problems(
+        "listen: 0.0.0.0:8080\nupstream: http://127.0.0.1:1\nroutes: [GET /]\nmode: development\n",
+    );
+    assert!(
+        p.to_string().contains("development mode leaks detail"),
+        "{p}"
+    );
+    // A plain-text admin token loads, with a warning that points at it.
+    let loaded = load_str(
+        Path::new("p.yaml"),
+        &format!("{base}admin: {{ listen: 127.0.0.1:9901, token: 0123456789abcdef0123 }}\n"),
+    )
+    .unwrap();
+    let w = loaded.warnings.to_string();
+    assert!(
+        w.contains("p.yaml:4:") && w.contains("warning: admin.token: a plain-text secret"),
+        "{w}"
+    );
+    assert!(
+        !w.contains("0123456789abcdef"),
+        "the secret is not echoed: {w}"
+    );
+    // No routes at all.
+    let p = problems("listen: 127.0.0.1:8080\nupstream: http://127.0.0.1:1\n");
+    assert!(p.to_string().contains("no routes are declared"), "{p}");
+}
+
+#[test]
+fn openapi_problems_point_into_the_description() {
+    let dir = std::env::temp_dir().join(format!("portcullis-policy-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("swagger.yaml"), "swagger: '2.0'\npaths: {}\n").unwrap();
+    std::fs::write(
+        dir.join("broken.yaml"),
+        "openapi: 3.1.0\npaths:\n  /a:\n    get: {\n",
+    )
+    .unwrap();
+    let policy = |spec: &str| {
+        format!("listen: 127.0.0.1:8080\nupstream: http://127.0.0.1:1\nopenapi: {spec}\n")
+    };
+    let p = load_str(&dir.join("p.yaml"), &policy("swagger.yaml"))
+        .err()
+        .unwrap();
+    assert!(
+        p.to_string()
+            .contains("swagger.yaml: error: Swagger 2.0 is not supported"),
+        "{p}"
+    );
+    let p = load_str(&dir.join("p.yaml"), &policy("broken.yaml"))
+        .err()
+        .unwrap();
+    assert!(p.to_string().contains("broken.yaml:"), "{p}");
+    let p = load_str(&dir.join("p.yaml"), &policy("missing.yaml"))
+        .err()
+        .unwrap();
+    assert!(
+        p.to_string().contains("missing.yaml: error: cannot read"),
+        "{p}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn the_large_github_description_imports() {
+    let spec =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/specs/github-rest-api.json");
+    if !spec.exists() {
+        return; // the shared specs are beside the checkout in CI and on developer machines
+    }
+    let text = format!(
+        "listen: 127.0.0.1:8080\nupstream: http://127.0.0.1:1\nopenapi: {}\n",
+        spec.display()
+    );
+    let loaded = load_str(Path::new("p.yaml"), &text).unwrap_or_else(|p| panic!("{p}"));
+    assert_eq!(loaded.policy.inventory.len(), 1223);
+    assert!(matches!(
+        loaded
+            .policy
+            .inventory
+            .lookup(&Method::GET, "/repos/octocat/hello-world/issues/42"),
+        Lookup::Found { .. }
+    ));
+}
