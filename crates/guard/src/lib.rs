@@ -1,1 +1,17 @@
+//! The Portcullis defenses, as plain functions and types over `http` request and response
+//! parts, so each can be tested without a socket and reused by any server.
+//!
+//! - [`rejection`]: every way the gateway refuses a request, rendered in one place as an
+//!   RFC 9457 problem with the request id and no internal detail.
+//! - [`forward`]: the client address (X-Forwarded-For trusted only from trusted proxies),
+//!   hop-by-hop stripping, and the X-Forwarded-* headers set toward the upstream.
+//! - [`respond`]: response hardening: banners removed, security headers set, version
+//!   deprecation headers.
+//! - [`cors`]: the CORS policy as tower-http's `CorsLayer`.
 
+pub mod cors;
+pub mod forward;
+pub mod rejection;
+pub mod respond;
+
+pub use rejection::Rejection;

@@ -319,3 +319,158 @@ impl Drop for Canary {
         }
     }
 }
+
+/// The shop's OpenAPI description on disk.
+pub fn shop_spec() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/shop/openapi.yaml")
+}
+
+/// A policy for a gateway on an ephemeral loopback port in front of `upstream`, with the
+/// shop's description as inventory, plus `extra` YAML.
+pub fn shop_policy(upstream: SocketAddr, extra: &str) -> String {
+    format!(
+        "listen: 127.0.0.1:0\nupstream: http://{upstream}\nopenapi: {}\n{extra}",
+        shop_spec().display()
+    )
+}
+
+/// A gateway running in this process; its policy file lives in a temporary folder.
+#[derive(Debug)]
+pub struct Gw {
+    pub gateway: Option<portcullis_gateway::Gateway>,
+    pub base: String,
+    pub admin: Option<String>,
+    pub dir: std::path::PathBuf,
+    pub policy_path: std::path::PathBuf,
+}
+
+impl Gw {
+    /// Writes `policy` and starts a gateway on it; panics if it does not load.
+    pub async fn start(policy: &str) -> Gw {
+        static SEQ: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "portcullis-gw-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let policy_path = dir.join("portcullis.yaml");
+        std::fs::write(&policy_path, policy).unwrap();
+        let loaded = portcullis_policy::load(&policy_path)
+            .unwrap_or_else(|p| panic!("test policy refused:\n{p}"));
+        let gateway = portcullis_gateway::Gateway::start(loaded.policy)
+            .await
+            .unwrap();
+        Gw {
+            base: format!("http://{}", gateway.addr),
+            admin: gateway.admin_addr.map(|a| format!("http://{a}")),
+            gateway: Some(gateway),
+            dir,
+            policy_path,
+        }
+    }
+
+    /// The gateway in front of `shop` with the shop's description and `extra` policy.
+    pub async fn in_front_of(shop: &Shop, extra: &str) -> Gw {
+        Gw::start(&shop_policy(shop.addr, extra)).await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub fn gateway(&self) -> &portcullis_gateway::Gateway {
+        self.gateway.as_ref().unwrap()
+    }
+}
+
+impl Drop for Gw {
+    fn drop(&mut self) {
+        if let Some(g) = self.gateway.take() {
+            let _ = g.shutdown_handle().send(true);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A request as an upstream saw it.
+#[derive(Clone, Debug)]
+pub struct Recorded {
+    pub method: String,
+    /// Path and query, as received.
+    pub target: String,
+    pub headers: axum::http::HeaderMap,
+    pub body: Vec<u8>,
+}
+
+/// A loopback upstream that records every request. It answers `200 {"ok":true}` with version
+/// banners, except under `/fail/{status}`, where it answers that status with a verbose error
+/// body (a stack trace, a source path, SQL text and a password) the way careless frameworks do.
+#[derive(Debug)]
+pub struct Recorder {
+    pub addr: SocketAddr,
+    seen: Arc<std::sync::Mutex<Vec<Recorded>>>,
+    stop: Option<oneshot::Sender<()>>,
+}
+
+/// What a failing recorder route puts in its body: none of it may reach a client.
+pub const LEAKY_ERROR: &str = "Traceback (most recent call last): File \"/srv/app/views.py\", line 42; SELECT * FROM users WHERE password = 'hunter2'";
+
+impl Recorder {
+    pub async fn start() -> Recorder {
+        Self::start_on(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))).await
+    }
+
+    pub async fn start_on(addr: SocketAddr) -> Recorder {
+        let seen: Arc<std::sync::Mutex<Vec<Recorded>>> = Arc::default();
+        let log = seen.clone();
+        let app = axum::Router::new().fallback(move |req: axum::extract::Request| {
+            let log = log.clone();
+            async move {
+                let (parts, body) = req.into_parts();
+                let body = axum::body::to_bytes(body, 16 << 20).await.map(|b| b.to_vec()).unwrap_or_default();
+                let target = parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default();
+                log.lock().unwrap().push(Recorded { method: parts.method.to_string(), target: target.clone(), headers: parts.headers, body });
+                use axum::response::IntoResponse;
+                let banners = [("server", "Werkzeug/2.0.1 Python/3.8.10"), ("x-powered-by", "Express 4.17.1")];
+                if let Some(code) = target.strip_prefix("/fail/").and_then(|r| r.get(..3)).and_then(|c| c.parse::<u16>().ok()) {
+                    let status = axum::http::StatusCode::from_u16(code).unwrap();
+                    if target.contains("json") {
+                        let body = json!({ "error": "bad input", "stack": LEAKY_ERROR, "debug": { "sql": "SELECT 1" } });
+                        return (status, banners, [("content-type", "application/json")], body.to_string()).into_response();
+                    }
+                    return (status, banners, [("content-type", "text/html")], LEAKY_ERROR).into_response();
+                }
+                (banners, [("content-type", "application/json"), ("access-control-allow-origin", "*")], "{\"ok\":true}").into_response()
+            }
+        });
+        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, app)
+                .with_graceful_shutdown(async {
+                    let _ = stopped.await;
+                })
+                .await;
+        });
+        Recorder {
+            addr,
+            seen,
+            stop: Some(stop),
+        }
+    }
+
+    /// Every request seen so far.
+    pub fn seen(&self) -> Vec<Recorded> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}

@@ -1,0 +1,465 @@
+//! The request pipeline. Phases, in order (DESIGN.md):
+//!
+//! 1. accept (server.rs): connection cap, header-read timeout, header size cap, HTTP framing by
+//!    hyper (conflicting lengths and non-chunked transfer codings refused; a request carrying
+//!    both `Content-Length` and `Transfer-Encoding` is read as chunked, re-framed toward the
+//!    upstream, and its connection closed after the answer, so no byte of it can be read as a
+//!    second request).
+//! 2. route: the path is normalised once; the normalised path is matched against the
+//!    inventory and is what the upstream receives. CORS preflights are answered by the CORS
+//!    layer in front of the pipeline.
+//! 3-6. authenticate, authorize, limit, validate: arrive with their issues.
+//! 7. proxy: body cap (declared and streamed) and read timeout, hop-by-hop stripping,
+//!    X-Forwarded-*, pooled upstream connection, upstream timeout.
+//! 8. respond: upstream 5xx bodies replaced by a generic problem; hop-by-hop and banner
+//!    headers removed; security, version and request-id headers set.
+//! 9. log: one line per request, metrics.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use http::header::{CONTENT_LENGTH, HOST};
+use http::{HeaderValue, Request, Response, Uri, Version};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use portcullis_guard::Rejection;
+use portcullis_guard::forward::{self, X_REQUEST_ID};
+use portcullis_policy::{Lookup, RouteId, VersionStatus, path};
+use tower::Service;
+use tower_http::timeout::TimeoutBody;
+
+use crate::body::{Body, from_guard};
+use crate::metrics::Metrics;
+use crate::redact;
+use crate::runtime::Runtime;
+
+/// The body sent upstream: the client's, capped in size and in time between frames.
+/// Pinned on the heap because the timeout's timer is `!Unpin` and the client needs `Unpin`.
+pub type UpBody = Pin<Box<Limited<TimeoutBody<Incoming>>>>;
+pub type UpstreamClient = Client<HttpConnector, UpBody>;
+
+/// What the pipeline needs beyond the policy.
+#[derive(Debug)]
+pub struct Deps {
+    pub client: UpstreamClient,
+    pub metrics: Arc<Metrics>,
+}
+
+/// The gateway's shared state.
+#[derive(Debug)]
+pub struct Shared {
+    pub runtime: ArcSwap<Runtime>,
+    pub deps: Arc<Deps>,
+    /// The current CORS service, rebuilt with each policy.
+    pub cors: ArcSwap<Option<tower_http::cors::Cors<Pipeline>>>,
+}
+
+/// Per-request facts every phase may read.
+#[derive(Clone, Debug)]
+pub struct Ctx {
+    pub id: Arc<str>,
+    pub peer: SocketAddr,
+    pub client: std::net::IpAddr,
+    pub tls: bool,
+    pub runtime: Arc<Runtime>,
+}
+
+/// What the pipeline decided, for the respond and log phases.
+#[derive(Clone, Copy, Debug)]
+pub struct Decision {
+    pub route: Option<RouteId>,
+    pub reason: &'static str,
+}
+
+pub fn upstream_client(connect_timeout: Duration) -> UpstreamClient {
+    let mut http = HttpConnector::new();
+    http.set_connect_timeout(Some(connect_timeout));
+    http.set_nodelay(true);
+    http.enforce_http(true);
+    Client::builder(hyper_util::rt::TokioExecutor::new())
+        .pool_timer(hyper_util::rt::TokioTimer::new())
+        .pool_idle_timeout(Duration::from_secs(60))
+        .pool_max_idle_per_host(1024)
+        .build(http)
+}
+
+/// The pipeline as a tower service, so the CORS layer can sit in front of it.
+#[derive(Clone, Debug)]
+pub struct Pipeline {
+    pub deps: Arc<Deps>,
+}
+
+impl Service<Request<Incoming>> for Pipeline {
+    type Response = Response<Body>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response<Body>, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request<Incoming>) -> Self::Future {
+        let deps = self.deps.clone();
+        Box::pin(async move { Ok(pipeline(&deps, req).await) })
+    }
+}
+
+async fn pipeline(deps: &Deps, req: Request<Incoming>) -> Response<Body> {
+    let Some(ctx) = req.extensions().get::<Ctx>().cloned() else {
+        return from_guard(Rejection::Internal.response("-"));
+    };
+    let mut route = None;
+    let result = forward(deps, &ctx, req, &mut route).await;
+    let (mut resp, reason) = match result {
+        Ok(resp) => (resp, "allowed"),
+        Err(rej) => (from_guard(rej.response(&ctx.id)), rej.reason()),
+    };
+    resp.extensions_mut().insert(Decision { route, reason });
+    resp
+}
+
+fn content_length(req: &Request<Incoming>) -> Option<u64> {
+    req.headers()
+        .get(CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()
+}
+
+async fn forward(
+    deps: &Deps,
+    ctx: &Ctx,
+    req: Request<Incoming>,
+    route: &mut Option<RouteId>,
+) -> Result<Response<Body>, Rejection> {
+    let rt = &ctx.runtime;
+    let policy = &rt.policy;
+
+    // Route.
+    let normalized = path::normalize(req.uri().path()).map_err(Rejection::BadPath)?;
+    match policy.inventory.lookup(req.method(), &normalized) {
+        Lookup::Found { id, .. } => *route = Some(id),
+        Lookup::MethodNotAllowed { allow } => return Err(Rejection::MethodNotAllowed(allow)),
+        Lookup::Retired => return Err(Rejection::Gone),
+        Lookup::NotFound => return Err(Rejection::NotFound),
+    }
+
+    // Proxy.
+    let limits = &policy.limits;
+    if content_length(&req).is_some_and(|n| n > limits.max_body_bytes) {
+        return Err(Rejection::PayloadTooLarge);
+    }
+    let (mut parts, body) = req.into_parts();
+    let host = parts.headers.get(HOST).cloned().or_else(|| {
+        parts
+            .uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+    });
+    forward::strip_hop_by_hop(&mut parts.headers);
+    forward::set_forwarded(
+        &mut parts.headers,
+        ctx.peer.ip(),
+        ctx.client,
+        &policy.trusted_proxies,
+        ctx.tls,
+        host.as_ref(),
+        &ctx.id,
+    );
+    if let Ok(h) = HeaderValue::from_str(policy.upstream.authority.as_str()) {
+        parts.headers.insert(HOST, h);
+    }
+    let path_and_query = match parts.uri.query() {
+        Some(q) => format!("{normalized}?{q}"),
+        None => normalized,
+    };
+    parts.uri = Uri::builder()
+        .scheme(policy.upstream.scheme.clone())
+        .authority(policy.upstream.authority.clone())
+        .path_and_query(path_and_query)
+        .build()
+        .map_err(|_| Rejection::BadRequest("the request target is malformed"))?;
+    parts.version = Version::HTTP_11;
+    let max = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
+    let body = Box::pin(Limited::new(
+        TimeoutBody::new(limits.body_read_timeout, body),
+        max,
+    ));
+    let sent = tokio::time::timeout(
+        limits.upstream_timeout,
+        deps.client.request(Request::from_parts(parts, body)),
+    )
+    .await;
+    let resp = match sent {
+        Err(_) => {
+            deps.metrics
+                .upstream_errors
+                .get_or_create(&crate::metrics::KindLabel { kind: "timeout" })
+                .inc();
+            return Err(Rejection::UpstreamTimeout);
+        }
+        Ok(Err(e)) => return Err(classify(deps, ctx, &e)),
+        Ok(Ok(r)) => r,
+    };
+
+    // Respond (upstream side).
+    let (mut parts, body) = resp.into_parts();
+    if parts.status.is_server_error() && !policy.expose_upstream_errors {
+        let snippet = snippet(body).await;
+        tracing::warn!(
+            target: "portcullis::upstream",
+            request_id = &*ctx.id,
+            status = parts.status.as_u16(),
+            body = %redact::text(&snippet),
+            "upstream server error replaced by a generic problem"
+        );
+        deps.metrics
+            .upstream_errors
+            .get_or_create(&crate::metrics::KindLabel { kind: "status_5xx" })
+            .inc();
+        return Err(Rejection::UpstreamError(parts.status));
+    }
+    forward::strip_hop_by_hop(&mut parts.headers);
+    // The gateway owns CORS: whatever the upstream says about origins is dropped, so a
+    // reflecting upstream cannot widen the policy.
+    strip_cors(&mut parts.headers);
+    if parts.status.is_client_error() && !policy.expose_upstream_errors {
+        return scrub_client_error(ctx, parts, body).await;
+    }
+    Ok(Response::from_parts(parts, Body::Upstream(body)))
+}
+
+fn strip_cors(headers: &mut http::HeaderMap) {
+    let names: Vec<http::HeaderName> = headers
+        .keys()
+        .filter(|n| n.as_str().starts_with("access-control-"))
+        .cloned()
+        .collect();
+    for n in names {
+        headers.remove(n);
+    }
+}
+
+/// Keys that carry debugging detail in error bodies (stack traces, source paths, SQL).
+const DEBUG_KEYS: &[&str] = &[
+    "backtrace",
+    "stack",
+    "stacktrace",
+    "stack_trace",
+    "trace",
+    "traceback",
+    "exception",
+    "debug",
+    "location",
+    "source_file",
+    "file",
+    "line",
+    "sql",
+    "query",
+    "internal",
+    "cause",
+];
+
+/// Upstream 4xx answers keep their status and their message, but lose debugging detail: JSON
+/// bodies lose the keys above (at any depth), other bodies (HTML error pages) are replaced by a
+/// generic problem. Bodies over 64 KiB are replaced too.
+async fn scrub_client_error(
+    ctx: &Ctx,
+    mut parts: http::response::Parts,
+    body: Incoming,
+) -> Result<Response<Body>, Rejection> {
+    let is_json = parts
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| {
+            ct.starts_with("application/json") || ct.starts_with("application/problem+json")
+        });
+    let collected = tokio::time::timeout(
+        Duration::from_secs(5),
+        Limited::new(body, 64 * 1024).collect(),
+    )
+    .await;
+    let bytes = match collected {
+        Ok(Ok(c)) => c.to_bytes(),
+        _ => return Err(Rejection::UpstreamError(parts.status)),
+    };
+    if bytes.is_empty() {
+        return Ok(Response::from_parts(parts, Body::Empty));
+    }
+    let cleaned = is_json
+        .then(|| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
+        .flatten()
+        .map(|mut v| {
+            let removed = scrub(&mut v);
+            (v, removed)
+        });
+    match cleaned {
+        Some((v, removed)) => {
+            if removed > 0 {
+                tracing::warn!(target: "portcullis::upstream", request_id = &*ctx.id, status = parts.status.as_u16(), removed, "debug detail removed from an upstream error");
+            }
+            let out = serde_json::to_vec(&v).map_err(|_| Rejection::Internal)?;
+            parts.headers.remove(CONTENT_LENGTH);
+            Ok(Response::from_parts(parts, Body::bytes(out)))
+        }
+        None => Err(Rejection::UpstreamError(parts.status)),
+    }
+}
+
+/// Removes [`DEBUG_KEYS`] everywhere in `v`; returns how many it removed.
+fn scrub(v: &mut serde_json::Value) -> usize {
+    match v {
+        serde_json::Value::Object(map) => {
+            let before = map.len();
+            map.retain(|k, _| !DEBUG_KEYS.contains(&k.to_ascii_lowercase().as_str()));
+            let mut n = before - map.len();
+            for child in map.values_mut() {
+                n += scrub(child);
+            }
+            n
+        }
+        serde_json::Value::Array(items) => items.iter_mut().map(scrub).sum(),
+        _ => 0,
+    }
+}
+
+/// Sorts an upstream request failure into whose fault it was.
+fn classify(deps: &Deps, ctx: &Ctx, e: &hyper_util::client::legacy::Error) -> Rejection {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.is::<http_body_util::LengthLimitError>() {
+            return Rejection::PayloadTooLarge;
+        }
+        if err.is::<tower_http::timeout::TimeoutError>() {
+            return Rejection::RequestTimeout;
+        }
+        source = err.source();
+    }
+    let kind = if e.is_connect() { "connect" } else { "io" };
+    deps.metrics
+        .upstream_errors
+        .get_or_create(&crate::metrics::KindLabel { kind })
+        .inc();
+    tracing::warn!(target: "portcullis::upstream", request_id = &*ctx.id, kind, error = %e, "upstream request failed");
+    Rejection::UpstreamUnavailable
+}
+
+/// The first bytes of an upstream error body, for the log; bounded in size and time.
+async fn snippet(body: Incoming) -> String {
+    let limited = Limited::new(body, 2048);
+    match tokio::time::timeout(Duration::from_secs(1), limited.collect()).await {
+        Ok(Ok(c)) => String::from_utf8_lossy(&c.to_bytes()).into_owned(),
+        _ => "(body over 2 KiB or slow; not logged)".to_owned(),
+    }
+}
+
+/// Accept-phase entry: ids, client address, CORS, respond-phase headers, the log line.
+pub async fn handle(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    tls: bool,
+    mut req: Request<Incoming>,
+) -> Result<Response<Body>, Infallible> {
+    let start = Instant::now();
+    let runtime = shared.runtime.load_full();
+    let id: Arc<str> = request_id().into();
+    let client = forward::client_ip(peer.ip(), req.headers(), &runtime.policy.trusted_proxies);
+    let method = req.method().clone();
+    let logged_path = req.uri().path().to_owned();
+    let logged_query = req.uri().query().map(redact::query);
+    req.extensions_mut().insert(Ctx {
+        id: id.clone(),
+        peer,
+        client,
+        tls,
+        runtime: runtime.clone(),
+    });
+
+    let cors = shared.cors.load();
+    let mut resp = match &**cors {
+        Some(svc) => {
+            let mut svc = svc.clone();
+            match svc.call(req).await {
+                Ok(r) => r,
+                Err(never) => match never {},
+            }
+        }
+        None => pipeline(&shared.deps, req).await,
+    };
+    let decision = resp
+        .extensions()
+        .get::<Decision>()
+        .copied()
+        .unwrap_or(Decision {
+            route: None,
+            reason: "cors_preflight",
+        });
+    // tower-http adds `Access-Control-Allow-Credentials` whatever the origin; a disallowed
+    // origin gets no CORS header at all.
+    if !resp
+        .headers()
+        .contains_key(http::header::ACCESS_CONTROL_ALLOW_ORIGIN)
+    {
+        strip_cors(resp.headers_mut());
+    }
+
+    // Respond (client side).
+    let rules = decision
+        .route
+        .and_then(|r| runtime.route_headers.get(r))
+        .unwrap_or(&runtime.default_headers);
+    portcullis_guard::respond::apply(resp.headers_mut(), rules);
+    if let Some(v) = decision
+        .route
+        .and_then(|r| runtime.policy.inventory.routes[r].version)
+        && runtime.policy.inventory.versions[v].status != VersionStatus::Active
+    {
+        for (n, val) in &runtime.version_headers[v] {
+            resp.headers_mut().insert(n.clone(), val.clone());
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&id) {
+        resp.headers_mut().insert(X_REQUEST_ID, v);
+    }
+
+    // Log.
+    let elapsed = start.elapsed();
+    let route = decision.route.map_or("-", |r| {
+        runtime.policy.inventory.routes[r].template.as_str()
+    });
+    let status = resp.status().as_u16();
+    shared
+        .deps
+        .metrics
+        .record(route, status, decision.reason, elapsed);
+    tracing::info!(
+        target: "portcullis::access",
+        request_id = &*id,
+        client_ip = %client,
+        method = %method,
+        path = %logged_path,
+        query = logged_query.as_deref().unwrap_or(""),
+        route,
+        status,
+        decision = decision.reason,
+        latency_ms = elapsed.as_secs_f64() * 1000.0,
+    );
+    Ok(resp)
+}
+
+fn request_id() -> String {
+    use rand::RngCore;
+    let mut b = [0u8; 12];
+    rand::rng().fill_bytes(&mut b);
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

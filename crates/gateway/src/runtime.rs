@@ -1,0 +1,51 @@
+//! A policy compiled for serving: everything a request needs, precomputed, swapped atomically
+//! on reload. In-flight requests keep the runtime they started with.
+
+use std::sync::Arc;
+
+use http::{HeaderName, HeaderValue};
+use portcullis_policy::Policy;
+use portcullis_policy::model::HeaderRules;
+
+/// The per-policy state of the gateway.
+#[derive(Debug)]
+pub struct Runtime {
+    pub policy: Policy,
+    /// `Deprecation`/`Sunset`/`Link` per version, in [`Policy::inventory`] version order.
+    pub version_headers: Vec<Vec<(HeaderName, HeaderValue)>>,
+    /// The response rules of each route: the global rules with the route's override applied.
+    pub route_headers: Vec<Arc<HeaderRules>>,
+    pub default_headers: Arc<HeaderRules>,
+}
+
+impl Runtime {
+    pub fn new(policy: Policy) -> Self {
+        let version_headers = policy
+            .inventory
+            .versions
+            .iter()
+            .map(portcullis_guard::respond::version_headers)
+            .collect();
+        let default_headers = Arc::new(policy.headers.all.clone());
+        let route_headers = (0..policy.inventory.len())
+            .map(|id| match policy.headers.for_route(id) {
+                None => default_headers.clone(),
+                Some(over) => {
+                    let mut merged = (*default_headers).clone();
+                    merged.set.retain(|(n, _)| {
+                        !over.set.iter().any(|(o, _)| o == n) && !over.remove.contains(n)
+                    });
+                    merged.set.extend(over.set.iter().cloned());
+                    merged.remove.extend(over.remove.iter().cloned());
+                    Arc::new(merged)
+                }
+            })
+            .collect();
+        Self {
+            policy,
+            version_headers,
+            route_headers,
+            default_headers,
+        }
+    }
+}

@@ -1,0 +1,228 @@
+//! What the upstream is told, and what it is not: the client address is taken from the socket,
+//! and from `X-Forwarded-For` only when the socket peer is a trusted proxy (then the rightmost
+//! address that is not itself a trusted proxy); hop-by-hop headers are stripped; the
+//! `X-Forwarded-*` headers are set by the gateway, never passed through from an untrusted client.
+
+use std::net::IpAddr;
+
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use ipnet::IpNet;
+
+pub const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+pub const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+pub const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+pub const X_REAL_IP: HeaderName = HeaderName::from_static("x-real-ip");
+pub const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const FORWARDED: HeaderName = HeaderName::from_static("forwarded");
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) and their common non-standard cousins.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::UPGRADE,
+];
+
+fn trusted(ip: IpAddr, proxies: &[IpNet]) -> bool {
+    let ip = ip.to_canonical();
+    proxies.iter().any(|n| n.contains(&ip))
+}
+
+/// The client's address: the peer, or when the peer is a trusted proxy, the rightmost
+/// `X-Forwarded-For` entry that is not a trusted proxy.
+pub fn client_ip(peer: IpAddr, headers: &HeaderMap, proxies: &[IpNet]) -> IpAddr {
+    if !trusted(peer, proxies) {
+        return peer.to_canonical();
+    }
+    let mut chain: Vec<IpAddr> = Vec::new();
+    for v in headers.get_all(&X_FORWARDED_FOR) {
+        let Ok(s) = v.to_str() else {
+            return peer.to_canonical();
+        };
+        for part in s.split(',') {
+            match part.trim().parse::<IpAddr>() {
+                Ok(ip) => chain.push(ip.to_canonical()),
+                // A garbled chain is not evidence of anything: fall back to the peer.
+                Err(_) => return peer.to_canonical(),
+            }
+        }
+    }
+    chain
+        .into_iter()
+        .rev()
+        .find(|ip| !trusted(*ip, proxies))
+        .unwrap_or(peer.to_canonical())
+}
+
+/// Removes hop-by-hop headers, including those named in `Connection`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for n in HOP_BY_HOP.iter().chain(named.iter()) {
+        headers.remove(n);
+    }
+    headers.remove(header::TRANSFER_ENCODING);
+}
+
+/// Sets the forwarding headers of a request going upstream.
+pub fn set_forwarded(
+    headers: &mut HeaderMap,
+    peer: IpAddr,
+    client: IpAddr,
+    proxies: &[IpNet],
+    tls: bool,
+    host: Option<&HeaderValue>,
+    request_id: &str,
+) {
+    let from_trusted = trusted(peer, proxies);
+    let xff = if from_trusted {
+        // Keep the chain our trusted proxies built and add the hop we saw.
+        let prior: Vec<&str> = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let mut chain = prior.join(", ");
+        if !chain.is_empty() {
+            chain.push_str(", ");
+        }
+        chain.push_str(&peer.to_canonical().to_string());
+        chain
+    } else {
+        client.to_string()
+    };
+    let proto = if from_trusted {
+        headers
+            .get(&X_FORWARDED_PROTO)
+            .and_then(|v| v.to_str().ok())
+            .filter(|p| matches!(*p, "http" | "https"))
+            .map(str::to_owned)
+    } else {
+        None
+    }
+    .unwrap_or_else(|| if tls { "https" } else { "http" }.to_owned());
+    let fwd_host = if from_trusted {
+        headers.get(&X_FORWARDED_HOST).cloned()
+    } else {
+        None
+    }
+    .or_else(|| host.cloned());
+    headers.remove(FORWARDED);
+    headers.remove(&X_FORWARDED_FOR);
+    headers.remove(&X_FORWARDED_HOST);
+    if let Ok(v) = HeaderValue::from_str(&xff) {
+        headers.insert(X_FORWARDED_FOR, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&proto) {
+        headers.insert(X_FORWARDED_PROTO, v);
+    }
+    if let Some(h) = fwd_host {
+        headers.insert(X_FORWARDED_HOST, h);
+    }
+    if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
+        headers.insert(X_REAL_IP, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert(X_REQUEST_ID, v);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(
+                HeaderName::from_bytes(k.as_bytes()).expect("name"),
+                HeaderValue::from_str(v).expect("value"),
+            );
+        }
+        m
+    }
+
+    fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    #[test]
+    fn spoofed_forwarded_for_is_ignored_from_untrusted_peers() {
+        let proxies: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("net")];
+        let spoof = h(&[("x-forwarded-for", "1.2.3.4")]);
+        assert_eq!(
+            client_ip(ip("127.0.0.9"), &spoof, &proxies),
+            ip("127.0.0.9")
+        );
+        assert_eq!(client_ip(ip("127.0.0.9"), &spoof, &[]), ip("127.0.0.9"));
+    }
+
+    #[test]
+    fn trusted_chains_yield_the_rightmost_untrusted_hop() {
+        let proxies: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("net")];
+        let chain = h(&[("x-forwarded-for", "6.6.6.6, 203.0.113.7, 10.1.1.1")]);
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &chain, &proxies),
+            ip("203.0.113.7")
+        );
+        let garbled = h(&[("x-forwarded-for", "203.0.113.7, not-an-ip")]);
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &garbled, &proxies),
+            ip("10.0.0.1")
+        );
+        let mapped = h(&[("x-forwarded-for", "::ffff:203.0.113.7")]);
+        assert_eq!(
+            client_ip(ip("::ffff:10.0.0.1"), &mapped, &proxies),
+            ip("203.0.113.7")
+        );
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_go() {
+        let mut m = h(&[
+            ("connection", "keep-alive, x-secret-hop"),
+            ("x-secret-hop", "1"),
+            ("keep-alive", "5"),
+            ("te", "trailers"),
+            ("upgrade", "h2c"),
+            ("accept", "*/*"),
+        ]);
+        strip_hop_by_hop(&mut m);
+        assert_eq!(m.len(), 1);
+        assert!(m.contains_key("accept"));
+    }
+
+    #[test]
+    fn forwarded_headers_are_set_not_trusted() {
+        let mut m = h(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-host", "evil.example"),
+            ("forwarded", "for=1.2.3.4"),
+            ("x-forwarded-proto", "https"),
+        ]);
+        let host = HeaderValue::from_static("shop.example");
+        set_forwarded(
+            &mut m,
+            ip("127.0.0.5"),
+            ip("127.0.0.5"),
+            &[],
+            false,
+            Some(&host),
+            "rid",
+        );
+        assert_eq!(m["x-forwarded-for"], "127.0.0.5");
+        assert_eq!(m["x-forwarded-host"], "shop.example");
+        assert_eq!(m["x-forwarded-proto"], "http");
+        assert_eq!(m["x-request-id"], "rid");
+        assert!(!m.contains_key("forwarded"));
+    }
+}

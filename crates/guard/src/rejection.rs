@@ -1,0 +1,163 @@
+//! Every refusal the gateway can send, declared once with its status, title, client-facing
+//! detail and log/metric reason, and rendered once as `application/problem+json`.
+//!
+//! Details are written for the client and never carry a request value, an upstream body, a
+//! path on disk or a stack: the internal cause goes to the log under the same request id.
+
+use bytes::Bytes;
+use http::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use http::{Method, Response, StatusCode};
+use portcullis_policy::path::PathError;
+
+/// Why a request was refused.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Rejection {
+    /// The path could not be normalised unambiguously.
+    BadPath(PathError),
+    /// A malformed request other than its path.
+    BadRequest(&'static str),
+    /// Not in the route inventory.
+    NotFound,
+    /// The path is declared, the method is not.
+    MethodNotAllowed(Vec<Method>),
+    /// Under a retired API version.
+    Gone,
+    /// The body is over the limit (declared or while streaming).
+    PayloadTooLarge,
+    /// The client was too slow sending its body.
+    RequestTimeout,
+    /// The upstream could not be reached.
+    UpstreamUnavailable,
+    /// The upstream did not answer in time.
+    UpstreamTimeout,
+    /// The upstream answered with an error whose body cannot be passed on safely (any 5xx; a
+    /// 4xx that is not JSON or is too large to clean). The status is kept.
+    UpstreamError(StatusCode),
+    /// A bug in the gateway; the log has the cause.
+    Internal,
+}
+
+impl Rejection {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Rejection::BadPath(_) | Rejection::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Rejection::NotFound => StatusCode::NOT_FOUND,
+            Rejection::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
+            Rejection::Gone => StatusCode::GONE,
+            Rejection::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Rejection::RequestTimeout => StatusCode::REQUEST_TIMEOUT,
+            Rejection::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
+            Rejection::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            Rejection::UpstreamError(s) => *s,
+            Rejection::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// A stable label for logs and metrics.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Rejection::BadPath(_) => "bad_path",
+            Rejection::BadRequest(_) => "bad_request",
+            Rejection::NotFound => "undeclared_route",
+            Rejection::MethodNotAllowed(_) => "undeclared_method",
+            Rejection::Gone => "retired_version",
+            Rejection::PayloadTooLarge => "body_too_large",
+            Rejection::RequestTimeout => "body_timeout",
+            Rejection::UpstreamUnavailable => "upstream_unavailable",
+            Rejection::UpstreamTimeout => "upstream_timeout",
+            Rejection::UpstreamError(_) => "upstream_error",
+            Rejection::Internal => "internal",
+        }
+    }
+
+    fn detail(&self) -> &'static str {
+        match self {
+            Rejection::BadPath(_) => "the request path is malformed or ambiguous",
+            Rejection::BadRequest(d) => d,
+            Rejection::NotFound => "no such resource",
+            Rejection::MethodNotAllowed(_) => "this method is not allowed on this resource",
+            Rejection::Gone => "this API version has been retired",
+            Rejection::PayloadTooLarge => "the request body is too large",
+            Rejection::RequestTimeout => "the request body was not received in time",
+            Rejection::UpstreamUnavailable => "the service is unavailable",
+            Rejection::UpstreamTimeout => "the service did not answer in time",
+            Rejection::UpstreamError(s) if s.is_client_error() => {
+                "the request could not be processed"
+            }
+            Rejection::UpstreamError(_) | Rejection::Internal => {
+                "the server could not complete the request"
+            }
+        }
+    }
+
+    /// The problem+json response for this refusal.
+    pub fn response(&self, request_id: &str) -> Response<Bytes> {
+        problem(
+            self.status(),
+            self.detail(),
+            request_id,
+            self.extra_headers(),
+        )
+    }
+
+    fn extra_headers(&self) -> Vec<(http::HeaderName, HeaderValue)> {
+        match self {
+            Rejection::MethodNotAllowed(allow) => {
+                let list = allow
+                    .iter()
+                    .map(Method::as_str)
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                HeaderValue::from_str(&list)
+                    .map(|v| vec![(ALLOW, v)])
+                    .unwrap_or_default()
+            }
+            Rejection::UpstreamUnavailable => vec![(RETRY_AFTER, HeaderValue::from_static("5"))],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Renders an RFC 9457 problem.
+pub fn problem(
+    status: StatusCode,
+    detail: &str,
+    request_id: &str,
+    headers: Vec<(http::HeaderName, HeaderValue)>,
+) -> Response<Bytes> {
+    let body = serde_json::json!({
+        "type": "about:blank",
+        "title": status.canonical_reason().unwrap_or("Error"),
+        "status": status.as_u16(),
+        "detail": detail,
+        "request_id": request_id,
+    });
+    let mut resp = Response::new(Bytes::from(body.to_string()));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    for (n, v) in headers {
+        h.insert(n, v);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn problems_are_generic_and_carry_the_id() {
+        let r = Rejection::UpstreamError(StatusCode::INTERNAL_SERVER_ERROR).response("req-1");
+        assert_eq!(r.status(), 500);
+        assert_eq!(r.headers()[CONTENT_TYPE], "application/problem+json");
+        let body: serde_json::Value = serde_json::from_slice(r.body()).expect("json");
+        assert_eq!(body["request_id"], "req-1");
+        assert_eq!(body["detail"], "the server could not complete the request");
+        let r = Rejection::MethodNotAllowed(vec![Method::GET, Method::POST]).response("x");
+        assert_eq!(r.headers()[ALLOW], "GET, POST");
+    }
+}
