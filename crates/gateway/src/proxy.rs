@@ -8,7 +8,7 @@
 //! 2. route: the path is normalised once; the normalised path is matched against the
 //!    inventory and is what the upstream receives. CORS preflights are answered by the CORS
 //!    layer in front of the pipeline.
-//! 3-6. authenticate, authorize, limit, validate: arrive with their issues.
+//! 3. to 6. authenticate, authorize, limit, validate: arrive with their issues.
 //! 7. proxy: body cap (declared and streamed) and read timeout, hop-by-hop stripping,
 //!    X-Forwarded-*, pooled upstream connection, upstream timeout.
 //! 8. respond: upstream 5xx bodies replaced by a generic problem; hop-by-hop and banner

@@ -142,7 +142,10 @@ pub struct Inventory {
 }
 
 /// `/a/{x}/b/{y}` → (`/a/{p0}/b/{p1}`, [x, y], compound segments).
-fn positional(template: &str) -> Result<(String, Vec<String>, Vec<(usize, String)>), RouteError> {
+/// A router pattern, the parameter names in order, and the compound segments.
+type Positional = (String, Vec<String>, Vec<(usize, String)>);
+
+fn positional(template: &str) -> Result<Positional, RouteError> {
     // A segment with several parameters becomes one router parameter, checked afterwards.
     let mut compound = Vec::new();
     let simplified: Vec<String> = template

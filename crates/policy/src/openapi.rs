@@ -21,6 +21,9 @@ pub struct Operation {
     pub pos: Option<Pos>,
 }
 
+/// A path, its position, and which of [`METHODS`] it declares.
+type PathMethods = (String, Option<Pos>, [bool; 8]);
+
 const METHODS: [&str; 8] = [
     "get", "put", "post", "delete", "options", "head", "patch", "trace",
 ];
@@ -71,58 +74,57 @@ pub fn operations(file: &Path) -> Result<Vec<Operation>, Problems> {
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("json"))
         || text.trim_start().starts_with('{');
-    let (version, swagger, items): (Option<String>, bool, Vec<(String, Option<Pos>, [bool; 8])>) =
-        if is_json {
-            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-                fail(
-                    Some(Pos {
-                        line: e.line() as u64,
-                        col: e.column() as u64,
-                    }),
-                    format!("invalid JSON: {e}"),
-                )
-            })?;
-            let items = v
-                .get("paths")
-                .and_then(|p| p.as_object())
-                .map(|paths| {
-                    paths
-                        .iter()
-                        .map(|(path, item)| {
-                            (path.clone(), None, METHODS.map(|m| item.get(m).is_some()))
-                        })
-                        .collect()
-                })
-                .unwrap_or_default();
-            (
-                v.get("openapi").and_then(|o| o.as_str()).map(str::to_owned),
-                v.get("swagger").is_some(),
-                items,
+    let (version, swagger, items): (Option<String>, bool, Vec<PathMethods>) = if is_json {
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+            fail(
+                Some(Pos {
+                    line: e.line() as u64,
+                    col: e.column() as u64,
+                }),
+                format!("invalid JSON: {e}"),
             )
-        } else {
-            let spec: YamlSpec =
-                serde_saphyr::from_str_with_options(&text, crate::load::yaml_options()).map_err(
-                    |e| {
-                        let pos = e.location().map(|l| Pos {
-                            line: l.line(),
-                            col: l.column(),
-                        });
-                        fail(pos, crate::load::yaml_message(&e))
-                    },
-                )?;
-            let items = spec
-                .paths
-                .into_iter()
-                .map(|(path, item)| {
-                    let pos = Some(Pos {
-                        line: item.referenced.line(),
-                        col: item.referenced.column(),
+        })?;
+        let items = v
+            .get("paths")
+            .and_then(|p| p.as_object())
+            .map(|paths| {
+                paths
+                    .iter()
+                    .map(|(path, item)| {
+                        (path.clone(), None, METHODS.map(|m| item.get(m).is_some()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        (
+            v.get("openapi").and_then(|o| o.as_str()).map(str::to_owned),
+            v.get("swagger").is_some(),
+            items,
+        )
+    } else {
+        let spec: YamlSpec =
+            serde_saphyr::from_str_with_options(&text, crate::load::yaml_options()).map_err(
+                |e| {
+                    let pos = e.location().map(|l| Pos {
+                        line: l.line(),
+                        col: l.column(),
                     });
-                    (path, pos, item.value.methods())
-                })
-                .collect();
-            (spec.openapi, spec.swagger.is_some(), items)
-        };
+                    fail(pos, crate::load::yaml_message(&e))
+                },
+            )?;
+        let items = spec
+            .paths
+            .into_iter()
+            .map(|(path, item)| {
+                let pos = Some(Pos {
+                    line: item.referenced.line(),
+                    col: item.referenced.column(),
+                });
+                (path, pos, item.value.methods())
+            })
+            .collect();
+        (spec.openapi, spec.swagger.is_some(), items)
+    };
     if swagger {
         return Err(fail(
             None,

@@ -38,9 +38,7 @@ fn portcullis_shop_routes() -> usize {
 }
 
 fn problems(text: &str) -> Problems {
-    load_str(Path::new("/etc/portcullis/bad.yaml"), text)
-        .err()
-        .expect("the policy must be refused")
+    load_str(Path::new("/etc/portcullis/bad.yaml"), text).expect_err("the policy must be refused")
 }
 
 #[test]

@@ -1,0 +1,317 @@
+//! The `portcullis` binary as an operator meets it: `check` exit codes and messages, `serve`
+//! as a real process (JSON access log without secrets, reload on SIGHUP and on file change,
+//! refusal of a broken policy at start), and `demo`.
+
+#![allow(clippy::unwrap_used)]
+
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use portcullis_test_support::reqwest::{Method, StatusCode};
+use portcullis_test_support::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
+
+fn temp_dir(name: &str) -> std::path::PathBuf {
+    let d = std::env::temp_dir().join(format!("portcullis-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+#[test]
+fn check_accepts_the_example_and_refuses_broken_policies_with_positions() {
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/shop/portcullis.yaml"
+    );
+    let out = std::process::Command::new(BIN)
+        .args(["check", "-c", example])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ok (21 routes"));
+
+    let dir = temp_dir("check");
+    let bad = dir.join("bad.yaml");
+    std::fs::write(&bad, "listen: 127.0.0.1:8080\nupstream: http://127.0.0.1:8081\nroutes: [GET /a]\ncors:\n  allow_origins: ['*']\n  allow_credentials: true\nadmin: { listen: 0.0.0.0:9901 }\n").unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["check", "-c", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.yaml:5:19: error: cors.allow_origins[0]"),
+        "{err}"
+    );
+    assert!(err.contains("bad.yaml:7:18: error: admin.listen"), "{err}");
+    assert!(err.contains("2 error(s)"), "{err}");
+    let out = std::process::Command::new(BIN)
+        .args(["check", "-c", "/nonexistent/p.yaml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&out.stderr)
+            .contains("/nonexistent/p.yaml: error: cannot read the policy file")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A `portcullis serve` process whose stderr (the JSON log) is collected.
+struct Served {
+    child: Child,
+    log: Arc<Mutex<Vec<String>>>,
+    base: String,
+}
+
+async fn serve(policy: &std::path::Path) -> Served {
+    let mut child = Command::new(BIN)
+        .args(["serve", "-c", policy.to_str().unwrap()])
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let log: Arc<Mutex<Vec<String>>> = Arc::default();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let sink = log.clone();
+    tokio::spawn(async move {
+        let mut tx = Some(tx);
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let Some(tx) = tx.take_if(|_| line.contains("gateway listening")) {
+                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
+                let _ = tx.send(v["listen"].as_str().unwrap().to_owned());
+            }
+            sink.lock().unwrap().push(line);
+        }
+    });
+    let addr = tokio::time::timeout(Duration::from_secs(20), rx)
+        .await
+        .expect("the gateway did not start")
+        .unwrap();
+    Served {
+        child,
+        log,
+        base: format!("http://{addr}"),
+    }
+}
+
+impl Served {
+    fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    async fn wait_for_log(&self, needle: &str) {
+        for _ in 0..100 {
+            if self.log().contains(needle) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("`{needle}` never logged:\n{}", self.log());
+    }
+}
+
+#[tokio::test]
+async fn serve_logs_one_json_line_per_request_and_never_a_secret() {
+    let shop = Shop::secure().await;
+    let dir = temp_dir("log");
+    let policy = dir.join("p.yaml");
+    std::fs::write(&policy, shop_policy(shop.addr, "")).unwrap();
+    let mut served = serve(&policy).await;
+    let c = client();
+    let password = "correct-horse-9f8e7d6c";
+    let r = send(
+        &c,
+        Method::POST,
+        &format!("{}/v2/auth/register", served.base),
+        None,
+        Some(serde_json::json!({"email": "logme@example.com", "password": password, "name": "L"})),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let r = send(
+        &c,
+        Method::POST,
+        &format!("{}/v2/auth/login", served.base),
+        None,
+        Some(serde_json::json!({"email": "logme@example.com", "password": password})),
+    )
+    .await;
+    let token = r.json()["access_token"].as_str().unwrap().to_owned();
+    let r = c
+        .get(format!(
+            "{}/v2/users/me?access_token=query-secret-123&api_key=key-secret-456",
+            served.base
+        ))
+        .bearer_auth(&token)
+        .header("cookie", "session=cookie-secret-789")
+        .send()
+        .await
+        .unwrap();
+    assert_ne!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    served.wait_for_log("/v2/users/me").await;
+    let log = served.log();
+    for secret in [
+        password,
+        token.as_str(),
+        "query-secret-123",
+        "key-secret-456",
+        "cookie-secret-789",
+        "Bearer",
+    ] {
+        assert!(!log.contains(secret), "`{secret}` is in the log:\n{log}");
+    }
+    let access: Vec<serde_json::Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "portcullis::access")
+        .collect();
+    assert_eq!(access.len(), 3, "one line per request:\n{log}");
+    let me = access.iter().find(|v| v["path"] == "/v2/users/me").unwrap();
+    assert_eq!(me["route"], "/v2/users/me");
+    assert_eq!(me["query"], "access_token=REDACTED&api_key=REDACTED");
+    for field in [
+        "request_id",
+        "client_ip",
+        "status",
+        "decision",
+        "latency_ms",
+    ] {
+        assert!(me.get(field).is_some(), "{field} missing: {me}");
+    }
+    served.child.kill().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn serve_reloads_on_sighup_and_on_file_change() {
+    let up = Recorder::start().await;
+    let dir = temp_dir("reload");
+    let policy = dir.join("p.yaml");
+    let text = |routes: &str| {
+        format!(
+            "listen: 127.0.0.1:0\nupstream: http://{}\nroutes: [{routes}]\n",
+            up.addr
+        )
+    };
+    std::fs::write(&policy, text("GET /a")).unwrap();
+    let mut served = serve(&policy).await;
+    let c = client();
+    let status = |path: &'static str| {
+        let (c, url) = (c.clone(), format!("{}{path}", served.base));
+        async move { c.get(url).send().await.unwrap().status() }
+    };
+    assert_eq!(status("/b").await, StatusCode::NOT_FOUND);
+    // A file change alone triggers the reload.
+    std::fs::write(&policy, text("GET /a, GET /b")).unwrap();
+    served.wait_for_log("policy reloaded").await;
+    assert_eq!(status("/b").await, StatusCode::OK);
+    // A broken file is refused and logged; the running policy stays.
+    std::fs::write(&policy, "listen: [oops\n").unwrap();
+    served.wait_for_log("policy refused").await;
+    assert_eq!(status("/b").await, StatusCode::OK);
+    // SIGHUP after fixing the file.
+    std::fs::write(&policy, text("GET /a, GET /b, GET /c")).unwrap();
+    let pid = served.child.id().unwrap();
+    std::process::Command::new("kill")
+        .args(["-HUP", &pid.to_string()])
+        .status()
+        .unwrap();
+    for _ in 0..100 {
+        if status("/c").await == StatusCode::OK {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(status("/c").await, StatusCode::OK);
+    served.child.kill().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn serve_refuses_a_broken_policy_before_binding() {
+    let dir = temp_dir("refuse");
+    let policy = dir.join("p.yaml");
+    std::fs::write(&policy, "listen: 127.0.0.1:0\nupstream: http://127.0.0.1:1\nroutes: [GET /]\nlimits: { max_body_bytes: lots }\n").unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "-c", policy.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("p.yaml:4:27: error: limits.max_body_bytes"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn demo_shows_an_attack_passing_direct_and_stopped_by_the_gateway() {
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port()
+    };
+    let (gw_port, shop_port) = (free(), free());
+    let mut child = Command::new(BIN)
+        .args([
+            "demo",
+            "--port",
+            &gw_port.to_string(),
+            "--shop-port",
+            &shop_port.to_string(),
+        ])
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if line.contains("Ctrl-C stops both") {
+                return;
+            }
+        }
+        panic!("the demo exited");
+    })
+    .await
+    .unwrap();
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    let c = client();
+    let q = "/v2/products/search?q=%27";
+    let direct = send(
+        &c,
+        Method::GET,
+        &format!("http://127.0.0.1:{shop_port}{q}"),
+        None,
+        None,
+    )
+    .await;
+    assert!(direct.text.contains("backtrace"), "the demo shop leaks");
+    let via = send(
+        &c,
+        Method::GET,
+        &format!("http://127.0.0.1:{gw_port}{q}"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(via.status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(!via.text.contains("backtrace") && !via.text.contains("SELECT"));
+    child.kill().await.unwrap();
+}

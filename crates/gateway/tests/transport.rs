@@ -1,0 +1,456 @@
+//! The accept and proxy phases against hostile clients and failing upstreams: smuggling,
+//! path tricks, slowloris, oversized and chunked bodies, spoofed forwarding headers, a dead
+//! upstream, HTTP/2, hot reload, the admin listener.
+
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, Instant};
+
+use portcullis_test_support::reqwest::{Method, StatusCode};
+use portcullis_test_support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+fn recorder_policy(up: &Recorder, extra: &str) -> String {
+    format!(
+        "listen: 127.0.0.1:0\nupstream: http://{}\nroutes:\n  - GET /api/items\n  - GET /api/items/{{id}}\n  - POST /api/items\n  - GET /admin\n{extra}",
+        up.addr
+    )
+}
+
+/// Sends raw bytes and reads until the server closes or `wait` passes.
+async fn raw(addr: &str, bytes: &[u8], wait: Duration) -> String {
+    let mut s = TcpStream::connect(addr.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    s.write_all(bytes).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(wait, s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[tokio::test]
+async fn smuggling_with_both_lengths_never_reaches_the_upstream_as_two_requests() {
+    let up = Recorder::start().await;
+    let gw = Gw::start(&recorder_policy(&up, "")).await;
+    // CL.TE: a front end reading Content-Length would forward the smuggled GET as part of the
+    // body; one reading Transfer-Encoding would see it as a second request.
+    let attack = b"POST /api/items HTTP/1.1\r\nHost: x\r\nContent-Length: 45\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: x\r\nX: y\r\n\r\n";
+    let answer = raw(&gw.base, attack, Duration::from_secs(3)).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert_eq!(
+        answer.matches("HTTP/1.1").count(),
+        1,
+        "one answer, then the connection closes: {answer}"
+    );
+    let seen = up.seen();
+    assert_eq!(seen.len(), 1, "{seen:?}");
+    assert_eq!(seen[0].target, "/api/items");
+    assert!(
+        seen.iter().all(|r| r.target != "/admin"),
+        "the smuggled request never reached the upstream"
+    );
+    // Invalid framings are refused outright.
+    for bad in [
+        &b"POST /api/items HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"[..],
+        b"POST /api/items HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nxx",
+        b"POST /api/items HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+        b"POST /api/items HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ] {
+        let answer = raw(&gw.base, bad, Duration::from_secs(3)).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    }
+    assert_eq!(
+        up.seen().len(),
+        1,
+        "none of the invalid requests was forwarded"
+    );
+}
+
+#[tokio::test]
+async fn the_normalised_path_is_what_the_upstream_receives() {
+    let up = Recorder::start().await;
+    let gw = Gw::start(&recorder_policy(&up, "")).await;
+    let cases = [
+        ("/api//items", 200, Some("/api/items")),
+        ("/api/./items/", 200, Some("/api/items")),
+        ("/api/x/../items?limit=5", 200, Some("/api/items?limit=5")),
+        ("/api/%69tems/42", 200, Some("/api/items/42")),
+        ("/api/items/%2e%2e/%2e%2e/admin", 200, Some("/admin")),
+        ("/api/items/42%2f..%2f..%2fadmin", 400, None),
+        ("/api/items;jsessionid=1", 400, None),
+        ("/api/items/..;/..;/admin", 400, None),
+        ("/api/items%5c..%5cadmin", 400, None),
+        ("/api/../../etc/passwd", 400, None),
+        ("/api/items/a%00b", 400, None),
+    ];
+    for (sent, status, forwarded) in cases {
+        let before = up.seen().len();
+        let answer = raw(
+            &gw.base,
+            format!("GET {sent} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
+            Duration::from_secs(3),
+        )
+        .await;
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{sent}: {answer}"
+        );
+        let seen = up.seen();
+        match forwarded {
+            Some(path) => assert_eq!(seen.last().map(|r| r.target.as_str()), Some(path), "{sent}"),
+            None => assert_eq!(seen.len(), before, "{sent} must not be forwarded"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn slowloris_connections_are_cut() {
+    let up = Recorder::start().await;
+    let gw = Gw::start(&recorder_policy(
+        &up,
+        "limits: { header_read_timeout: 1s }\n",
+    ))
+    .await;
+    let mut s = TcpStream::connect(gw.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    s.write_all(b"GET /api/items HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let start = Instant::now();
+    let mut buf = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            // Dribble a byte now and then, as slowloris does.
+            if s.write_all(b"a").await.is_err() {
+                return;
+            }
+            let mut chunk = [0u8; 256];
+            match tokio::time::timeout(Duration::from_millis(300), s.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return,
+                Ok(Ok(n)) => buf.extend_from_slice(&chunk[..n]),
+                Err(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(read.is_ok(), "the connection was still open after 10 s");
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "cut after {:?}",
+        start.elapsed()
+    );
+    assert!(up.seen().is_empty());
+}
+
+#[tokio::test]
+async fn oversized_bodies_are_refused_declared_or_streamed() {
+    let up = Recorder::start().await;
+    let gw = Gw::start(&recorder_policy(&up, "limits: { max_body_bytes: 1KiB }\n")).await;
+    let c = client();
+    let small = c
+        .post(gw.url("/api/items"))
+        .body(vec![b'a'; 1000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(small.status(), StatusCode::OK);
+    let declared = c
+        .post(gw.url("/api/items"))
+        .body(vec![b'a'; 5000])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(declared.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        declared.headers()["content-type"],
+        "application/problem+json"
+    );
+    // Chunked, no Content-Length: counted while streaming.
+    let mut chunked = b"POST /api/items HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n".to_vec();
+    for _ in 0..8 {
+        chunked.extend_from_slice(b"200\r\n");
+        chunked.extend_from_slice(&[b'b'; 512]);
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let answer = raw(&gw.base, &chunked, Duration::from_secs(5)).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    let bodies: Vec<usize> = up.seen().iter().map(|r| r.body.len()).collect();
+    assert!(
+        bodies.iter().all(|&n| n <= 1024),
+        "no oversized body reached the upstream whole: {bodies:?}"
+    );
+}
+
+#[tokio::test]
+async fn forwarding_headers_cannot_be_spoofed() {
+    let up = Recorder::start().await;
+    let c = client();
+    let spoof = [
+        ("x-forwarded-for", "203.0.113.66"),
+        ("x-real-ip", "203.0.113.66"),
+        ("forwarded", "for=203.0.113.66"),
+        ("x-forwarded-host", "evil.example"),
+    ];
+    let send_spoofed = |url: String| {
+        let mut req = c.get(url);
+        for (k, v) in spoof {
+            req = req.header(k, v);
+        }
+        req.send()
+    };
+    // Untrusted peer: the gateway's own view wins.
+    let gw = Gw::start(&recorder_policy(&up, "")).await;
+    send_spoofed(gw.url("/api/items")).await.unwrap();
+    let h = up.seen().last().unwrap().headers.clone();
+    assert_eq!(h["x-forwarded-for"], "127.0.0.1");
+    assert_eq!(h["x-real-ip"], "127.0.0.1");
+    assert!(h.get("forwarded").is_none());
+    assert_ne!(h["x-forwarded-host"], "evil.example");
+    assert!(h["x-request-id"].to_str().unwrap().len() >= 16);
+    // Loopback declared a trusted proxy: its chain is believed and extended.
+    let trusting = Gw::start(&recorder_policy(&up, "trusted_proxies: [127.0.0.0/8]\n")).await;
+    send_spoofed(trusting.url("/api/items")).await.unwrap();
+    let h = up.seen().last().unwrap().headers.clone();
+    assert_eq!(h["x-forwarded-for"], "203.0.113.66, 127.0.0.1");
+    assert_eq!(h["x-real-ip"], "203.0.113.66");
+}
+
+#[tokio::test]
+async fn a_dead_upstream_gets_a_502_problem_and_recovery() {
+    // Reserve a port, then free it: nothing listens there.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr: std::net::SocketAddr = ([127, 0, 0, 1], port).into();
+    let gw = Gw::start(&format!(
+        "listen: 127.0.0.1:0\nupstream: http://{addr}\nroutes: [GET /api/items]\n"
+    ))
+    .await;
+    let c = client();
+    let r = send(&c, Method::GET, &gw.url("/api/items"), None, None).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY);
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    assert!(
+        !r.text.contains(&port.to_string()) && !r.text.contains("refused"),
+        "no internal detail: {}",
+        r.text
+    );
+    let up = Recorder::start_on(addr).await;
+    let r = send(&c, Method::GET, &gw.url("/api/items"), None, None).await;
+    assert_eq!(
+        r.status,
+        StatusCode::OK,
+        "recovered once the upstream is back"
+    );
+    assert_eq!(up.seen().len(), 1);
+}
+
+#[tokio::test]
+async fn a_slow_upstream_gets_a_504() {
+    // An upstream that accepts and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let gw = Gw::start(&format!("listen: 127.0.0.1:0\nupstream: http://{addr}\nroutes: [GET /api/items]\nlimits: {{ upstream_timeout: 1s }}\n")).await;
+    let r = send(&client(), Method::GET, &gw.url("/api/items"), None, None).await;
+    assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
+}
+
+#[tokio::test]
+async fn http2_clients_are_served() {
+    let up = Recorder::start().await;
+    let gw = Gw::start(&recorder_policy(&up, "")).await;
+    let h2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    let r = h2.get(gw.url("/api/items/7")).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(up.seen().last().unwrap().target, "/api/items/7");
+}
+
+#[tokio::test]
+async fn hot_reload_applies_valid_policies_and_keeps_the_old_one_otherwise() {
+    let up = Recorder::start().await;
+    let gw = Gw::start(&recorder_policy(&up, "")).await;
+    let c = client();
+    assert_eq!(
+        send(&c, Method::GET, &gw.url("/api/other"), None, None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    // A valid change: one more route.
+    std::fs::write(
+        &gw.policy_path,
+        recorder_policy(&up, "  - GET /api/other\n"),
+    )
+    .unwrap();
+    gw.gateway().reload().unwrap();
+    assert_eq!(
+        send(&c, Method::GET, &gw.url("/api/other"), None, None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // An invalid one: refused with its problems, the running policy stays.
+    std::fs::write(
+        &gw.policy_path,
+        "listen: 127.0.0.1:0\nupstream: nope\nroutes: [GET /api/items]\n",
+    )
+    .unwrap();
+    let problems = gw.gateway().reload().unwrap_err();
+    assert!(
+        problems
+            .to_string()
+            .contains("portcullis.yaml:2:11: error: upstream"),
+        "{problems}"
+    );
+    assert_eq!(
+        send(&c, Method::GET, &gw.url("/api/other"), None, None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn in_flight_requests_survive_a_reload() {
+    // An upstream that answers after a pause, so a reload happens mid-request.
+    let slow = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = slow.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = slow.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let _ = s.read(&mut buf).await;
+                tokio::time::sleep(Duration::from_millis(700)).await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow")
+                    .await;
+            });
+        }
+    });
+    let policy = |extra: &str| {
+        format!("listen: 127.0.0.1:0\nupstream: http://{addr}\nroutes: [GET /slow{extra}]\n")
+    };
+    let gw = Gw::start(&policy("")).await;
+    let url = gw.url("/slow");
+    let inflight = tokio::spawn(async move {
+        client()
+            .get(url)
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    });
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    std::fs::write(&gw.policy_path, policy(", GET /fast")).unwrap();
+    gw.gateway().reload().unwrap();
+    assert_eq!(inflight.await.unwrap(), "slow");
+}
+
+#[tokio::test]
+async fn admin_listener_health_and_guarded_metrics() {
+    let up = Recorder::start().await;
+    let gw = Gw::start(&recorder_policy(
+        &up,
+        "admin: { listen: 127.0.0.1:0, token: admin-token-for-tests-0001 }\n",
+    ))
+    .await;
+    let c = client();
+    let admin = gw.admin.clone().unwrap();
+    send(&c, Method::GET, &gw.url("/api/items"), None, None).await;
+    send(&c, Method::GET, &gw.url("/nope"), None, None).await;
+    assert_eq!(
+        send(&c, Method::GET, &format!("{admin}/healthz"), None, None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(&c, Method::GET, &format!("{admin}/readyz"), None, None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let denied = send(
+        &c,
+        Method::GET,
+        &format!("{admin}/metrics"),
+        Some("wrong-token"),
+        None,
+    )
+    .await;
+    assert_eq!(denied.status, StatusCode::UNAUTHORIZED);
+    let m = send(
+        &c,
+        Method::GET,
+        &format!("{admin}/metrics"),
+        Some("admin-token-for-tests-0001"),
+        None,
+    )
+    .await;
+    assert_eq!(m.status, StatusCode::OK);
+    assert!(
+        m.text.contains(
+            r#"portcullis_requests_total{route="/api/items",status="200",decision="allowed"} 1"#
+        ),
+        "{}",
+        m.text
+    );
+    assert!(
+        m.text.contains(
+            r#"portcullis_requests_total{route="-",status="404",decision="undeclared_route"} 1"#
+        ),
+        "{}",
+        m.text
+    );
+    assert!(
+        m.text
+            .contains("portcullis_request_duration_seconds_bucket")
+    );
+}
+
+#[tokio::test]
+async fn the_connection_cap_holds() {
+    let up = Recorder::start().await;
+    let gw = Gw::start(&recorder_policy(&up, "limits: { max_connections: 2 }\n")).await;
+    let addr = gw.base.trim_start_matches("http://").to_owned();
+    let _a = TcpStream::connect(&addr).await.unwrap();
+    let _b = TcpStream::connect(&addr).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let answer = raw(
+        &gw.base,
+        b"GET /api/items HTTP/1.1\r\nHost: x\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(
+        answer.is_empty(),
+        "a third connection is closed unanswered: {answer}"
+    );
+    drop((_a, _b));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let answer = raw(
+        &gw.base,
+        b"GET /api/items HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
