@@ -123,7 +123,7 @@ impl Gateway {
         });
         let shared = Arc::new(Shared {
             cors: ArcSwap::from_pointee(cors_service(&policy, &deps)),
-            runtime: ArcSwap::from_pointee(Runtime::new(policy.clone())),
+            runtime: ArcSwap::from_pointee(Runtime::new(policy.clone(), &deps.metrics)),
             deps,
         });
         let (shutdown, rx) = watch::channel(false);
@@ -175,9 +175,10 @@ impl Gateway {
             .cors
             .store(Arc::new(cors_service(&loaded.policy, &self.shared.deps)));
         let routes = loaded.policy.inventory.len();
-        self.shared
-            .runtime
-            .store(Arc::new(Runtime::new(loaded.policy)));
+        self.shared.runtime.store(Arc::new(Runtime::new(
+            loaded.policy,
+            &self.shared.deps.metrics,
+        )));
         self.shared
             .deps
             .metrics

@@ -1,7 +1,7 @@
 //! Prometheus metrics, labelled by route template (never the raw path, which is unbounded)
 //! and by decision: `allowed` or the rejection reason.
 
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -12,14 +12,14 @@ use prometheus_client::registry::Registry;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
-    pub route: String,
+    pub route: Arc<str>,
     pub status: u16,
     pub decision: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabel {
-    pub route: String,
+    pub route: Arc<str>,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -82,19 +82,18 @@ impl Metrics {
         })
     }
 
-    pub fn record(&self, route: &str, status: u16, decision: &'static str, elapsed: Duration) {
-        self.requests
-            .get_or_create(&RequestLabels {
-                route: route.to_owned(),
-                status,
-                decision,
-            })
-            .inc();
-        self.latency
-            .get_or_create(&RouteLabel {
-                route: route.to_owned(),
-            })
-            .observe(elapsed.as_secs_f64());
+    /// The pre-resolved handles of one route, so the hot path does not hash labels.
+    pub fn route(&self, label: Arc<str>) -> RouteMetrics {
+        RouteMetrics {
+            latency: self
+                .latency
+                .get_or_create(&RouteLabel {
+                    route: label.clone(),
+                })
+                .clone(),
+            counters: RwLock::new(Vec::new()),
+            label,
+        }
     }
 
     pub fn render(&self) -> String {
@@ -103,5 +102,48 @@ impl Metrics {
             out.clear();
         }
         out
+    }
+}
+
+/// One route's metric handles; the counter per (status, decision) is resolved once.
+#[derive(Debug)]
+pub struct RouteMetrics {
+    pub label: Arc<str>,
+    latency: Histogram,
+    counters: RwLock<Vec<(u16, &'static str, Counter)>>,
+}
+
+impl RouteMetrics {
+    pub fn record(
+        &self,
+        metrics: &Metrics,
+        status: u16,
+        decision: &'static str,
+        elapsed: Duration,
+    ) {
+        self.latency.observe(elapsed.as_secs_f64());
+        let found = self.counters.read().ok().and_then(|c| {
+            c.iter()
+                .find(|(s, d, _)| *s == status && *d == decision)
+                .map(|(_, _, c)| c.clone())
+        });
+        let counter = match found {
+            Some(c) => c,
+            None => {
+                let c = metrics
+                    .requests
+                    .get_or_create(&RequestLabels {
+                        route: self.label.clone(),
+                        status,
+                        decision,
+                    })
+                    .clone();
+                if let Ok(mut list) = self.counters.write() {
+                    list.push((status, decision, c.clone()));
+                }
+                c
+            }
+        };
+        counter.inc();
     }
 }

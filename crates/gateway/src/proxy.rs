@@ -15,6 +15,7 @@
 //!    headers removed; security, version and request-id headers set.
 //! 9. log: one line per request, metrics.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -25,6 +26,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use http::header::{CONTENT_LENGTH, HOST};
+use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, Uri, Version};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
@@ -42,8 +44,42 @@ use crate::redact;
 use crate::runtime::Runtime;
 
 /// The body sent upstream: the client's, capped in size and in time between frames.
-/// Pinned on the heap because the timeout's timer is `!Unpin` and the client needs `Unpin`.
-pub type UpBody = Pin<Box<Limited<TimeoutBody<Incoming>>>>;
+/// The body sent upstream. Bodiless requests (most GETs) cost nothing; others are pinned on
+/// the heap because the timeout's timer is `!Unpin` and the client needs `Unpin`.
+#[allow(missing_debug_implementations)] // tower-http's TimeoutBody has no Debug
+pub enum UpBody {
+    Empty,
+    Stream(Pin<Box<Limited<TimeoutBody<Incoming>>>>),
+}
+
+impl http_body::Body for UpBody {
+    type Data = bytes::Bytes;
+    type Error = crate::body::BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
+        match &mut *self {
+            UpBody::Empty => Poll::Ready(None),
+            UpBody::Stream(b) => b.as_mut().poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            UpBody::Empty => true,
+            UpBody::Stream(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        match self {
+            UpBody::Empty => http_body::SizeHint::with_exact(0),
+            UpBody::Stream(b) => b.size_hint(),
+        }
+    }
+}
 pub type UpstreamClient = Client<HttpConnector, UpBody>;
 
 /// What the pipeline needs beyond the policy.
@@ -126,6 +162,20 @@ async fn pipeline(deps: &Deps, req: Request<Incoming>) -> Response<Body> {
     resp
 }
 
+/// The route phase's verdict on a normalised path.
+fn lookup(
+    policy: &portcullis_policy::Policy,
+    method: &http::Method,
+    path: &str,
+) -> Result<RouteId, Rejection> {
+    match policy.inventory.lookup(method, path) {
+        Lookup::Found { id, .. } => Ok(id),
+        Lookup::MethodNotAllowed { allow } => Err(Rejection::MethodNotAllowed(allow)),
+        Lookup::Retired => Err(Rejection::Gone),
+        Lookup::NotFound => Err(Rejection::NotFound),
+    }
+}
+
 fn content_length(req: &Request<Incoming>) -> Option<u64> {
     req.headers()
         .get(CONTENT_LENGTH)?
@@ -145,13 +195,16 @@ async fn forward(
     let policy = &rt.policy;
 
     // Route.
-    let normalized = path::normalize(req.uri().path()).map_err(Rejection::BadPath)?;
-    match policy.inventory.lookup(req.method(), &normalized) {
-        Lookup::Found { id, .. } => *route = Some(id),
-        Lookup::MethodNotAllowed { allow } => return Err(Rejection::MethodNotAllowed(allow)),
-        Lookup::Retired => return Err(Rejection::Gone),
-        Lookup::NotFound => return Err(Rejection::NotFound),
-    }
+    let changed = match path::normalize(req.uri().path()).map_err(Rejection::BadPath)? {
+        Cow::Borrowed(p) => {
+            *route = Some(lookup(policy, req.method(), p)?);
+            None
+        }
+        Cow::Owned(p) => {
+            *route = Some(lookup(policy, req.method(), &p)?);
+            Some(p)
+        }
+    };
 
     // Proxy.
     let limits = &policy.limits;
@@ -178,22 +231,37 @@ async fn forward(
     if let Ok(h) = HeaderValue::from_str(policy.upstream.authority.as_str()) {
         parts.headers.insert(HOST, h);
     }
-    let path_and_query = match parts.uri.query() {
-        Some(q) => format!("{normalized}?{q}"),
-        None => normalized,
+    // The upstream gets the normalised path; when normalising changed nothing, the original
+    // bytes are reused.
+    let path_and_query = match (changed, parts.uri.query()) {
+        (None, _) => parts
+            .uri
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/")),
+        (Some(p), Some(q)) => format!("{p}?{q}")
+            .parse()
+            .map_err(|_| Rejection::BadRequest("the request target is malformed"))?,
+        (Some(p), None) => p
+            .parse()
+            .map_err(|_| Rejection::BadRequest("the request target is malformed"))?,
     };
-    parts.uri = Uri::builder()
-        .scheme(policy.upstream.scheme.clone())
-        .authority(policy.upstream.authority.clone())
-        .path_and_query(path_and_query)
-        .build()
+    let mut target = http::uri::Parts::default();
+    target.scheme = Some(policy.upstream.scheme.clone());
+    target.authority = Some(policy.upstream.authority.clone());
+    target.path_and_query = Some(path_and_query);
+    parts.uri = Uri::from_parts(target)
         .map_err(|_| Rejection::BadRequest("the request target is malformed"))?;
     parts.version = Version::HTTP_11;
     let max = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
-    let body = Box::pin(Limited::new(
-        TimeoutBody::new(limits.body_read_timeout, body),
-        max,
-    ));
+    let body = if http_body::Body::is_end_stream(&body) {
+        UpBody::Empty
+    } else {
+        UpBody::Stream(Box::pin(Limited::new(
+            TimeoutBody::new(limits.body_read_timeout, body),
+            max,
+        )))
+    };
     let sent = tokio::time::timeout(
         limits.upstream_timeout,
         deps.client.request(Request::from_parts(parts, body)),
@@ -372,11 +440,16 @@ pub async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
     let runtime = shared.runtime.load_full();
-    let id: Arc<str> = request_id().into();
+    let id = request_id();
     let client = forward::client_ip(peer.ip(), req.headers(), &runtime.policy.trusted_proxies);
-    let method = req.method().clone();
-    let logged_path = req.uri().path().to_owned();
-    let logged_query = req.uri().query().map(redact::query);
+    // Only copied when the access log is on.
+    let logged = tracing::enabled!(target: "portcullis::access", tracing::Level::INFO).then(|| {
+        (
+            req.method().clone(),
+            req.uri().path().to_owned(),
+            req.uri().query().map(redact::query),
+        )
+    });
     req.extensions_mut().insert(Ctx {
         id: id.clone(),
         peer,
@@ -434,32 +507,41 @@ pub async fn handle(
 
     // Log.
     let elapsed = start.elapsed();
-    let route = decision.route.map_or("-", |r| {
-        runtime.policy.inventory.routes[r].template.as_str()
-    });
+    let route_metrics = decision
+        .route
+        .map_or(&runtime.unmatched, |r| &runtime.route_metrics[r]);
     let status = resp.status().as_u16();
-    shared
-        .deps
-        .metrics
-        .record(route, status, decision.reason, elapsed);
-    tracing::info!(
-        target: "portcullis::access",
-        request_id = &*id,
-        client_ip = %client,
-        method = %method,
-        path = %logged_path,
-        query = logged_query.as_deref().unwrap_or(""),
-        route,
-        status,
-        decision = decision.reason,
-        latency_ms = elapsed.as_secs_f64() * 1000.0,
-    );
+    route_metrics.record(&shared.deps.metrics, status, decision.reason, elapsed);
+    let route = &route_metrics.label;
+    if let Some((method, path, query)) = logged {
+        tracing::info!(
+            target: "portcullis::access",
+            request_id = &*id,
+            client_ip = %client,
+            method = %method,
+            path = %path,
+            query = query.as_deref().unwrap_or(""),
+            route = &**route,
+            status,
+            decision = decision.reason,
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+        );
+    }
     Ok(resp)
 }
 
-fn request_id() -> String {
+/// 96 random bits as 24 hex digits.
+fn request_id() -> Arc<str> {
     use rand::RngCore;
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut b = [0u8; 12];
     rand::rng().fill_bytes(&mut b);
-    b.iter().map(|x| format!("{x:02x}")).collect()
+    let mut out = [0u8; 24];
+    for (i, x) in b.iter().enumerate() {
+        out[2 * i] = HEX[usize::from(x >> 4)];
+        out[2 * i + 1] = HEX[usize::from(x & 15)];
+    }
+    std::str::from_utf8(&out)
+        .unwrap_or("000000000000000000000000")
+        .into()
 }

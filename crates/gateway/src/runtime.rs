@@ -7,6 +7,8 @@ use http::{HeaderName, HeaderValue};
 use portcullis_policy::Policy;
 use portcullis_policy::model::HeaderRules;
 
+use crate::metrics::{Metrics, RouteMetrics};
+
 /// The per-policy state of the gateway.
 #[derive(Debug)]
 pub struct Runtime {
@@ -16,10 +18,13 @@ pub struct Runtime {
     /// The response rules of each route: the global rules with the route's override applied.
     pub route_headers: Vec<Arc<HeaderRules>>,
     pub default_headers: Arc<HeaderRules>,
+    /// Metric handles (and log labels) per route, resolved once per policy.
+    pub route_metrics: Vec<RouteMetrics>,
+    pub unmatched: RouteMetrics,
 }
 
 impl Runtime {
-    pub fn new(policy: Policy) -> Self {
+    pub fn new(policy: Policy, metrics: &Metrics) -> Self {
         let version_headers = policy
             .inventory
             .versions
@@ -41,11 +46,19 @@ impl Runtime {
                 }
             })
             .collect();
+        let route_metrics = policy
+            .inventory
+            .routes
+            .iter()
+            .map(|r| metrics.route(Arc::from(r.template.as_str())))
+            .collect();
         Self {
             policy,
             version_headers,
             route_headers,
             default_headers,
+            route_metrics,
+            unmatched: metrics.route(Arc::from("-")),
         }
     }
 }

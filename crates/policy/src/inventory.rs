@@ -191,6 +191,12 @@ fn positional(template: &str) -> Result<Positional, RouteError> {
     Ok((pattern, names, compound))
 }
 
+impl Lookup<'_> {
+    pub fn is_found(&self) -> bool {
+        matches!(self, Lookup::Found { .. })
+    }
+}
+
 impl Inventory {
     /// Adds a version; call before adding routes so each route learns its version.
     pub fn add_version(&mut self, v: Version) {

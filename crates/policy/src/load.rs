@@ -746,7 +746,7 @@ impl Compiler<'_> {
         for (i, v) in raw.versions.iter().enumerate() {
             let key = format!("versions[{i}]");
             let prefix = match path::normalize(&v.prefix.value) {
-                Ok(p) if p != "/" => p,
+                Ok(p) if p != "/" => p.into_owned(),
                 _ => {
                     self.err(
                         &v.prefix,

@@ -9,6 +9,8 @@
 //!   parameters that servlet containers strip after the gateway has matched), NUL and other
 //!   controls, invalid UTF-8 after decoding, a path not starting with `/`, over-long paths.
 
+use std::borrow::Cow;
+
 use percent_encoding::{AsciiSet, CONTROLS, percent_decode_str, utf8_percent_encode};
 
 /// Longest path accepted, in bytes.
@@ -57,8 +59,9 @@ const SEGMENT: &AsciiSet = &CONTROLS
     .add(b'|')
     .add(b'}');
 
-/// Normalises the path part of a request target (no query).
-pub fn normalize(raw: &str) -> Result<String, PathError> {
+/// Normalises the path part of a request target (no query). Borrows when the path is
+/// already canonical, the common case.
+pub fn normalize(raw: &str) -> Result<Cow<'_, str>, PathError> {
     if !raw.starts_with('/') {
         return Err(PathError::NotAbsolute);
     }
@@ -67,7 +70,7 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
     }
     // Fast path: already canonical (the common case on the hot path).
     if is_canonical(raw) {
-        return Ok(raw.to_owned());
+        return Ok(Cow::Borrowed(raw));
     }
     let mut out: Vec<String> = Vec::new();
     for seg in raw.split('/') {
@@ -110,7 +113,7 @@ pub fn normalize(raw: &str) -> Result<String, PathError> {
     if path.is_empty() {
         path.push('/');
     }
-    Ok(path)
+    Ok(Cow::Owned(path))
 }
 
 /// True when normalising would change nothing: plain unreserved characters, no empty, `.` or
@@ -196,7 +199,7 @@ mod tests {
         fn normalize_is_idempotent_and_clean(raw in "/[a-zA-Z0-9%./;\\\\_~-]{0,40}") {
             if let Ok(once) = normalize(&raw) {
                 let twice = normalize(&once);
-                prop_assert_eq!(twice.as_deref(), Ok(once.as_str()));
+                prop_assert_eq!(twice.as_deref(), Ok(&*once));
                 if once != "/" {
                     for seg in once[1..].split('/') {
                         prop_assert!(!seg.is_empty() && seg != "." && seg != "..");

@@ -198,3 +198,28 @@ fn the_large_github_description_imports() {
         Lookup::Found { .. }
     ));
 }
+
+/// The JSON Schema shipped for editors agrees with the loader: the example validates, and a
+/// misspelt key fails both.
+#[test]
+fn the_editor_schema_accepts_the_example_and_rejects_unknown_keys() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("schemas/portcullis.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let example: serde_json::Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(example()).unwrap()).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&example)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:?}");
+    let mut typo = example.clone();
+    typo["limts"] = serde_json::json!({});
+    assert!(!validator.is_valid(&typo));
+    let mut bad_route = example;
+    bad_route["security_headers"]["routes"][0]["rout"] = serde_json::json!("GET /x");
+    assert!(!validator.is_valid(&bad_route));
+}

