@@ -13,6 +13,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 DURATION=${DURATION:-10}
+# Each proxy at its default: nginx `worker_processes auto` (Debian's default), Envoy one worker
+# per core, Portcullis one worker per core. PROXY_WORKERS=1 pins all three to one worker.
+PROXY_WORKERS=${PROXY_WORKERS:-auto}
+CORES=$(nproc)
+[ "$PROXY_WORKERS" = auto ] && N=$CORES || N=$PROXY_WORKERS
 CONNS=${CONNS:-64}
 THREADS=${THREADS:-1}
 WORK=$(mktemp -d /tmp/portcullis-bench.XXXXXX)
@@ -49,7 +54,7 @@ http {
 }
 NGX
 cat > "$WORK/proxy.conf" <<NGX
-worker_processes 1;
+worker_processes $PROXY_WORKERS;
 pid $WORK/proxy.pid;
 error_log /dev/null crit;
 events { worker_connections 4096; }
@@ -91,6 +96,7 @@ ENV
 cat > "$WORK/portcullis.yaml" <<POL
 listen: 127.0.0.1:$GW
 upstream: http://127.0.0.1:$UP
+limits: { workers: $N }
 routes:
   - GET /v2/products/{product_id}
   - GET /v2/products
@@ -98,7 +104,7 @@ POL
 
 nginx -c "$WORK/upstream.conf" -g 'daemon off;' & PIDS+=($!)
 nginx -c "$WORK/proxy.conf" -g 'daemon off;' & PIDS+=($!)
-if need envoy; then envoy -c "$WORK/envoy.yaml" --concurrency 1 -l error >/dev/null 2>&1 & PIDS+=($!); fi
+if need envoy; then envoy -c "$WORK/envoy.yaml" --concurrency "$N" -l error >/dev/null 2>&1 & PIDS+=($!); fi
 RUST_LOG=warn "$PORTCULLIS" serve -c "$WORK/portcullis.yaml" 2>/dev/null & PIDS+=($!)
 sleep 2
 
@@ -124,7 +130,8 @@ RESULTS+=("$(run portcullis $GW)")
 NGX_RPS=$(printf '%s\n' "${RESULTS[@]}" | awk '$1=="nginx" {print $2}')
 NGX_P99=$(to_ms "$(printf '%s\n' "${RESULTS[@]}" | awk '$1=="nginx" {print $4}')")
 echo
-echo "wrk: ${THREADS} thread(s), ${CONNS} connections, ${DURATION}s per target, GET $PATH_ (2 cores shared by all)"
+echo "wrk: ${THREADS} thread(s), ${CONNS} connections, ${DURATION}s per target, GET $PATH_"
+echo "proxies: $N worker(s) each; upstream nginx 1 worker; $CORES cores shared by all"
 printf '%-11s %12s %9s %9s %14s %12s\n' target req/s p50_ms p99_ms rps_vs_nginx p99_vs_nginx
 for r in "${RESULTS[@]}"; do
   read -r name rps p50 p99 <<<"$r"

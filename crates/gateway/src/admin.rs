@@ -16,7 +16,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 
 use crate::body::{Body, from_guard};
-use crate::proxy::Shared;
+use crate::metrics::Metrics;
 
 /// Compares in time independent of where the inputs differ.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -33,7 +33,7 @@ fn authorized(req: &Request<Incoming>, token: Option<&str>) -> bool {
 }
 
 async fn route(
-    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
     token: Option<Arc<str>>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
@@ -58,7 +58,7 @@ async fn route(
         (&Method::GET, "/metrics") if authorized(&req, token.as_deref()) => text(
             StatusCode::OK,
             "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            shared.deps.metrics.render(),
+            metrics.render(),
         ),
         (&Method::GET, "/metrics") => {
             let mut r = from_guard(problem(
@@ -85,7 +85,7 @@ async fn route(
 
 pub async fn serve(
     listener: TcpListener,
-    shared: Arc<Shared>,
+    metrics: Arc<Metrics>,
     token: Option<Arc<str>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -94,9 +94,9 @@ pub async fn serve(
             r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
             _ = shutdown.changed() => return,
         };
-        let (shared, token) = (shared.clone(), token.clone());
+        let (metrics, token) = (metrics.clone(), token.clone());
         tokio::spawn(async move {
-            let svc = service_fn(move |req| route(shared.clone(), token.clone(), req));
+            let svc = service_fn(move |req| route(metrics.clone(), token.clone(), req));
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .http1_only()
                 .serve_connection(TokioIo::new(stream), svc)

@@ -89,13 +89,18 @@ pub struct Deps {
     pub metrics: Arc<Metrics>,
 }
 
-/// The gateway's shared state.
+/// The current policy and CORS service, swapped together on reload, read by every worker.
+#[derive(Debug)]
+pub struct Current {
+    pub runtime: ArcSwap<Runtime>,
+    pub cors: ArcSwap<Option<tower_http::cors::Cors<Pipeline>>>,
+}
+
+/// What one worker serves with: the shared current policy, and its own upstream pool.
 #[derive(Debug)]
 pub struct Shared {
-    pub runtime: ArcSwap<Runtime>,
+    pub current: Arc<Current>,
     pub deps: Arc<Deps>,
-    /// The current CORS service, rebuilt with each policy.
-    pub cors: ArcSwap<Option<tower_http::cors::Cors<Pipeline>>>,
 }
 
 /// Per-request facts every phase may read.
@@ -106,6 +111,7 @@ pub struct Ctx {
     pub client: std::net::IpAddr,
     pub tls: bool,
     pub runtime: Arc<Runtime>,
+    pub deps: Arc<Deps>,
 }
 
 /// What the pipeline decided, for the respond and log phases.
@@ -127,11 +133,10 @@ pub fn upstream_client(connect_timeout: Duration) -> UpstreamClient {
         .build(http)
 }
 
-/// The pipeline as a tower service, so the CORS layer can sit in front of it.
-#[derive(Clone, Debug)]
-pub struct Pipeline {
-    pub deps: Arc<Deps>,
-}
+/// The pipeline as a tower service, so the CORS layer can sit in front of it. It holds
+/// nothing: each request carries its worker's dependencies in its [`Ctx`].
+#[derive(Clone, Copy, Debug)]
+pub struct Pipeline;
 
 impl Service<Request<Incoming>> for Pipeline {
     type Response = Response<Body>;
@@ -143,17 +148,16 @@ impl Service<Request<Incoming>> for Pipeline {
     }
 
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        let deps = self.deps.clone();
-        Box::pin(async move { Ok(pipeline(&deps, req).await) })
+        Box::pin(async move { Ok(pipeline(req).await) })
     }
 }
 
-async fn pipeline(deps: &Deps, req: Request<Incoming>) -> Response<Body> {
+async fn pipeline(req: Request<Incoming>) -> Response<Body> {
     let Some(ctx) = req.extensions().get::<Ctx>().cloned() else {
         return from_guard(Rejection::Internal.response("-"));
     };
     let mut route = None;
-    let result = forward(deps, &ctx, req, &mut route).await;
+    let result = forward(&ctx.deps, &ctx, req, &mut route).await;
     let (mut resp, reason) = match result {
         Ok(resp) => (resp, "allowed"),
         Err(rej) => (from_guard(rej.response(&ctx.id)), rej.reason()),
@@ -439,7 +443,7 @@ pub async fn handle(
     mut req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
-    let runtime = shared.runtime.load_full();
+    let runtime = shared.current.runtime.load_full();
     let id = request_id();
     let client = forward::client_ip(peer.ip(), req.headers(), &runtime.policy.trusted_proxies);
     // Only copied when the access log is on.
@@ -456,9 +460,10 @@ pub async fn handle(
         client,
         tls,
         runtime: runtime.clone(),
+        deps: shared.deps.clone(),
     });
 
-    let cors = shared.cors.load();
+    let cors = shared.current.cors.load();
     let mut resp = match &**cors {
         Some(svc) => {
             let mut svc = svc.clone();
@@ -467,7 +472,7 @@ pub async fn handle(
                 Err(never) => match never {},
             }
         }
-        None => pipeline(&shared.deps, req).await,
+        None => pipeline(req).await,
     };
     let decision = resp
         .extensions()

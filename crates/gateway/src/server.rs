@@ -72,15 +72,39 @@ fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
     b
 }
 
+/// Binds `n` listening sockets on `addr` with `SO_REUSEPORT`, so the kernel spreads
+/// connections over the workers. With port 0 the first socket picks the port for all.
+pub fn bind_workers(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListener>, StartError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let err = |source: std::io::Error| StartError::Bind { addr, source };
+    let mut out = Vec::with_capacity(n);
+    let mut at = addr;
+    for _ in 0..n.max(1) {
+        let s =
+            Socket::new(Domain::for_address(at), Type::STREAM, Some(Protocol::TCP)).map_err(err)?;
+        s.set_reuse_address(true).map_err(err)?;
+        #[cfg(unix)]
+        s.set_reuse_port(true).map_err(err)?;
+        s.set_nonblocking(true).map_err(err)?;
+        s.bind(&at.into()).map_err(err)?;
+        s.listen(1024).map_err(err)?;
+        let l: std::net::TcpListener = s.into();
+        at = l.local_addr().map_err(err)?;
+        out.push(l);
+    }
+    Ok(out)
+}
+
 /// Serves the gateway on `listener` until `shutdown` turns true, then drains for up to 30 s.
+/// `max_connections` is this worker's share of the cap.
 pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
     tls: Option<tokio_rustls::TlsAcceptor>,
+    max_connections: usize,
     mut shutdown: watch::Receiver<bool>,
 ) {
-    let max = shared.runtime.load().policy.limits.max_connections;
-    let slots = Arc::new(Semaphore::new(max));
+    let slots = Arc::new(Semaphore::new(max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     loop {
         let (stream, peer) = tokio::select! {
@@ -101,7 +125,7 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let limits = shared.runtime.load().policy.limits.clone();
+        let limits = shared.current.runtime.load().policy.limits.clone();
         let shared = shared.clone();
         let tls = tls.clone();
         let watcher = graceful.watcher();

@@ -429,7 +429,11 @@ async fn admin_listener_health_and_guarded_metrics() {
 #[tokio::test]
 async fn the_connection_cap_holds() {
     let up = Recorder::start().await;
-    let gw = Gw::start(&recorder_policy(&up, "limits: { max_connections: 2 }\n")).await;
+    let gw = Gw::start(&recorder_policy(
+        &up,
+        "limits: { max_connections: 2, workers: 1 }\n",
+    ))
+    .await;
     let addr = gw.base.trim_start_matches("http://").to_owned();
     let _a = TcpStream::connect(&addr).await.unwrap();
     let _b = TcpStream::connect(&addr).await.unwrap();

@@ -76,6 +76,7 @@ struct RawLimits {
     upstream_connect_timeout: Option<Spanned<String>>,
     upstream_timeout: Option<Spanned<String>>,
     max_concurrent_streams: Option<Spanned<String>>,
+    workers: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -230,11 +231,19 @@ pub(crate) fn yaml_options() -> serde_saphyr::Options {
 /// The parser's message without its own position suffix (ours is printed in front).
 pub(crate) fn yaml_message(e: &serde_saphyr::Error) -> String {
     let msg = e.to_string();
-    let first = msg.lines().next().unwrap_or("invalid YAML").trim();
-    match first.find(" at line ") {
-        Some(i) => first[..i].to_owned(),
-        None => first.to_owned(),
+    let mut first = msg.lines().next().unwrap_or("invalid YAML").trim();
+    if let Some(i) = first.find(" at line ") {
+        first = &first[..i];
     }
+    first = first.strip_prefix("error: ").unwrap_or(first);
+    // Drop a leading "line N column M: ": the position is printed in front already.
+    if let Some(rest) = first.strip_prefix("line ")
+        && let Some((_, tail)) = rest.split_once(": ")
+        && rest.split(':').next().is_some_and(|p| p.contains("column"))
+    {
+        first = tail;
+    }
+    first.to_owned()
 }
 
 fn pos<T>(s: &Spanned<T>) -> Option<Pos> {
@@ -545,6 +554,9 @@ impl Compiler<'_> {
             10_000,
         ) {
             l.max_concurrent_streams = n as u32;
+        }
+        if let Some(n) = num(self, &raw.workers, "workers", 0, 1024) {
+            l.workers = n as usize;
         }
         l
     }

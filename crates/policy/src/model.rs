@@ -68,6 +68,8 @@ pub struct Limits {
     pub upstream_connect_timeout: Duration,
     pub upstream_timeout: Duration,
     pub max_concurrent_streams: u32,
+    /// Worker threads; 0 means one per available core.
+    pub workers: usize,
 }
 
 impl Default for Limits {
@@ -82,6 +84,7 @@ impl Default for Limits {
             upstream_connect_timeout: Duration::from_secs(5),
             upstream_timeout: Duration::from_secs(30),
             max_concurrent_streams: 100,
+            workers: 0,
         }
     }
 }

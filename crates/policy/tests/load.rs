@@ -100,6 +100,13 @@ fn unknown_keys_and_wrong_types_are_refused_with_a_position() {
     assert!(p.to_string().contains("bad.yaml:3:"), "{p}");
     let p = problems("listen: [\n");
     assert!(p.to_string().contains("bad.yaml:"), "{p}");
+    let p =
+        problems("listen: 127.0.0.1:8080\nupstream: http://127.0.0.1:1\nroutes: [GET /a/{id}]\n");
+    let s = p.to_string();
+    assert!(
+        s.contains("bad.yaml:3:") && !s.contains("error: error:") && !s.contains(": line 3"),
+        "{s}"
+    );
 }
 
 #[test]
