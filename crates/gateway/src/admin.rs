@@ -1,6 +1,9 @@
-//! The admin listener: `/healthz` and `/readyz` for probes, Prometheus `/metrics` behind the
-//! admin bearer token when one is configured. Loopback by default; the policy loader refuses
-//! a non-loopback admin listener without a token.
+//! The admin listener: `/healthz` and `/readyz` for probes; behind the admin bearer token when
+//! one is configured: Prometheus `/metrics`, and `/revocations` (`GET` lists, `POST`
+//! `{"jti": ..., "exp": ...}` revokes one token until its expiry, `POST {"sub": ...}` revokes
+//! every token of a subject issued until now). A revocation is answered only once it is on
+//! disk. Loopback by default; the policy loader refuses a non-loopback admin listener without
+//! a token.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -17,6 +20,8 @@ use tokio::sync::watch;
 
 use crate::body::{Body, from_guard};
 use crate::metrics::Metrics;
+use http_body_util::{BodyExt, Limited};
+use portcullis_guard::store::Store;
 
 /// Compares in time independent of where the inputs differ.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -32,53 +37,132 @@ fn authorized(req: &Request<Incoming>, token: Option<&str>) -> bool {
         .is_some_and(|given| constant_time_eq(given.trim().as_bytes(), token.as_bytes()))
 }
 
+fn json(status: StatusCode, v: &serde_json::Value) -> Response<Body> {
+    let mut r = Response::new(Body::bytes(Bytes::from(v.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r
+}
+
+fn refuse(status: StatusCode, detail: &str) -> Response<Body> {
+    let mut r = from_guard(problem(status, detail, "-", vec![]));
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Bearer"),
+        );
+    }
+    r
+}
+
+/// `POST /revocations`: answered once the revocation is durable.
+async fn revoke(store: Arc<dyn Store>, req: Request<Incoming>) -> Response<Body> {
+    let read = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        Limited::new(req.into_body(), 4096).collect(),
+    )
+    .await;
+    let Ok(Ok(body)) = read else {
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "the body could not be read (at most 4 KiB)",
+        );
+    };
+    let Ok(v) = serde_json::from_slice::<serde_json::Value>(&body.to_bytes()) else {
+        return refuse(StatusCode::BAD_REQUEST, "the body is not JSON");
+    };
+    let now = portcullis_guard::jwt::now();
+    let field = |name: &str| {
+        v.get(name)
+            .and_then(|x| x.as_str())
+            .filter(|s| !s.is_empty() && s.len() <= 256)
+            .map(str::to_owned)
+    };
+    let (key, at, is_token) = match (field("jti"), field("sub")) {
+        // Kept until the token's own expiry; without one, past any sensible token lifetime.
+        (Some(j), None) => (
+            j,
+            v.get("exp")
+                .and_then(|x| x.as_i64())
+                .unwrap_or(now + 86_400 * 31),
+            true,
+        ),
+        (None, Some(u)) => (
+            u,
+            v.get("before").and_then(|x| x.as_i64()).unwrap_or(now),
+            false,
+        ),
+        _ => {
+            return refuse(
+                StatusCode::BAD_REQUEST,
+                "give either `jti` (with `exp`) or `sub`",
+            );
+        }
+    };
+    let k = key.clone();
+    let stored = tokio::task::spawn_blocking(move || {
+        if is_token {
+            store.revoke_token(&k, at)
+        } else {
+            store.revoke_subject(&k, at)
+        }
+    })
+    .await;
+    match stored {
+        Ok(Ok(())) => {
+            tracing::info!(target: "portcullis::admin", kind = if is_token { "jti" } else { "sub" }, "revocation stored");
+            let body = if is_token {
+                serde_json::json!({ "jti": key, "exp": at })
+            } else {
+                serde_json::json!({ "sub": key, "before": at })
+            };
+            json(StatusCode::CREATED, &body)
+        }
+        Ok(Err(e)) => {
+            tracing::error!(target: "portcullis::admin", error = %e, "revocation not stored");
+            refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the revocation could not be stored",
+            )
+        }
+        Err(_) => refuse(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the revocation could not be stored",
+        ),
+    }
+}
+
 async fn route(
     metrics: Arc<Metrics>,
+    store: Arc<dyn Store>,
     token: Option<Arc<str>>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    let text = |status: StatusCode, ct: &'static str, body: String| {
-        let mut r = Response::new(Body::bytes(Bytes::from(body)));
-        *r.status_mut() = status;
-        r.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static(ct));
-        r
-    };
     let resp = match (req.method(), req.uri().path()) {
-        (&Method::GET, "/healthz") => text(
-            StatusCode::OK,
-            "application/json",
-            "{\"status\":\"ok\"}".into(),
-        ),
-        (&Method::GET, "/readyz") => text(
-            StatusCode::OK,
-            "application/json",
-            "{\"status\":\"ready\"}".into(),
-        ),
-        (&Method::GET, "/metrics") if authorized(&req, token.as_deref()) => text(
-            StatusCode::OK,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-            metrics.render(),
-        ),
+        (&Method::GET, "/healthz") => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
+        (&Method::GET, "/readyz") => {
+            json(StatusCode::OK, &serde_json::json!({ "status": "ready" }))
+        }
+        (_, "/metrics" | "/revocations") if !authorized(&req, token.as_deref()) => {
+            refuse(StatusCode::UNAUTHORIZED, "the admin token is required")
+        }
         (&Method::GET, "/metrics") => {
-            let mut r = from_guard(problem(
-                StatusCode::UNAUTHORIZED,
-                "the admin token is required",
-                "-",
-                vec![],
-            ));
+            let mut r = Response::new(Body::bytes(Bytes::from(metrics.render())));
             r.headers_mut().insert(
-                http::header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer"),
+                CONTENT_TYPE,
+                HeaderValue::from_static(
+                    "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                ),
             );
             r
         }
-        _ => from_guard(problem(
-            StatusCode::NOT_FOUND,
-            "no such resource",
-            "-",
-            vec![],
-        )),
+        (&Method::GET, "/revocations") => json(
+            StatusCode::OK,
+            &serde_json::json!(store.revocations(portcullis_guard::jwt::now())),
+        ),
+        (&Method::POST, "/revocations") => revoke(store, req).await,
+        _ => refuse(StatusCode::NOT_FOUND, "no such resource"),
     };
     Ok(resp)
 }
@@ -86,6 +170,7 @@ async fn route(
 pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
+    store: Arc<dyn Store>,
     token: Option<Arc<str>>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -94,9 +179,10 @@ pub async fn serve(
             r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
             _ = shutdown.changed() => return,
         };
-        let (metrics, token) = (metrics.clone(), token.clone());
+        let (metrics, store, token) = (metrics.clone(), store.clone(), token.clone());
         tokio::spawn(async move {
-            let svc = service_fn(move |req| route(metrics.clone(), token.clone(), req));
+            let svc =
+                service_fn(move |req| route(metrics.clone(), store.clone(), token.clone(), req));
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .http1_only()
                 .serve_connection(TokioIo::new(stream), svc)

@@ -31,7 +31,8 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
-use portcullis_policy::{Policy, Problems, SecretSource};
+use portcullis_guard::store::{EmbeddedStore, MemoryStore, Store};
+use portcullis_policy::{Policy, Problems, SecretSource, StateBackend};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
@@ -132,9 +133,16 @@ impl Gateway {
         };
         let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
         let metrics = Metrics::new();
+        let runtime = Runtime::new(policy.clone(), &metrics).map_err(StartError::Key)?;
+        let store: Arc<dyn Store> = match &policy.state {
+            StateBackend::Memory => Arc::new(MemoryStore::default()),
+            StateBackend::Embedded(dir) => {
+                Arc::new(EmbeddedStore::open(dir).map_err(|e| StartError::State(e.to_string()))?)
+            }
+        };
         let current = Arc::new(Current {
             cors: ArcSwap::from_pointee(cors_service(&policy)),
-            runtime: ArcSwap::from_pointee(Runtime::new(policy.clone(), &metrics)),
+            runtime: ArcSwap::from_pointee(runtime),
         });
         let (shutdown, rx) = watch::channel(false);
         let per_worker_cap = policy.limits.max_connections.div_ceil(workers);
@@ -147,6 +155,7 @@ impl Gateway {
                 deps: Arc::new(Deps {
                     client: proxy::upstream_client(policy.limits.upstream_connect_timeout),
                     metrics: metrics.clone(),
+                    store: store.clone(),
                 }),
             });
             let (tls, rx) = (tls.clone(), rx.clone());
@@ -170,8 +179,8 @@ impl Gateway {
                 })
                 .map_err(|source| StartError::Bind { addr, source })?;
         }
-        let admin_task =
-            admin_listener.map(|l| tokio::spawn(admin::serve(l, metrics.clone(), token, rx)));
+        let admin_task = admin_listener
+            .map(|l| tokio::spawn(admin::serve(l, metrics.clone(), store.clone(), token, rx)));
         tracing::info!(target: "portcullis::gateway", listen = %addr, admin = ?admin_addr, routes = policy.inventory.len(), workers, "gateway listening");
         Ok(Gateway {
             current,
@@ -202,6 +211,9 @@ impl Gateway {
         };
         let current = self.current.runtime.load();
         let (old, new) = (&current.policy, &loaded.policy);
+        if new.state != old.state {
+            tracing::warn!(target: "portcullis::reload", "state backend changes take effect at the next start");
+        }
         if new.listen != old.listen
             || new.tls != old.tls
             || new.admin != old.admin
@@ -210,13 +222,27 @@ impl Gateway {
             tracing::warn!(target: "portcullis::reload", "listen, tls, admin and workers changes take effect at the next start");
         }
         let routes = loaded.policy.inventory.len();
+        let runtime = match Runtime::new(loaded.policy, &self.metrics) {
+            Ok(r) => r,
+            Err(e) => {
+                self.metrics
+                    .reloads
+                    .get_or_create(&KindLabel { kind: "refused" })
+                    .inc();
+                tracing::error!(target: "portcullis::reload", error = %e, "policy refused; the running policy stays");
+                return Err(Problems(vec![portcullis_policy::Problem::error(
+                    &self.policy_file,
+                    None,
+                    "auth.jwt.keys",
+                    e,
+                )]));
+            }
+        };
         // The CORS service first: a request that sees the new runtime must not see old CORS.
         self.current
             .cors
-            .store(Arc::new(cors_service(&loaded.policy)));
-        self.current
-            .runtime
-            .store(Arc::new(Runtime::new(loaded.policy, &self.metrics)));
+            .store(Arc::new(cors_service(&runtime.policy)));
+        self.current.runtime.store(Arc::new(runtime));
         self.metrics
             .reloads
             .get_or_create(&KindLabel { kind: "applied" })

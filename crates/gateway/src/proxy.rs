@@ -34,6 +34,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use portcullis_guard::Rejection;
 use portcullis_guard::forward::{self, X_REQUEST_ID};
+use portcullis_guard::jwt::AuthFailure;
 use portcullis_policy::{Lookup, RouteId, VersionStatus, path};
 use tower::Service;
 use tower_http::timeout::TimeoutBody;
@@ -49,6 +50,8 @@ use crate::runtime::Runtime;
 #[allow(missing_debug_implementations)] // tower-http's TimeoutBody has no Debug
 pub enum UpBody {
     Empty,
+    /// A body the gateway had to read (to check a refresh token), sent on as it came.
+    Bytes(Option<bytes::Bytes>),
     Stream(Pin<Box<Limited<TimeoutBody<Incoming>>>>),
 }
 
@@ -62,6 +65,7 @@ impl http_body::Body for UpBody {
     ) -> Poll<Option<Result<http_body::Frame<bytes::Bytes>, Self::Error>>> {
         match &mut *self {
             UpBody::Empty => Poll::Ready(None),
+            UpBody::Bytes(b) => Poll::Ready(b.take().map(|b| Ok(http_body::Frame::data(b)))),
             UpBody::Stream(b) => b.as_mut().poll_frame(cx),
         }
     }
@@ -69,6 +73,7 @@ impl http_body::Body for UpBody {
     fn is_end_stream(&self) -> bool {
         match self {
             UpBody::Empty => true,
+            UpBody::Bytes(b) => b.is_none(),
             UpBody::Stream(b) => b.is_end_stream(),
         }
     }
@@ -76,6 +81,9 @@ impl http_body::Body for UpBody {
     fn size_hint(&self) -> http_body::SizeHint {
         match self {
             UpBody::Empty => http_body::SizeHint::with_exact(0),
+            UpBody::Bytes(b) => {
+                http_body::SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64))
+            }
             UpBody::Stream(b) => b.size_hint(),
         }
     }
@@ -87,6 +95,7 @@ pub type UpstreamClient = Client<HttpConnector, UpBody>;
 pub struct Deps {
     pub client: UpstreamClient,
     pub metrics: Arc<Metrics>,
+    pub store: Arc<dyn portcullis_guard::store::Store>,
 }
 
 /// The current policy and CORS service, swapped together on reload, read by every worker.
@@ -166,6 +175,106 @@ async fn pipeline(req: Request<Incoming>) -> Response<Body> {
     resp
 }
 
+/// The authenticate phase. Client-sent copies of the claim headers go first, whatever happens.
+/// On the refresh route the body is read (bounded) and returned, to be forwarded as it came.
+async fn authenticate(
+    deps: &Deps,
+    ctx: &Ctx,
+    auth: &portcullis_policy::Auth,
+    route: RouteId,
+    req: Request<Incoming>,
+) -> Result<(http::request::Parts, Pending), Rejection> {
+    let (mut parts, body) = req.into_parts();
+    for (_, header) in &auth.jwt.forward_claims {
+        parts.headers.remove(header);
+    }
+    let Some(verifier) = ctx.runtime.verifier.as_ref() else {
+        return Ok((parts, Pending::Incoming(body)));
+    };
+    let now = portcullis_guard::jwt::now();
+    let refuse = |f: AuthFailure| Rejection::Unauthorized(f);
+    if let Some(rule) = auth.refresh.as_ref().filter(|r| r.route == route) {
+        let limits = &ctx.runtime.policy.limits;
+        let max = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
+        let bytes =
+            match tokio::time::timeout(limits.body_read_timeout, Limited::new(body, max).collect())
+                .await
+            {
+                Err(_) => return Err(Rejection::RequestTimeout),
+                Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                    return Err(Rejection::PayloadTooLarge);
+                }
+                Ok(Err(_)) => {
+                    return Err(Rejection::BadRequest("the request body could not be read"));
+                }
+                Ok(Ok(c)) => c.to_bytes(),
+            };
+        let json: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|_| refuse(AuthFailure::Missing))?;
+        let token = json
+            .pointer(&rule.pointer)
+            .and_then(|t| t.as_str())
+            .ok_or(refuse(AuthFailure::Missing))?;
+        let v = verifier
+            .verify(token, &rule.token_type, now)
+            .map_err(refuse)?;
+        let (jti, sub) = (v.str_claim("jti"), v.str_claim("sub"));
+        if deps.store.is_revoked(jti, sub, v.int_claim("iat")) {
+            return Err(refuse(AuthFailure::Revoked));
+        }
+        let (Some(jti), Some(sub)) = (jti.map(str::to_owned), sub.map(str::to_owned)) else {
+            // Without a jti a refresh token cannot be held to one use.
+            return Err(refuse(AuthFailure::MissingClaim));
+        };
+        let exp = v.int_claim("exp").unwrap_or(now + 86_400 * 30);
+        let store = deps.store.clone();
+        let first = tokio::task::spawn_blocking(move || {
+            let first = store.use_once(&jti, exp, now)?;
+            if !first {
+                // Presented twice: one of the two holders stole it. End the whole family.
+                store.revoke_subject(&sub, now)?;
+            }
+            Ok::<_, portcullis_guard::store::StoreError>(first)
+        })
+        .await
+        .map_err(|_| Rejection::Internal)?
+        .map_err(|e| {
+            tracing::error!(target: "portcullis::auth", request_id = &*ctx.id, error = %e, "state store failed");
+            Rejection::Unavailable
+        })?;
+        if !first {
+            tracing::warn!(target: "portcullis::auth", request_id = &*ctx.id, "refresh token reused: the subject's tokens are revoked");
+            return Err(refuse(AuthFailure::RefreshReused));
+        }
+        return Ok((parts, Pending::Read(bytes)));
+    }
+    if !auth.required.get(route).copied().unwrap_or(true) {
+        return Ok((parts, Pending::Incoming(body)));
+    }
+    let token = verifier.token(&parts.headers).map_err(refuse)?;
+    let v = verifier
+        .verify(token, &auth.jwt.token_type, now)
+        .map_err(refuse)?;
+    if deps
+        .store
+        .is_revoked(v.str_claim("jti"), v.str_claim("sub"), v.int_claim("iat"))
+    {
+        return Err(refuse(AuthFailure::Revoked));
+    }
+    for (claim, header) in &auth.jwt.forward_claims {
+        if let Some(Ok(value)) = v.claim_text(claim).map(|c| HeaderValue::from_str(&c)) {
+            parts.headers.insert(header.clone(), value);
+        }
+    }
+    Ok((parts, Pending::Incoming(body)))
+}
+
+/// A request body on its way upstream: still streaming, or already read by a phase.
+enum Pending {
+    Incoming(Incoming),
+    Read(bytes::Bytes),
+}
+
 /// The route phase's verdict on a normalised path.
 fn lookup(
     policy: &portcullis_policy::Policy,
@@ -210,12 +319,19 @@ async fn forward(
         }
     };
 
-    // Proxy.
     let limits = &policy.limits;
     if content_length(&req).is_some_and(|n| n > limits.max_body_bytes) {
         return Err(Rejection::PayloadTooLarge);
     }
-    let (mut parts, body) = req.into_parts();
+    let (mut parts, body) = match (&policy.auth, *route) {
+        (Some(auth), Some(id)) => authenticate(deps, ctx, auth, id, req).await?,
+        _ => {
+            let (p, b) = req.into_parts();
+            (p, Pending::Incoming(b))
+        }
+    };
+
+    // Proxy.
     let host = parts.headers.get(HOST).cloned().or_else(|| {
         parts
             .uri
@@ -258,13 +374,13 @@ async fn forward(
         .map_err(|_| Rejection::BadRequest("the request target is malformed"))?;
     parts.version = Version::HTTP_11;
     let max = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
-    let body = if http_body::Body::is_end_stream(&body) {
-        UpBody::Empty
-    } else {
-        UpBody::Stream(Box::pin(Limited::new(
-            TimeoutBody::new(limits.body_read_timeout, body),
+    let body = match body {
+        Pending::Read(b) => UpBody::Bytes(Some(b)),
+        Pending::Incoming(b) if http_body::Body::is_end_stream(&b) => UpBody::Empty,
+        Pending::Incoming(b) => UpBody::Stream(Box::pin(Limited::new(
+            TimeoutBody::new(limits.body_read_timeout, b),
             max,
-        )))
+        ))),
     };
     let sent = tokio::time::timeout(
         limits.upstream_timeout,

@@ -21,10 +21,13 @@ pub struct Runtime {
     /// Metric handles (and log labels) per route, resolved once per policy.
     pub route_metrics: Vec<RouteMetrics>,
     pub unmatched: RouteMetrics,
+    /// The token verifier, when the policy has `auth`.
+    pub verifier: Option<portcullis_guard::jwt::Verifier>,
 }
 
 impl Runtime {
-    pub fn new(policy: Policy, metrics: &Metrics) -> Self {
+    /// Fails when a key in the policy cannot be used (a malformed PEM, say).
+    pub fn new(policy: Policy, metrics: &Metrics) -> Result<Self, String> {
         let version_headers = policy
             .inventory
             .versions
@@ -52,13 +55,19 @@ impl Runtime {
             .iter()
             .map(|r| metrics.route(Arc::from(r.template.as_str())))
             .collect();
-        Self {
+        let verifier = policy
+            .auth
+            .as_ref()
+            .map(|a| portcullis_guard::jwt::Verifier::new(&a.jwt))
+            .transpose()?;
+        Ok(Self {
+            verifier,
             policy,
             version_headers,
             route_headers,
             default_headers,
             route_metrics,
             unmatched: metrics.route(Arc::from("-")),
-        }
+        })
     }
 }

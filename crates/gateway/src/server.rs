@@ -28,6 +28,10 @@ pub enum StartError {
     Tls { path: String, reason: String },
     #[error("admin token: {0}")]
     AdminToken(String),
+    #[error("auth.jwt.keys: {0}")]
+    Key(String),
+    #[error("state: {0}")]
+    State(String),
 }
 
 pub fn tls_acceptor(tls: &Tls) -> Result<tokio_rustls::TlsAcceptor, StartError> {

@@ -8,10 +8,14 @@
 //! - [`respond`]: response hardening: banners removed, security headers set, version
 //!   deprecation headers.
 //! - [`cors`]: the CORS policy as tower-http's `CorsLayer`.
+//! - [`jwt`]: token verification with keys pinned to one algorithm each.
+//! - [`store`]: revocations and single-use tokens, in memory or in a crash-safe file.
 
 pub mod cors;
 pub mod forward;
+pub mod jwt;
 pub mod rejection;
 pub mod respond;
+pub mod store;
 
 pub use rejection::Rejection;

@@ -9,6 +9,8 @@ use http::header::{ALLOW, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
 use http::{Method, Response, StatusCode};
 use portcullis_policy::path::PathError;
 
+use crate::jwt::AuthFailure;
+
 /// Why a request was refused.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Rejection {
@@ -33,6 +35,10 @@ pub enum Rejection {
     /// The upstream answered with an error whose body cannot be passed on safely (any 5xx; a
     /// 4xx that is not JSON or is too large to clean). The status is kept.
     UpstreamError(StatusCode),
+    /// No valid access token; the reason is logged, never shown.
+    Unauthorized(AuthFailure),
+    /// State needed for a decision is unavailable (the store); refused rather than guessed.
+    Unavailable,
     /// A bug in the gateway; the log has the cause.
     Internal,
 }
@@ -49,6 +55,8 @@ impl Rejection {
             Rejection::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Rejection::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Rejection::UpstreamError(s) => *s,
+            Rejection::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Rejection::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -66,6 +74,8 @@ impl Rejection {
             Rejection::UpstreamUnavailable => "upstream_unavailable",
             Rejection::UpstreamTimeout => "upstream_timeout",
             Rejection::UpstreamError(_) => "upstream_error",
+            Rejection::Unauthorized(f) => f.reason(),
+            Rejection::Unavailable => "state_unavailable",
             Rejection::Internal => "internal",
         }
     }
@@ -87,6 +97,8 @@ impl Rejection {
             Rejection::UpstreamError(_) | Rejection::Internal => {
                 "the server could not complete the request"
             }
+            Rejection::Unauthorized(_) => "a valid access token is required",
+            Rejection::Unavailable => "the service is temporarily unavailable",
         }
     }
 
@@ -112,7 +124,20 @@ impl Rejection {
                     .map(|v| vec![(ALLOW, v)])
                     .unwrap_or_default()
             }
-            Rejection::UpstreamUnavailable => vec![(RETRY_AFTER, HeaderValue::from_static("5"))],
+            Rejection::UpstreamUnavailable | Rejection::Unavailable => {
+                vec![(RETRY_AFTER, HeaderValue::from_static("5"))]
+            }
+            // RFC 6750: a missing token gets the bare challenge; a bad one says so, no more.
+            Rejection::Unauthorized(AuthFailure::Missing) => vec![(
+                http::header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer"),
+            )],
+            Rejection::Unauthorized(_) => {
+                vec![(
+                    http::header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static("Bearer error=\"invalid_token\""),
+                )]
+            }
             _ => Vec::new(),
         }
     }

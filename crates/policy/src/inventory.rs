@@ -53,6 +53,9 @@ pub struct Route {
     pub params: Vec<String>,
     /// Index into [`Inventory::versions`].
     pub version: Option<usize>,
+    /// What the OpenAPI description says about security: `Some(true)` when the operation has
+    /// a security requirement, `Some(false)` for `security: []`, `None` when not described.
+    pub secured: Option<bool>,
     /// Segments with several parameters (`{base}...{head}`): the router matches the segment as
     /// one parameter; the segment's own shape is checked here. (segment index, template).
     compound: Vec<(usize, String)>,
@@ -271,6 +274,7 @@ impl Inventory {
             template: template.into(),
             params,
             version,
+            secured: None,
             compound,
         });
         Ok(id)

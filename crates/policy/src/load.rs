@@ -43,7 +43,126 @@ struct RawPolicy {
     versions: Vec<RawVersion>,
     #[serde(default)]
     errors: RawErrors,
+    #[serde(default)]
+    auth: Option<RawAuth>,
+    #[serde(default)]
+    state: Option<RawState>,
 }
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuth {
+    jwt: RawJwt,
+    /// For routes whose OpenAPI operation says nothing (policy `routes`): `required` or `none`.
+    #[serde(default)]
+    default: Option<Spanned<String>>,
+    /// Routes that need no token, whatever the description says.
+    #[serde(default)]
+    public: Vec<Spanned<String>>,
+    #[serde(default)]
+    refresh: Option<RawRefresh>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJwt {
+    keys: Vec<RawKey>,
+    #[serde(default)]
+    issuer: Vec<Spanned<String>>,
+    #[serde(default)]
+    audience: Vec<Spanned<String>>,
+    #[serde(default)]
+    require: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    leeway: Option<Spanned<String>>,
+    #[serde(default)]
+    max_token_bytes: Option<Spanned<String>>,
+    #[serde(default)]
+    token_type: Option<RawTokenType>,
+    #[serde(default)]
+    cookie: Option<Spanned<String>>,
+    #[serde(default)]
+    forward_claims: BTreeMap<String, Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    #[serde(default)]
+    kid: Option<Spanned<String>>,
+    alg: Spanned<String>,
+    #[serde(default)]
+    secret_env: Option<Spanned<String>>,
+    #[serde(default)]
+    secret_file: Option<Spanned<String>>,
+    #[serde(default)]
+    secret: Option<Spanned<String>>,
+    #[serde(default)]
+    public_key_file: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTokenType {
+    #[serde(default)]
+    claim: Option<Spanned<String>>,
+    #[serde(default)]
+    value: Option<Spanned<String>>,
+    #[serde(default)]
+    header: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRefresh {
+    route: Spanned<String>,
+    token_pointer: Spanned<String>,
+    #[serde(default)]
+    token_type: Option<RawTokenType>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    backend: Spanned<String>,
+    #[serde(default)]
+    path: Option<Spanned<String>>,
+}
+
+/// HMAC secrets found at the top of every JWT cracking word list; refused whatever their
+/// length.
+pub const COMMON_JWT_SECRETS: &[&str] = &[
+    "secret",
+    "password",
+    "123456",
+    "changeme",
+    "jwt",
+    "key",
+    "secretkey",
+    "secret_key",
+    "supersecret",
+    "your-256-bit-secret",
+    "your-384-bit-secret",
+    "your-512-bit-secret",
+    "mysecret",
+    "my_secret",
+    "jwtsecret",
+    "jwt_secret",
+    "jwt-secret",
+    "s3cr3t",
+    "default",
+    "test",
+    "admin",
+    "qwerty",
+    "letmein",
+    "shhhhh",
+    "keyboard cat",
+    "secret123",
+    "secretsecretsecretsecretsecretsecret",
+    "0123456789abcdef0123456789abcdef",
+    "00000000000000000000000000000000",
+    "aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
+];
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -339,6 +458,28 @@ impl Compiler<'_> {
         let cors = raw.cors.as_ref().map(|c| self.cors(c));
         let inventory = self.inventory(&raw);
         let headers = self.headers(&raw.security_headers, tls.is_some(), &inventory);
+        let auth = raw.auth.as_ref().map(|a| self.auth(a, &inventory));
+        let state = match &raw.state {
+            None => StateBackend::Embedded(self.relative("portcullis-data")),
+            Some(st) => match st.backend.value.as_str() {
+                "memory" => StateBackend::Memory,
+                "embedded" => StateBackend::Embedded(
+                    self.relative(
+                        st.path
+                            .as_ref()
+                            .map_or("portcullis-data", |p| p.value.as_str()),
+                    ),
+                ),
+                other => {
+                    self.err(
+                        &st.backend,
+                        "state.backend",
+                        format!("`{other}` is not `memory` or `embedded`"),
+                    );
+                    StateBackend::Memory
+                }
+            },
+        };
         self.problems
             .0
             .sort_by_key(|p| (p.file.clone(), p.pos.map(|p| (p.line, p.col))));
@@ -362,6 +503,8 @@ impl Compiler<'_> {
                 headers,
                 inventory,
                 expose_upstream_errors,
+                auth,
+                state,
             },
             warnings: self.problems,
         })
@@ -753,6 +896,342 @@ impl Compiler<'_> {
         HeaderPolicy { all, per_route }
     }
 
+    fn token_type(
+        &mut self,
+        raw: Option<&RawTokenType>,
+        key: &str,
+        default_value: &str,
+    ) -> TokenType {
+        let Some(t) = raw else {
+            return TokenType::Claim {
+                name: "type".into(),
+                value: default_value.into(),
+            };
+        };
+        match (&t.claim, &t.value, &t.header) {
+            (Some(c), Some(v), None) => TokenType::Claim {
+                name: c.value.clone(),
+                value: v.value.clone(),
+            },
+            (None, None, Some(h)) => TokenType::Header(h.value.clone()),
+            (Some(c), None, None) => {
+                self.err(
+                    c,
+                    format!("{key}.value"),
+                    "a type claim needs the `value` an access token carries",
+                );
+                TokenType::Any
+            }
+            (_, _, Some(h)) => {
+                self.err(h, key, "give either `claim` and `value`, or `header`");
+                TokenType::Any
+            }
+            (None, Some(v), None) => {
+                self.err(
+                    v,
+                    format!("{key}.claim"),
+                    "`value` needs the `claim` that carries it",
+                );
+                TokenType::Any
+            }
+            (None, None, None) => TokenType::Any,
+        }
+    }
+
+    fn secret(&mut self, k: &RawKey, key: &str, alg: JwtAlg) -> Option<Vec<u8>> {
+        let (at, value) = match (&k.secret_env, &k.secret_file, &k.secret) {
+            (Some(e), None, None) => match std::env::var(&e.value) {
+                Ok(v) => (e, v.into_bytes()),
+                Err(_) => {
+                    self.err(
+                        e,
+                        format!("{key}.secret_env"),
+                        format!("environment variable `{}` is not set", e.value),
+                    );
+                    return None;
+                }
+            },
+            (None, Some(f), None) => match std::fs::read(self.relative(&f.value)) {
+                Ok(mut v) => {
+                    while v.last().is_some_and(|b| b.is_ascii_whitespace()) {
+                        v.pop();
+                    }
+                    (f, v)
+                }
+                Err(e) => {
+                    self.err(
+                        f,
+                        format!("{key}.secret_file"),
+                        format!("cannot read `{}`: {e}", f.value),
+                    );
+                    return None;
+                }
+            },
+            (None, None, Some(s)) => {
+                self.warn(
+                    s,
+                    format!("{key}.secret"),
+                    "a plain-text secret in the policy file; use `secret_env` or `secret_file`",
+                );
+                (s, s.value.clone().into_bytes())
+            }
+            _ => {
+                self.err(
+                    &k.alg,
+                    key,
+                    format!(
+                        "{} needs exactly one of `secret_env`, `secret_file`, `secret`",
+                        alg.name()
+                    ),
+                );
+                return None;
+            }
+        };
+        let lower = String::from_utf8_lossy(&value).to_lowercase();
+        if COMMON_JWT_SECRETS.contains(&lower.as_str()) {
+            self.err(at, key, "this HMAC secret is in every JWT cracking word list; generate a random one (openssl rand -base64 48)");
+            return None;
+        }
+        if value.len() < alg.min_secret_bytes() {
+            self.err(
+                at,
+                key,
+                format!(
+                    "an {} secret needs at least {} bytes (RFC 7518); this one has {}",
+                    alg.name(),
+                    alg.min_secret_bytes(),
+                    value.len()
+                ),
+            );
+            return None;
+        }
+        let distinct: std::collections::HashSet<u8> = value.iter().copied().collect();
+        if distinct.len() < 8 {
+            self.err(
+                at,
+                key,
+                "this HMAC secret repeats a few characters; generate a random one",
+            );
+            return None;
+        }
+        Some(value)
+    }
+
+    fn auth(&mut self, a: &RawAuth, inventory: &Inventory) -> Auth {
+        let j = &a.jwt;
+        let mut keys = Vec::new();
+        if j.keys.is_empty() {
+            self.problems.push(Problem::error(
+                self.file,
+                None,
+                "auth.jwt.keys",
+                "at least one key is needed",
+            ));
+        }
+        for (i, k) in j.keys.iter().enumerate() {
+            let key = format!("auth.jwt.keys[{i}]");
+            let Some(alg) = JwtAlg::ALL.into_iter().find(|x| x.name() == k.alg.value) else {
+                let names: Vec<&str> = JwtAlg::ALL.iter().map(|a| a.name()).collect();
+                self.err(
+                    &k.alg,
+                    format!("{key}.alg"),
+                    format!("`{}` is not one of {}", k.alg.value, names.join(", ")),
+                );
+                continue;
+            };
+            let material = if alg.is_hmac() {
+                if let Some(p) = &k.public_key_file {
+                    self.err(
+                        p,
+                        format!("{key}.public_key_file"),
+                        format!("{} keys are secrets, not public keys", alg.name()),
+                    );
+                }
+                self.secret(k, &key, alg).map(KeyMaterial::Secret)
+            } else {
+                for s in [&k.secret_env, &k.secret_file, &k.secret]
+                    .into_iter()
+                    .flatten()
+                {
+                    self.err(
+                        s,
+                        &key,
+                        format!(
+                            "{} verifies with a public key (`public_key_file`), never a secret",
+                            alg.name()
+                        ),
+                    );
+                }
+                match &k.public_key_file {
+                    None => {
+                        self.err(
+                            &k.alg,
+                            &key,
+                            format!("{} needs `public_key_file`", alg.name()),
+                        );
+                        None
+                    }
+                    Some(f) => match std::fs::read(self.relative(&f.value)) {
+                        Ok(pem)
+                            if pem.starts_with(b"-----BEGIN")
+                                && !pem.windows(7).any(|w| w == b"PRIVATE") =>
+                        {
+                            Some(KeyMaterial::PublicPem(pem))
+                        }
+                        Ok(_) => {
+                            self.err(f, format!("{key}.public_key_file"), "not a PEM public key (a private key does not belong in the gateway)");
+                            None
+                        }
+                        Err(e) => {
+                            self.err(
+                                f,
+                                format!("{key}.public_key_file"),
+                                format!("cannot read `{}`: {e}", f.value),
+                            );
+                            None
+                        }
+                    },
+                }
+            };
+            let kid = k.kid.as_ref().map(|s| s.value.clone());
+            if kid.is_none() && j.keys.len() > 1 {
+                self.err(
+                    &k.alg,
+                    format!("{key}.kid"),
+                    "with several keys each needs a `kid`",
+                );
+            }
+            if let Some(material) = material {
+                keys.push(JwtKey { kid, alg, material });
+            }
+        }
+        let require = match &j.require {
+            None => vec!["exp".to_owned(), "sub".to_owned()],
+            Some(list) => list.iter().map(|c| c.value.clone()).collect(),
+        };
+        if !require.iter().any(|c| c == "exp") {
+            self.problems.push(Problem::warning(
+                self.file,
+                None,
+                "auth.jwt.require",
+                "tokens without `exp` never expire",
+            ));
+        }
+        let leeway = match &j.leeway {
+            None => Duration::from_secs(30),
+            Some(l) => match units::duration(&l.value) {
+                Ok(d) if d <= Duration::from_secs(300) => d,
+                Ok(_) => {
+                    self.err(
+                        l,
+                        "auth.jwt.leeway",
+                        "at most 5m: clocks are not that far apart",
+                    );
+                    Duration::from_secs(30)
+                }
+                Err(e) => {
+                    self.err(l, "auth.jwt.leeway", e);
+                    Duration::from_secs(30)
+                }
+            },
+        };
+        let max_token_bytes = match &j.max_token_bytes {
+            None => 8192,
+            Some(v) => units::size(&v.value)
+                .map(|n| n as usize)
+                .unwrap_or_else(|e| {
+                    self.err(v, "auth.jwt.max_token_bytes", e);
+                    8192
+                }),
+        };
+        let token_type = self.token_type(j.token_type.as_ref(), "auth.jwt.token_type", "access");
+        let mut forward_claims = Vec::new();
+        for (claim, header) in &j.forward_claims {
+            match HeaderName::from_bytes(header.value.trim().as_bytes()) {
+                Ok(h) => forward_claims.push((claim.clone(), h)),
+                Err(_) => self.err(
+                    header,
+                    format!("auth.jwt.forward_claims.{claim}"),
+                    format!("`{}` is not a header name", header.value),
+                ),
+            }
+        }
+        let jwt = Jwt {
+            keys,
+            issuer: j.issuer.iter().map(|s| s.value.clone()).collect(),
+            audience: j.audience.iter().map(|s| s.value.clone()).collect(),
+            require,
+            leeway,
+            max_token_bytes,
+            token_type,
+            cookie: j.cookie.as_ref().map(|c| c.value.clone()),
+            forward_claims,
+        };
+        // Which routes need a token: the description's security, else `default`.
+        let default_required = match a.default.as_ref().map(|d| (d, d.value.as_str())) {
+            None | Some((_, "required")) => true,
+            Some((_, "none")) => false,
+            Some((d, other)) => {
+                self.err(
+                    d,
+                    "auth.default",
+                    format!("`{other}` is not `required` or `none`"),
+                );
+                true
+            }
+        };
+        let mut required: Vec<bool> = inventory
+            .routes
+            .iter()
+            .map(|r| r.secured.unwrap_or(default_required))
+            .collect();
+        for (i, p) in a.public.iter().enumerate() {
+            match self.route_id(&p.value, inventory) {
+                Ok(id) => required[id] = false,
+                Err(e) => self.err(p, format!("auth.public[{i}]"), e),
+            }
+        }
+        let refresh = a.refresh.as_ref().and_then(|r| {
+            let route = match self.route_id(&r.route.value, inventory) {
+                Ok(id) => id,
+                Err(e) => {
+                    self.err(&r.route, "auth.refresh.route", e);
+                    return None;
+                }
+            };
+            if !r.token_pointer.value.starts_with('/') {
+                self.err(
+                    &r.token_pointer,
+                    "auth.refresh.token_pointer",
+                    "a JSON pointer starts with `/`",
+                );
+            }
+            let token_type =
+                self.token_type(r.token_type.as_ref(), "auth.refresh.token_type", "refresh");
+            // The refresh call carries no access token.
+            required[route] = false;
+            Some(RefreshRule {
+                route,
+                pointer: r.token_pointer.value.clone(),
+                token_type,
+            })
+        });
+        Auth {
+            jwt,
+            required,
+            refresh,
+        }
+    }
+
+    fn route_id(&self, spec: &str, inventory: &Inventory) -> Result<usize, String> {
+        let (m, t) = parse_route(spec)?;
+        inventory
+            .routes
+            .iter()
+            .position(|r| r.method == m && r.template == t)
+            .ok_or_else(|| format!("`{spec}` is not a declared route"))
+    }
+
     fn inventory(&mut self, raw: &RawPolicy) -> Inventory {
         let mut inv = Inventory::default();
         for (i, v) in raw.versions.iter().enumerate() {
@@ -826,13 +1305,16 @@ impl Compiler<'_> {
             match openapi::operations(&spec_path) {
                 Ok(ops) => {
                     for op in ops {
-                        if let Err(e) = inv.add(op.method, &op.path) {
-                            self.problems.push(Problem::error(
-                                &spec_path,
-                                op.pos,
-                                format!("paths.{}", op.path),
-                                e.to_string(),
-                            ));
+                        match inv.add(op.method, &op.path) {
+                            Ok(id) => inv.routes[id].secured = Some(op.secured),
+                            Err(e) => {
+                                self.problems.push(Problem::error(
+                                    &spec_path,
+                                    op.pos,
+                                    format!("paths.{}", op.path),
+                                    e.to_string(),
+                                ));
+                            }
                         }
                     }
                 }

@@ -123,6 +123,150 @@ impl HeaderPolicy {
     }
 }
 
+/// A JWT signature algorithm. Each key is bound to exactly one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum JwtAlg {
+    HS256,
+    HS384,
+    HS512,
+    RS256,
+    RS384,
+    RS512,
+    PS256,
+    PS384,
+    PS512,
+    ES256,
+    ES384,
+    EdDSA,
+}
+
+impl JwtAlg {
+    pub const ALL: [JwtAlg; 12] = [
+        JwtAlg::HS256,
+        JwtAlg::HS384,
+        JwtAlg::HS512,
+        JwtAlg::RS256,
+        JwtAlg::RS384,
+        JwtAlg::RS512,
+        JwtAlg::PS256,
+        JwtAlg::PS384,
+        JwtAlg::PS512,
+        JwtAlg::ES256,
+        JwtAlg::ES384,
+        JwtAlg::EdDSA,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            JwtAlg::HS256 => "HS256",
+            JwtAlg::HS384 => "HS384",
+            JwtAlg::HS512 => "HS512",
+            JwtAlg::RS256 => "RS256",
+            JwtAlg::RS384 => "RS384",
+            JwtAlg::RS512 => "RS512",
+            JwtAlg::PS256 => "PS256",
+            JwtAlg::PS384 => "PS384",
+            JwtAlg::PS512 => "PS512",
+            JwtAlg::ES256 => "ES256",
+            JwtAlg::ES384 => "ES384",
+            JwtAlg::EdDSA => "EdDSA",
+        }
+    }
+
+    pub fn is_hmac(self) -> bool {
+        matches!(self, JwtAlg::HS256 | JwtAlg::HS384 | JwtAlg::HS512)
+    }
+
+    /// RFC 7518 §3.2: an HMAC key at least as long as the hash.
+    pub fn min_secret_bytes(self) -> usize {
+        match self {
+            JwtAlg::HS384 => 48,
+            JwtAlg::HS512 => 64,
+            _ => 32,
+        }
+    }
+}
+
+/// The verification material of one key.
+#[derive(Clone, PartialEq, Eq)]
+pub enum KeyMaterial {
+    /// An HMAC secret (already resolved and checked for strength).
+    Secret(Vec<u8>),
+    /// A PEM public key (RSA, EC or Ed25519, matching the algorithm).
+    PublicPem(Vec<u8>),
+}
+
+impl std::fmt::Debug for KeyMaterial {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KeyMaterial::Secret(_) => f.write_str("Secret(redacted)"),
+            KeyMaterial::PublicPem(p) => write!(f, "PublicPem({} bytes)", p.len()),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JwtKey {
+    pub kid: Option<String>,
+    pub alg: JwtAlg,
+    pub material: KeyMaterial,
+}
+
+/// How an access token is told apart from other tokens signed by the same keys.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TokenType {
+    /// No check (not recommended when refresh or ID tokens share the keys).
+    Any,
+    /// A claim with this value, such as `type: access`.
+    Claim { name: String, value: String },
+    /// The `typ` header, such as `at+jwt` (RFC 9068).
+    Header(String),
+}
+
+/// JWT verification settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Jwt {
+    pub keys: Vec<JwtKey>,
+    pub issuer: Vec<String>,
+    pub audience: Vec<String>,
+    /// Claims that must be present (`exp`, `sub`, ...).
+    pub require: Vec<String>,
+    pub leeway: Duration,
+    pub max_token_bytes: usize,
+    pub token_type: TokenType,
+    /// Also read the token from this cookie.
+    pub cookie: Option<String>,
+    /// Verified claims sent upstream as headers (client-sent copies are removed).
+    pub forward_claims: Vec<(String, HeaderName)>,
+}
+
+/// The refresh route: its refresh token (found in the JSON body) passes once.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RefreshRule {
+    pub route: RouteId,
+    /// JSON pointer to the refresh token in the request body.
+    pub pointer: String,
+    /// The type a refresh token carries (in the same place as the access type).
+    pub token_type: TokenType,
+}
+
+/// Authentication: which routes need a token, how it is verified, revocation, refresh.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Auth {
+    pub jwt: Jwt,
+    /// Per route: whether a valid access token is required.
+    pub required: Vec<bool>,
+    pub refresh: Option<RefreshRule>,
+}
+
+/// Where state that must survive a restart lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StateBackend {
+    Memory,
+    /// A crash-safe file store (redb) in this folder.
+    Embedded(PathBuf),
+}
+
 /// The whole validated policy.
 #[derive(Clone, Debug)]
 pub struct Policy {
@@ -139,4 +283,6 @@ pub struct Policy {
     pub inventory: Inventory,
     /// Pass upstream 5xx bodies through (development only).
     pub expose_upstream_errors: bool,
+    pub auth: Option<Auth>,
+    pub state: StateBackend,
 }

@@ -19,19 +19,32 @@ pub struct Operation {
     pub path: String,
     /// Where the path item starts (YAML only).
     pub pos: Option<Pos>,
+    /// Whether the operation declares a security requirement (its own `security`, or the
+    /// document's when it has none); `security: []` makes it public.
+    pub secured: bool,
 }
 
-/// A path, its position, and which of [`METHODS`] it declares.
-type PathMethods = (String, Option<Pos>, [bool; 8]);
+/// A path, its position, and for each of [`METHODS`]: absent, or present with the number of
+/// its security requirements (`None` when it has no `security` of its own).
+type PathMethods = (String, Option<Pos>, [Option<Option<usize>>; 8]);
 
 const METHODS: [&str; 8] = [
     "get", "put", "post", "delete", "options", "head", "patch", "trace",
 ];
 
+/// An operation's `security`: `Some(n)` requirement objects, `None` when absent.
+#[derive(Deserialize)]
+struct YamlOperation {
+    #[serde(default)]
+    security: Option<Vec<IgnoredAny>>,
+}
+
 #[derive(Deserialize)]
 struct YamlSpec {
     #[serde(default)]
     openapi: Option<String>,
+    #[serde(default)]
+    security: Option<Vec<IgnoredAny>>,
     #[serde(default)]
     swagger: Option<IgnoredAny>,
     #[serde(default)]
@@ -40,28 +53,29 @@ struct YamlSpec {
 
 #[derive(Deserialize)]
 struct YamlPathItem {
-    get: Option<IgnoredAny>,
-    put: Option<IgnoredAny>,
-    post: Option<IgnoredAny>,
-    delete: Option<IgnoredAny>,
-    options: Option<IgnoredAny>,
-    head: Option<IgnoredAny>,
-    patch: Option<IgnoredAny>,
-    trace: Option<IgnoredAny>,
+    get: Option<YamlOperation>,
+    put: Option<YamlOperation>,
+    post: Option<YamlOperation>,
+    delete: Option<YamlOperation>,
+    options: Option<YamlOperation>,
+    head: Option<YamlOperation>,
+    patch: Option<YamlOperation>,
+    trace: Option<YamlOperation>,
 }
 
 impl YamlPathItem {
-    fn methods(&self) -> [bool; 8] {
+    fn methods(&self) -> [Option<Option<usize>>; 8] {
         [
-            self.get.is_some(),
-            self.put.is_some(),
-            self.post.is_some(),
-            self.delete.is_some(),
-            self.options.is_some(),
-            self.head.is_some(),
-            self.patch.is_some(),
-            self.trace.is_some(),
+            &self.get,
+            &self.put,
+            &self.post,
+            &self.delete,
+            &self.options,
+            &self.head,
+            &self.patch,
+            &self.trace,
         ]
+        .map(|op| op.as_ref().map(|o| o.security.as_ref().map(Vec::len)))
     }
 }
 
@@ -74,57 +88,67 @@ pub fn operations(file: &Path) -> Result<Vec<Operation>, Problems> {
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("json"))
         || text.trim_start().starts_with('{');
-    let (version, swagger, items): (Option<String>, bool, Vec<PathMethods>) = if is_json {
-        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
-            fail(
-                Some(Pos {
-                    line: e.line() as u64,
-                    col: e.column() as u64,
-                }),
-                format!("invalid JSON: {e}"),
+    let (version, swagger, global, items): (Option<String>, bool, usize, Vec<PathMethods>) =
+        if is_json {
+            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| {
+                fail(
+                    Some(Pos {
+                        line: e.line() as u64,
+                        col: e.column() as u64,
+                    }),
+                    format!("invalid JSON: {e}"),
+                )
+            })?;
+            let items = v
+                .get("paths")
+                .and_then(|p| p.as_object())
+                .map(|paths| {
+                    paths
+                        .iter()
+                        .map(|(path, item)| {
+                            let ops = METHODS.map(|m| {
+                                item.get(m).map(|op| {
+                                    op.get("security").and_then(|s| s.as_array()).map(Vec::len)
+                                })
+                            });
+                            (path.clone(), None, ops)
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            (
+                v.get("openapi").and_then(|o| o.as_str()).map(str::to_owned),
+                v.get("swagger").is_some(),
+                v.get("security")
+                    .and_then(|s| s.as_array())
+                    .map_or(0, Vec::len),
+                items,
             )
-        })?;
-        let items = v
-            .get("paths")
-            .and_then(|p| p.as_object())
-            .map(|paths| {
-                paths
-                    .iter()
-                    .map(|(path, item)| {
-                        (path.clone(), None, METHODS.map(|m| item.get(m).is_some()))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        (
-            v.get("openapi").and_then(|o| o.as_str()).map(str::to_owned),
-            v.get("swagger").is_some(),
-            items,
-        )
-    } else {
-        let spec: YamlSpec =
-            serde_saphyr::from_str_with_options(&text, crate::load::yaml_options()).map_err(
-                |e| {
-                    let pos = e.location().map(|l| Pos {
-                        line: l.line(),
-                        col: l.column(),
+        } else {
+            let spec: YamlSpec =
+                serde_saphyr::from_str_with_options(&text, crate::load::yaml_options()).map_err(
+                    |e| {
+                        let pos = e.location().map(|l| Pos {
+                            line: l.line(),
+                            col: l.column(),
+                        });
+                        fail(pos, crate::load::yaml_message(&e))
+                    },
+                )?;
+            let items = spec
+                .paths
+                .into_iter()
+                .map(|(path, item)| {
+                    let pos = Some(Pos {
+                        line: item.referenced.line(),
+                        col: item.referenced.column(),
                     });
-                    fail(pos, crate::load::yaml_message(&e))
-                },
-            )?;
-        let items = spec
-            .paths
-            .into_iter()
-            .map(|(path, item)| {
-                let pos = Some(Pos {
-                    line: item.referenced.line(),
-                    col: item.referenced.column(),
-                });
-                (path, pos, item.value.methods())
-            })
-            .collect();
-        (spec.openapi, spec.swagger.is_some(), items)
-    };
+                    (path, pos, item.value.methods())
+                })
+                .collect();
+            let global = spec.security.as_ref().map_or(0, Vec::len);
+            (spec.openapi, spec.swagger.is_some(), global, items)
+        };
     if swagger {
         return Err(fail(
             None,
@@ -148,12 +172,14 @@ pub fn operations(file: &Path) -> Result<Vec<Operation>, Problems> {
     }
     let mut ops = Vec::new();
     for (path, pos, present) in items {
-        for (m, _) in METHODS.iter().zip(present).filter(|(_, p)| *p) {
+        for (m, op) in METHODS.iter().zip(present) {
+            let Some(own) = op else { continue };
             if let Ok(method) = Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
                 ops.push(Operation {
                     method,
                     path: path.clone(),
                     pos,
+                    secured: own.unwrap_or(global) > 0,
                 });
             }
         }

@@ -1,0 +1,380 @@
+//! JWT verification done right (API2). The cryptography is jsonwebtoken's; this module decides
+//! which key may verify which token:
+//!
+//! - every key is bound to one algorithm, and the token header's `alg` must name exactly that
+//!   algorithm, so `alg: none` in any spelling, RS256→HS256 key confusion (the public key used
+//!   as an HMAC secret) and algorithm switching fail before any cryptography runs;
+//! - `kid` only selects among configured keys; `jku`, `x5u`, `jwk` and `x5c` are never read;
+//!   a `crit` header (an extension this verifier does not implement) is refused;
+//! - tokens over the size cap are refused before parsing; duplicate JSON keys in the header or
+//!   the payload are refused (parsers disagree on which one wins);
+//! - `exp`/`nbf`/`iat` with a bounded leeway, required claims, `iss`, `aud`, and the token type
+//!   (a claim or the `typ` header), so a refresh or ID token never passes as an access token.
+//!
+//! Each failure has its own reason for logs and metrics; clients see one generic 401.
+
+use std::collections::HashSet;
+use std::fmt;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use http::HeaderMap;
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use portcullis_policy::{Jwt, JwtAlg, KeyMaterial, TokenType};
+use serde::de::{self, DeserializeSeed, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+
+/// Why a token was refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum AuthFailure {
+    Missing,
+    TooLarge,
+    Malformed,
+    DuplicateKeys,
+    UnknownKey,
+    AlgorithmMismatch,
+    CriticalHeader,
+    BadSignature,
+    Expired,
+    NotYetValid,
+    MissingClaim,
+    WrongIssuer,
+    WrongAudience,
+    WrongType,
+    Revoked,
+    RefreshReused,
+}
+
+impl AuthFailure {
+    /// A stable label for logs and metrics.
+    pub fn reason(self) -> &'static str {
+        match self {
+            AuthFailure::Missing => "token_missing",
+            AuthFailure::TooLarge => "token_too_large",
+            AuthFailure::Malformed => "token_malformed",
+            AuthFailure::DuplicateKeys => "token_duplicate_keys",
+            AuthFailure::UnknownKey => "token_unknown_key",
+            AuthFailure::AlgorithmMismatch => "token_algorithm_mismatch",
+            AuthFailure::CriticalHeader => "token_crit_header",
+            AuthFailure::BadSignature => "token_bad_signature",
+            AuthFailure::Expired => "token_expired",
+            AuthFailure::NotYetValid => "token_not_yet_valid",
+            AuthFailure::MissingClaim => "token_missing_claim",
+            AuthFailure::WrongIssuer => "token_wrong_issuer",
+            AuthFailure::WrongAudience => "token_wrong_audience",
+            AuthFailure::WrongType => "token_wrong_type",
+            AuthFailure::Revoked => "token_revoked",
+            AuthFailure::RefreshReused => "refresh_token_reused",
+        }
+    }
+}
+
+impl fmt::Display for AuthFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.reason())
+    }
+}
+
+/// A verified token.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Verified {
+    pub claims: Map<String, Value>,
+}
+
+impl Verified {
+    pub fn str_claim(&self, name: &str) -> Option<&str> {
+        self.claims.get(name).and_then(Value::as_str)
+    }
+
+    pub fn int_claim(&self, name: &str) -> Option<i64> {
+        self.claims.get(name).and_then(Value::as_i64)
+    }
+
+    /// A claim as a header value: strings as they are, other JSON as JSON.
+    pub fn claim_text(&self, name: &str) -> Option<String> {
+        match self.claims.get(name)? {
+            Value::String(s) => Some(s.clone()),
+            Value::Null => None,
+            other => Some(other.to_string()),
+        }
+    }
+}
+
+struct VerifyKey {
+    kid: Option<String>,
+    alg: JwtAlg,
+    key: DecodingKey,
+    validation: Validation,
+}
+
+/// The verifier built from a policy's `auth.jwt`.
+pub struct Verifier {
+    keys: Vec<VerifyKey>,
+    require: Vec<String>,
+    leeway: i64,
+    max_bytes: usize,
+    cookie: Option<String>,
+}
+
+impl fmt::Debug for Verifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Verifier")
+            .field("keys", &self.keys.len())
+            .finish_non_exhaustive()
+    }
+}
+
+pub fn algorithm(a: JwtAlg) -> Algorithm {
+    match a {
+        JwtAlg::HS256 => Algorithm::HS256,
+        JwtAlg::HS384 => Algorithm::HS384,
+        JwtAlg::HS512 => Algorithm::HS512,
+        JwtAlg::RS256 => Algorithm::RS256,
+        JwtAlg::RS384 => Algorithm::RS384,
+        JwtAlg::RS512 => Algorithm::RS512,
+        JwtAlg::PS256 => Algorithm::PS256,
+        JwtAlg::PS384 => Algorithm::PS384,
+        JwtAlg::PS512 => Algorithm::PS512,
+        JwtAlg::ES256 => Algorithm::ES256,
+        JwtAlg::ES384 => Algorithm::ES384,
+        JwtAlg::EdDSA => Algorithm::EdDSA,
+    }
+}
+
+fn decoding_key(alg: JwtAlg, m: &KeyMaterial) -> Result<DecodingKey, String> {
+    let r = match (alg, m) {
+        (a, KeyMaterial::Secret(s)) if a.is_hmac() => DecodingKey::from_secret(s),
+        (
+            JwtAlg::RS256
+            | JwtAlg::RS384
+            | JwtAlg::RS512
+            | JwtAlg::PS256
+            | JwtAlg::PS384
+            | JwtAlg::PS512,
+            KeyMaterial::PublicPem(p),
+        ) => DecodingKey::from_rsa_pem(p),
+        (JwtAlg::ES256 | JwtAlg::ES384, KeyMaterial::PublicPem(p)) => DecodingKey::from_ec_pem(p),
+        (JwtAlg::EdDSA, KeyMaterial::PublicPem(p)) => DecodingKey::from_ed_pem(p),
+        (a, _) => return Err(format!("{} cannot use this key material", a.name())),
+    };
+    r.map_err(|e| format!("{} key: {e}", alg.name()))
+}
+
+impl Verifier {
+    pub fn new(jwt: &Jwt) -> Result<Self, String> {
+        let spec_claims: HashSet<String> = jwt
+            .require
+            .iter()
+            .filter(|c| ["exp", "nbf", "aud", "iss", "sub"].contains(&c.as_str()))
+            .cloned()
+            .collect();
+        let mut keys = Vec::new();
+        for k in &jwt.keys {
+            let mut v = Validation::new(algorithm(k.alg));
+            v.required_spec_claims = spec_claims.clone();
+            v.leeway = jwt.leeway.as_secs();
+            v.validate_exp = true;
+            v.validate_nbf = true;
+            v.validate_aud = !jwt.audience.is_empty();
+            if !jwt.audience.is_empty() {
+                v.set_audience(&jwt.audience);
+            }
+            if !jwt.issuer.is_empty() {
+                v.set_issuer(&jwt.issuer);
+            }
+            keys.push(VerifyKey {
+                kid: k.kid.clone(),
+                alg: k.alg,
+                key: decoding_key(k.alg, &k.material)?,
+                validation: v,
+            });
+        }
+        Ok(Self {
+            keys,
+            require: jwt.require.clone(),
+            leeway: i64::try_from(jwt.leeway.as_secs()).unwrap_or(30),
+            max_bytes: jwt.max_token_bytes,
+            cookie: jwt.cookie.clone(),
+        })
+    }
+
+    /// The bearer token of a request: `Authorization: Bearer`, else the configured cookie.
+    pub fn token<'h>(&self, headers: &'h HeaderMap) -> Result<&'h str, AuthFailure> {
+        if let Some(v) = headers.get(http::header::AUTHORIZATION) {
+            let v = v.to_str().map_err(|_| AuthFailure::Malformed)?;
+            let (scheme, token) = v.split_once(' ').ok_or(AuthFailure::Malformed)?;
+            if !scheme.eq_ignore_ascii_case("bearer") {
+                return Err(AuthFailure::Missing);
+            }
+            return Ok(token.trim());
+        }
+        let name = self.cookie.as_deref().ok_or(AuthFailure::Missing)?;
+        headers
+            .get_all(http::header::COOKIE)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(';'))
+            .filter_map(|c| c.trim().split_once('='))
+            .find(|(n, _)| *n == name)
+            .map(|(_, v)| v)
+            .ok_or(AuthFailure::Missing)
+    }
+
+    /// Verifies `token` and checks its type. `now` is seconds since the epoch.
+    pub fn verify(
+        &self,
+        token: &str,
+        expected: &TokenType,
+        now: i64,
+    ) -> Result<Verified, AuthFailure> {
+        if token.len() > self.max_bytes {
+            return Err(AuthFailure::TooLarge);
+        }
+        let mut parts = token.split('.');
+        let (Some(h), Some(p), Some(sig), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(AuthFailure::Malformed);
+        };
+        if h.is_empty() || p.is_empty() || sig.is_empty() {
+            return Err(AuthFailure::Malformed);
+        }
+        let header = json_object(h)?;
+        if header.contains_key("crit") {
+            return Err(AuthFailure::CriticalHeader);
+        }
+        let alg = header
+            .get("alg")
+            .and_then(Value::as_str)
+            .ok_or(AuthFailure::Malformed)?;
+        let key = match header.get("kid") {
+            Some(Value::String(kid)) => self.keys.iter().find(|k| k.kid.as_deref() == Some(kid)),
+            Some(_) => return Err(AuthFailure::Malformed),
+            None if self.keys.len() == 1 => self.keys.first(),
+            None => None,
+        }
+        .ok_or(AuthFailure::UnknownKey)?;
+        // The algorithm is the key's, never the token's choice.
+        if alg != key.alg.name() {
+            return Err(AuthFailure::AlgorithmMismatch);
+        }
+        json_object(p)?; // duplicate keys and shape, before the library parses it its own way
+        let data = jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &key.validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::InvalidSignature => AuthFailure::BadSignature,
+                ErrorKind::ExpiredSignature => AuthFailure::Expired,
+                ErrorKind::ImmatureSignature => AuthFailure::NotYetValid,
+                ErrorKind::MissingRequiredClaim(_) => AuthFailure::MissingClaim,
+                ErrorKind::InvalidIssuer => AuthFailure::WrongIssuer,
+                ErrorKind::InvalidAudience => AuthFailure::WrongAudience,
+                ErrorKind::InvalidAlgorithm => AuthFailure::AlgorithmMismatch,
+                _ => AuthFailure::Malformed,
+            })?;
+        let claims = data.claims;
+        if self
+            .require
+            .iter()
+            .any(|c| claims.get(c).is_none_or(Value::is_null))
+        {
+            return Err(AuthFailure::MissingClaim);
+        }
+        if let Some(iat) = claims.get("iat") {
+            let iat = iat.as_i64().ok_or(AuthFailure::Malformed)?;
+            if iat > now + self.leeway {
+                return Err(AuthFailure::NotYetValid);
+            }
+        }
+        let typed = match expected {
+            TokenType::Any => true,
+            TokenType::Claim { name, value } => {
+                claims.get(name).and_then(Value::as_str) == Some(value.as_str())
+            }
+            TokenType::Header(want) => header.get("typ").and_then(Value::as_str).is_some_and(|t| {
+                let t = t.to_ascii_lowercase();
+                t == want.to_ascii_lowercase()
+                    || t == format!("application/{}", want.to_ascii_lowercase())
+            }),
+        };
+        if !typed {
+            return Err(AuthFailure::WrongType);
+        }
+        Ok(Verified { claims })
+    }
+}
+
+/// Decodes one base64url segment into a JSON object, refusing duplicate keys at any depth.
+fn json_object(segment: &str) -> Result<Map<String, Value>, AuthFailure> {
+    let bytes = URL_SAFE_NO_PAD
+        .decode(segment)
+        .map_err(|_| AuthFailure::Malformed)?;
+    let mut de = serde_json::Deserializer::from_slice(&bytes);
+    NoDuplicates.deserialize(&mut de).map_err(|e| {
+        if e.to_string().contains("duplicate key") {
+            AuthFailure::DuplicateKeys
+        } else {
+            AuthFailure::Malformed
+        }
+    })?;
+    match serde_json::from_slice::<Value>(&bytes) {
+        Ok(Value::Object(m)) => Ok(m),
+        _ => Err(AuthFailure::Malformed),
+    }
+}
+
+/// Walks a JSON document and fails on the first object with a repeated key.
+#[derive(Clone, Copy)]
+struct NoDuplicates;
+
+impl<'de> DeserializeSeed<'de> for NoDuplicates {
+    type Value = ();
+    fn deserialize<D: de::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NoDuplicates {
+    type Value = ();
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("JSON")
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut seen = HashSet::new();
+        while let Some(k) = map.next_key::<String>()? {
+            if !seen.insert(k) {
+                return Err(de::Error::custom("duplicate key"));
+            }
+            map.next_value_seed(self)?;
+        }
+        Ok(())
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element_seed(self)?.is_some() {}
+        Ok(())
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+}
+
+/// Seconds since the epoch.
+pub fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
