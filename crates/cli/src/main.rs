@@ -3,6 +3,7 @@
 //! 70 internal error.
 
 mod demo;
+mod token;
 
 #[cfg(feature = "mimalloc")]
 #[global_allocator]
@@ -57,6 +58,11 @@ enum Command {
         )]
         config: PathBuf,
     },
+    /// Mint a JWT from a local key, or print a key's JWKS (for tests, the demo, your own checks).
+    Token {
+        #[command(subcommand)]
+        command: Box<token::TokenCommand>,
+    },
     /// Start the demo shop (every weakness on) and a gateway in front of it, on loopback.
     Demo {
         /// Port of the gateway.
@@ -99,6 +105,7 @@ fn main() -> ExitCode {
             init_logs(log_format);
             runtime.block_on(serve(&config))
         }
+        Command::Token { command } => token::run(*command),
         Command::Demo { port, shop_port } => {
             init_logs(LogFormat::Text);
             runtime.block_on(demo::run(port, shop_port))

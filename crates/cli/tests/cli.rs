@@ -315,3 +315,175 @@ async fn demo_shows_an_attack_passing_direct_and_stopped_by_the_gateway() {
     assert!(!via.text.contains("backtrace") && !via.text.contains("SELECT"));
     child.kill().await.unwrap();
 }
+
+/// A revocation acknowledged by the admin API survives `kill -9` right after the answer.
+#[tokio::test]
+async fn revocations_survive_a_crash() {
+    let up = Recorder::start().await;
+    let dir = temp_dir("crash");
+    let key = dir.join("jwt.key");
+    std::fs::write(&key, JWT_SECRET).unwrap();
+    let admin_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let policy = dir.join("p.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "listen: 127.0.0.1:0\nupstream: http://{}\nroutes: [GET /api/items]\nstate: {{ backend: embedded, path: {} }}\nadmin: {{ listen: 127.0.0.1:{admin_port}, token: admin-token-for-tests-0001 }}\nauth:\n  jwt:\n    keys: [{{ alg: HS256, secret_file: {} }}]\n",
+            up.addr,
+            dir.join("state").display(),
+            key.display()
+        ),
+    )
+    .unwrap();
+    let now = now();
+    let token = sign_hs256(
+        JWT_SECRET,
+        &serde_json::json!({ "sub": "usr_k", "iat": now, "exp": now + 600, "jti": "jti-crash", "type": "access" }),
+    );
+    let c = client();
+    let mut served = serve(&policy).await;
+    assert_eq!(
+        send(
+            &c,
+            Method::GET,
+            &format!("{}/api/items", served.base),
+            Some(&token),
+            None
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+    let r = send(
+        &c,
+        Method::POST,
+        &format!("http://127.0.0.1:{admin_port}/revocations"),
+        Some("admin-token-for-tests-0001"),
+        Some(serde_json::json!({ "jti": "jti-crash", "exp": now + 600 })),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED);
+    // SIGKILL: no shutdown, no flush.
+    served.child.start_kill().unwrap();
+    served.child.wait().await.unwrap();
+    let mut served = serve(&policy).await;
+    assert_eq!(
+        send(
+            &c,
+            Method::GET,
+            &format!("{}/api/items", served.base),
+            Some(&token),
+            None
+        )
+        .await
+        .status,
+        StatusCode::UNAUTHORIZED
+    );
+    served.child.kill().await.unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn token_mints_what_the_gateway_accepts_and_prints_public_jwks() {
+    let up = Recorder::start().await;
+    let dir = temp_dir("token");
+    let key = dir.join("jwt.key");
+    std::fs::write(&key, JWT_SECRET).unwrap();
+    let out = std::process::Command::new(BIN)
+        .args([
+            "token",
+            "mint",
+            "--alg",
+            "HS256",
+            "--secret-file",
+            key.to_str().unwrap(),
+            "--sub",
+            "usr_cli",
+            "--claim",
+            "type=access",
+            "--claim",
+            "roles=[\"admin\"]",
+            "--ttl",
+            "5m",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let token = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let claims = claims_of(&token);
+    assert_eq!(claims["sub"], "usr_cli");
+    assert_eq!(claims["roles"][0], "admin");
+    assert_eq!(
+        claims["exp"].as_i64().unwrap() - claims["iat"].as_i64().unwrap(),
+        300
+    );
+    let gw = Gw::start(&format!(
+        "listen: 127.0.0.1:0\nupstream: http://{}\nroutes: [GET /api/items]\nstate: {{ backend: memory }}\nauth:\n  jwt:\n    keys: [{{ alg: HS256, secret_file: {} }}]\n",
+        up.addr,
+        key.display()
+    ))
+    .await;
+    assert_eq!(
+        send(
+            &client(),
+            Method::GET,
+            &gw.url("/api/items"),
+            Some(&token),
+            None
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+
+    {
+        let rsa =
+            rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+                .unwrap();
+        let pem = dir.join("rsa.pem");
+        std::fs::write(&pem, rsa.serialize_pem()).unwrap();
+        let out = std::process::Command::new(BIN)
+            .args([
+                "token",
+                "jwks",
+                "--alg",
+                "RS256",
+                "--key-file",
+                pem.to_str().unwrap(),
+                "--kid",
+                "k1",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let jwks: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let k = &jwks["keys"][0];
+        assert_eq!(
+            (k["kty"].as_str(), k["kid"].as_str(), k["alg"].as_str()),
+            (Some("RSA"), Some("k1"), Some("RS256"))
+        );
+        assert!(
+            k.get("n").is_some() && k.get("d").is_none(),
+            "public parts only: {k}"
+        );
+    }
+    let out = std::process::Command::new(BIN)
+        .args(["token", "mint", "--alg", "none", "--sub", "x"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--alg none: not one of"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

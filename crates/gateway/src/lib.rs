@@ -42,6 +42,7 @@ use crate::metrics::{KindLabel, Metrics};
 use crate::proxy::{Current, Deps, Pipeline, Shared};
 use crate::runtime::Runtime;
 pub use crate::server::StartError;
+pub use portcullis_guard::jwt::algorithm as jwt_algorithm;
 
 /// A running gateway.
 #[derive(Debug)]
