@@ -269,6 +269,71 @@ async fn authenticate(
     Ok((parts, Pending::Incoming(body)))
 }
 
+/// Reads a body a phase must see whole, within the body limits.
+async fn read_body(
+    limits: &portcullis_policy::Limits,
+    body: Incoming,
+) -> Result<bytes::Bytes, Rejection> {
+    let max = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
+    match tokio::time::timeout(limits.body_read_timeout, Limited::new(body, max).collect()).await {
+        Err(_) => Err(Rejection::RequestTimeout),
+        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Rejection::PayloadTooLarge),
+        Ok(Err(_)) => Err(Rejection::BadRequest("the request body could not be read")),
+        Ok(Ok(c)) => Ok(c.to_bytes()),
+    }
+}
+
+/// The login phase, before forwarding: the account the body names, or a 429.
+async fn login_check(
+    deps: &Deps,
+    ctx: &Ctx,
+    rule: &portcullis_policy::LoginRule,
+    body: Pending,
+) -> Result<(Pending, Option<String>), Rejection> {
+    let bytes = match body {
+        Pending::Read(b) => b,
+        Pending::Incoming(b) => read_body(&ctx.runtime.policy.limits, b).await?,
+    };
+    let account = portcullis_guard::login::account(&bytes, &rule.account_pointer);
+    if let Some(a) = &account {
+        let client = ctx.client.to_string();
+        portcullis_guard::login::check(
+            deps.store.as_ref(),
+            a,
+            &client,
+            portcullis_guard::jwt::now(),
+        )
+        .map_err(Rejection::TooManyRequests)?;
+    }
+    Ok((Pending::Read(bytes), account))
+}
+
+/// The login phase, after the upstream answered: count the outcome; one answer for failures.
+async fn login_record(
+    deps: &Deps,
+    ctx: &Ctx,
+    rule: &portcullis_policy::LoginRule,
+    account: String,
+    status: http::StatusCode,
+) -> Result<(), Rejection> {
+    let failed = rule.failure_statuses.contains(&status.as_u16());
+    if failed || status.is_success() {
+        let (store, rule2, client) = (deps.store.clone(), rule.clone(), ctx.client.to_string());
+        let now = portcullis_guard::jwt::now();
+        let stored = tokio::task::spawn_blocking(move || {
+            portcullis_guard::login::record(store.as_ref(), &rule2, &account, &client, !failed, now)
+        })
+        .await;
+        if !matches!(stored, Ok(Ok(()))) {
+            tracing::error!(target: "portcullis::auth", request_id = &*ctx.id, "login outcome not stored");
+        }
+    }
+    if failed && rule.uniform_failures {
+        return Err(Rejection::LoginFailed);
+    }
+    Ok(())
+}
+
 /// A request body on its way upstream: still streaming, or already read by a phase.
 enum Pending {
     Incoming(Incoming),
@@ -323,13 +388,24 @@ async fn forward(
     if content_length(&req).is_some_and(|n| n > limits.max_body_bytes) {
         return Err(Rejection::PayloadTooLarge);
     }
-    let (mut parts, body) = match (&policy.auth, *route) {
+    let (mut parts, mut body) = match (&policy.auth, *route) {
         (Some(auth), Some(id)) => authenticate(deps, ctx, auth, id, req).await?,
         _ => {
             let (p, b) = req.into_parts();
             (p, Pending::Incoming(b))
         }
     };
+    let login_rule = policy
+        .auth
+        .as_ref()
+        .and_then(|a| a.login.as_ref())
+        .filter(|l| Some(l.route) == *route);
+    let mut login_account = None;
+    if let Some(rule) = login_rule {
+        let (b, account) = login_check(deps, ctx, rule, body).await?;
+        body = b;
+        login_account = account;
+    }
 
     // Proxy.
     let host = parts.headers.get(HOST).cloned().or_else(|| {
@@ -400,6 +476,9 @@ async fn forward(
     };
 
     // Respond (upstream side).
+    if let (Some(rule), Some(account)) = (login_rule, login_account) {
+        login_record(deps, ctx, rule, account, resp.status()).await?;
+    }
     let (mut parts, body) = resp.into_parts();
     if parts.status.is_server_error() && !policy.expose_upstream_errors {
         let snippet = snippet(body).await;

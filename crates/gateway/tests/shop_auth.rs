@@ -145,3 +145,172 @@ async fn a_cracked_weak_secret_forges_nothing_through_the_gateway() {
         "gateway"
     );
 }
+
+const LOGIN: &str = "  login: { route: POST /v2/auth/login, account_pointer: /email, per_client_failures: 5, per_account_failures: 20, base_delay: 30s }\n";
+
+async fn login_gateway(shop: &Shop) -> Gw {
+    let dir = std::env::temp_dir().join(format!(
+        "portcullis-login-{}-{}",
+        std::process::id(),
+        shop.addr.port()
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("jwt.key");
+    std::fs::write(&key, JWT_SECRET).unwrap();
+    let extra = format!(
+        "state: {{ backend: memory }}\nauth:\n  jwt:\n    keys: [{{ alg: HS256, secret_file: {} }}]\n    token_type: {{ claim: type, value: access }}\n{LOGIN}",
+        key.display()
+    );
+    Gw::in_front_of(shop, &extra).await
+}
+
+async fn try_login(from: [u8; 4], url: &str, email: &str, password: &str) -> Reply {
+    let c = client_from(std::net::IpAddr::from(from));
+    send(
+        &c,
+        Method::POST,
+        url,
+        None,
+        Some(json!({ "email": email, "password": password })),
+    )
+    .await
+}
+
+#[tokio::test]
+async fn brute_force_from_100_addresses_is_stopped_and_the_owner_still_gets_in() {
+    let shop = Shop::with(&[Vuln::LoginNoLimit]).await;
+    let gw = login_gateway(&shop).await;
+    let c = client();
+    let victim = register(&shop, &c, "victim").await;
+    // The owner logs in from home once, before the attack.
+    let home = [127, 0, 3, 1];
+    assert_eq!(
+        try_login(home, &gw.url("/v2/auth/login"), &victim.email, PASSWORD)
+            .await
+            .status,
+        StatusCode::OK
+    );
+
+    let mut guesses: Vec<String> = (0..99).map(|i| format!("guess-number-{i}")).collect();
+    guesses.push(PASSWORD.into());
+    let attack = |base: String| {
+        let (guesses, email) = (guesses.clone(), victim.email.clone());
+        async move {
+            let (mut found, mut throttled) = (false, 0);
+            for (i, g) in guesses.iter().enumerate() {
+                let r = try_login(
+                    [127, 0, 1, 1 + i as u8],
+                    &format!("{base}/v2/auth/login"),
+                    &email,
+                    g,
+                )
+                .await;
+                match r.status {
+                    StatusCode::OK => found = true,
+                    StatusCode::TOO_MANY_REQUESTS => {
+                        assert!(
+                            r.header("retry-after")
+                                .is_some_and(|s| s.parse::<u64>().unwrap() >= 1)
+                        );
+                        throttled += 1;
+                    }
+                    s => assert_eq!(s, StatusCode::UNAUTHORIZED, "{}", r.text),
+                }
+            }
+            (found, throttled)
+        }
+    };
+    assert_eq!(
+        attack(shop.base.clone()).await,
+        (true, 0),
+        "straight at the shop the password falls"
+    );
+    let (found, throttled) = attack(gw.base.clone()).await;
+    assert!(!found, "through the gateway it does not");
+    assert_eq!(
+        throttled, 80,
+        "after 20 failures account-wide, new addresses wait"
+    );
+    // The owner, from an address the account knows, is not locked out by the attacker...
+    assert_eq!(
+        try_login(home, &gw.url("/v2/auth/login"), &victim.email, PASSWORD)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // ...while a new address waits like the attacker's do.
+    assert_eq!(
+        try_login(
+            [127, 0, 3, 2],
+            &gw.url("/v2/auth/login"),
+            &victim.email,
+            PASSWORD
+        )
+        .await
+        .status,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+}
+
+#[tokio::test]
+async fn one_address_is_slowed_and_failures_look_alike() {
+    let shop = Shop::with(&[Vuln::LoginNoLimit]).await;
+    let gw = login_gateway(&shop).await;
+    let c = client();
+    let known = register(&shop, &c, "known").await;
+    let from = [127, 0, 4, 1];
+    for i in 0..5 {
+        let r = try_login(
+            from,
+            &gw.url("/v2/auth/login"),
+            &known.email,
+            &format!("wrong-{i}"),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    }
+    let r = try_login(from, &gw.url("/v2/auth/login"), &known.email, PASSWORD).await;
+    assert_eq!(
+        r.status,
+        StatusCode::TOO_MANY_REQUESTS,
+        "even the right password waits out the delay"
+    );
+    assert!(r.header("retry-after").is_some());
+    // Enumeration: the shop tells unknown and known accounts apart; the gateway does not.
+    let strip = |r: &Reply| {
+        let mut v = r.json();
+        v.as_object_mut().map(|o| o.remove("request_id"));
+        (r.status, v)
+    };
+    let direct_unknown = try_login(
+        [127, 0, 4, 2],
+        &shop.url("/v2/auth/login"),
+        "nobody@example.com",
+        "x-password-1",
+    )
+    .await;
+    let direct_known = try_login(
+        [127, 0, 4, 2],
+        &shop.url("/v2/auth/login"),
+        &known.email,
+        "x-password-1",
+    )
+    .await;
+    assert_ne!(strip(&direct_unknown), strip(&direct_known));
+    let via_unknown = try_login(
+        [127, 0, 4, 3],
+        &gw.url("/v2/auth/login"),
+        "nobody@example.com",
+        "x-password-1",
+    )
+    .await;
+    let via_known = try_login(
+        [127, 0, 4, 3],
+        &gw.url("/v2/auth/login"),
+        &known.email,
+        "x-password-1",
+    )
+    .await;
+    assert_eq!(strip(&via_unknown), strip(&via_known));
+    assert_eq!(via_known.status, StatusCode::UNAUTHORIZED);
+}

@@ -14,6 +14,7 @@
 pub mod cors;
 pub mod forward;
 pub mod jwt;
+pub mod login;
 pub mod rejection;
 pub mod respond;
 pub mod store;

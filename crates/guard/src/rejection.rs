@@ -37,6 +37,10 @@ pub enum Rejection {
     UpstreamError(StatusCode),
     /// No valid access token; the reason is logged, never shown.
     Unauthorized(AuthFailure),
+    /// A login failed; every failure gets this same answer, so accounts cannot be enumerated.
+    LoginFailed,
+    /// Slowed down; retry after this many seconds.
+    TooManyRequests(u64),
     /// State needed for a decision is unavailable (the store); refused rather than guessed.
     Unavailable,
     /// A bug in the gateway; the log has the cause.
@@ -55,7 +59,8 @@ impl Rejection {
             Rejection::UpstreamUnavailable => StatusCode::BAD_GATEWAY,
             Rejection::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Rejection::UpstreamError(s) => *s,
-            Rejection::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            Rejection::Unauthorized(_) | Rejection::LoginFailed => StatusCode::UNAUTHORIZED,
+            Rejection::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Rejection::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -75,6 +80,8 @@ impl Rejection {
             Rejection::UpstreamTimeout => "upstream_timeout",
             Rejection::UpstreamError(_) => "upstream_error",
             Rejection::Unauthorized(f) => f.reason(),
+            Rejection::LoginFailed => "login_failed",
+            Rejection::TooManyRequests(_) => "login_throttled",
             Rejection::Unavailable => "state_unavailable",
             Rejection::Internal => "internal",
         }
@@ -99,6 +106,8 @@ impl Rejection {
             }
             Rejection::Unauthorized(_) => "a valid access token is required",
             Rejection::Unavailable => "the service is temporarily unavailable",
+            Rejection::LoginFailed => "the credentials are not valid",
+            Rejection::TooManyRequests(_) => "too many attempts; retry later",
         }
     }
 
@@ -127,6 +136,7 @@ impl Rejection {
             Rejection::UpstreamUnavailable | Rejection::Unavailable => {
                 vec![(RETRY_AFTER, HeaderValue::from_static("5"))]
             }
+            Rejection::TooManyRequests(secs) => vec![(RETRY_AFTER, HeaderValue::from(*secs))],
             // RFC 6750: a missing token gets the bare challenge; a bad one says so, no more.
             Rejection::Unauthorized(AuthFailure::Missing) => vec![(
                 http::header::WWW_AUTHENTICATE,

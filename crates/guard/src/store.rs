@@ -33,6 +33,17 @@ pub struct Revocations {
 }
 
 pub trait Store: Send + Sync + fmt::Debug {
+    /// Counts one failure of `key` in a window of `window` seconds; returns the count.
+    fn fail(&self, key: &str, now: i64, window: i64) -> Result<u32, StoreError>;
+    /// Holds `key` back until `until`.
+    fn block(&self, key: &str, until: i64) -> Result<(), StoreError>;
+    /// Until when `key` is held back (0: not).
+    fn blocked_until(&self, key: &str) -> i64;
+    /// Forgets `key`'s failures and block.
+    fn clear(&self, key: &str) -> Result<(), StoreError>;
+    /// Remembers `key` (a client that has logged in to an account) until `until`.
+    fn remember(&self, key: &str, until: i64) -> Result<(), StoreError>;
+    fn remembered(&self, key: &str, now: i64) -> bool;
     /// Revokes one token until `exp` (seconds since the epoch).
     fn revoke_token(&self, jti: &str, exp: i64) -> Result<(), StoreError>;
     /// Revokes every token of `sub` issued at or before `before`.
@@ -44,11 +55,21 @@ pub trait Store: Send + Sync + fmt::Debug {
     fn revocations(&self, now: i64) -> Revocations;
 }
 
+/// Failures of one key in its window, and until when it is held back.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Throttle {
+    pub failures: u32,
+    pub window_start: i64,
+    pub blocked_until: i64,
+}
+
 #[derive(Debug, Default)]
 struct Sets {
     tokens: HashMap<String, i64>,
     subjects: HashMap<String, i64>,
     used: HashMap<String, i64>,
+    throttles: HashMap<String, Throttle>,
+    known: HashMap<String, i64>,
 }
 
 impl Sets {
@@ -79,7 +100,65 @@ impl MemoryStore {
     }
 }
 
+impl MemoryStore {
+    fn fail_in(&self, key: &str, now: i64, window: i64) -> Result<Throttle, StoreError> {
+        self.with(|s| {
+            if s.throttles.len() >= 4096 && s.throttles.len().is_power_of_two() {
+                s.throttles
+                    .retain(|_, t| t.blocked_until > now || t.window_start + window > now);
+            }
+            let t = s.throttles.entry(key.to_owned()).or_default();
+            if t.window_start + window <= now {
+                t.failures = 0;
+                t.window_start = now;
+            }
+            t.failures = t.failures.saturating_add(1);
+            *t
+        })
+    }
+
+    fn throttle(&self, key: &str) -> Throttle {
+        self.with(|s| s.throttles.get(key).copied().unwrap_or_default())
+            .unwrap_or_default()
+    }
+}
+
 impl Store for MemoryStore {
+    fn fail(&self, key: &str, now: i64, window: i64) -> Result<u32, StoreError> {
+        self.fail_in(key, now, window).map(|t| t.failures)
+    }
+
+    fn block(&self, key: &str, until: i64) -> Result<(), StoreError> {
+        self.with(|s| {
+            let t = s.throttles.entry(key.to_owned()).or_default();
+            t.blocked_until = t.blocked_until.max(until);
+        })
+    }
+
+    fn blocked_until(&self, key: &str) -> i64 {
+        // A poisoned lock holds everyone back.
+        self.with(|s| s.throttles.get(key).map_or(0, |t| t.blocked_until))
+            .unwrap_or(i64::MAX)
+    }
+
+    fn clear(&self, key: &str) -> Result<(), StoreError> {
+        self.with(|s| {
+            s.throttles.remove(key);
+        })
+    }
+
+    fn remember(&self, key: &str, until: i64) -> Result<(), StoreError> {
+        self.with(|s| {
+            Sets::sweep(&mut s.known, now());
+            s.known.insert(key.to_owned(), until);
+        })
+    }
+
+    fn remembered(&self, key: &str, now: i64) -> bool {
+        self.with(|s| s.known.get(key).is_some_and(|u| *u > now))
+            .unwrap_or(false)
+    }
+
     fn revoke_token(&self, jti: &str, exp: i64) -> Result<(), StoreError> {
         self.with(|s| {
             Sets::sweep(&mut s.tokens, now());
@@ -132,6 +211,8 @@ impl Store for MemoryStore {
 const TOKENS: TableDefinition<&str, i64> = TableDefinition::new("revoked_tokens");
 const SUBJECTS: TableDefinition<&str, i64> = TableDefinition::new("revoked_subjects");
 const USED: TableDefinition<&str, i64> = TableDefinition::new("used_tokens");
+const THROTTLES: TableDefinition<&str, (u32, i64, i64)> = TableDefinition::new("throttles");
+const KNOWN: TableDefinition<&str, i64> = TableDefinition::new("known_clients");
 
 /// redb on disk, memory for reads.
 pub struct EmbeddedStore {
@@ -156,9 +237,10 @@ impl EmbeddedStore {
             .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
         let db = Database::create(dir.join("state.redb")).map_err(db_err)?;
         let w = db.begin_write().map_err(db_err)?;
-        for t in [TOKENS, SUBJECTS, USED] {
+        for t in [TOKENS, SUBJECTS, USED, KNOWN] {
             w.open_table(t).map_err(db_err)?;
         }
+        w.open_table(THROTTLES).map_err(db_err)?;
         w.commit().map_err(db_err)?;
         let memory = MemoryStore::default();
         let now = now();
@@ -180,10 +262,31 @@ impl EmbeddedStore {
             let tokens = load(TOKENS, false)?;
             let subjects = load(SUBJECTS, true)?;
             let used = load(USED, false)?;
+            let known = load(KNOWN, false)?;
+            let mut throttles = Vec::new();
+            for row in r
+                .open_table(THROTTLES)
+                .map_err(db_err)?
+                .iter()
+                .map_err(db_err)?
+            {
+                let (k, v) = row.map_err(db_err)?;
+                let (failures, window_start, blocked_until) = v.value();
+                throttles.push((
+                    k.value().to_owned(),
+                    Throttle {
+                        failures,
+                        window_start,
+                        blocked_until,
+                    },
+                ));
+            }
             memory.with(|s| {
                 s.tokens.extend(tokens);
                 s.subjects.extend(subjects);
                 s.used.extend(used);
+                s.known.extend(known);
+                s.throttles.extend(throttles);
             })?;
         }
         Ok(Self { db, memory })
@@ -207,7 +310,53 @@ impl EmbeddedStore {
     }
 }
 
+impl EmbeddedStore {
+    fn write_throttle(&self, key: &str, t: Option<Throttle>) -> Result<(), StoreError> {
+        let w = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut table = w.open_table(THROTTLES).map_err(db_err)?;
+            match t {
+                Some(t) => table
+                    .insert(key, (t.failures, t.window_start, t.blocked_until))
+                    .map(|_| ()),
+                None => table.remove(key).map(|_| ()),
+            }
+            .map_err(db_err)?;
+        }
+        w.commit().map_err(db_err)
+    }
+}
+
 impl Store for EmbeddedStore {
+    fn fail(&self, key: &str, now: i64, window: i64) -> Result<u32, StoreError> {
+        let t = self.memory.fail_in(key, now, window)?;
+        self.write_throttle(key, Some(t))?;
+        Ok(t.failures)
+    }
+
+    fn block(&self, key: &str, until: i64) -> Result<(), StoreError> {
+        self.memory.block(key, until)?;
+        self.write_throttle(key, Some(self.memory.throttle(key)))
+    }
+
+    fn blocked_until(&self, key: &str) -> i64 {
+        self.memory.blocked_until(key)
+    }
+
+    fn clear(&self, key: &str) -> Result<(), StoreError> {
+        self.memory.clear(key)?;
+        self.write_throttle(key, None)
+    }
+
+    fn remember(&self, key: &str, until: i64) -> Result<(), StoreError> {
+        self.write(KNOWN, key, until)?;
+        self.memory.remember(key, until)
+    }
+
+    fn remembered(&self, key: &str, now: i64) -> bool {
+        self.memory.remembered(key, now)
+    }
+
     fn revoke_token(&self, jti: &str, exp: i64) -> Result<(), StoreError> {
         self.write(TOKENS, jti, exp)?;
         self.memory.revoke_token(jti, exp)
@@ -263,6 +412,17 @@ mod tests {
         );
         assert!(store.use_once("r1", now + 60, now).expect("write"));
         assert!(!store.use_once("r1", now + 60, now).expect("write"));
+        assert_eq!(store.fail("k", now, 60).expect("write"), 1);
+        assert_eq!(store.fail("k", now, 60).expect("write"), 2);
+        assert_eq!(
+            store.fail("k", now + 61, 60).expect("write"),
+            1,
+            "a new window"
+        );
+        store.block("k", now + 30).expect("write");
+        assert_eq!(store.blocked_until("k"), now + 30);
+        store.remember("known|a|ip", now + 60).expect("write");
+        assert!(store.remembered("known|a|ip", now));
         let list = store.revocations(now);
         assert_eq!(list.tokens, vec![("a".to_owned(), now + 60)]);
         assert_eq!(list.subjects, vec![("u2".to_owned(), now)]);

@@ -61,6 +61,29 @@ struct RawAuth {
     public: Vec<Spanned<String>>,
     #[serde(default)]
     refresh: Option<RawRefresh>,
+    #[serde(default)]
+    login: Option<RawLogin>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawLogin {
+    route: Spanned<String>,
+    account_pointer: Spanned<String>,
+    #[serde(default)]
+    per_client_failures: Option<Spanned<String>>,
+    #[serde(default)]
+    per_account_failures: Option<Spanned<String>>,
+    #[serde(default)]
+    window: Option<Spanned<String>>,
+    #[serde(default)]
+    base_delay: Option<Spanned<String>>,
+    #[serde(default)]
+    max_delay: Option<Spanned<String>>,
+    #[serde(default)]
+    failure_statuses: Option<Vec<Spanned<u16>>>,
+    #[serde(default)]
+    uniform_failures: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1216,11 +1239,87 @@ impl Compiler<'_> {
                 token_type,
             })
         });
+        let login = a.login.as_ref().and_then(|l| self.login(l, inventory));
+        if let Some(l) = &login {
+            required[l.route] = false;
+        }
         Auth {
             jwt,
             required,
             refresh,
+            login,
         }
+    }
+
+    fn login(&mut self, l: &RawLogin, inventory: &Inventory) -> Option<LoginRule> {
+        let route = match self.route_id(&l.route.value, inventory) {
+            Ok(id) => id,
+            Err(e) => {
+                self.err(&l.route, "auth.login.route", e);
+                return None;
+            }
+        };
+        if !l.account_pointer.value.starts_with('/') {
+            self.err(
+                &l.account_pointer,
+                "auth.login.account_pointer",
+                "a JSON pointer starts with `/`",
+            );
+        }
+        let count = |c: &mut Self, v: &Option<Spanned<String>>, key: &str, default: u32| -> u32 {
+            match v {
+                None => default,
+                Some(v) => match v.value.parse::<u32>() {
+                    Ok(n) if (1..=10_000).contains(&n) => n,
+                    _ => {
+                        c.err(
+                            v,
+                            format!("auth.login.{key}"),
+                            "must be a whole number from 1 to 10000",
+                        );
+                        default
+                    }
+                },
+            }
+        };
+        let per_client_failures = count(self, &l.per_client_failures, "per_client_failures", 5);
+        let per_account_failures = count(self, &l.per_account_failures, "per_account_failures", 20);
+        let dur =
+            |c: &mut Self, v: &Option<Spanned<String>>, key: &str, default: Duration| -> Duration {
+                match v {
+                    None => default,
+                    Some(v) => units::duration(&v.value).unwrap_or_else(|e| {
+                        c.err(v, format!("auth.login.{key}"), e);
+                        default
+                    }),
+                }
+            };
+        let window = dur(self, &l.window, "window", Duration::from_secs(900));
+        let base_delay = dur(self, &l.base_delay, "base_delay", Duration::from_secs(1));
+        let max_delay = dur(self, &l.max_delay, "max_delay", Duration::from_secs(900));
+        if per_account_failures < per_client_failures
+            && let Some(v) = &l.per_account_failures
+        {
+            self.warn(
+                v,
+                "auth.login.per_account_failures",
+                "below per_client_failures: one address alone reaches the account-wide limit",
+            );
+        }
+        Some(LoginRule {
+            route,
+            account_pointer: l.account_pointer.value.clone(),
+            per_client_failures,
+            per_account_failures,
+            window,
+            base_delay,
+            max_delay,
+            failure_statuses: l
+                .failure_statuses
+                .as_ref()
+                .map_or(vec![401, 403, 404], |v| v.iter().map(|s| s.value).collect()),
+            uniform_failures: l.uniform_failures.unwrap_or(true),
+        })
     }
 
     fn route_id(&self, spec: &str, inventory: &Inventory) -> Result<usize, String> {

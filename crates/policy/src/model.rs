@@ -250,6 +250,27 @@ pub struct RefreshRule {
     pub token_type: TokenType,
 }
 
+/// Brute-force protection of a login route.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LoginRule {
+    pub route: RouteId,
+    /// JSON pointer to the account name in the request body (normalised: trimmed, lower-case).
+    pub account_pointer: String,
+    /// Failures of one account from one client address before delays start.
+    pub per_client_failures: u32,
+    /// Failures of one account from all addresses before delays start for new addresses.
+    pub per_account_failures: u32,
+    /// Failures older than this are forgotten.
+    pub window: Duration,
+    /// The first delay; each further failure doubles it, up to `max_delay`.
+    pub base_delay: Duration,
+    pub max_delay: Duration,
+    /// Upstream statuses that mean "wrong credentials".
+    pub failure_statuses: Vec<u16>,
+    /// Answer every failure the same way (no account enumeration).
+    pub uniform_failures: bool,
+}
+
 /// Authentication: which routes need a token, how it is verified, revocation, refresh.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Auth {
@@ -257,6 +278,7 @@ pub struct Auth {
     /// Per route: whether a valid access token is required.
     pub required: Vec<bool>,
     pub refresh: Option<RefreshRule>,
+    pub login: Option<LoginRule>,
 }
 
 /// Where state that must survive a restart lives.
