@@ -395,6 +395,19 @@ async fn forward(
             (p, Pending::Incoming(b))
         }
     };
+    // Password policy, on the routes that set one.
+    if let Some(rule) = policy
+        .auth
+        .as_ref()
+        .and_then(|a| a.passwords.iter().find(|p| Some(p.route) == *route))
+    {
+        let bytes = match body {
+            Pending::Read(b) => b,
+            Pending::Incoming(b) => read_body(limits, b).await?,
+        };
+        portcullis_guard::password::check(rule, &bytes).map_err(Rejection::Unprocessable)?;
+        body = Pending::Read(bytes);
+    }
     let login_rule = policy
         .auth
         .as_ref()

@@ -314,3 +314,69 @@ async fn one_address_is_slowed_and_failures_look_alike() {
     assert_eq!(strip(&via_unknown), strip(&via_known));
     assert_eq!(via_known.status, StatusCode::UNAUTHORIZED);
 }
+
+#[tokio::test]
+async fn weak_passwords_are_refused_at_registration() {
+    let shop = Shop::secure().await;
+    let dir = std::env::temp_dir().join(format!("portcullis-pw-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let key = dir.join("jwt.key");
+    std::fs::write(&key, JWT_SECRET).unwrap();
+    let gw = Gw::in_front_of(
+        &shop,
+        &format!(
+            "state: {{ backend: memory }}\nauth:\n  jwt:\n    keys: [{{ alg: HS256, secret_file: {} }}]\n  passwords:\n    - {{ route: POST /v2/auth/register, pointer: /password, account_pointer: /email }}\n",
+            key.display()
+        ),
+    )
+    .await;
+    let c = client();
+    let reg = |base: String, email: &'static str, password: &'static str| {
+        let c = c.clone();
+        async move {
+            send(
+                &c,
+                Method::POST,
+                &format!("{base}/v2/auth/register"),
+                None,
+                Some(json!({ "email": email, "password": password, "name": "N" })),
+            )
+            .await
+        }
+    };
+    // The shop's own list is short: these get through straight...
+    assert_eq!(
+        reg(shop.base.clone(), "one@example.com", "sunshine1")
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    assert_eq!(
+        reg(shop.base.clone(), "alice@example.com", "alice-wonderland")
+            .await
+            .status,
+        StatusCode::CREATED
+    );
+    // ...and not through the gateway, which names the rule and never the password.
+    for (email, pw, rule) in [
+        ("two@example.com", "sunshine1", "too common"),
+        ("bob@example.com", "bob-wonderland", "account name"),
+        ("three@example.com", "x9k2q", "too short"),
+    ] {
+        let r = reg(gw.base.clone(), email, pw).await;
+        assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{pw}");
+        assert!(r.text.contains(rule), "{}", r.text);
+        assert!(!r.text.contains(pw), "the password is not echoed");
+    }
+    assert_eq!(
+        reg(
+            gw.base.clone(),
+            "four@example.com",
+            "a long and unguessable passphrase"
+        )
+        .await
+        .status,
+        StatusCode::CREATED
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -15,6 +15,7 @@ pub mod cors;
 pub mod forward;
 pub mod jwt;
 pub mod login;
+pub mod password;
 pub mod rejection;
 pub mod respond;
 pub mod store;

@@ -41,6 +41,8 @@ pub enum Rejection {
     LoginFailed,
     /// Slowed down; retry after this many seconds.
     TooManyRequests(u64),
+    /// A field breaks a rule; the detail names the rule, never the value.
+    Unprocessable(&'static str),
     /// State needed for a decision is unavailable (the store); refused rather than guessed.
     Unavailable,
     /// A bug in the gateway; the log has the cause.
@@ -61,6 +63,7 @@ impl Rejection {
             Rejection::UpstreamError(s) => *s,
             Rejection::Unauthorized(_) | Rejection::LoginFailed => StatusCode::UNAUTHORIZED,
             Rejection::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Rejection::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Rejection::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -82,6 +85,7 @@ impl Rejection {
             Rejection::Unauthorized(f) => f.reason(),
             Rejection::LoginFailed => "login_failed",
             Rejection::TooManyRequests(_) => "login_throttled",
+            Rejection::Unprocessable(_) => "password_policy",
             Rejection::Unavailable => "state_unavailable",
             Rejection::Internal => "internal",
         }
@@ -108,6 +112,7 @@ impl Rejection {
             Rejection::Unavailable => "the service is temporarily unavailable",
             Rejection::LoginFailed => "the credentials are not valid",
             Rejection::TooManyRequests(_) => "too many attempts; retry later",
+            Rejection::Unprocessable(d) => d,
         }
     }
 

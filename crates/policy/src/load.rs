@@ -63,6 +63,21 @@ struct RawAuth {
     refresh: Option<RawRefresh>,
     #[serde(default)]
     login: Option<RawLogin>,
+    #[serde(default)]
+    passwords: Vec<RawPassword>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPassword {
+    route: Spanned<String>,
+    pointer: Spanned<String>,
+    #[serde(default)]
+    account_pointer: Option<Spanned<String>>,
+    #[serde(default)]
+    min_length: Option<Spanned<usize>>,
+    #[serde(default)]
+    max_length: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1243,11 +1258,46 @@ impl Compiler<'_> {
         if let Some(l) = &login {
             required[l.route] = false;
         }
+        let mut passwords = Vec::new();
+        for (i, p) in a.passwords.iter().enumerate() {
+            let key = format!("auth.passwords[{i}]");
+            let route = match self.route_id(&p.route.value, inventory) {
+                Ok(id) => id,
+                Err(e) => {
+                    self.err(&p.route, format!("{key}.route"), e);
+                    continue;
+                }
+            };
+            let min_length = p.min_length.as_ref().map_or(8, |m| m.value);
+            let max_length = p.max_length.as_ref().map_or(128, |m| m.value);
+            if let Some(m) = &p.min_length
+                && m.value < 8
+            {
+                self.err(m, format!("{key}.min_length"), "NIST SP 800-63B asks for at least 8 (15 where the password is the only factor)");
+            }
+            if let Some(m) = &p.max_length
+                && (m.value < 64 || m.value < min_length)
+            {
+                self.err(
+                    m,
+                    format!("{key}.max_length"),
+                    "allow at least 64 characters (and no fewer than min_length)",
+                );
+            }
+            passwords.push(PasswordRule {
+                route,
+                pointer: p.pointer.value.clone(),
+                account_pointer: p.account_pointer.as_ref().map(|a| a.value.clone()),
+                min_length,
+                max_length,
+            });
+        }
         Auth {
             jwt,
             required,
             refresh,
             login,
+            passwords,
         }
     }
 

@@ -271,6 +271,18 @@ pub struct LoginRule {
     pub uniform_failures: bool,
 }
 
+/// The password policy of one route (registration, password change).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PasswordRule {
+    pub route: RouteId,
+    /// JSON pointer to the new password in the request body.
+    pub pointer: String,
+    /// JSON pointer to the account name, to refuse passwords that contain it.
+    pub account_pointer: Option<String>,
+    pub min_length: usize,
+    pub max_length: usize,
+}
+
 /// Authentication: which routes need a token, how it is verified, revocation, refresh.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Auth {
@@ -279,6 +291,7 @@ pub struct Auth {
     pub required: Vec<bool>,
     pub refresh: Option<RefreshRule>,
     pub login: Option<LoginRule>,
+    pub passwords: Vec<PasswordRule>,
 }
 
 /// Where state that must survive a restart lives.
