@@ -24,7 +24,14 @@ pub(crate) async fn run(port: u16, shop_port: u16) -> ExitCode {
         )
         .replace("token_env: PORTCULLIS_ADMIN_TOKEN\n", "")
         .replace("listen: 127.0.0.1:9901", "listen: 127.0.0.1:0");
+    // The shop and the gateway share a fresh signing key: with the shop's dictionary-word key
+    // (`jwt-weak-secret`) the gateway would refuse to start, as it should.
+    let secret = portcullis_shop::state::hex(&portcullis_shop::state::random_bytes(32));
+    let policy_text = format!(
+        "{policy_text}\nstate: {{ backend: memory }}\nauth:\n  jwt:\n    keys: [{{ alg: HS256, secret_file: ./jwt.key }}]\n    require: [exp, iat, sub, jti]\n    token_type: {{ claim: type, value: access }}\n  refresh: {{ route: POST /v2/auth/refresh, token_pointer: /refresh_token }}\n  login: {{ route: POST /v2/auth/login, account_pointer: /email }}\n  passwords:\n    - {{ route: POST /v2/auth/register, pointer: /password, account_pointer: /email }}\n"
+    );
     if let Err(e) = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(dir.join("jwt.key"), &secret))
         .and_then(|()| std::fs::write(&policy_path, policy_text))
         .and_then(|()| std::fs::write(dir.join("openapi.yaml"), SPEC))
     {
@@ -35,8 +42,16 @@ pub(crate) async fn run(port: u16, shop_port: u16) -> ExitCode {
         return ExitCode::from(70);
     }
     let admin_password = format!("demo-{}", std::process::id() as u64 * 7919);
+    let mut vulns = VulnSet::all();
+    vulns = VulnSet::only(
+        &vulns
+            .iter()
+            .filter(|v| *v != portcullis_shop::Vuln::JwtWeakSecret)
+            .collect::<Vec<_>>(),
+    );
     let config = ShopConfig {
-        vulns: VulnSet::all(),
+        vulns,
+        jwt_secret: Some(secret.into_bytes()),
         admin_password: format!("{admin_password}-password"),
         ..ShopConfig::default()
     };
@@ -114,10 +129,16 @@ Each pair below sends the same request to the shop, then through the gateway.
    curl -si --path-as-is "http://127.0.0.1:{gw}/v2/products/..;/admin/users" | head -1
    curl -si -X PUT http://127.0.0.1:{gw}/v2/products | head -1
 
-5. The deprecated v1 (API9): the gateway says so (Deprecation, Sunset, Link).
+5. A refresh token used as an access token (API2): the shop takes it, the gateway does not.
+   curl -s -XPOST http://127.0.0.1:{shop}/v2/auth/register -H 'content-type: application/json' -d '{{"email":"tour@example.com","password":"a long tour passphrase","name":"Tour"}}'; echo
+   R=$(curl -s -XPOST http://127.0.0.1:{shop}/v2/auth/login -H 'content-type: application/json' -d '{{"email":"tour@example.com","password":"a long tour passphrase"}}' | sed 's/.*"refresh_token":"\([^"]*\)".*/\1/')
+   curl -s -o /dev/null -w '%{{http_code}}\n' -H "Authorization: Bearer $R" http://127.0.0.1:{shop}/v2/users/me
+   curl -s -o /dev/null -w '%{{http_code}}\n' -H "Authorization: Bearer $R" http://127.0.0.1:{gw}/v2/users/me
+
+6. The deprecated v1 (API9): the gateway says so (Deprecation, Sunset, Link).
    curl -sI http://127.0.0.1:{gw}/v1/orders/ord_AAAAAAAAAAAAAAAAAAAA
 
-6. Metrics: {admin}
+7. Metrics: {admin}
 
 Ctrl-C stops both.
 "#

@@ -313,6 +313,49 @@ async fn demo_shows_an_attack_passing_direct_and_stopped_by_the_gateway() {
     .await;
     assert_eq!(via.status, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(!via.text.contains("backtrace") && !via.text.contains("SELECT"));
+    // The tour's token step: a refresh token passes the shop, not the gateway.
+    let shop_url = format!("http://127.0.0.1:{shop_port}");
+    let reg = send(&c, Method::POST, &format!("{shop_url}/v2/auth/register"), None, Some(serde_json::json!({ "email": "tour@example.com", "password": "a long tour passphrase", "name": "Tour" }))).await;
+    assert_eq!(reg.status, StatusCode::CREATED);
+    let login = send(&c, Method::POST, &format!("{shop_url}/v2/auth/login"), None, Some(serde_json::json!({ "email": "tour@example.com", "password": "a long tour passphrase" }))).await.json();
+    let refresh = login["refresh_token"].as_str().unwrap();
+    assert_eq!(
+        send(
+            &c,
+            Method::GET,
+            &format!("{shop_url}/v2/users/me"),
+            Some(refresh),
+            None
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        send(
+            &c,
+            Method::GET,
+            &format!("http://127.0.0.1:{gw_port}/v2/users/me"),
+            Some(refresh),
+            None
+        )
+        .await
+        .status,
+        StatusCode::UNAUTHORIZED
+    );
+    let access = login["access_token"].as_str().unwrap();
+    assert_eq!(
+        send(
+            &c,
+            Method::GET,
+            &format!("http://127.0.0.1:{gw_port}/v2/users/me"),
+            Some(access),
+            None
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
     child.kill().await.unwrap();
 }
 
