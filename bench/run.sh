@@ -37,7 +37,7 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 cargo build --release -q -p portcullis
 PORTCULLIS="$CARGO_TARGET_DIR/release/portcullis"
 
-UP=19100; NGINX=19101; ENVOY=19102; GW=19103
+UP=19100; NGINX=19101; ENVOY=19102; GW=19103; GWJ=19104
 
 cat > "$WORK/upstream.conf" <<NGX
 worker_processes 1;
@@ -102,18 +102,31 @@ routes:
   - GET /v2/products
 POL
 
+# The same gateway with JWT verification (HS256) and revocation checks on the route.
+head -c 48 /dev/urandom | base64 > "$WORK/jwt.key"
+sed -e "s/$GW/$GWJ/" "$WORK/portcullis.yaml" > "$WORK/portcullis-jwt.yaml"
+cat >> "$WORK/portcullis-jwt.yaml" <<POL
+state: { backend: memory }
+auth:
+  jwt:
+    keys: [{ alg: HS256, secret_file: $WORK/jwt.key }]
+    token_type: { claim: type, value: access }
+POL
+TOKEN=$("$PORTCULLIS" token mint --alg HS256 --secret-file "$WORK/jwt.key" --sub bench --claim type=access --ttl 1h)
+
 nginx -c "$WORK/upstream.conf" -g 'daemon off;' & PIDS+=($!)
 nginx -c "$WORK/proxy.conf" -g 'daemon off;' & PIDS+=($!)
 if need envoy; then envoy -c "$WORK/envoy.yaml" --concurrency "$N" -l error >/dev/null 2>&1 & PIDS+=($!); fi
 RUST_LOG=warn "$PORTCULLIS" serve -c "$WORK/portcullis.yaml" 2>/dev/null & PIDS+=($!)
+RUST_LOG=warn "$PORTCULLIS" serve -c "$WORK/portcullis-jwt.yaml" 2>/dev/null & PIDS+=($!)
 sleep 2
 
 PATH_=/v2/products/prod_K3y8Qm2LpX
-run() { # name port
-  local out rps p50 p99
-  curl -sf "http://127.0.0.1:$2$PATH_" >/dev/null || { echo "$1: not answering" >&2; return; }
-  wrk -t"$THREADS" -c8 -d2s "http://127.0.0.1:$2$PATH_" >/dev/null  # warm-up
-  out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency "http://127.0.0.1:$2$PATH_")
+run() { # name port [header]
+  local out rps p50 p99 h=${3:-X-Bench: 1}
+  curl -sf -H "$h" "http://127.0.0.1:$2$PATH_" >/dev/null || { echo "$1: not answering" >&2; return; }
+  wrk -t"$THREADS" -c8 -d2s -H "$h" "http://127.0.0.1:$2$PATH_" >/dev/null  # warm-up
+  out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency -H "$h" "http://127.0.0.1:$2$PATH_")
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
@@ -126,17 +139,18 @@ RESULTS+=("$(run direct $UP)")
 RESULTS+=("$(run nginx $NGINX)")
 need envoy && RESULTS+=("$(run envoy $ENVOY)")
 RESULTS+=("$(run portcullis $GW)")
+RESULTS+=("$(run portcullis+jwt $GWJ "Authorization: Bearer $TOKEN")")
 
 NGX_RPS=$(printf '%s\n' "${RESULTS[@]}" | awk '$1=="nginx" {print $2}')
 NGX_P99=$(to_ms "$(printf '%s\n' "${RESULTS[@]}" | awk '$1=="nginx" {print $4}')")
 echo
 echo "wrk: ${THREADS} thread(s), ${CONNS} connections, ${DURATION}s per target, GET $PATH_"
 echo "proxies: $N worker(s) each; upstream nginx 1 worker; $CORES cores shared by all"
-printf '%-11s %12s %9s %9s %14s %12s\n' target req/s p50_ms p99_ms rps_vs_nginx p99_vs_nginx
+printf '%-15s %12s %9s %9s %14s %12s\n' target req/s p50_ms p99_ms rps_vs_nginx p99_vs_nginx
 for r in "${RESULTS[@]}"; do
   read -r name rps p50 p99 <<<"$r"
   [ -n "${rps:-}" ] || continue
   p50m=$(to_ms "$p50"); p99m=$(to_ms "$p99")
   awk -v n="$name" -v r="$rps" -v a="$p50m" -v b="$p99m" -v nr="$NGX_RPS" -v np="$NGX_P99" \
-    'BEGIN { printf "%-11s %12.0f %9.3f %9.3f %13.2fx %11.2fx\n", n, r, a, b, r/nr, b/np }'
+    'BEGIN { printf "%-15s %12.0f %9.3f %9.3f %13.2fx %11.2fx\n", n, r, a, b, r/nr, b/np }'
 done

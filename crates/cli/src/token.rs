@@ -109,7 +109,13 @@ fn mint(cmd: TokenCommand) -> Result<String, String> {
                 .map_err(|_| format!("--secret-env {var}: not set"))?
                 .into_bytes(),
             (None, Some(f)) => {
-                std::fs::read(&f).map_err(|e| format!("--secret-file {}: {e}", f.display()))?
+                // Trailing whitespace is not part of the secret, as in the gateway's `secret_file`.
+                let mut v =
+                    std::fs::read(&f).map_err(|e| format!("--secret-file {}: {e}", f.display()))?;
+                while v.last().is_some_and(u8::is_ascii_whitespace) {
+                    v.pop();
+                }
+                v
             }
             _ => return Err(format!("{name} needs --secret-env or --secret-file")),
         };

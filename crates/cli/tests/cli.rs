@@ -435,7 +435,8 @@ async fn token_mints_what_the_gateway_accepts_and_prints_public_jwks() {
     let up = Recorder::start().await;
     let dir = temp_dir("token");
     let key = dir.join("jwt.key");
-    std::fs::write(&key, JWT_SECRET).unwrap();
+    // A key file as editors and `base64` write it: with a trailing newline.
+    std::fs::write(&key, [JWT_SECRET, b"\n"].concat()).unwrap();
     let out = std::process::Command::new(BIN)
         .args([
             "token",
