@@ -223,9 +223,14 @@ fn the_editor_schema_accepts_the_example_and_rejects_unknown_keys() {
         .map(|e| format!("{e} at {}", e.instance_path()))
         .collect();
     assert!(errors.is_empty(), "{errors:?}");
-    let auth_example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/shop/portcullis-auth.yaml");
-    let auth: serde_json::Value = serde_saphyr::from_str(&std::fs::read_to_string(auth_example).unwrap()).unwrap();
-    let errors: Vec<String> = validator.iter_errors(&auth).map(|e| format!("{e} at {}", e.instance_path())).collect();
+    let auth_example =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/shop/portcullis-auth.yaml");
+    let auth: serde_json::Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(auth_example).unwrap()).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&auth)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
     assert!(errors.is_empty(), "{errors:?}");
     let mut typo = example.clone();
     typo["limts"] = serde_json::json!({});
@@ -237,19 +242,45 @@ fn the_editor_schema_accepts_the_example_and_rejects_unknown_keys() {
 
 #[test]
 fn the_auth_example_loads_with_its_key_and_names_the_missing_one() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/shop/portcullis-auth.yaml");
+    let path =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/shop/portcullis-auth.yaml");
     // Without the key: refused, with the key's position and the variable's name.
     if std::env::var_os("SHOP_JWT_SECRET").is_none() {
         let p = load(&path).expect_err("the key is missing");
-        assert!(p.to_string().contains("auth.jwt.keys[0].secret_env: environment variable `SHOP_JWT_SECRET` is not set"), "{p}");
+        assert!(
+            p.to_string().contains(
+                "auth.jwt.keys[0].secret_env: environment variable `SHOP_JWT_SECRET` is not set"
+            ),
+            "{p}"
+        );
     }
-    let text = std::fs::read_to_string(&path).unwrap().replace("secret_env: SHOP_JWT_SECRET", "secret: k7Qw9zR2xV5mN8pL3tY6uB1cF4hJ0dS2gA");
+    let text = std::fs::read_to_string(&path).unwrap().replace(
+        "secret_env: SHOP_JWT_SECRET",
+        "secret: k7Qw9zR2xV5mN8pL3tY6uB1cF4hJ0dS2gA",
+    );
     let loaded = load_str(&path, &text).unwrap_or_else(|p| panic!("{p}"));
     let auth = loaded.policy.auth.unwrap();
-    let id = |m: Method, p: &str| loaded.policy.inventory.routes.iter().position(|r| r.method == m && r.template == p).unwrap();
-    assert!(auth.required[id(Method::GET, "/v2/users/me")], "secured in the description");
-    assert!(!auth.required[id(Method::GET, "/v2/products")], "`security: []` in the description");
-    assert!(!auth.required[id(Method::POST, "/v2/auth/refresh")], "the refresh call carries a refresh token");
+    let id = |m: Method, p: &str| {
+        loaded
+            .policy
+            .inventory
+            .routes
+            .iter()
+            .position(|r| r.method == m && r.template == p)
+            .unwrap()
+    };
+    assert!(
+        auth.required[id(Method::GET, "/v2/users/me")],
+        "secured in the description"
+    );
+    assert!(
+        !auth.required[id(Method::GET, "/v2/products")],
+        "`security: []` in the description"
+    );
+    assert!(
+        !auth.required[id(Method::POST, "/v2/auth/refresh")],
+        "the refresh call carries a refresh token"
+    );
     assert!(auth.login.is_some() && auth.refresh.is_some() && auth.passwords.len() == 1);
 }
 
@@ -257,17 +288,41 @@ fn the_auth_example_loads_with_its_key_and_names_the_missing_one() {
 fn weak_and_misplaced_keys_are_refused() {
     let base = "listen: 127.0.0.1:8080\nupstream: http://127.0.0.1:1\nroutes: [GET /]\nauth:\n  jwt:\n    keys:\n";
     for (key, msg) in [
-        ("      - { alg: HS256, secret: secret }\n", "every JWT cracking word list"),
-        ("      - { alg: HS256, secret: short-but-not-listed }\n", "needs at least 32 bytes"),
-        ("      - { alg: HS512, secret: k7Qw9zR2xV5mN8pL3tY6uB1cF4hJ0dS2gA }\n", "needs at least 64 bytes"),
-        ("      - { alg: HS256, secret: abababababababababababababababababab }\n", "repeats a few characters"),
-        ("      - { alg: RS256, secret: k7Qw9zR2xV5mN8pL3tY6uB1cF4hJ0dS2gA }\n", "never a secret"),
-        ("      - { alg: none, secret: k7Qw9zR2xV5mN8pL3tY6uB1cF4hJ0dS2gA }\n", "`none` is not one of"),
-        ("      - { alg: HS256, secret_env: PORTCULLIS_TEST_UNSET_VARIABLE }\n", "is not set"),
+        (
+            "      - { alg: HS256, secret: secret }\n",
+            "every JWT cracking word list",
+        ),
+        (
+            "      - { alg: HS256, secret: short-but-not-listed }\n",
+            "needs at least 32 bytes",
+        ),
+        (
+            "      - { alg: HS512, secret: k7Qw9zR2xV5mN8pL3tY6uB1cF4hJ0dS2gA }\n",
+            "needs at least 64 bytes",
+        ),
+        (
+            "      - { alg: HS256, secret: abababababababababababababababababab }\n",
+            "repeats a few characters",
+        ),
+        (
+            "      - { alg: RS256, secret: k7Qw9zR2xV5mN8pL3tY6uB1cF4hJ0dS2gA }\n",
+            "never a secret",
+        ),
+        (
+            "      - { alg: none, secret: k7Qw9zR2xV5mN8pL3tY6uB1cF4hJ0dS2gA }\n",
+            "`none` is not one of",
+        ),
+        (
+            "      - { alg: HS256, secret_env: PORTCULLIS_TEST_UNSET_VARIABLE }\n",
+            "is not set",
+        ),
     ] {
         let p = load_str(Path::new("p.yaml"), &format!("{base}{key}")).expect_err(key);
         assert!(p.to_string().contains("p.yaml:7:"), "{p}");
         assert!(p.to_string().contains(msg), "{key}: {p}");
-        assert!(!p.to_string().contains("k7Qw9zR2"), "the secret is never echoed: {p}");
+        assert!(
+            !p.to_string().contains("k7Qw9zR2"),
+            "the secret is never echoed: {p}"
+        );
     }
 }

@@ -271,6 +271,24 @@ pub struct Canary {
     stop: Option<oneshot::Sender<()>>,
 }
 
+/// Serves `app` on `addr` (loopback) until the returned sender is dropped or fired.
+async fn serve_app(
+    addr: impl tokio::net::ToSocketAddrs,
+    app: axum::Router,
+) -> (SocketAddr, oneshot::Sender<()>) {
+    let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, stopped) = oneshot::channel::<()>();
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app)
+            .with_graceful_shutdown(async {
+                let _ = stopped.await;
+            })
+            .await;
+    });
+    (addr, stop)
+}
+
 /// What the canary answers: something no public image host would say.
 pub const CANARY_BODY: &str = "internal-metadata: iam-role-credentials";
 
@@ -288,18 +306,7 @@ impl Canary {
                 )
             }
         });
-        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .await
-            .unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
+        let (addr, stop) = serve_app((Ipv4Addr::LOCALHOST, 0), app).await;
         Canary {
             addr,
             hits,
@@ -444,16 +451,7 @@ impl Recorder {
                 (banners, [("content-type", "application/json"), ("access-control-allow-origin", "*")], "{\"ok\":true}").into_response()
             }
         });
-        let listener = tokio::net::TcpListener::bind(addr).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(async move {
-            let _ = axum::serve(listener, app)
-                .with_graceful_shutdown(async {
-                    let _ = stopped.await;
-                })
-                .await;
-        });
+        let (addr, stop) = serve_app(addr, app).await;
         Recorder {
             addr,
             seen,
