@@ -19,6 +19,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod jwks;
 pub mod metrics;
 pub mod proxy;
 pub mod redact;
@@ -141,6 +142,10 @@ impl Gateway {
                 Arc::new(EmbeddedStore::open(dir).map_err(|e| StartError::State(e.to_string()))?)
             }
         };
+        // Keys from the provider before the first request, when it answers.
+        if let (Some(jwks), Some(verifier)) = (&runtime.jwks, &runtime.verifier) {
+            jwks.refresh(verifier, portcullis_guard::jwt::now()).await;
+        }
         let current = Arc::new(Current {
             cors: ArcSwap::from_pointee(cors_service(&policy)),
             runtime: ArcSwap::from_pointee(runtime),

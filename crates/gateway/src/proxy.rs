@@ -215,8 +215,8 @@ async fn authenticate(
             .pointer(&rule.pointer)
             .and_then(|t| t.as_str())
             .ok_or(refuse(AuthFailure::Missing))?;
-        let v = verifier
-            .verify(token, &rule.token_type, now)
+        let v = verify(ctx, verifier, token, &rule.token_type, now)
+            .await
             .map_err(refuse)?;
         let (jti, sub) = (v.str_claim("jti"), v.str_claim("sub"));
         if deps.store.is_revoked(jti, sub, v.int_claim("iat")) {
@@ -252,8 +252,8 @@ async fn authenticate(
         return Ok((parts, Pending::Incoming(body)));
     }
     let token = verifier.token(&parts.headers).map_err(refuse)?;
-    let v = verifier
-        .verify(token, &auth.jwt.token_type, now)
+    let v = verify(ctx, verifier, token, &auth.jwt.token_type, now)
+        .await
         .map_err(refuse)?;
     if deps
         .store
@@ -332,6 +332,34 @@ async fn login_record(
         return Err(Rejection::LoginFailed);
     }
     Ok(())
+}
+
+/// Verifies with the configured keys and the provider's JWKS; an unknown `kid` refreshes the
+/// set (rate-limited) and retries once; a stale set is refreshed in the background.
+async fn verify(
+    ctx: &Ctx,
+    verifier: &portcullis_guard::jwt::Verifier,
+    token: &str,
+    ty: &portcullis_policy::TokenType,
+    now: i64,
+) -> Result<portcullis_guard::jwt::Verified, AuthFailure> {
+    let Some(jwks) = &ctx.runtime.jwks else {
+        return verifier.verify(token, ty, now);
+    };
+    if jwks.refresh_due(now) {
+        let (jwks, runtime) = (jwks.clone(), ctx.runtime.clone());
+        tokio::spawn(async move {
+            if let Some(v) = &runtime.verifier {
+                jwks.refresh(v, now).await;
+            }
+        });
+    }
+    match verifier.verify_with(token, ty, now, jwks.current(now).as_deref()) {
+        Err(AuthFailure::UnknownKey) if jwks.refresh(verifier, now).await => {
+            verifier.verify_with(token, ty, now, jwks.current(now).as_deref())
+        }
+        other => other,
+    }
 }
 
 /// A request body on its way upstream: still streaming, or already read by a phase.

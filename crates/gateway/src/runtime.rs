@@ -23,6 +23,8 @@ pub struct Runtime {
     pub unmatched: RouteMetrics,
     /// The token verifier, when the policy has `auth`.
     pub verifier: Option<portcullis_guard::jwt::Verifier>,
+    /// The provider's key set, when the policy names a JWKS.
+    pub jwks: Option<Arc<crate::jwks::JwksCache>>,
 }
 
 impl Runtime {
@@ -60,7 +62,14 @@ impl Runtime {
             .as_ref()
             .map(|a| portcullis_guard::jwt::Verifier::new(&a.jwt))
             .transpose()?;
+        let jwks = policy
+            .auth
+            .as_ref()
+            .and_then(|a| a.jwt.jwks.clone())
+            .map(|src| crate::jwks::JwksCache::new(src).map(Arc::new))
+            .transpose()?;
         Ok(Self {
+            jwks,
             verifier,
             policy,
             version_headers,

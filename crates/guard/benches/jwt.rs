@@ -27,6 +27,7 @@ fn jwt(alg: JwtAlg, material: KeyMaterial) -> Jwt {
             alg,
             material,
         }],
+        jwks: None,
         issuer: vec![],
         audience: vec![],
         require: vec!["exp".into(), "sub".into(), "jti".into()],

@@ -108,9 +108,36 @@ struct VerifyKey {
     validation: Validation,
 }
 
+/// Keys fetched from an identity provider's JWKS, each pinned to one allowed algorithm.
+pub struct KeySet(Vec<VerifyKey>);
+
+impl KeySet {
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn kids(&self) -> impl Iterator<Item = &str> {
+        self.0.iter().filter_map(|k| k.kid.as_deref())
+    }
+}
+
+impl fmt::Debug for KeySet {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.0.iter().map(|k| (k.kid.as_deref(), k.alg)))
+            .finish()
+    }
+}
+
 /// The verifier built from a policy's `auth.jwt`.
 pub struct Verifier {
     keys: Vec<VerifyKey>,
+    /// The validation every key starts from (claims, leeway, issuer, audience).
+    template: Validation,
     require: Vec<String>,
     leeway: i64,
     max_bytes: usize,
@@ -161,7 +188,86 @@ fn decoding_key(alg: JwtAlg, m: &KeyMaterial) -> Result<DecodingKey, String> {
     r.map_err(|e| format!("{} key: {e}", alg.name()))
 }
 
+/// The template, allowing exactly one algorithm.
+fn pinned(template: &Validation, alg: JwtAlg) -> Validation {
+    let mut v = template.clone();
+    v.algorithms = vec![algorithm(alg)];
+    v
+}
+
+/// The one algorithm a JWK may be used with: its own `alg` when it names one of `allowed`,
+/// else the only allowed algorithm its key type fits. Anything else is skipped.
+fn jwk_alg(jwk: &serde_json::Value, allowed: &[JwtAlg]) -> Option<JwtAlg> {
+    if let Some(a) = jwk.get("alg").and_then(Value::as_str) {
+        return allowed.iter().copied().find(|x| x.name() == a);
+    }
+    let fits: Vec<JwtAlg> = match (
+        jwk.get("kty").and_then(Value::as_str),
+        jwk.get("crv").and_then(Value::as_str),
+    ) {
+        (Some("RSA"), _) => allowed
+            .iter()
+            .copied()
+            .filter(|a| a.name().starts_with("RS") || a.name().starts_with("PS"))
+            .collect(),
+        (Some("EC"), Some("P-256")) => allowed
+            .iter()
+            .copied()
+            .filter(|a| *a == JwtAlg::ES256)
+            .collect(),
+        (Some("EC"), Some("P-384")) => allowed
+            .iter()
+            .copied()
+            .filter(|a| *a == JwtAlg::ES384)
+            .collect(),
+        (Some("OKP"), Some("Ed25519")) => allowed
+            .iter()
+            .copied()
+            .filter(|a| *a == JwtAlg::EdDSA)
+            .collect(),
+        _ => Vec::new(),
+    };
+    (fits.len() == 1).then(|| fits[0])
+}
+
 impl Verifier {
+    /// Builds the key set of a JWKS document: public keys only (`kty: oct` and keys carrying
+    /// private parts are skipped), each pinned to one of `allowed`.
+    pub fn key_set(&self, jwks: &[u8], allowed: &[JwtAlg]) -> Result<KeySet, String> {
+        let doc: Value = serde_json::from_slice(jwks).map_err(|e| format!("not JSON: {e}"))?;
+        let list = doc
+            .get("keys")
+            .and_then(Value::as_array)
+            .ok_or("no `keys` array")?;
+        let mut keys = Vec::new();
+        for k in list {
+            let private = ["d", "p", "q", "k"].iter().any(|f| k.get(f).is_some());
+            if private
+                || k.get("use")
+                    .and_then(Value::as_str)
+                    .is_some_and(|u| u != "sig")
+            {
+                continue;
+            }
+            let Some(alg) = jwk_alg(k, allowed).filter(|a| !a.is_hmac()) else {
+                continue;
+            };
+            let Ok(jwk) = serde_json::from_value::<jsonwebtoken::jwk::Jwk>(k.clone()) else {
+                continue;
+            };
+            let Ok(key) = DecodingKey::from_jwk(&jwk) else {
+                continue;
+            };
+            keys.push(VerifyKey {
+                kid: k.get("kid").and_then(Value::as_str).map(str::to_owned),
+                alg,
+                key,
+                validation: pinned(&self.template, alg),
+            });
+        }
+        Ok(KeySet(keys))
+    }
+
     pub fn new(jwt: &Jwt) -> Result<Self, String> {
         let spec_claims: HashSet<String> = jwt
             .require
@@ -169,29 +275,30 @@ impl Verifier {
             .filter(|c| ["exp", "nbf", "aud", "iss", "sub"].contains(&c.as_str()))
             .cloned()
             .collect();
+        let mut template = Validation::new(Algorithm::HS256);
+        template.required_spec_claims = spec_claims;
+        template.leeway = jwt.leeway.as_secs();
+        template.validate_exp = true;
+        template.validate_nbf = true;
+        template.validate_aud = !jwt.audience.is_empty();
+        if !jwt.audience.is_empty() {
+            template.set_audience(&jwt.audience);
+        }
+        if !jwt.issuer.is_empty() {
+            template.set_issuer(&jwt.issuer);
+        }
         let mut keys = Vec::new();
         for k in &jwt.keys {
-            let mut v = Validation::new(algorithm(k.alg));
-            v.required_spec_claims = spec_claims.clone();
-            v.leeway = jwt.leeway.as_secs();
-            v.validate_exp = true;
-            v.validate_nbf = true;
-            v.validate_aud = !jwt.audience.is_empty();
-            if !jwt.audience.is_empty() {
-                v.set_audience(&jwt.audience);
-            }
-            if !jwt.issuer.is_empty() {
-                v.set_issuer(&jwt.issuer);
-            }
             keys.push(VerifyKey {
                 kid: k.kid.clone(),
                 alg: k.alg,
                 key: decoding_key(k.alg, &k.material)?,
-                validation: v,
+                validation: pinned(&template, k.alg),
             });
         }
         Ok(Self {
             keys,
+            template,
             require: jwt.require.clone(),
             leeway: i64::try_from(jwt.leeway.as_secs()).unwrap_or(30),
             max_bytes: jwt.max_token_bytes,
@@ -228,6 +335,17 @@ impl Verifier {
         expected: &TokenType,
         now: i64,
     ) -> Result<Verified, AuthFailure> {
+        self.verify_with(token, expected, now, None)
+    }
+
+    /// [`Verifier::verify`] with the keys of a JWKS as well.
+    pub fn verify_with(
+        &self,
+        token: &str,
+        expected: &TokenType,
+        now: i64,
+        extra: Option<&KeySet>,
+    ) -> Result<Verified, AuthFailure> {
         if token.len() > self.max_bytes {
             return Err(AuthFailure::TooLarge);
         }
@@ -248,10 +366,15 @@ impl Verifier {
             .get("alg")
             .and_then(Value::as_str)
             .ok_or(AuthFailure::Malformed)?;
+        let extra = extra.map_or(&[][..], |k| &k.0[..]);
         let key = match header.get("kid") {
-            Some(Value::String(kid)) => self.keys.iter().find(|k| k.kid.as_deref() == Some(kid)),
+            Some(Value::String(kid)) => self
+                .keys
+                .iter()
+                .chain(extra)
+                .find(|k| k.kid.as_deref() == Some(kid)),
             Some(_) => return Err(AuthFailure::Malformed),
-            None if self.keys.len() == 1 => self.keys.first(),
+            None if self.keys.len() + extra.len() == 1 => self.keys.first().or(extra.first()),
             None => None,
         }
         .ok_or(AuthFailure::UnknownKey)?;

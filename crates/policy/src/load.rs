@@ -104,7 +104,10 @@ struct RawLogin {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawJwt {
+    #[serde(default)]
     keys: Vec<RawKey>,
+    #[serde(default)]
+    jwks: Option<RawJwks>,
     #[serde(default)]
     issuer: Vec<Spanned<String>>,
     #[serde(default)]
@@ -121,6 +124,19 @@ struct RawJwt {
     cookie: Option<Spanned<String>>,
     #[serde(default)]
     forward_claims: BTreeMap<String, Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawJwks {
+    url: Spanned<String>,
+    algs: Vec<Spanned<String>>,
+    #[serde(default)]
+    refresh: Option<Spanned<String>>,
+    #[serde(default)]
+    min_interval: Option<Spanned<String>>,
+    #[serde(default)]
+    max_stale: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1058,7 +1074,8 @@ impl Compiler<'_> {
     fn auth(&mut self, a: &RawAuth, inventory: &Inventory) -> Auth {
         let j = &a.jwt;
         let mut keys = Vec::new();
-        if j.keys.is_empty() {
+        let jwks = j.jwks.as_ref().and_then(|w| self.jwks(w));
+        if j.keys.is_empty() && j.jwks.is_none() {
             self.problems.push(Problem::error(
                 self.file,
                 None,
@@ -1196,6 +1213,7 @@ impl Compiler<'_> {
         }
         let jwt = Jwt {
             keys,
+            jwks,
             issuer: j.issuer.iter().map(|s| s.value.clone()).collect(),
             audience: j.audience.iter().map(|s| s.value.clone()).collect(),
             require,
@@ -1299,6 +1317,71 @@ impl Compiler<'_> {
             login,
             passwords,
         }
+    }
+
+    fn jwks(&mut self, w: &RawJwks) -> Option<JwksSource> {
+        let ok_url = w.url.value.parse::<http::Uri>().ok().is_some_and(|u| {
+            matches!(u.scheme_str(), Some("https" | "http")) && u.authority().is_some()
+        });
+        if !ok_url {
+            self.err(
+                &w.url,
+                "auth.jwt.jwks.url",
+                format!("`{}` is not an http(s) URL", w.url.value),
+            );
+            return None;
+        }
+        if w.url.value.starts_with("http://")
+            && !w.url.value.contains("://127.")
+            && !w.url.value.contains("://localhost")
+            && !w.url.value.contains("://[::1]")
+        {
+            self.warn(
+                &w.url,
+                "auth.jwt.jwks.url",
+                "keys fetched over plain http can be replaced on the network",
+            );
+        }
+        let mut algs = Vec::new();
+        for (i, a) in w.algs.iter().enumerate() {
+            match JwtAlg::ALL.into_iter().find(|x| x.name() == a.value) {
+                Some(x) if !x.is_hmac() => algs.push(x),
+                Some(_) => self.err(
+                    a,
+                    format!("auth.jwt.jwks.algs[{i}]"),
+                    "a JWKS carries public keys; HMAC algorithms cannot come from it",
+                ),
+                None => self.err(
+                    a,
+                    format!("auth.jwt.jwks.algs[{i}]"),
+                    format!("`{}` is not an algorithm", a.value),
+                ),
+            }
+        }
+        if algs.is_empty() {
+            self.err(
+                &w.url,
+                "auth.jwt.jwks.algs",
+                "list the algorithms the provider's keys may be used with",
+            );
+        }
+        let dur =
+            |c: &mut Self, v: &Option<Spanned<String>>, key: &str, default: u64| -> Duration {
+                match v {
+                    None => Duration::from_secs(default),
+                    Some(v) => units::duration(&v.value).unwrap_or_else(|e| {
+                        c.err(v, format!("auth.jwt.jwks.{key}"), e);
+                        Duration::from_secs(default)
+                    }),
+                }
+            };
+        Some(JwksSource {
+            url: w.url.value.clone(),
+            algs,
+            refresh: dur(self, &w.refresh, "refresh", 300),
+            min_interval: dur(self, &w.min_interval, "min_interval", 30),
+            max_stale: dur(self, &w.max_stale, "max_stale", 3600),
+        })
     }
 
     fn login(&mut self, l: &RawLogin, inventory: &Inventory) -> Option<LoginRule> {

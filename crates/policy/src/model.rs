@@ -223,10 +223,25 @@ pub enum TokenType {
     Header(String),
 }
 
+/// Keys from an identity provider's JWKS endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct JwksSource {
+    pub url: String,
+    /// The algorithms its keys may be used with (each key is pinned to one of them).
+    pub algs: Vec<JwtAlg>,
+    /// How long a fetched set is fresh when the response says nothing (`Cache-Control`).
+    pub refresh: Duration,
+    /// The shortest time between two fetches, whatever tokens ask for (unknown `kid`s).
+    pub min_interval: Duration,
+    /// How long a set is still used after it expired while the provider is down.
+    pub max_stale: Duration,
+}
+
 /// JWT verification settings.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Jwt {
     pub keys: Vec<JwtKey>,
+    pub jwks: Option<JwksSource>,
     pub issuer: Vec<String>,
     pub audience: Vec<String>,
     /// Claims that must be present (`exp`, `sub`, ...).
