@@ -266,6 +266,8 @@ async fn authenticate(
             parts.headers.insert(header.clone(), value);
         }
     }
+    // The verified claims, for the phases after this one (roles, ownership).
+    parts.extensions.insert(v);
     Ok((parts, Pending::Incoming(body)))
 }
 
