@@ -336,6 +336,163 @@ async fn login_record(
     Ok(())
 }
 
+/// The authorize phase: roles (403), then ownership from the request (404) or by a lookup
+/// before a write (404). Returns the response-side check still to do: (pointer, caller).
+async fn authorize(
+    deps: &Deps,
+    ctx: &Ctx,
+    authz: &portcullis_policy::Authz,
+    id: RouteId,
+    parts: &http::request::Parts,
+    path: &str,
+) -> Result<Option<(String, String)>, Rejection> {
+    let Some(claims) = parts.extensions.get::<portcullis_guard::jwt::Verified>() else {
+        let checked = authz.roles.get(id).is_some_and(|r| !r.is_empty())
+            || authz.owners.iter().any(|o| o.route == id);
+        return if checked {
+            Err(Rejection::Unauthorized(AuthFailure::Missing))
+        } else {
+            Ok(None)
+        };
+    };
+    let needed = &authz.roles[id];
+    if !needed.is_empty() {
+        let held: Vec<&str> = match claims.claims.get(&authz.roles_claim) {
+            Some(serde_json::Value::String(r)) => vec![r.as_str()],
+            Some(serde_json::Value::Array(rs)) => rs.iter().filter_map(|r| r.as_str()).collect(),
+            _ => Vec::new(),
+        };
+        if !needed.iter().any(|n| held.contains(&n.as_str())) {
+            tracing::warn!(target: "portcullis::authz", request_id = &*ctx.id, route = ctx.runtime.policy.inventory.routes[id].template.as_str(), "role missing");
+            return Err(Rejection::Forbidden);
+        }
+    }
+    let mut after = None;
+    for rule in authz.owners.iter().filter(|o| o.route == id) {
+        let me = claims.claim_text(&rule.claim).ok_or(Rejection::NotOwner)?;
+        let params = || -> Vec<(String, String)> {
+            let route = &ctx.runtime.policy.inventory.routes[id];
+            match ctx.runtime.policy.inventory.lookup(&route.method, path) {
+                Lookup::Found { params, .. } => route
+                    .params
+                    .iter()
+                    .cloned()
+                    .zip(params.into_iter().map(str::to_owned))
+                    .collect(),
+                _ => Vec::new(),
+            }
+        };
+        match &rule.check {
+            portcullis_policy::OwnerCheck::Param(name) => {
+                if !params().iter().any(|(n, v)| n == name && *v == me) {
+                    tracing::warn!(target: "portcullis::authz", request_id = &*ctx.id, "object of another subject requested (path parameter)");
+                    return Err(Rejection::NotOwner);
+                }
+            }
+            portcullis_policy::OwnerCheck::Response(pointer) => after = Some((pointer.clone(), me)),
+            portcullis_policy::OwnerCheck::Lookup { route, pointer } => {
+                let mut target = ctx.runtime.policy.inventory.routes[*route].template.clone();
+                for (n, v) in params() {
+                    target = target.replace(&format!("{{{n}}}"), &v);
+                }
+                if !lookup_owner(deps, ctx, parts, &target, pointer, &me).await? {
+                    tracing::warn!(target: "portcullis::authz", request_id = &*ctx.id, "write to an object of another subject refused");
+                    return Err(Rejection::NotOwner);
+                }
+            }
+        }
+    }
+    Ok(after)
+}
+
+/// Reads the object as the caller (same credentials) and compares its owner field.
+async fn lookup_owner(
+    deps: &Deps,
+    ctx: &Ctx,
+    parts: &http::request::Parts,
+    path: &str,
+    pointer: &str,
+    me: &str,
+) -> Result<bool, Rejection> {
+    let policy = &ctx.runtime.policy;
+    let mut uri = http::uri::Parts::default();
+    uri.scheme = Some(policy.upstream.scheme.clone());
+    uri.authority = Some(policy.upstream.authority.clone());
+    uri.path_and_query = Some(path.parse().map_err(|_| Rejection::NotOwner)?);
+    let mut req = Request::new(UpBody::Empty);
+    *req.uri_mut() = Uri::from_parts(uri).map_err(|_| Rejection::NotOwner)?;
+    for name in [http::header::AUTHORIZATION, http::header::COOKIE] {
+        if let Some(v) = parts.headers.get(&name) {
+            req.headers_mut().insert(name, v.clone());
+        }
+    }
+    if let Ok(h) = HeaderValue::from_str(policy.upstream.authority.as_str()) {
+        req.headers_mut().insert(HOST, h);
+    }
+    if let Ok(v) = HeaderValue::from_str(&ctx.id) {
+        req.headers_mut().insert(X_REQUEST_ID, v);
+    }
+    let resp = match tokio::time::timeout(policy.limits.upstream_timeout, deps.client.request(req))
+        .await
+    {
+        Ok(Ok(r)) => r,
+        Ok(Err(_)) => return Err(Rejection::UpstreamUnavailable),
+        Err(_) => return Err(Rejection::UpstreamTimeout),
+    };
+    if !resp.status().is_success() {
+        return Ok(false);
+    }
+    Ok(owner_of(resp.into_body(), pointer).await.as_deref() == Some(me))
+}
+
+/// The owner field of a JSON body, read within 1 MiB and 5 s.
+async fn owner_of(body: Incoming, pointer: &str) -> Option<String> {
+    let bytes = tokio::time::timeout(
+        Duration::from_secs(5),
+        Limited::new(body, 1 << 20).collect(),
+    )
+    .await
+    .ok()?
+    .ok()?
+    .to_bytes();
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    match v.pointer(pointer)? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
+    }
+}
+
+/// The response-side ownership check: the body is read (bounded), its owner field compared;
+/// the bytes come back only when the object is the caller's.
+async fn owned_body(
+    ctx: &Ctx,
+    body: Incoming,
+    pointer: &str,
+    me: &str,
+) -> Result<bytes::Bytes, Rejection> {
+    let bytes = tokio::time::timeout(
+        Duration::from_secs(5),
+        Limited::new(body, 1 << 20).collect(),
+    )
+    .await
+    .map_err(|_| Rejection::UpstreamTimeout)?
+    .map_err(|_| Rejection::UpstreamError(http::StatusCode::BAD_GATEWAY))?
+    .to_bytes();
+    let owner = serde_json::from_slice::<serde_json::Value>(&bytes)
+        .ok()
+        .and_then(|v| v.pointer(pointer).cloned());
+    let owned = match owner {
+        Some(serde_json::Value::String(s)) => s == me,
+        Some(other) => other.to_string() == me,
+        None => false,
+    };
+    if !owned {
+        tracing::warn!(target: "portcullis::authz", request_id = &*ctx.id, "object of another subject in the response; answered 404");
+        return Err(Rejection::NotOwner);
+    }
+    Ok(bytes)
+}
+
 /// Verifies with the configured keys and the provider's JWKS; an unknown `kid` refreshes the
 /// set (rate-limited) and retries once; a stale set is refreshed in the background.
 async fn verify(
@@ -425,6 +582,13 @@ async fn forward(
             (p, Pending::Incoming(b))
         }
     };
+    // Authorize.
+    let mut owner_after = None;
+    if let (Some(authz), Some(id)) = (&policy.authz, *route) {
+        let path_now = changed.as_deref().unwrap_or(parts.uri.path()).to_owned();
+        owner_after = authorize(deps, ctx, authz, id, &parts, &path_now).await?;
+    }
+
     // Password policy, on the routes that set one.
     if let Some(rule) = policy
         .auth
@@ -523,6 +687,14 @@ async fn forward(
         login_record(deps, ctx, rule, account, resp.status()).await?;
     }
     let (mut parts, body) = resp.into_parts();
+    // Ownership found in the response: read, checked, passed on from the buffer.
+    if let Some((pointer, me)) = owner_after.filter(|_| parts.status.is_success()) {
+        let bytes = owned_body(ctx, body, &pointer, &me).await?;
+        forward::strip_hop_by_hop(&mut parts.headers);
+        strip_cors(&mut parts.headers);
+        parts.headers.remove(CONTENT_LENGTH);
+        return Ok(Response::from_parts(parts, Body::bytes(bytes)));
+    }
     if parts.status.is_server_error() && !policy.expose_upstream_errors {
         let snippet = snippet(body).await;
         tracing::warn!(

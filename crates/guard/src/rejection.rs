@@ -43,6 +43,10 @@ pub enum Rejection {
     TooManyRequests(u64),
     /// A field breaks a rule; the detail names the rule, never the value.
     Unprocessable(&'static str),
+    /// The caller lacks every role the route accepts (BFLA).
+    Forbidden,
+    /// The object belongs to someone else; answered exactly like a missing one (BOLA).
+    NotOwner,
     /// State needed for a decision is unavailable (the store); refused rather than guessed.
     Unavailable,
     /// A bug in the gateway; the log has the cause.
@@ -64,6 +68,8 @@ impl Rejection {
             Rejection::Unauthorized(_) | Rejection::LoginFailed => StatusCode::UNAUTHORIZED,
             Rejection::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Rejection::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Rejection::Forbidden => StatusCode::FORBIDDEN,
+            Rejection::NotOwner => StatusCode::NOT_FOUND,
             Rejection::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -86,6 +92,8 @@ impl Rejection {
             Rejection::LoginFailed => "login_failed",
             Rejection::TooManyRequests(_) => "login_throttled",
             Rejection::Unprocessable(_) => "password_policy",
+            Rejection::Forbidden => "role_missing",
+            Rejection::NotOwner => "not_owner",
             Rejection::Unavailable => "state_unavailable",
             Rejection::Internal => "internal",
         }
@@ -113,6 +121,8 @@ impl Rejection {
             Rejection::LoginFailed => "the credentials are not valid",
             Rejection::TooManyRequests(_) => "too many attempts; retry later",
             Rejection::Unprocessable(d) => d,
+            Rejection::Forbidden => "this operation needs a role you do not have",
+            Rejection::NotOwner => "no such resource",
         }
     }
 

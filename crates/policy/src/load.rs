@@ -46,7 +46,43 @@ struct RawPolicy {
     #[serde(default)]
     auth: Option<RawAuth>,
     #[serde(default)]
+    authorization: Option<RawAuthz>,
+    #[serde(default)]
     state: Option<RawState>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAuthz {
+    #[serde(default)]
+    roles_claim: Option<Spanned<String>>,
+    #[serde(default)]
+    roles: Vec<RawRoleRule>,
+    #[serde(default)]
+    owners: Vec<RawOwner>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRoleRule {
+    /// `METHOD /path/{p}`, `/path/**` (every method) or `METHOD /path/**`.
+    #[serde(rename = "match")]
+    selector: Spanned<String>,
+    roles: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawOwner {
+    route: Spanned<String>,
+    #[serde(default)]
+    param: Option<Spanned<String>>,
+    #[serde(default)]
+    response: Option<Spanned<String>>,
+    #[serde(default)]
+    lookup: Option<Spanned<String>>,
+    #[serde(default)]
+    claim: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -512,7 +548,11 @@ impl Compiler<'_> {
         let cors = raw.cors.as_ref().map(|c| self.cors(c));
         let inventory = self.inventory(&raw);
         let headers = self.headers(&raw.security_headers, tls.is_some(), &inventory);
-        let auth = raw.auth.as_ref().map(|a| self.auth(a, &inventory));
+        let mut auth = raw.auth.as_ref().map(|a| self.auth(a, &inventory));
+        let authz = raw
+            .authorization
+            .as_ref()
+            .and_then(|z| self.authz(z, &inventory, auth.as_mut()));
         let state = match &raw.state {
             None => StateBackend::Embedded(self.relative("portcullis-data")),
             Some(st) => match st.backend.value.as_str() {
@@ -558,6 +598,7 @@ impl Compiler<'_> {
                 inventory,
                 expose_upstream_errors,
                 auth,
+                authz,
                 state,
             },
             warnings: self.problems,
@@ -1455,6 +1496,141 @@ impl Compiler<'_> {
         })
     }
 
+    fn authz(
+        &mut self,
+        z: &RawAuthz,
+        inventory: &Inventory,
+        auth: Option<&mut Auth>,
+    ) -> Option<Authz> {
+        let Some(auth) = auth else {
+            let at = z
+                .roles
+                .first()
+                .map(|r| &r.selector)
+                .or(z.owners.first().map(|o| &o.route));
+            match at {
+                Some(at) => self.err(
+                    at,
+                    "authorization",
+                    "authorization needs `auth`: roles and owners come from verified tokens",
+                ),
+                None => self.problems.push(Problem::error(
+                    self.file,
+                    None,
+                    "authorization",
+                    "authorization needs `auth`",
+                )),
+            }
+            return None;
+        };
+        let mut roles: Vec<Vec<String>> = vec![Vec::new(); inventory.len()];
+        for (i, r) in z.roles.iter().enumerate() {
+            let key = format!("authorization.roles[{i}]");
+            let matched = match selector_matches(&r.selector.value, inventory) {
+                Ok(ids) => ids,
+                Err(e) => {
+                    self.err(&r.selector, format!("{key}.match"), e);
+                    continue;
+                }
+            };
+            if matched.is_empty() {
+                self.err(
+                    &r.selector,
+                    format!("{key}.match"),
+                    format!("`{}` matches no declared route", r.selector.value),
+                );
+            }
+            if r.roles.is_empty() {
+                self.err(
+                    &r.selector,
+                    format!("{key}.roles"),
+                    "list at least one role",
+                );
+            }
+            for id in matched {
+                // A later rule for the same route replaces an earlier one: the most specific
+                // rule goes last.
+                roles[id] = r.roles.iter().map(|x| x.value.clone()).collect();
+                auth.required[id] = true;
+            }
+        }
+        let mut owners = Vec::new();
+        for (i, o) in z.owners.iter().enumerate() {
+            let key = format!("authorization.owners[{i}]");
+            let route = match self.route_id(&o.route.value, inventory) {
+                Ok(id) => id,
+                Err(e) => {
+                    self.err(&o.route, format!("{key}.route"), e);
+                    continue;
+                }
+            };
+            let check = match (&o.param, &o.response, &o.lookup) {
+                (Some(p), None, None) => {
+                    if !inventory.routes[route].params.contains(&p.value) {
+                        self.err(
+                            p,
+                            format!("{key}.param"),
+                            format!("`{}` has no parameter `{}`", o.route.value, p.value),
+                        );
+                        continue;
+                    }
+                    OwnerCheck::Param(p.value.clone())
+                }
+                (None, Some(r), None) => OwnerCheck::Response(r.value.clone()),
+                (None, Some(r), Some(l)) => match self.route_id(&l.value, inventory) {
+                    Ok(id) if inventory.routes[id].method == http::Method::GET => {
+                        OwnerCheck::Lookup {
+                            route: id,
+                            pointer: r.value.clone(),
+                        }
+                    }
+                    Ok(_) => {
+                        self.err(l, format!("{key}.lookup"), "the lookup must be a GET route");
+                        continue;
+                    }
+                    Err(e) => {
+                        self.err(l, format!("{key}.lookup"), e);
+                        continue;
+                    }
+                },
+                _ => {
+                    self.err(
+                        &o.route,
+                        &key,
+                        "give `param`, or `response`, or `lookup` with `response`",
+                    );
+                    continue;
+                }
+            };
+            if let OwnerCheck::Response(p) | OwnerCheck::Lookup { pointer: p, .. } = &check
+                && !p.starts_with('/')
+            {
+                self.err(
+                    &o.route,
+                    format!("{key}.response"),
+                    "a JSON pointer starts with `/`",
+                );
+            }
+            auth.required[route] = true;
+            owners.push(OwnerRule {
+                route,
+                check,
+                claim: o
+                    .claim
+                    .as_ref()
+                    .map_or("sub".to_owned(), |c| c.value.clone()),
+            });
+        }
+        Some(Authz {
+            roles_claim: z
+                .roles_claim
+                .as_ref()
+                .map_or("role".to_owned(), |c| c.value.clone()),
+            roles,
+            owners,
+        })
+    }
+
     fn route_id(&self, spec: &str, inventory: &Inventory) -> Result<usize, String> {
         let (m, t) = parse_route(spec)?;
         inventory
@@ -1568,6 +1744,42 @@ impl Compiler<'_> {
         }
         inv
     }
+}
+
+/// The routes a role selector names: `METHOD /path/{p}` (one route), `/path/**` or
+/// `METHOD /path/**` (every route under the prefix), `*` matching one segment.
+pub fn selector_matches(sel: &str, inventory: &Inventory) -> Result<Vec<usize>, String> {
+    let sel = sel.trim();
+    let (method, pattern) = match sel.split_once(char::is_whitespace) {
+        Some((m, p)) => (Some(parse_route(&format!("{m} /"))?.0), p.trim()),
+        None => (None, sel),
+    };
+    if !pattern.starts_with('/') {
+        return Err(format!("`{sel}` is not `/path/**` or `METHOD /path`"));
+    }
+    let want: Vec<&str> = pattern.trim_end_matches('/').split('/').skip(1).collect();
+    let fits = |template: &str| {
+        let have: Vec<&str> = template.split('/').skip(1).collect();
+        let mut i = 0;
+        for (j, w) in want.iter().enumerate() {
+            if *w == "**" {
+                return j == want.len() - 1;
+            }
+            let Some(h) = have.get(i) else { return false };
+            if *w != "*" && w != h {
+                return false;
+            }
+            i += 1;
+        }
+        i == have.len()
+    };
+    Ok(inventory
+        .routes
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| method.as_ref().is_none_or(|m| *m == r.method) && fits(&r.template))
+        .map(|(i, _)| i)
+        .collect())
 }
 
 /// `"GET /v2/orders/{order_id}"` → (GET, `/v2/orders/{order_id}`).

@@ -309,6 +309,36 @@ pub struct Auth {
     pub passwords: Vec<PasswordRule>,
 }
 
+/// How a route's object owner is found and compared with a claim (BOLA, API1).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OwnerCheck {
+    /// A path parameter must equal the claim (`/users/{user_id}/...`).
+    Param(String),
+    /// A field of the upstream's 2xx JSON response (JSON pointer) must equal the claim.
+    Response(String),
+    /// Before a write, the object is read with this GET route (same parameters, the caller's
+    /// credentials) and its field (JSON pointer) must equal the claim.
+    Lookup { route: RouteId, pointer: String },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OwnerRule {
+    pub route: RouteId,
+    pub check: OwnerCheck,
+    /// The claim that names the caller (default `sub`).
+    pub claim: String,
+}
+
+/// Function- and object-level authorization.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Authz {
+    /// The claim holding the caller's role or roles (a string or an array).
+    pub roles_claim: String,
+    /// Per route: the caller needs one of these roles (empty: no role check).
+    pub roles: Vec<Vec<String>>,
+    pub owners: Vec<OwnerRule>,
+}
+
 /// Where state that must survive a restart lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StateBackend {
@@ -334,5 +364,6 @@ pub struct Policy {
     /// Pass upstream 5xx bodies through (development only).
     pub expose_upstream_errors: bool,
     pub auth: Option<Auth>,
+    pub authz: Option<Authz>,
     pub state: StateBackend,
 }
