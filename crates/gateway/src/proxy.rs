@@ -456,9 +456,15 @@ async fn owner_of(body: Incoming, pointer: &str) -> Option<String> {
     .ok()?
     .to_bytes();
     let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    match v.pointer(pointer)? {
+    owner_text(v.pointer(pointer)?)
+}
+
+/// An owner field as text: strings as they are, numbers as written; nothing else names one.
+fn owner_text(v: &serde_json::Value) -> Option<String> {
+    match v {
         serde_json::Value::String(s) => Some(s.clone()),
-        other => Some(other.to_string()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
     }
 }
 
@@ -478,14 +484,10 @@ async fn owned_body(
     .map_err(|_| Rejection::UpstreamTimeout)?
     .map_err(|_| Rejection::UpstreamError(http::StatusCode::BAD_GATEWAY))?
     .to_bytes();
-    let owner = serde_json::from_slice::<serde_json::Value>(&bytes)
+    let owned = serde_json::from_slice::<serde_json::Value>(&bytes)
         .ok()
-        .and_then(|v| v.pointer(pointer).cloned());
-    let owned = match owner {
-        Some(serde_json::Value::String(s)) => s == me,
-        Some(other) => other.to_string() == me,
-        None => false,
-    };
+        .and_then(|v| v.pointer(pointer).and_then(owner_text))
+        .is_some_and(|owner| owner == me);
     if !owned {
         tracing::warn!(target: "portcullis::authz", request_id = &*ctx.id, "object of another subject in the response; answered 404");
         return Err(Rejection::NotOwner);
