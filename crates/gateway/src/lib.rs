@@ -26,6 +26,7 @@ pub mod redact;
 pub mod reload;
 pub mod runtime;
 pub mod server;
+pub mod validate;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

@@ -604,6 +604,42 @@ async fn forward(
         portcullis_guard::password::check(rule, &bytes).map_err(Rejection::Unprocessable)?;
         body = Pending::Read(bytes);
     }
+    // Validate the JSON body against the operation's schema.
+    let schema = route.and_then(|id| {
+        policy.inventory.routes[id]
+            .request_schema
+            .as_deref()
+            .map(|p| (id, p))
+    });
+    if let Some(validator) = schema.and_then(|(id, p)| ctx.runtime.validators.get(id, p)) {
+        let json_type = parts
+            .headers
+            .get(http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|ct| {
+                let essence = ct
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
+                essence == "application/json"
+                    || (essence.starts_with("application/") && essence.ends_with("+json"))
+            });
+        let bytes = match body {
+            Pending::Read(b) => b,
+            Pending::Incoming(b) => read_body(limits, b).await?,
+        };
+        if !bytes.is_empty() || json_type {
+            if !json_type {
+                return Err(Rejection::UnsupportedMediaType);
+            }
+            let value: serde_json::Value = serde_json::from_slice(&bytes)
+                .map_err(|_| Rejection::BadRequest("the body is not valid JSON"))?;
+            crate::validate::check(&validator, &value).map_err(Rejection::Invalid)?;
+        }
+        body = Pending::Read(bytes);
+    }
     let login_rule = policy
         .auth
         .as_ref()

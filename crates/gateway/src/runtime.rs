@@ -23,6 +23,8 @@ pub struct Runtime {
     pub unmatched: RouteMetrics,
     /// The token verifier, when the policy has `auth`.
     pub verifier: Option<portcullis_guard::jwt::Verifier>,
+    /// Request body validators, compiled on first use.
+    pub validators: crate::validate::Validators,
     /// The provider's key set, when the policy names a JWKS.
     pub jwks: Option<Arc<crate::jwks::JwksCache>>,
 }
@@ -68,7 +70,10 @@ impl Runtime {
             .and_then(|a| a.jwt.jwks.clone())
             .map(|src| crate::jwks::JwksCache::new(src).map(Arc::new))
             .transpose()?;
+        let validators =
+            crate::validate::Validators::new(policy.openapi_doc.clone(), policy.inventory.len());
         Ok(Self {
+            validators,
             jwks,
             verifier,
             policy,

@@ -264,7 +264,7 @@ async fn one_address_is_slowed_and_failures_look_alike() {
             from,
             &gw.url("/v2/auth/login"),
             &known.email,
-            &format!("wrong-{i}"),
+            &format!("wrong-password-{i}"),
         )
         .await;
         assert_eq!(r.status, StatusCode::UNAUTHORIZED);

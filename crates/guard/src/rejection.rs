@@ -43,6 +43,10 @@ pub enum Rejection {
     TooManyRequests(u64),
     /// A field breaks a rule; the detail names the rule, never the value.
     Unprocessable(&'static str),
+    /// The body breaks the operation's schema; the detail names the field and the rule.
+    Invalid(String),
+    /// The body is not of a media type the operation accepts.
+    UnsupportedMediaType,
     /// The caller lacks every role the route accepts (BFLA).
     Forbidden,
     /// The object belongs to someone else; answered exactly like a missing one (BOLA).
@@ -69,6 +73,8 @@ impl Rejection {
             Rejection::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Rejection::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Rejection::Forbidden => StatusCode::FORBIDDEN,
+            Rejection::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Rejection::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Rejection::NotOwner => StatusCode::NOT_FOUND,
             Rejection::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
             Rejection::Internal => StatusCode::INTERNAL_SERVER_ERROR,
@@ -93,6 +99,8 @@ impl Rejection {
             Rejection::TooManyRequests(_) => "login_throttled",
             Rejection::Unprocessable(_) => "password_policy",
             Rejection::Forbidden => "role_missing",
+            Rejection::Invalid(_) => "schema_violation",
+            Rejection::UnsupportedMediaType => "unsupported_media_type",
             Rejection::NotOwner => "not_owner",
             Rejection::Unavailable => "state_unavailable",
             Rejection::Internal => "internal",
@@ -122,12 +130,17 @@ impl Rejection {
             Rejection::TooManyRequests(_) => "too many attempts; retry later",
             Rejection::Unprocessable(d) => d,
             Rejection::Forbidden => "this operation needs a role you do not have",
+            Rejection::Invalid(_) => "the request body does not match the contract",
+            Rejection::UnsupportedMediaType => "expected `Content-Type: application/json`",
             Rejection::NotOwner => "no such resource",
         }
     }
 
     /// The problem+json response for this refusal.
     pub fn response(&self, request_id: &str) -> Response<Bytes> {
+        if let Rejection::Invalid(detail) = self {
+            return problem(self.status(), detail, request_id, Vec::new());
+        }
         problem(
             self.status(),
             self.detail(),

@@ -56,6 +56,8 @@ pub struct Route {
     /// What the OpenAPI description says about security: `Some(true)` when the operation has
     /// a security requirement, `Some(false)` for `security: []`, `None` when not described.
     pub secured: Option<bool>,
+    /// JSON pointer into the OpenAPI document to the JSON request body schema, if any.
+    pub request_schema: Option<String>,
     /// Segments with several parameters (`{base}...{head}`): the router matches the segment as
     /// one parameter; the segment's own shape is checked here. (segment index, template).
     compound: Vec<(usize, String)>,
@@ -275,6 +277,7 @@ impl Inventory {
             params,
             version,
             secured: None,
+            request_schema: None,
             compound,
         });
         Ok(id)

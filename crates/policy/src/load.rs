@@ -48,7 +48,17 @@ struct RawPolicy {
     #[serde(default)]
     authorization: Option<RawAuthz>,
     #[serde(default)]
+    validation: Option<RawValidation>,
+    #[serde(default)]
     state: Option<RawState>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawValidation {
+    /// Validate JSON request bodies against the OpenAPI schemas (default true).
+    #[serde(default)]
+    requests: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -548,6 +558,8 @@ impl Compiler<'_> {
         let cors = raw.cors.as_ref().map(|c| self.cors(c));
         let inventory = self.inventory(&raw);
         let headers = self.headers(&raw.security_headers, tls.is_some(), &inventory);
+        let mut inventory = inventory;
+        let openapi_doc = self.request_schemas(&raw, &mut inventory);
         let mut auth = raw.auth.as_ref().map(|a| self.auth(a, &inventory));
         let authz = raw
             .authorization
@@ -599,6 +611,7 @@ impl Compiler<'_> {
                 expose_upstream_errors,
                 auth,
                 authz,
+                openapi_doc,
                 state,
             },
             warnings: self.problems,
@@ -1494,6 +1507,30 @@ impl Compiler<'_> {
                 .map_or(vec![401, 403, 404], |v| v.iter().map(|s| s.value).collect()),
             uniform_failures: l.uniform_failures.unwrap_or(true),
         })
+    }
+
+    /// Finds each route's request body schema when request validation is on.
+    fn request_schemas(
+        &mut self,
+        raw: &RawPolicy,
+        inventory: &mut Inventory,
+    ) -> Option<std::sync::Arc<serde_json::Value>> {
+        let spec = raw.openapi.as_ref()?;
+        if raw.validation.as_ref().and_then(|v| v.requests) == Some(false) {
+            return None;
+        }
+        let path = self.relative(&spec.value);
+        let doc = match openapi::document(&path) {
+            Ok(d) => d,
+            Err(e) => {
+                self.problems.push(Problem::error(&path, None, "", e));
+                return None;
+            }
+        };
+        for route in &mut inventory.routes {
+            route.request_schema = openapi::request_schema(&doc, &route.method, &route.template);
+        }
+        Some(std::sync::Arc::new(doc))
     }
 
     fn authz(

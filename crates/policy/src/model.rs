@@ -365,5 +365,7 @@ pub struct Policy {
     pub expose_upstream_errors: bool,
     pub auth: Option<Auth>,
     pub authz: Option<Authz>,
+    /// The OpenAPI document, when request bodies are validated against its schemas.
+    pub openapi_doc: Option<std::sync::Arc<serde_json::Value>>,
     pub state: StateBackend,
 }

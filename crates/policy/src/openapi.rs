@@ -186,3 +186,45 @@ pub fn operations(file: &Path) -> Result<Vec<Operation>, Problems> {
     }
     Ok(ops)
 }
+
+/// The whole description as JSON, for schema validation.
+pub fn document(file: &Path) -> Result<serde_json::Value, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| e.to_string())?;
+    if text.trim_start().starts_with('{') {
+        serde_json::from_str(&text).map_err(|e| e.to_string())
+    } else {
+        serde_saphyr::from_str_with_options(&text, crate::load::yaml_options())
+            .map_err(|e| crate::load::yaml_message(&e))
+    }
+}
+
+fn escape(segment: &str) -> String {
+    segment.replace('~', "~0").replace('/', "~1")
+}
+
+/// The JSON pointer (into [`document`]) of the JSON request body schema of an operation,
+/// following a `$ref` to `#/components/requestBodies/...`.
+pub fn request_schema(doc: &serde_json::Value, method: &Method, path: &str) -> Option<String> {
+    let op = format!(
+        "/paths/{}/{}",
+        escape(path),
+        method.as_str().to_ascii_lowercase()
+    );
+    let mut body_ptr = format!("{op}/requestBody");
+    let mut body = doc.pointer(&body_ptr)?;
+    if let Some(r) = body
+        .get("$ref")
+        .and_then(|r| r.as_str())
+        .and_then(|r| r.strip_prefix('#'))
+    {
+        body_ptr = r.to_owned();
+        body = doc.pointer(&body_ptr)?;
+    }
+    let content = body.get("content")?.as_object()?;
+    let media = content.keys().find(|k| {
+        let k = k.split(';').next().unwrap_or("").trim();
+        k == "application/json" || k.ends_with("+json")
+    })?;
+    content.get(media)?.get("schema")?;
+    Some(format!("{body_ptr}/content/{}/schema", escape(media)))
+}
