@@ -35,7 +35,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use portcullis_guard::Rejection;
 use portcullis_guard::forward::{self, X_REQUEST_ID};
 use portcullis_guard::jwt::AuthFailure;
-use portcullis_policy::{Lookup, RouteId, VersionStatus, path};
+use portcullis_policy::{Lookup, ResponseFields, RouteId, VersionStatus, path};
 use tower::Service;
 use tower_http::timeout::TimeoutBody;
 
@@ -468,23 +468,32 @@ fn owner_text(v: &serde_json::Value) -> Option<String> {
     }
 }
 
-/// The response-side ownership check: the body is read (bounded), its owner field compared;
-/// the bytes come back only when the object is the caller's.
-async fn owned_body(
-    ctx: &Ctx,
-    body: Incoming,
-    pointer: &str,
-    me: &str,
-) -> Result<bytes::Bytes, Rejection> {
-    let bytes = tokio::time::timeout(
+/// The schema pointer for a response status: the exact code, else `2XX`.
+fn response_schema(route: &portcullis_policy::Route, status: http::StatusCode) -> Option<&str> {
+    let code = status.as_str();
+    route
+        .response_schemas
+        .iter()
+        .find(|(c, _)| c == code)
+        .or_else(|| route.response_schemas.iter().find(|(c, _)| c == "2XX"))
+        .map(|(_, p)| p.as_str())
+}
+
+/// Reads an upstream body that a respond-phase rule must see whole (1 MiB, 5 s).
+async fn read_response(body: Incoming) -> Result<bytes::Bytes, Rejection> {
+    Ok(tokio::time::timeout(
         Duration::from_secs(5),
         Limited::new(body, 1 << 20).collect(),
     )
     .await
     .map_err(|_| Rejection::UpstreamTimeout)?
     .map_err(|_| Rejection::UpstreamError(http::StatusCode::BAD_GATEWAY))?
-    .to_bytes();
-    let owned = serde_json::from_slice::<serde_json::Value>(&bytes)
+    .to_bytes())
+}
+
+/// The response-side ownership check on a body read whole.
+fn check_owner(ctx: &Ctx, bytes: &[u8], pointer: &str, me: &str) -> Result<(), Rejection> {
+    let owned = serde_json::from_slice::<serde_json::Value>(bytes)
         .ok()
         .and_then(|v| v.pointer(pointer).and_then(owner_text))
         .is_some_and(|owner| owner == me);
@@ -492,7 +501,36 @@ async fn owned_body(
         tracing::warn!(target: "portcullis::authz", request_id = &*ctx.id, "object of another subject in the response; answered 404");
         return Err(Rejection::NotOwner);
     }
-    Ok(bytes)
+    Ok(())
+}
+
+/// Undeclared properties out (or the response refused); a body that is not JSON at all is
+/// not the declared type and never reaches the client (API10).
+fn filter_response(
+    ctx: &Ctx,
+    bytes: &[u8],
+    doc: &serde_json::Value,
+    pointer: &str,
+    mode: ResponseFields,
+) -> Result<bytes::Bytes, Rejection> {
+    let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(|_| {
+        tracing::warn!(target: "portcullis::validate", request_id = &*ctx.id, "upstream 2xx body is not JSON; refused");
+        Rejection::UpstreamError(http::StatusCode::BAD_GATEWAY)
+    })?;
+    let Some(schema) = doc.pointer(pointer) else {
+        return Ok(bytes::Bytes::copy_from_slice(bytes));
+    };
+    let removed = crate::validate::remove_undeclared(&mut value, schema, doc, 0);
+    if removed > 0 {
+        tracing::warn!(target: "portcullis::validate", request_id = &*ctx.id, removed, "undeclared response properties");
+        if mode == ResponseFields::Refuse {
+            return Err(Rejection::UpstreamError(http::StatusCode::BAD_GATEWAY));
+        }
+        return serde_json::to_vec(&value)
+            .map(bytes::Bytes::from)
+            .map_err(|_| Rejection::Internal);
+    }
+    Ok(bytes::Bytes::copy_from_slice(bytes))
 }
 
 /// Verifies with the configured keys and the provider's JWKS; an unknown `kid` refreshes the
@@ -725,9 +763,26 @@ async fn forward(
         login_record(deps, ctx, rule, account, resp.status()).await?;
     }
     let (mut parts, body) = resp.into_parts();
-    // Ownership found in the response: read, checked, passed on from the buffer.
-    if let Some((pointer, me)) = owner_after.filter(|_| parts.status.is_success()) {
-        let bytes = owned_body(ctx, body, &pointer, &me).await?;
+    // Ownership found in the response, and undeclared properties: both need the body whole;
+    // only routes with such a rule pay for reading it.
+    let owner_check = owner_after.filter(|_| parts.status.is_success());
+    let schema =
+        if parts.status.is_success() && policy.undeclared_response_fields != ResponseFields::Pass {
+            route.and_then(|id| response_schema(&policy.inventory.routes[id], parts.status))
+        } else {
+            None
+        };
+    if owner_check.is_some() || schema.is_some() {
+        let bytes = read_response(body).await?;
+        if let Some((pointer, me)) = owner_check {
+            check_owner(ctx, &bytes, &pointer, &me)?;
+        }
+        let bytes = match (schema, policy.openapi_doc.as_deref()) {
+            (Some(ptr), Some(doc)) => {
+                filter_response(ctx, &bytes, doc, ptr, policy.undeclared_response_fields)?
+            }
+            _ => bytes,
+        };
         forward::strip_hop_by_hop(&mut parts.headers);
         strip_cors(&mut parts.headers);
         parts.headers.remove(CONTENT_LENGTH);

@@ -100,3 +100,84 @@ pub fn check(validator: &jsonschema::Validator, body: &Value) -> Result<(), Stri
         kind => format!("`{path}`: breaks `{}`", kind.keyword()),
     })
 }
+
+/// Follows local `$ref`s (at most 32).
+fn resolve<'a>(mut schema: &'a Value, doc: &'a Value) -> &'a Value {
+    for _ in 0..32 {
+        match schema
+            .get("$ref")
+            .and_then(Value::as_str)
+            .and_then(|r| r.strip_prefix('#'))
+        {
+            Some(ptr) => match doc.pointer(ptr) {
+                Some(next) => schema = next,
+                None => break,
+            },
+            None => break,
+        }
+    }
+    schema
+}
+
+/// Removes from `value` every object property that `schema` does not declare (response
+/// allowlist, API3), in nested objects and array items; returns how many it removed. Objects
+/// the schema leaves open (`additionalProperties` true or a schema, `anyOf`/`oneOf`) keep
+/// their extra properties.
+pub fn remove_undeclared(value: &mut Value, schema: &Value, doc: &Value, depth: usize) -> usize {
+    if depth > 64 {
+        return 0;
+    }
+    let schema = resolve(schema, doc);
+    match value {
+        Value::Object(map) => {
+            if schema.get("anyOf").is_some() || schema.get("oneOf").is_some() {
+                return 0;
+            }
+            // Properties declared here and by every `allOf` member.
+            let mut declared: Vec<(&String, &Value)> = Vec::new();
+            let mut open = matches!(
+                schema.get("additionalProperties"),
+                Some(Value::Bool(true)) | Some(Value::Object(_))
+            );
+            let parts = std::iter::once(schema).chain(
+                schema
+                    .get("allOf")
+                    .and_then(Value::as_array)
+                    .into_iter()
+                    .flatten()
+                    .map(|m| resolve(m, doc)),
+            );
+            for part in parts {
+                if let Some(props) = part.get("properties").and_then(Value::as_object) {
+                    declared.extend(props.iter());
+                }
+                open |= matches!(
+                    part.get("additionalProperties"),
+                    Some(Value::Bool(true)) | Some(Value::Object(_))
+                );
+            }
+            if declared.is_empty() && schema.get("type").and_then(Value::as_str) != Some("object") {
+                return 0;
+            }
+            let before = map.len();
+            if !open {
+                map.retain(|k, _| declared.iter().any(|(d, _)| *d == k));
+            }
+            let mut removed = before - map.len();
+            for (name, sub) in declared {
+                if let Some(child) = map.get_mut(name) {
+                    removed += remove_undeclared(child, sub, doc, depth + 1);
+                }
+            }
+            removed
+        }
+        Value::Array(items) => match schema.get("items") {
+            Some(item_schema) => items
+                .iter_mut()
+                .map(|i| remove_undeclared(i, item_schema, doc, depth + 1))
+                .sum(),
+            None => 0,
+        },
+        _ => 0,
+    }
+}

@@ -198,3 +198,65 @@ paths:
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn undeclared_response_fields_are_removed() {
+    let shop = Shop::with(&[Vuln::DataExposure]).await;
+    let gw = gateway(&shop).await;
+    let c = client();
+    let a = register(&shop, &c, "alice").await;
+    let direct = send(
+        &c,
+        Method::GET,
+        &shop.url("/v2/users/me"),
+        Some(&a.access),
+        None,
+    )
+    .await
+    .json();
+    assert!(
+        direct["password_hash"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("$argon2id$")),
+        "the shop leaks the hash"
+    );
+    let via = send(
+        &c,
+        Method::GET,
+        &gw.url("/v2/users/me"),
+        Some(&a.access),
+        None,
+    )
+    .await;
+    assert_eq!(via.status, StatusCode::OK);
+    let me = via.json();
+    for leaked in ["password_hash", "internal_notes", "last_login_ip"] {
+        assert!(me.get(leaked).is_none(), "{leaked} passed: {me}");
+    }
+    assert_eq!(me["email"], a.email.as_str(), "declared fields stay");
+    // Nested in lists too.
+    let list = send(&c, Method::GET, &gw.url("/v2/products?limit=3"), None, None)
+        .await
+        .json();
+    let items = list["items"].as_array().unwrap();
+    assert_eq!(items.len(), 3);
+    assert!(
+        items.iter().all(|p| p.get("cost_cents").is_none()
+            && p.get("supplier").is_none()
+            && p.get("name").is_some()),
+        "{list}"
+    );
+    let one = send(
+        &c,
+        Method::GET,
+        &gw.url("/v2/products/prod_K3y8Qm2LpX"),
+        None,
+        None,
+    )
+    .await
+    .json();
+    assert!(
+        one.get("cost_cents").is_none() && one["price_cents"] == 1500,
+        "{one}"
+    );
+}

@@ -58,6 +58,8 @@ pub struct Route {
     pub secured: Option<bool>,
     /// JSON pointer into the OpenAPI document to the JSON request body schema, if any.
     pub request_schema: Option<String>,
+    /// JSON pointers to the 2xx JSON response schemas, by status (`200`, `2XX`).
+    pub response_schemas: Vec<(String, String)>,
     /// Segments with several parameters (`{base}...{head}`): the router matches the segment as
     /// one parameter; the segment's own shape is checked here. (segment index, template).
     compound: Vec<(usize, String)>,
@@ -278,6 +280,7 @@ impl Inventory {
             version,
             secured: None,
             request_schema: None,
+            response_schemas: Vec::new(),
             compound,
         });
         Ok(id)

@@ -59,6 +59,9 @@ struct RawValidation {
     /// Validate JSON request bodies against the OpenAPI schemas (default true).
     #[serde(default)]
     requests: Option<bool>,
+    /// `remove` (default), `refuse` or `pass`.
+    #[serde(default)]
+    undeclared_response_fields: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -558,6 +561,26 @@ impl Compiler<'_> {
         let cors = raw.cors.as_ref().map(|c| self.cors(c));
         let inventory = self.inventory(&raw);
         let headers = self.headers(&raw.security_headers, tls.is_some(), &inventory);
+        let undeclared_response_fields = match raw
+            .validation
+            .as_ref()
+            .and_then(|v| v.undeclared_response_fields.as_ref())
+        {
+            None => ResponseFields::Remove,
+            Some(f) => match f.value.as_str() {
+                "remove" => ResponseFields::Remove,
+                "refuse" => ResponseFields::Refuse,
+                "pass" => ResponseFields::Pass,
+                other => {
+                    self.err(
+                        f,
+                        "validation.undeclared_response_fields",
+                        format!("`{other}` is not `remove`, `refuse` or `pass`"),
+                    );
+                    ResponseFields::Remove
+                }
+            },
+        };
         let mut inventory = inventory;
         let openapi_doc = self.request_schemas(&raw, &mut inventory);
         let mut auth = raw.auth.as_ref().map(|a| self.auth(a, &inventory));
@@ -612,6 +635,8 @@ impl Compiler<'_> {
                 auth,
                 authz,
                 openapi_doc,
+                validate_requests: raw.validation.as_ref().and_then(|v| v.requests) != Some(false),
+                undeclared_response_fields,
                 state,
             },
             warnings: self.problems,
@@ -1516,7 +1541,15 @@ impl Compiler<'_> {
         inventory: &mut Inventory,
     ) -> Option<std::sync::Arc<serde_json::Value>> {
         let spec = raw.openapi.as_ref()?;
-        if raw.validation.as_ref().and_then(|v| v.requests) == Some(false) {
+        let requests = raw.validation.as_ref().and_then(|v| v.requests) != Some(false);
+        let responses = !matches!(
+            raw.validation
+                .as_ref()
+                .and_then(|v| v.undeclared_response_fields.as_ref())
+                .map(|f| f.value.as_str()),
+            Some("pass")
+        );
+        if !requests && !responses {
             return None;
         }
         let path = self.relative(&spec.value);
@@ -1528,7 +1561,14 @@ impl Compiler<'_> {
             }
         };
         for route in &mut inventory.routes {
-            route.request_schema = openapi::request_schema(&doc, &route.method, &route.template);
+            if requests {
+                route.request_schema =
+                    openapi::request_schema(&doc, &route.method, &route.template);
+            }
+            if responses {
+                route.response_schemas =
+                    openapi::response_schemas(&doc, &route.method, &route.template);
+            }
         }
         Some(std::sync::Arc::new(doc))
     }

@@ -339,6 +339,17 @@ pub struct Authz {
     pub owners: Vec<OwnerRule>,
 }
 
+/// What happens to a 2xx JSON response property its schema does not declare (API3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResponseFields {
+    /// Pass everything (no response schema work).
+    Pass,
+    /// Remove undeclared properties (an allowlist), in nested objects and arrays too.
+    Remove,
+    /// Refuse the whole response with a generic 502.
+    Refuse,
+}
+
 /// Where state that must survive a restart lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StateBackend {
@@ -365,7 +376,11 @@ pub struct Policy {
     pub expose_upstream_errors: bool,
     pub auth: Option<Auth>,
     pub authz: Option<Authz>,
-    /// The OpenAPI document, when request bodies are validated against its schemas.
+    /// The OpenAPI document, when bodies are checked against its schemas.
     pub openapi_doc: Option<std::sync::Arc<serde_json::Value>>,
+    /// Validate request bodies against the description.
+    pub validate_requests: bool,
+    /// What to do with response properties the description does not declare.
+    pub undeclared_response_fields: ResponseFields,
     pub state: StateBackend,
 }

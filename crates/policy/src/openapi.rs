@@ -228,3 +228,53 @@ pub fn request_schema(doc: &serde_json::Value, method: &Method, path: &str) -> O
     content.get(media)?.get("schema")?;
     Some(format!("{body_ptr}/content/{}/schema", escape(media)))
 }
+
+/// The JSON response schemas of an operation's 2xx answers: (status code or `2XX`, pointer).
+pub fn response_schemas(
+    doc: &serde_json::Value,
+    method: &Method,
+    path: &str,
+) -> Vec<(String, String)> {
+    let op = format!(
+        "/paths/{}/{}/responses",
+        escape(path),
+        method.as_str().to_ascii_lowercase()
+    );
+    let Some(responses) = doc.pointer(&op).and_then(|r| r.as_object()) else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (code, resp) in responses {
+        if !code.starts_with('2') {
+            continue;
+        }
+        let (mut ptr, mut resp) = (format!("{op}/{}", escape(code)), resp);
+        if let Some(r) = resp
+            .get("$ref")
+            .and_then(|r| r.as_str())
+            .and_then(|r| r.strip_prefix('#'))
+        {
+            let Some(target) = doc.pointer(r) else {
+                continue;
+            };
+            ptr = r.to_owned();
+            resp = target;
+        }
+        let Some(content) = resp.get("content").and_then(|c| c.as_object()) else {
+            continue;
+        };
+        let Some(media) = content.keys().find(|k| {
+            let k = k.split(';').next().unwrap_or("").trim();
+            k == "application/json" || k.ends_with("+json")
+        }) else {
+            continue;
+        };
+        if content.get(media).and_then(|m| m.get("schema")).is_some() {
+            out.push((
+                code.to_ascii_uppercase(),
+                format!("{ptr}/content/{}/schema", escape(media)),
+            ));
+        }
+    }
+    out
+}
