@@ -20,19 +20,7 @@ const AUTHZ: &str = "authorization:
 ";
 
 async fn gateway(shop: &Shop) -> Gw {
-    let dir = std::env::temp_dir().join(format!(
-        "portcullis-authz-{}-{}",
-        std::process::id(),
-        shop.addr.port()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let key = dir.join("jwt.key");
-    std::fs::write(&key, JWT_SECRET).unwrap();
-    let extra = format!(
-        "state: {{ backend: memory }}\nauth:\n  jwt:\n    keys: [{{ alg: HS256, secret_file: {} }}]\n    require: [exp, iat, sub, jti]\n    token_type: {{ claim: type, value: access }}\n{AUTHZ}",
-        key.display()
-    );
-    Gw::in_front_of(shop, &extra).await
+    Gw::verifying_shop_tokens(shop, "", AUTHZ).await
 }
 
 #[tokio::test]

@@ -9,20 +9,13 @@ use portcullis_test_support::serde_json::{Value, json};
 use portcullis_test_support::*;
 
 /// A gateway in front of `shop` verifying the shop's own tokens with `secret`.
-async fn gateway(shop: &Shop, secret: &[u8]) -> Gw {
-    let dir = std::env::temp_dir().join(format!(
-        "portcullis-shop-auth-{}-{}",
-        std::process::id(),
-        shop.addr.port()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let key = dir.join("jwt.key");
-    std::fs::write(&key, secret).unwrap();
-    let extra = format!(
-        "state: {{ backend: memory }}\nauth:\n  jwt:\n    keys: [{{ alg: HS256, secret_file: {} }}]\n    require: [exp, iat, sub, jti]\n    token_type: {{ claim: type, value: access }}\n  refresh: {{ route: POST /v2/auth/refresh, token_pointer: /refresh_token }}\n",
-        key.display()
-    );
-    Gw::in_front_of(shop, &extra).await
+async fn gateway(shop: &Shop) -> Gw {
+    Gw::verifying_shop_tokens(
+        shop,
+        "  refresh: { route: POST /v2/auth/refresh, token_pointer: /refresh_token }\n",
+        "",
+    )
+    .await
 }
 
 fn admin_claims(sub: &str) -> Value {
@@ -37,7 +30,7 @@ async fn status(c: &reqwest::Client, url: String, token: &str) -> StatusCode {
 #[tokio::test]
 async fn alg_none_forgery_is_stopped() {
     let shop = Shop::with(&[Vuln::JwtAlgNone]).await;
-    let gw = gateway(&shop, JWT_SECRET).await;
+    let gw = gateway(&shop).await;
     let c = client();
     let b = register(&shop, &c, "bob").await;
     for alg in ["none", "None", "NONE"] {
@@ -63,7 +56,7 @@ async fn alg_none_forgery_is_stopped() {
 #[tokio::test]
 async fn stale_and_refresh_tokens_are_stopped() {
     let shop = Shop::with(&[Vuln::JwtNoExpiry]).await;
-    let gw = gateway(&shop, JWT_SECRET).await;
+    let gw = gateway(&shop).await;
     let c = client();
     let b = register(&shop, &c, "bob").await;
     let mut stale = claims_of(&b.access);
@@ -138,7 +131,7 @@ async fn a_cracked_weak_secret_forges_nothing_through_the_gateway() {
         "{refused}"
     );
     // ...and with the strong key the shop should have had, the forgery is refused.
-    let gw = gateway(&shop, JWT_SECRET).await;
+    let gw = gateway(&shop).await;
     assert_eq!(
         status(&c, gw.url("/v2/admin/users"), &forged).await,
         StatusCode::UNAUTHORIZED,
@@ -149,19 +142,7 @@ async fn a_cracked_weak_secret_forges_nothing_through_the_gateway() {
 const LOGIN: &str = "  login: { route: POST /v2/auth/login, account_pointer: /email, per_client_failures: 5, per_account_failures: 20, base_delay: 30s }\n";
 
 async fn login_gateway(shop: &Shop) -> Gw {
-    let dir = std::env::temp_dir().join(format!(
-        "portcullis-login-{}-{}",
-        std::process::id(),
-        shop.addr.port()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let key = dir.join("jwt.key");
-    std::fs::write(&key, JWT_SECRET).unwrap();
-    let extra = format!(
-        "state: {{ backend: memory }}\nauth:\n  jwt:\n    keys: [{{ alg: HS256, secret_file: {} }}]\n    token_type: {{ claim: type, value: access }}\n{LOGIN}",
-        key.display()
-    );
-    Gw::in_front_of(shop, &extra).await
+    Gw::verifying_shop_tokens(shop, LOGIN, "").await
 }
 
 async fn try_login(from: [u8; 4], url: &str, email: &str, password: &str) -> Reply {
@@ -318,18 +299,7 @@ async fn one_address_is_slowed_and_failures_look_alike() {
 #[tokio::test]
 async fn weak_passwords_are_refused_at_registration() {
     let shop = Shop::secure().await;
-    let dir = std::env::temp_dir().join(format!("portcullis-pw-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let key = dir.join("jwt.key");
-    std::fs::write(&key, JWT_SECRET).unwrap();
-    let gw = Gw::in_front_of(
-        &shop,
-        &format!(
-            "state: {{ backend: memory }}\nauth:\n  jwt:\n    keys: [{{ alg: HS256, secret_file: {} }}]\n  passwords:\n    - {{ route: POST /v2/auth/register, pointer: /password, account_pointer: /email }}\n",
-            key.display()
-        ),
-    )
-    .await;
+    let gw = Gw::verifying_shop_tokens(&shop, "  passwords:\n    - { route: POST /v2/auth/register, pointer: /password, account_pointer: /email }\n", "").await;
     let c = client();
     let reg = |base: String, email: &'static str, password: &'static str| {
         let c = c.clone();
@@ -378,5 +348,4 @@ async fn weak_passwords_are_refused_at_registration() {
         .status,
         StatusCode::CREATED
     );
-    let _ = std::fs::remove_dir_all(&dir);
 }

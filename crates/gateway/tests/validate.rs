@@ -12,22 +12,7 @@ use portcullis_test_support::serde_json::json;
 use portcullis_test_support::*;
 
 async fn gateway(shop: &Shop) -> Gw {
-    let dir = std::env::temp_dir().join(format!(
-        "portcullis-validate-{}-{}",
-        std::process::id(),
-        shop.addr.port()
-    ));
-    std::fs::create_dir_all(&dir).unwrap();
-    let key = dir.join("jwt.key");
-    std::fs::write(&key, JWT_SECRET).unwrap();
-    Gw::in_front_of(
-        shop,
-        &format!(
-            "state: {{ backend: memory }}\nauth:\n  jwt:\n    keys: [{{ alg: HS256, secret_file: {} }}]\n    token_type: {{ claim: type, value: access }}\n",
-            key.display()
-        ),
-    )
-    .await
+    Gw::verifying_shop_tokens(shop, "", "").await
 }
 
 #[tokio::test]

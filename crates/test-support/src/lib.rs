@@ -382,6 +382,17 @@ impl Gw {
         Gw::start(&shop_policy(shop.addr, extra)).await
     }
 
+    /// The gateway in front of `shop` verifying the shop's own tokens (HS256 with the test key,
+    /// the shop's claims required, state in memory), with `auth_rules` added under `auth:`
+    /// (indented by two spaces) and `extra` at the top level.
+    pub async fn verifying_shop_tokens(shop: &Shop, auth_rules: &str, extra: &str) -> Gw {
+        let secret = String::from_utf8(JWT_SECRET.to_vec()).unwrap();
+        let policy = format!(
+            "state: {{ backend: memory }}\nauth:\n  jwt:\n    keys: [{{ alg: HS256, secret: \"{secret}\" }}]\n    require: [exp, iat, sub, jti]\n    token_type: {{ claim: type, value: access }}\n{auth_rules}{extra}"
+        );
+        Gw::in_front_of(shop, &policy).await
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
