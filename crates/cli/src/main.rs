@@ -32,31 +32,33 @@ enum LogFormat {
     Text,
 }
 
+/// The policy file argument shared by `serve` and `check`.
+#[derive(Debug, clap::Args)]
+struct PolicyArg {
+    /// The policy file.
+    #[arg(
+        short,
+        long,
+        env = "PORTCULLIS_CONFIG",
+        default_value = "portcullis.yaml"
+    )]
+    config: PathBuf,
+}
+
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the security gateway in front of an upstream API.
     Serve {
-        /// The policy file.
-        #[arg(
-            short,
-            long,
-            env = "PORTCULLIS_CONFIG",
-            default_value = "portcullis.yaml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        policy: PolicyArg,
         /// Log line format (one line per request).
         #[arg(long, value_enum, default_value = "json")]
         log_format: LogFormat,
     },
     /// Validate a policy file and the OpenAPI description it names; print every problem.
     Check {
-        #[arg(
-            short,
-            long,
-            env = "PORTCULLIS_CONFIG",
-            default_value = "portcullis.yaml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        policy: PolicyArg,
     },
     /// Mint a JWT from a local key, or print a key's JWKS (for tests, the demo, your own checks).
     Token {
@@ -100,10 +102,10 @@ fn main() -> ExitCode {
         }
     };
     match cli.command {
-        Command::Check { config } => check(&config),
-        Command::Serve { config, log_format } => {
+        Command::Check { policy } => check(&policy.config),
+        Command::Serve { policy, log_format } => {
             init_logs(log_format);
-            runtime.block_on(serve(&config))
+            runtime.block_on(serve(&policy.config))
         }
         Command::Token { command } => token::run(*command),
         Command::Demo { port, shop_port } => {
