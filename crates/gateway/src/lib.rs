@@ -22,6 +22,7 @@ pub mod body;
 pub mod jwks;
 pub mod metrics;
 pub mod proxy;
+pub mod ratelimit;
 pub mod redact;
 pub mod reload;
 pub mod runtime;

@@ -629,6 +629,14 @@ async fn forward(
         owner_after = authorize(deps, ctx, authz, id, &parts, &path_now).await?;
     }
 
+    // Limit.
+    if let Some(id) = *route {
+        let claims = parts.extensions.get::<portcullis_guard::jwt::Verified>();
+        ctx.runtime
+            .rate_limits
+            .check(id, ctx.client, claims, &parts.headers)?;
+    }
+
     // Password policy, on the routes that set one.
     if let Some(rule) = policy
         .auth

@@ -23,6 +23,8 @@ pub struct Runtime {
     pub unmatched: RouteMetrics,
     /// The token verifier, when the policy has `auth`.
     pub verifier: Option<portcullis_guard::jwt::Verifier>,
+    /// The rate limits, with their counters (reset when the policy is reloaded).
+    pub rate_limits: crate::ratelimit::RateLimits,
     /// Request body validators, compiled on first use.
     pub validators: crate::validate::Validators,
     /// The provider's key set, when the policy names a JWKS.
@@ -72,7 +74,9 @@ impl Runtime {
             .transpose()?;
         let validators =
             crate::validate::Validators::new(policy.openapi_doc.clone(), policy.inventory.len());
+        let rate_limits = crate::ratelimit::RateLimits::new(&policy);
         Ok(Self {
+            rate_limits,
             validators,
             jwks,
             verifier,

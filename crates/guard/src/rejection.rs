@@ -47,6 +47,13 @@ pub enum Rejection {
     Invalid(String),
     /// The body is not of a media type the operation accepts.
     UnsupportedMediaType,
+    /// Over a rate limit (GCRA): the rule's name, its quota per window, and when to retry.
+    RateLimited {
+        rule: String,
+        quota: u32,
+        window: u64,
+        retry_after: u64,
+    },
     /// The caller lacks every role the route accepts (BFLA).
     Forbidden,
     /// The object belongs to someone else; answered exactly like a missing one (BOLA).
@@ -73,6 +80,7 @@ impl Rejection {
             Rejection::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Rejection::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Rejection::Forbidden => StatusCode::FORBIDDEN,
+            Rejection::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             Rejection::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Rejection::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Rejection::NotOwner => StatusCode::NOT_FOUND,
@@ -99,6 +107,7 @@ impl Rejection {
             Rejection::TooManyRequests(_) => "login_throttled",
             Rejection::Unprocessable(_) => "password_policy",
             Rejection::Forbidden => "role_missing",
+            Rejection::RateLimited { .. } => "rate_limited",
             Rejection::Invalid(_) => "schema_violation",
             Rejection::UnsupportedMediaType => "unsupported_media_type",
             Rejection::NotOwner => "not_owner",
@@ -130,6 +139,7 @@ impl Rejection {
             Rejection::TooManyRequests(_) => "too many attempts; retry later",
             Rejection::Unprocessable(d) => d,
             Rejection::Forbidden => "this operation needs a role you do not have",
+            Rejection::RateLimited { .. } => "too many requests; retry later",
             Rejection::Invalid(_) => "the request body does not match the contract",
             Rejection::UnsupportedMediaType => "expected `Content-Type: application/json`",
             Rejection::NotOwner => "no such resource",
@@ -165,6 +175,22 @@ impl Rejection {
                 vec![(RETRY_AFTER, HeaderValue::from_static("5"))]
             }
             Rejection::TooManyRequests(secs) => vec![(RETRY_AFTER, HeaderValue::from(*secs))],
+            // draft-ietf-httpapi-ratelimit-headers: the policy, and what is left of it.
+            Rejection::RateLimited {
+                rule,
+                quota,
+                window,
+                retry_after,
+            } => {
+                let mut h = vec![(RETRY_AFTER, HeaderValue::from(*retry_after))];
+                if let Ok(v) = HeaderValue::from_str(&format!("\"{rule}\";q={quota};w={window}")) {
+                    h.push((http::HeaderName::from_static("ratelimit-policy"), v));
+                }
+                if let Ok(v) = HeaderValue::from_str(&format!("\"{rule}\";r=0;t={retry_after}")) {
+                    h.push((http::HeaderName::from_static("ratelimit"), v));
+                }
+                h
+            }
             // RFC 6750: a missing token gets the bare challenge; a bad one says so, no more.
             Rejection::Unauthorized(AuthFailure::Missing) => vec![(
                 http::header::WWW_AUTHENTICATE,

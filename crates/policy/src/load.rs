@@ -50,7 +50,21 @@ struct RawPolicy {
     #[serde(default)]
     validation: Option<RawValidation>,
     #[serde(default)]
+    rate_limits: Vec<RawRateRule>,
+    #[serde(default)]
     state: Option<RawState>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRateRule {
+    #[serde(rename = "match")]
+    selector: Spanned<String>,
+    key: Spanned<String>,
+    /// `N/second`, `N/minute`, `N/hour`, `N/day`.
+    rate: Spanned<String>,
+    #[serde(default)]
+    burst: Option<Spanned<u32>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -588,6 +602,7 @@ impl Compiler<'_> {
             .authorization
             .as_ref()
             .and_then(|z| self.authz(z, &inventory, auth.as_mut()));
+        let rate_limits = self.rate_limits(&raw.rate_limits, &inventory);
         let state = match &raw.state {
             None => StateBackend::Embedded(self.relative("portcullis-data")),
             Some(st) => match st.backend.value.as_str() {
@@ -634,6 +649,7 @@ impl Compiler<'_> {
                 expose_upstream_errors,
                 auth,
                 authz,
+                rate_limits,
                 openapi_doc,
                 validate_requests: raw.validation.as_ref().and_then(|v| v.requests) != Some(false),
                 undeclared_response_fields,
@@ -1532,6 +1548,89 @@ impl Compiler<'_> {
                 .map_or(vec![401, 403, 404], |v| v.iter().map(|s| s.value).collect()),
             uniform_failures: l.uniform_failures.unwrap_or(true),
         })
+    }
+
+    fn rate_limits(&mut self, raw: &[RawRateRule], inventory: &Inventory) -> Vec<RateRule> {
+        let mut out = Vec::new();
+        for (i, r) in raw.iter().enumerate() {
+            let key = format!("rate_limits[{i}]");
+            let routes = match selector_matches(&r.selector.value, inventory) {
+                Ok(ids) if !ids.is_empty() => ids,
+                Ok(_) => {
+                    self.err(
+                        &r.selector,
+                        format!("{key}.match"),
+                        format!("`{}` matches no declared route", r.selector.value),
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    self.err(&r.selector, format!("{key}.match"), e);
+                    continue;
+                }
+            };
+            let rate_key = match r.key.value.as_str() {
+                "ip" => RateKey::Ip,
+                "user" => RateKey::User,
+                k => match k.split_once(':') {
+                    Some(("claim", c)) if !c.is_empty() => RateKey::Claim(c.to_owned()),
+                    Some(("header", h)) => match HeaderName::from_bytes(h.trim().as_bytes()) {
+                        Ok(h) => RateKey::Header(h),
+                        Err(_) => {
+                            self.err(
+                                &r.key,
+                                format!("{key}.key"),
+                                format!("`{h}` is not a header name"),
+                            );
+                            continue;
+                        }
+                    },
+                    _ => {
+                        self.err(
+                            &r.key,
+                            format!("{key}.key"),
+                            format!("`{k}` is not `ip`, `user`, `claim:NAME` or `header:NAME`"),
+                        );
+                        continue;
+                    }
+                },
+            };
+            let parsed = r.rate.value.split_once('/').and_then(|(n, p)| {
+                let n: u32 = n.trim().parse().ok().filter(|n| *n > 0)?;
+                let secs = match p.trim() {
+                    "second" | "s" => 1,
+                    "minute" | "m" => 60,
+                    "hour" | "h" => 3600,
+                    "day" | "d" => 86_400,
+                    _ => return None,
+                };
+                Some((n, Duration::from_secs(secs)))
+            });
+            let Some((count, period)) = parsed else {
+                self.err(
+                    &r.rate,
+                    format!("{key}.rate"),
+                    format!("`{}` is not a rate such as 10/minute", r.rate.value),
+                );
+                continue;
+            };
+            let burst = r.burst.as_ref().map_or(count, |b| b.value);
+            if burst == 0 {
+                if let Some(b) = &r.burst {
+                    self.err(b, format!("{key}.burst"), "must be at least 1");
+                }
+                continue;
+            }
+            out.push(RateRule {
+                name: format!("r{i}"),
+                routes,
+                key: rate_key,
+                count,
+                period,
+                burst,
+            });
+        }
+        out
     }
 
     /// Finds each route's request body schema when request validation is on.

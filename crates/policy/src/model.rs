@@ -350,6 +350,33 @@ pub enum ResponseFields {
     Refuse,
 }
 
+/// What a rate limit counts by.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RateKey {
+    /// The client address (after trusted proxies).
+    Ip,
+    /// The authenticated subject (`sub`); requests without one are counted by address.
+    User,
+    /// A verified claim.
+    Claim(String),
+    /// A request header (an API key, say).
+    Header(HeaderName),
+}
+
+/// A GCRA rate limit on a set of routes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RateRule {
+    /// `r0`, `r1`, ... : the name in `RateLimit` headers and metrics.
+    pub name: String,
+    pub routes: Vec<RouteId>,
+    pub key: RateKey,
+    /// `count` requests per `period`, replenished evenly.
+    pub count: u32,
+    pub period: Duration,
+    /// Requests allowed at once.
+    pub burst: u32,
+}
+
 /// Where state that must survive a restart lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StateBackend {
@@ -376,6 +403,7 @@ pub struct Policy {
     pub expose_upstream_errors: bool,
     pub auth: Option<Auth>,
     pub authz: Option<Authz>,
+    pub rate_limits: Vec<RateRule>,
     /// The OpenAPI document, when bodies are checked against its schemas.
     pub openapi_doc: Option<std::sync::Arc<serde_json::Value>>,
     /// Validate request bodies against the description.

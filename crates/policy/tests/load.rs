@@ -326,3 +326,33 @@ fn weak_and_misplaced_keys_are_refused() {
         );
     }
 }
+
+#[test]
+fn rate_limits_are_checked_at_load() {
+    let base = "listen: 127.0.0.1:8080\nupstream: http://127.0.0.1:1\nroutes: [GET /a, GET /b]\nrate_limits:\n";
+    let ok = load_str(Path::new("p.yaml"), &format!("{base}  - {{ match: /**, key: ip, rate: 10/minute, burst: 3 }}\n  - {{ match: GET /a, key: header:x-api-key, rate: 1/second }}\n")).unwrap();
+    let rules = &ok.policy.rate_limits;
+    assert_eq!(
+        (rules[0].routes.len(), rules[0].count, rules[0].burst),
+        (2, 10, 3)
+    );
+    assert_eq!(rules[1].burst, 1, "burst defaults to the count");
+    for (rule, msg) in [
+        (
+            "{ match: /a, key: ip, rate: 10 per minute }",
+            "p.yaml:5:33: error: rate_limits[0].rate",
+        ),
+        (
+            "{ match: /a, key: cookie:x, rate: 1/second }",
+            "is not `ip`, `user`, `claim:NAME` or `header:NAME`",
+        ),
+        (
+            "{ match: /zzz/**, key: ip, rate: 1/second }",
+            "matches no declared route",
+        ),
+        ("{ match: /a, key: ip, rate: 0/second }", "is not a rate"),
+    ] {
+        let p = load_str(Path::new("p.yaml"), &format!("{base}  - {rule}\n")).expect_err(rule);
+        assert!(p.to_string().contains(msg), "{rule}: {p}");
+    }
+}
