@@ -629,12 +629,19 @@ async fn forward(
         owner_after = authorize(deps, ctx, authz, id, &parts, &path_now).await?;
     }
 
-    // Limit.
+    // Limit: rates, then quotas (whose uses are counted after the answer).
+    let mut quota_uses = Vec::new();
     if let Some(id) = *route {
         let claims = parts.extensions.get::<portcullis_guard::jwt::Verified>();
         ctx.runtime
             .rate_limits
             .check(id, ctx.client, claims, &parts.headers)?;
+        let now = portcullis_guard::jwt::now();
+        for q in policy.quotas.iter().filter(|q| q.routes.contains(&id)) {
+            let key = crate::ratelimit::key_of(&q.key, ctx.client, claims, &parts.headers);
+            crate::ratelimit::quota::check(deps.store.as_ref(), q, &key, now)?;
+            quota_uses.push((q, key));
+        }
     }
 
     // Password policy, on the routes that set one.
@@ -767,6 +774,12 @@ async fn forward(
     };
 
     // Respond (upstream side).
+    let now = portcullis_guard::jwt::now();
+    for (q, key) in quota_uses {
+        if resp.status().is_success() || !q.count_success_only {
+            crate::ratelimit::quota::count(deps.store.clone(), q.clone(), key, now).await;
+        }
+    }
     if let (Some(rule), Some(account)) = (login_rule, login_account) {
         login_record(deps, ctx, rule, account, resp.status()).await?;
     }

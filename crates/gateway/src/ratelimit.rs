@@ -76,21 +76,7 @@ impl RateLimits {
         }
         for &i in list {
             let l = &self.limits[i];
-            let key = match &l.rule.key {
-                RateKey::Ip => format!("ip:{client}"),
-                RateKey::User => match claims.and_then(|c| c.str_claim("sub")) {
-                    Some(sub) => format!("sub:{sub}"),
-                    None => format!("ip:{client}"),
-                },
-                RateKey::Claim(name) => match claims.and_then(|c| c.claim_text(name)) {
-                    Some(v) => format!("claim:{v}"),
-                    None => format!("ip:{client}"),
-                },
-                RateKey::Header(h) => match headers.get(h).and_then(|v| v.to_str().ok()) {
-                    Some(v) => format!("header:{}", v.chars().take(256).collect::<String>()),
-                    None => format!("ip:{client}"),
-                },
-            };
+            let key = key_of(&l.rule.key, client, claims, headers);
             if let Err(not_until) = l.limiter.check_key(&key) {
                 let wait = not_until.wait_time_from(DefaultClock::default().now());
                 return Err(Rejection::RateLimited {
@@ -102,5 +88,80 @@ impl RateLimits {
             }
         }
         Ok(())
+    }
+}
+
+/// The counting key of a request for a rule: the subject, claim or header when the rule names
+/// one and the request has it, the client address otherwise.
+pub fn key_of(
+    k: &RateKey,
+    client: std::net::IpAddr,
+    claims: Option<&Verified>,
+    headers: &HeaderMap,
+) -> String {
+    match k {
+        RateKey::Ip => format!("ip:{client}"),
+        RateKey::User => match claims.and_then(|c| c.str_claim("sub")) {
+            Some(sub) => format!("sub:{sub}"),
+            None => format!("ip:{client}"),
+        },
+        RateKey::Claim(name) => match claims.and_then(|c| c.claim_text(name)) {
+            Some(v) => format!("claim:{v}"),
+            None => format!("ip:{client}"),
+        },
+        RateKey::Header(h) => match headers.get(h).and_then(|v| v.to_str().ok()) {
+            Some(v) => format!("header:{}", v.chars().take(256).collect::<String>()),
+            None => format!("ip:{client}"),
+        },
+    }
+}
+
+/// Quotas on business flows (API6), kept in the state store (so they survive restarts with
+/// the embedded store): checked before forwarding, counted after the answer.
+pub mod quota {
+    use std::sync::Arc;
+
+    use portcullis_guard::Rejection;
+    use portcullis_guard::store::Store;
+    use portcullis_policy::QuotaRule;
+
+    fn store_key(rule: &QuotaRule, key: &str) -> String {
+        format!("quota|{}|{key}", rule.name)
+    }
+
+    /// Refuses when the key has used up the quota.
+    pub fn check(
+        store: &dyn Store,
+        rule: &QuotaRule,
+        key: &str,
+        now: i64,
+    ) -> Result<(), Rejection> {
+        let until = store.blocked_until(&store_key(rule, key));
+        if until > now {
+            return Err(Rejection::RateLimited {
+                rule: rule.name.clone(),
+                quota: rule.limit,
+                window: rule.window.as_secs(),
+                retry_after: u64::try_from(until - now).unwrap_or(1).max(1),
+            });
+        }
+        Ok(())
+    }
+
+    /// Counts one use; the `limit`-th use closes the quota for a window from now.
+    pub async fn count(store: Arc<dyn Store>, rule: QuotaRule, key: String, now: i64) {
+        let window = i64::try_from(rule.window.as_secs()).unwrap_or(86_400);
+        let stored = tokio::task::spawn_blocking(move || {
+            let k = store_key(&rule, &key);
+            let n = store.fail(&k, now, window)?;
+            if n >= rule.limit {
+                store.block(&k, now + window)?;
+            }
+            Ok::<_, portcullis_guard::store::StoreError>(())
+        })
+        .await;
+        if !matches!(stored, Ok(Ok(()))) {
+            tracing::error!(target: "portcullis::quota", "quota use not stored");
+        }
     }
 }

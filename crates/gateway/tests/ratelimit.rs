@@ -110,3 +110,68 @@ async fn bursts_are_cut_per_address_and_per_user() {
         StatusCode::OK
     );
 }
+
+#[tokio::test]
+async fn a_business_flow_quota_holds_per_user() {
+    let shop = Shop::with(&[Vuln::BusinessFlow]).await;
+    let gw = Gw::verifying_shop_tokens(
+        &shop,
+        "",
+        "quotas:\n  - { match: \"POST /v2/promo/redeem\", key: user, limit: 3/day }\n",
+    )
+    .await;
+    let c = client();
+    let redeem = |base: String, token: String| {
+        let c = c.clone();
+        async move {
+            let mut outcomes = Vec::new();
+            for _ in 0..5 {
+                let r = send(
+                    &c,
+                    Method::POST,
+                    &format!("{base}/v2/promo/redeem"),
+                    Some(&token),
+                    Some(serde_json::json!({ "code": "WELCOME10" })),
+                )
+                .await;
+                outcomes.push((r.status, r.header("retry-after").map(str::to_owned)));
+            }
+            outcomes
+        }
+    };
+    let a = register(&shop, &c, "alice").await;
+    let direct = redeem(shop.base.clone(), a.access.clone()).await;
+    assert!(
+        direct.iter().all(|(s, _)| *s == StatusCode::OK),
+        "the shop credits every redemption: {direct:?}"
+    );
+    let b = register(&shop, &c, "bob").await;
+    let via = redeem(gw.base.clone(), b.access.clone()).await;
+    let ok = via.iter().filter(|(s, _)| *s == StatusCode::OK).count();
+    assert_eq!(ok, 3, "{via:?}");
+    let (status, retry) = &via[3];
+    assert_eq!(*status, StatusCode::TOO_MANY_REQUESTS);
+    assert!(
+        retry
+            .as_deref()
+            .is_some_and(|r| r.parse::<u64>().unwrap() > 3600),
+        "{retry:?}"
+    );
+    let balance = send(
+        &c,
+        Method::GET,
+        &gw.url("/v2/users/me"),
+        Some(&b.access),
+        None,
+    )
+    .await
+    .json()["balance_cents"]
+        .as_i64();
+    assert_eq!(balance, Some(3000));
+    // Another user has a quota of their own.
+    let d = register(&shop, &c, "dora").await;
+    assert_eq!(
+        redeem(gw.base.clone(), d.access.clone()).await[0].0,
+        StatusCode::OK
+    );
+}

@@ -52,7 +52,22 @@ struct RawPolicy {
     #[serde(default)]
     rate_limits: Vec<RawRateRule>,
     #[serde(default)]
+    quotas: Vec<RawQuota>,
+    #[serde(default)]
     state: Option<RawState>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawQuota {
+    #[serde(rename = "match")]
+    selector: Spanned<String>,
+    key: Spanned<String>,
+    /// `N/day`, `N/hour`, `N/month` (30 days).
+    limit: Spanned<String>,
+    /// `success` (default) or `attempt`.
+    #[serde(default)]
+    count: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -603,6 +618,7 @@ impl Compiler<'_> {
             .as_ref()
             .and_then(|z| self.authz(z, &inventory, auth.as_mut()));
         let rate_limits = self.rate_limits(&raw.rate_limits, &inventory);
+        let quotas = self.quotas(&raw.quotas, &inventory);
         let state = match &raw.state {
             None => StateBackend::Embedded(self.relative("portcullis-data")),
             Some(st) => match st.backend.value.as_str() {
@@ -650,6 +666,7 @@ impl Compiler<'_> {
                 auth,
                 authz,
                 rate_limits,
+                quotas,
                 openapi_doc,
                 validate_requests: raw.validation.as_ref().and_then(|v| v.requests) != Some(false),
                 undeclared_response_fields,
@@ -1548,6 +1565,103 @@ impl Compiler<'_> {
                 .map_or(vec![401, 403, 404], |v| v.iter().map(|s| s.value).collect()),
             uniform_failures: l.uniform_failures.unwrap_or(true),
         })
+    }
+
+    fn rate_key(&mut self, k: &Spanned<String>, key: &str) -> Option<RateKey> {
+        Some(match k.value.as_str() {
+            "ip" => RateKey::Ip,
+            "user" => RateKey::User,
+            v => match v.split_once(':') {
+                Some(("claim", c)) if !c.is_empty() => RateKey::Claim(c.to_owned()),
+                Some(("header", h)) => match HeaderName::from_bytes(h.trim().as_bytes()) {
+                    Ok(h) => RateKey::Header(h),
+                    Err(_) => {
+                        self.err(
+                            k,
+                            format!("{key}.key"),
+                            format!("`{h}` is not a header name"),
+                        );
+                        return None;
+                    }
+                },
+                _ => {
+                    self.err(
+                        k,
+                        format!("{key}.key"),
+                        format!("`{v}` is not `ip`, `user`, `claim:NAME` or `header:NAME`"),
+                    );
+                    return None;
+                }
+            },
+        })
+    }
+
+    fn quotas(&mut self, raw: &[RawQuota], inventory: &Inventory) -> Vec<QuotaRule> {
+        let mut out = Vec::new();
+        for (i, q) in raw.iter().enumerate() {
+            let key = format!("quotas[{i}]");
+            let routes = match selector_matches(&q.selector.value, inventory) {
+                Ok(ids) if !ids.is_empty() => ids,
+                Ok(_) => {
+                    self.err(
+                        &q.selector,
+                        format!("{key}.match"),
+                        format!("`{}` matches no declared route", q.selector.value),
+                    );
+                    continue;
+                }
+                Err(e) => {
+                    self.err(&q.selector, format!("{key}.match"), e);
+                    continue;
+                }
+            };
+            let Some(rate_key) = self.rate_key(&q.key, &key) else {
+                continue;
+            };
+            let parsed = q.limit.value.split_once('/').and_then(|(n, p)| {
+                let n: u32 = n.trim().parse().ok().filter(|n| *n > 0)?;
+                let secs = match p.trim() {
+                    "minute" => 60,
+                    "hour" => 3600,
+                    "day" => 86_400,
+                    "week" => 7 * 86_400,
+                    "month" => 30 * 86_400,
+                    _ => return None,
+                };
+                Some((n, Duration::from_secs(secs)))
+            });
+            let Some((limit, window)) = parsed else {
+                self.err(
+                    &q.limit,
+                    format!("{key}.limit"),
+                    format!("`{}` is not a quota such as 3/day", q.limit.value),
+                );
+                continue;
+            };
+            let count_success_only = match q.count.as_ref().map(|c| c.value.as_str()) {
+                None | Some("success") => true,
+                Some("attempt") => false,
+                Some(other) => {
+                    if let Some(c) = &q.count {
+                        self.err(
+                            c,
+                            format!("{key}.count"),
+                            format!("`{other}` is not `success` or `attempt`"),
+                        );
+                    }
+                    continue;
+                }
+            };
+            out.push(QuotaRule {
+                name: format!("q{i}"),
+                routes,
+                key: rate_key,
+                limit,
+                window,
+                count_success_only,
+            });
+        }
+        out
     }
 
     fn rate_limits(&mut self, raw: &[RawRateRule], inventory: &Inventory) -> Vec<RateRule> {

@@ -377,6 +377,18 @@ pub struct RateRule {
     pub burst: u32,
 }
 
+/// A quota on a sensitive business flow (API6): at most `limit` per `window` per key, counted
+/// on success (2xx) or on every attempt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct QuotaRule {
+    pub name: String,
+    pub routes: Vec<RouteId>,
+    pub key: RateKey,
+    pub limit: u32,
+    pub window: Duration,
+    pub count_success_only: bool,
+}
+
 /// Where state that must survive a restart lives.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StateBackend {
@@ -404,6 +416,7 @@ pub struct Policy {
     pub auth: Option<Auth>,
     pub authz: Option<Authz>,
     pub rate_limits: Vec<RateRule>,
+    pub quotas: Vec<QuotaRule>,
     /// The OpenAPI document, when bodies are checked against its schemas.
     pub openapi_doc: Option<std::sync::Arc<serde_json::Value>>,
     /// Validate request bodies against the description.
