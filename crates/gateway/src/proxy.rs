@@ -292,10 +292,7 @@ async fn login_check(
     rule: &portcullis_policy::LoginRule,
     body: Pending,
 ) -> Result<(Pending, Option<String>), Rejection> {
-    let bytes = match body {
-        Pending::Read(b) => b,
-        Pending::Incoming(b) => read_body(&ctx.runtime.policy.limits, b).await?,
-    };
+    let bytes = body.read(&ctx.runtime.policy.limits).await?;
     let account = portcullis_guard::login::account(&bytes, &rule.account_pointer);
     if let Some(a) = &account {
         let client = ctx.client.to_string();
@@ -442,21 +439,17 @@ async fn lookup_owner(
     if !resp.status().is_success() {
         return Ok(false);
     }
-    Ok(owner_of(resp.into_body(), pointer).await.as_deref() == Some(me))
+    Ok(read_response(resp.into_body())
+        .await
+        .is_ok_and(|bytes| owns(&bytes, pointer, me)))
 }
 
-/// The owner field of a JSON body, read within 1 MiB and 5 s.
-async fn owner_of(body: Incoming, pointer: &str) -> Option<String> {
-    let bytes = tokio::time::timeout(
-        Duration::from_secs(5),
-        Limited::new(body, 1 << 20).collect(),
-    )
-    .await
-    .ok()?
-    .ok()?
-    .to_bytes();
-    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    owner_text(v.pointer(pointer)?)
+/// Whether the JSON body's owner field (a string, or a number as written) is `me`.
+fn owns(bytes: &[u8], pointer: &str, me: &str) -> bool {
+    serde_json::from_slice::<serde_json::Value>(bytes)
+        .ok()
+        .and_then(|v| v.pointer(pointer).and_then(owner_text))
+        .is_some_and(|owner| owner == me)
 }
 
 /// An owner field as text: strings as they are, numbers as written; nothing else names one.
@@ -493,10 +486,7 @@ async fn read_response(body: Incoming) -> Result<bytes::Bytes, Rejection> {
 
 /// The response-side ownership check on a body read whole.
 fn check_owner(ctx: &Ctx, bytes: &[u8], pointer: &str, me: &str) -> Result<(), Rejection> {
-    let owned = serde_json::from_slice::<serde_json::Value>(bytes)
-        .ok()
-        .and_then(|v| v.pointer(pointer).and_then(owner_text))
-        .is_some_and(|owner| owner == me);
+    let owned = owns(bytes, pointer, me);
     if !owned {
         tracing::warn!(target: "portcullis::authz", request_id = &*ctx.id, "object of another subject in the response; answered 404");
         return Err(Rejection::NotOwner);
@@ -565,6 +555,16 @@ async fn verify(
 enum Pending {
     Incoming(Incoming),
     Read(bytes::Bytes),
+}
+
+impl Pending {
+    /// The whole body, read once (bounded by the policy's limits) for the phases that need it.
+    async fn read(self, limits: &portcullis_policy::Limits) -> Result<bytes::Bytes, Rejection> {
+        match self {
+            Pending::Read(b) => Ok(b),
+            Pending::Incoming(b) => read_body(limits, b).await,
+        }
+    }
 }
 
 /// The route phase's verdict on a normalised path.
@@ -650,10 +650,7 @@ async fn forward(
         .as_ref()
         .and_then(|a| a.passwords.iter().find(|p| Some(p.route) == *route))
     {
-        let bytes = match body {
-            Pending::Read(b) => b,
-            Pending::Incoming(b) => read_body(limits, b).await?,
-        };
+        let bytes = body.read(limits).await?;
         portcullis_guard::password::check(rule, &bytes).map_err(Rejection::Unprocessable)?;
         body = Pending::Read(bytes);
     }
@@ -679,10 +676,7 @@ async fn forward(
                 essence == "application/json"
                     || (essence.starts_with("application/") && essence.ends_with("+json"))
             });
-        let bytes = match body {
-            Pending::Read(b) => b,
-            Pending::Incoming(b) => read_body(limits, b).await?,
-        };
+        let bytes = body.read(limits).await?;
         if !bytes.is_empty() || json_type {
             if !json_type {
                 return Err(Rejection::UnsupportedMediaType);

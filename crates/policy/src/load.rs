@@ -1567,6 +1567,30 @@ impl Compiler<'_> {
         })
     }
 
+    /// The routes a `match` selector names; none is an error at the selector.
+    fn selected(
+        &mut self,
+        sel: &Spanned<String>,
+        key: &str,
+        inventory: &Inventory,
+    ) -> Option<Vec<usize>> {
+        match selector_matches(&sel.value, inventory) {
+            Ok(ids) if !ids.is_empty() => Some(ids),
+            Ok(_) => {
+                self.err(
+                    sel,
+                    format!("{key}.match"),
+                    format!("`{}` matches no declared route", sel.value),
+                );
+                None
+            }
+            Err(e) => {
+                self.err(sel, format!("{key}.match"), e);
+                None
+            }
+        }
+    }
+
     fn rate_key(&mut self, k: &Spanned<String>, key: &str) -> Option<RateKey> {
         Some(match k.value.as_str() {
             "ip" => RateKey::Ip,
@@ -1600,36 +1624,22 @@ impl Compiler<'_> {
         let mut out = Vec::new();
         for (i, q) in raw.iter().enumerate() {
             let key = format!("quotas[{i}]");
-            let routes = match selector_matches(&q.selector.value, inventory) {
-                Ok(ids) if !ids.is_empty() => ids,
-                Ok(_) => {
-                    self.err(
-                        &q.selector,
-                        format!("{key}.match"),
-                        format!("`{}` matches no declared route", q.selector.value),
-                    );
-                    continue;
-                }
-                Err(e) => {
-                    self.err(&q.selector, format!("{key}.match"), e);
-                    continue;
-                }
+            let Some(routes) = self.selected(&q.selector, &key, inventory) else {
+                continue;
             };
             let Some(rate_key) = self.rate_key(&q.key, &key) else {
                 continue;
             };
-            let parsed = q.limit.value.split_once('/').and_then(|(n, p)| {
-                let n: u32 = n.trim().parse().ok().filter(|n| *n > 0)?;
-                let secs = match p.trim() {
-                    "minute" => 60,
-                    "hour" => 3600,
-                    "day" => 86_400,
-                    "week" => 7 * 86_400,
-                    "month" => 30 * 86_400,
-                    _ => return None,
-                };
-                Some((n, Duration::from_secs(secs)))
-            });
+            let parsed = per_period(
+                &q.limit.value,
+                &[
+                    ("minute", 60),
+                    ("hour", 3600),
+                    ("day", 86_400),
+                    ("week", 7 * 86_400),
+                    ("month", 30 * 86_400),
+                ],
+            );
             let Some((limit, window)) = parsed else {
                 self.err(
                     &q.limit,
@@ -1668,58 +1678,25 @@ impl Compiler<'_> {
         let mut out = Vec::new();
         for (i, r) in raw.iter().enumerate() {
             let key = format!("rate_limits[{i}]");
-            let routes = match selector_matches(&r.selector.value, inventory) {
-                Ok(ids) if !ids.is_empty() => ids,
-                Ok(_) => {
-                    self.err(
-                        &r.selector,
-                        format!("{key}.match"),
-                        format!("`{}` matches no declared route", r.selector.value),
-                    );
-                    continue;
-                }
-                Err(e) => {
-                    self.err(&r.selector, format!("{key}.match"), e);
-                    continue;
-                }
+            let Some(routes) = self.selected(&r.selector, &key, inventory) else {
+                continue;
             };
-            let rate_key = match r.key.value.as_str() {
-                "ip" => RateKey::Ip,
-                "user" => RateKey::User,
-                k => match k.split_once(':') {
-                    Some(("claim", c)) if !c.is_empty() => RateKey::Claim(c.to_owned()),
-                    Some(("header", h)) => match HeaderName::from_bytes(h.trim().as_bytes()) {
-                        Ok(h) => RateKey::Header(h),
-                        Err(_) => {
-                            self.err(
-                                &r.key,
-                                format!("{key}.key"),
-                                format!("`{h}` is not a header name"),
-                            );
-                            continue;
-                        }
-                    },
-                    _ => {
-                        self.err(
-                            &r.key,
-                            format!("{key}.key"),
-                            format!("`{k}` is not `ip`, `user`, `claim:NAME` or `header:NAME`"),
-                        );
-                        continue;
-                    }
-                },
+            let Some(rate_key) = self.rate_key(&r.key, &key) else {
+                continue;
             };
-            let parsed = r.rate.value.split_once('/').and_then(|(n, p)| {
-                let n: u32 = n.trim().parse().ok().filter(|n| *n > 0)?;
-                let secs = match p.trim() {
-                    "second" | "s" => 1,
-                    "minute" | "m" => 60,
-                    "hour" | "h" => 3600,
-                    "day" | "d" => 86_400,
-                    _ => return None,
-                };
-                Some((n, Duration::from_secs(secs)))
-            });
+            let parsed = per_period(
+                &r.rate.value,
+                &[
+                    ("second", 1),
+                    ("s", 1),
+                    ("minute", 60),
+                    ("m", 60),
+                    ("hour", 3600),
+                    ("h", 3600),
+                    ("day", 86_400),
+                    ("d", 86_400),
+                ],
+            );
             let Some((count, period)) = parsed else {
                 self.err(
                     &r.rate,
@@ -1816,20 +1793,9 @@ impl Compiler<'_> {
         let mut roles: Vec<Vec<String>> = vec![Vec::new(); inventory.len()];
         for (i, r) in z.roles.iter().enumerate() {
             let key = format!("authorization.roles[{i}]");
-            let matched = match selector_matches(&r.selector.value, inventory) {
-                Ok(ids) => ids,
-                Err(e) => {
-                    self.err(&r.selector, format!("{key}.match"), e);
-                    continue;
-                }
+            let Some(matched) = self.selected(&r.selector, &key, inventory) else {
+                continue;
             };
-            if matched.is_empty() {
-                self.err(
-                    &r.selector,
-                    format!("{key}.match"),
-                    format!("`{}` matches no declared route", r.selector.value),
-                );
-            }
             if r.roles.is_empty() {
                 self.err(
                     &r.selector,
@@ -2034,6 +2000,14 @@ impl Compiler<'_> {
         }
         inv
     }
+}
+
+/// `N/unit` with a unit from `units` (name, seconds) → (N, period); N must be positive.
+fn per_period(s: &str, units: &[(&str, u64)]) -> Option<(u32, Duration)> {
+    let (n, unit) = s.split_once('/')?;
+    let n: u32 = n.trim().parse().ok().filter(|n| *n > 0)?;
+    let secs = units.iter().find(|(u, _)| *u == unit.trim())?.1;
+    Some((n, Duration::from_secs(secs)))
 }
 
 /// The routes a role selector names: `METHOD /path/{p}` (one route), `/path/**` or
