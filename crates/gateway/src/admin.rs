@@ -100,17 +100,13 @@ async fn revoke(store: Arc<dyn Store>, req: Request<Incoming>) -> Response<Body>
             );
         }
     };
-    let k = key.clone();
-    let stored = tokio::task::spawn_blocking(move || {
-        if is_token {
-            store.revoke_token(&k, at)
-        } else {
-            store.revoke_subject(&k, at)
-        }
-    })
-    .await;
+    let stored = if is_token {
+        store.revoke_token(&key, at).await
+    } else {
+        store.revoke_subject(&key, at).await
+    };
     match stored {
-        Ok(Ok(())) => {
+        Ok(()) => {
             tracing::info!(target: "portcullis::admin", kind = if is_token { "jti" } else { "sub" }, "revocation stored");
             let body = if is_token {
                 serde_json::json!({ "jti": key, "exp": at })
@@ -119,17 +115,13 @@ async fn revoke(store: Arc<dyn Store>, req: Request<Incoming>) -> Response<Body>
             };
             json(StatusCode::CREATED, &body)
         }
-        Ok(Err(e)) => {
+        Err(e) => {
             tracing::error!(target: "portcullis::admin", error = %e, "revocation not stored");
             refuse(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the revocation could not be stored",
             )
         }
-        Err(_) => refuse(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "the revocation could not be stored",
-        ),
     }
 }
 
@@ -157,10 +149,18 @@ async fn route(
             );
             r
         }
-        (&Method::GET, "/revocations") => json(
-            StatusCode::OK,
-            &serde_json::json!(store.revocations(portcullis_guard::jwt::now())),
-        ),
+        (&Method::GET, "/revocations") => {
+            match store.revocations(portcullis_guard::jwt::now()).await {
+                Ok(list) => json(StatusCode::OK, &serde_json::json!(list)),
+                Err(e) => {
+                    tracing::error!(target: "portcullis::admin", error = %e, "revocations not read");
+                    refuse(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "the revocations could not be read",
+                    )
+                }
+            }
+        }
         (&Method::POST, "/revocations") => revoke(store, req).await,
         _ => refuse(StatusCode::NOT_FOUND, "no such resource"),
     };

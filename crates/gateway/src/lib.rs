@@ -17,6 +17,10 @@
 //! # Ok(()) }
 //! ```
 
+// The pipeline's future nests the state backend's (Redis calls inside async-trait methods)
+// deeper than the default limit lets the compiler prove it `Send`.
+#![recursion_limit = "256"]
+
 pub mod admin;
 pub mod body;
 pub mod jwks;
@@ -24,6 +28,7 @@ pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;
 pub mod redact;
+pub mod redis;
 pub mod reload;
 pub mod runtime;
 pub mod server;
@@ -138,12 +143,21 @@ impl Gateway {
         let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
         let metrics = Metrics::new();
         let runtime = Runtime::new(policy.clone(), &metrics).map_err(StartError::Key)?;
-        let store: Arc<dyn Store> = match &policy.state {
-            StateBackend::Memory => Arc::new(MemoryStore::default()),
-            StateBackend::Embedded(dir) => {
-                Arc::new(EmbeddedStore::open(dir).map_err(|e| StartError::State(e.to_string()))?)
+        let (store, redis): (Arc<dyn Store>, _) = match &policy.state {
+            StateBackend::Memory => (Arc::new(MemoryStore::default()), None),
+            StateBackend::Embedded(dir) => (
+                Arc::new(EmbeddedStore::open(dir).map_err(|e| StartError::State(e.to_string()))?),
+                None,
+            ),
+            StateBackend::Redis(cfg) => {
+                let r = Arc::new(
+                    redis::RedisStore::connect(cfg, metrics.clone())
+                        .map_err(|e| StartError::State(e.to_string()))?,
+                );
+                (r.clone(), Some(r))
             }
         };
+        let limiter = Arc::new(ratelimit::LocalLimiter::new(ratelimit::DEFAULT_MAX_KEYS));
         // Keys from the provider before the first request, when it answers.
         if let (Some(jwks), Some(verifier)) = (&runtime.jwks, &runtime.verifier) {
             jwks.refresh(verifier, portcullis_guard::jwt::now()).await;
@@ -164,6 +178,8 @@ impl Gateway {
                     client: proxy::upstream_client(policy.limits.upstream_connect_timeout),
                     metrics: metrics.clone(),
                     store: store.clone(),
+                    redis: redis.clone(),
+                    limiter: limiter.clone(),
                 }),
             });
             let (tls, rx) = (tls.clone(), rx.clone());

@@ -7,6 +7,7 @@ use std::time::Duration;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -35,6 +36,14 @@ pub struct Metrics {
     pub upstream_errors: Family<KindLabel, Counter>,
     pub reloads: Family<KindLabel, Counter>,
     pub connections_refused: Counter,
+    /// 1 while the shared state backend answers (always 1 for local backends).
+    pub state_up: Gauge,
+    pub state_fallbacks: Family<OpLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OpLabel {
+    pub op: &'static str,
 }
 
 impl Metrics {
@@ -72,14 +81,34 @@ impl Metrics {
             "Connections refused over the connection cap",
             connections_refused.clone(),
         );
+        let state_up = Gauge::default();
+        state_up.set(1);
+        registry.register(
+            "state_backend_up",
+            "Whether the shared state backend answers",
+            state_up.clone(),
+        );
+        let state_fallbacks = Family::<OpLabel, Counter>::default();
+        registry.register(
+            "state_fallbacks",
+            "State operations answered by the local fallback because the shared backend did not",
+            state_fallbacks.clone(),
+        );
         Arc::new(Self {
             registry,
+            state_up,
+            state_fallbacks,
             requests,
             latency,
             upstream_errors,
             reloads,
             connections_refused,
         })
+    }
+
+    /// Counts a state operation that fell back to local state.
+    pub fn state_fallback(&self, op: &'static str) {
+        self.state_fallbacks.get_or_create(&OpLabel { op }).inc();
     }
 
     /// The pre-resolved handles of one route, so the hot path does not hash labels.

@@ -96,6 +96,10 @@ pub struct Deps {
     pub client: UpstreamClient,
     pub metrics: Arc<Metrics>,
     pub store: Arc<dyn portcullis_guard::store::Store>,
+    /// The local rate-limit table (shared by the workers, kept across reloads).
+    pub limiter: Arc<crate::ratelimit::LocalLimiter>,
+    /// The Redis backend, when limits are shared with other replicas.
+    pub redis: Option<Arc<crate::redis::RedisStore>>,
 }
 
 /// The current policy and CORS service, swapped together on reload, read by every worker.
@@ -166,9 +170,13 @@ async fn pipeline(req: Request<Incoming>) -> Response<Body> {
         return from_guard(Rejection::Internal.response("-"));
     };
     let mut route = None;
-    let result = forward(&ctx.deps, &ctx, req, &mut route).await;
+    let mut limits = Headroom::default();
+    let result = forward(&ctx.deps, &ctx, req, &mut route, &mut limits).await;
     let (mut resp, reason) = match result {
-        Ok(resp) => (resp, "allowed"),
+        Ok(mut resp) => {
+            limits.apply(resp.headers_mut());
+            (resp, "allowed")
+        }
         Err(rej) => (from_guard(rej.response(&ctx.id)), rej.reason()),
     };
     resp.extensions_mut().insert(Decision { route, reason });
@@ -219,7 +227,7 @@ async fn authenticate(
             .await
             .map_err(refuse)?;
         let (jti, sub) = (v.str_claim("jti"), v.str_claim("sub"));
-        if deps.store.is_revoked(jti, sub, v.int_claim("iat")) {
+        if revoked(deps, ctx, jti, sub, v.int_claim("iat")).await? {
             return Err(refuse(AuthFailure::Revoked));
         }
         let (Some(jti), Some(sub)) = (jti.map(str::to_owned), sub.map(str::to_owned)) else {
@@ -227,17 +235,16 @@ async fn authenticate(
             return Err(refuse(AuthFailure::MissingClaim));
         };
         let exp = v.int_claim("exp").unwrap_or(now + 86_400 * 30);
-        let store = deps.store.clone();
-        let first = tokio::task::spawn_blocking(move || {
-            let first = store.use_once(&jti, exp, now)?;
+        let store = &deps.store;
+        let first = async {
+            let first = store.use_once(&jti, exp, now).await?;
             if !first {
                 // Presented twice: one of the two holders stole it. End the whole family.
-                store.revoke_subject(&sub, now)?;
+                store.revoke_subject(&sub, now).await?;
             }
             Ok::<_, portcullis_guard::store::StoreError>(first)
-        })
+        }
         .await
-        .map_err(|_| Rejection::Internal)?
         .map_err(|e| {
             tracing::error!(target: "portcullis::auth", request_id = &*ctx.id, error = %e, "state store failed");
             Rejection::Unavailable
@@ -255,9 +262,14 @@ async fn authenticate(
     let v = verify(ctx, verifier, token, &auth.jwt.token_type, now)
         .await
         .map_err(refuse)?;
-    if deps
-        .store
-        .is_revoked(v.str_claim("jti"), v.str_claim("sub"), v.int_claim("iat"))
+    if revoked(
+        deps,
+        ctx,
+        v.str_claim("jti"),
+        v.str_claim("sub"),
+        v.int_claim("iat"),
+    )
+    .await?
     {
         return Err(refuse(AuthFailure::Revoked));
     }
@@ -269,6 +281,21 @@ async fn authenticate(
     // The verified claims, for the phases after this one (roles, ownership).
     parts.extensions.insert(v);
     Ok((parts, Pending::Incoming(body)))
+}
+
+/// Whether the token is revoked; a store that cannot answer refuses the request (503) unless
+/// the backend was told to fail open, in which case it answered `false` itself.
+async fn revoked(
+    deps: &Deps,
+    ctx: &Ctx,
+    jti: Option<&str>,
+    sub: Option<&str>,
+    iat: Option<i64>,
+) -> Result<bool, Rejection> {
+    deps.store.is_revoked(jti, sub, iat).await.map_err(|e| {
+        tracing::error!(target: "portcullis::auth", request_id = &*ctx.id, error = %e, "revocation check failed: request refused");
+        Rejection::Unavailable
+    })
 }
 
 /// Reads a body a phase must see whole, within the body limits.
@@ -296,13 +323,23 @@ async fn login_check(
     let account = portcullis_guard::login::account(&bytes, &rule.account_pointer);
     if let Some(a) = &account {
         let client = ctx.client.to_string();
-        portcullis_guard::login::check(
+        let held = portcullis_guard::login::check(
             deps.store.as_ref(),
             a,
             &client,
             portcullis_guard::jwt::now(),
         )
-        .map_err(Rejection::TooManyRequests)?;
+        .await;
+        match held {
+            Ok(()) => {}
+            Err(portcullis_guard::login::Held::Wait(s)) => {
+                return Err(Rejection::TooManyRequests(s));
+            }
+            Err(portcullis_guard::login::Held::Unknown) => {
+                tracing::error!(target: "portcullis::auth", request_id = &*ctx.id, "login holds could not be read: attempt refused");
+                return Err(Rejection::Unavailable);
+            }
+        }
     }
     Ok((Pending::Read(bytes), account))
 }
@@ -317,13 +354,18 @@ async fn login_record(
 ) -> Result<(), Rejection> {
     let failed = rule.failure_statuses.contains(&status.as_u16());
     if failed || status.is_success() {
-        let (store, rule2, client) = (deps.store.clone(), rule.clone(), ctx.client.to_string());
+        let client = ctx.client.to_string();
         let now = portcullis_guard::jwt::now();
-        let stored = tokio::task::spawn_blocking(move || {
-            portcullis_guard::login::record(store.as_ref(), &rule2, &account, &client, !failed, now)
-        })
+        let stored = portcullis_guard::login::record(
+            deps.store.as_ref(),
+            rule,
+            &account,
+            &client,
+            !failed,
+            now,
+        )
         .await;
-        if !matches!(stored, Ok(Ok(()))) {
+        if stored.is_err() {
             tracing::error!(target: "portcullis::auth", request_id = &*ctx.id, "login outcome not stored");
         }
     }
@@ -590,11 +632,45 @@ fn content_length(req: &Request<Incoming>) -> Option<u64> {
         .ok()
 }
 
+/// What is left of the limits a request was counted against, for the `RateLimit-Policy` and
+/// `RateLimit` headers (draft-ietf-httpapi-ratelimit-headers) of its answer.
+#[derive(Debug, Default)]
+struct Headroom {
+    /// (rule, quota, window seconds, remaining)
+    entries: Vec<(String, u64, u64, u64)>,
+}
+
+impl Headroom {
+    fn apply(&self, headers: &mut http::HeaderMap) {
+        if self.entries.is_empty() {
+            return;
+        }
+        let policy = self
+            .entries
+            .iter()
+            .map(|(r, q, w, _)| format!("\"{r}\";q={q};w={w}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let left = self
+            .entries
+            .iter()
+            .map(|(r, _, _, left)| format!("\"{r}\";r={left}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        for (name, value) in [("ratelimit-policy", policy), ("ratelimit", left)] {
+            if let Ok(v) = HeaderValue::from_str(&value) {
+                headers.insert(http::HeaderName::from_static(name), v);
+            }
+        }
+    }
+}
+
 async fn forward(
     deps: &Deps,
     ctx: &Ctx,
     req: Request<Incoming>,
     route: &mut Option<RouteId>,
+    headroom: &mut Headroom,
 ) -> Result<Response<Body>, Rejection> {
     let rt = &ctx.runtime;
     let policy = &rt.policy;
@@ -633,13 +709,27 @@ async fn forward(
     let mut quota_uses = Vec::new();
     if let Some(id) = *route {
         let claims = parts.extensions.get::<portcullis_guard::jwt::Verified>();
-        ctx.runtime
+        if let Some(h) = ctx
+            .runtime
             .rate_limits
-            .check(id, ctx.client, claims, &parts.headers)?;
+            .check(
+                id,
+                ctx.client,
+                claims,
+                &parts.headers,
+                &deps.limiter,
+                deps.redis.as_deref(),
+            )
+            .await?
+        {
+            headroom
+                .entries
+                .push((h.rule, u64::from(h.quota), h.window, h.remaining));
+        }
         let now = portcullis_guard::jwt::now();
         for q in policy.quotas.iter().filter(|q| q.routes.contains(&id)) {
             let key = crate::ratelimit::key_of(&q.key, ctx.client, claims, &parts.headers);
-            crate::ratelimit::quota::check(deps.store.as_ref(), q, &key, now)?;
+            crate::ratelimit::quota::check(deps.store.as_ref(), q, &key, now).await?;
             quota_uses.push((q, key));
         }
     }
@@ -770,8 +860,18 @@ async fn forward(
     // Respond (upstream side).
     let now = portcullis_guard::jwt::now();
     for (q, key) in quota_uses {
-        if resp.status().is_success() || !q.count_success_only {
-            crate::ratelimit::quota::count(deps.store.clone(), q.clone(), key, now).await;
+        if (resp.status().is_success() || !q.count_success_only)
+            && let Some(used) =
+                crate::ratelimit::quota::count(deps.store.as_ref(), q, &key, now).await
+        {
+            {
+                headroom.entries.push((
+                    q.name.clone(),
+                    u64::from(q.limit),
+                    q.window.as_secs(),
+                    u64::from(q.limit.saturating_sub(used)),
+                ));
+            }
         }
     }
     if let (Some(rule), Some(account)) = (login_rule, login_account) {

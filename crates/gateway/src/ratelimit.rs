@@ -1,22 +1,184 @@
-//! The limit phase: GCRA rate limits (governor's keyed limiters), one per policy rule, keyed by
-//! client address, subject, claim or header; several rules stack on one route (per address
-//! *and* per user, so rotating addresses does not escape a per-user limit). Idle keys are
-//! swept as checks go by, so a flood of distinct keys does not keep its memory.
+//! The limit phase: rate limits by GCRA (the generic cell rate algorithm: each key keeps one
+//! number, its theoretical arrival time), one rule per policy entry, keyed by client address,
+//! subject, claim or header; several rules stack on one route (per address *and* per user, so
+//! rotating addresses does not escape a per-user limit). A request is counted by all its
+//! rules or by none: one refused by a per-user rule does not use up its per-address budget.
+//!
+//! The same algorithm runs in the process ([`LocalLimiter`]) and in Redis (a Lua script in
+//! [`crate::redis`]), with the same numbers: `count` per `period`, bursts of `burst`. With
+//! Redis the replicas share one budget; when Redis does not answer, each replica falls back
+//! to the local limiter with the budget divided by the replica count.
+//!
+//! The local table is sharded, keeps its entries across policy reloads (a rule keeps its
+//! counters while its name, rate and burst stay the same), and is bounded: idle keys are
+//! dropped first, and a flood of distinct keys evicts the keys nearest to idle rather than
+//! growing without end.
 
-use std::num::NonZeroU32;
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use http::HeaderMap;
 use portcullis_guard::Rejection;
 use portcullis_guard::jwt::Verified;
-use portcullis_policy::{Policy, RateKey, RateRule};
+use portcullis_policy::{Policy, RateKey, RateRule, StateBackend};
 
+use crate::redis::{RateAnswer, RateCheck, RedisStore};
+
+const SHARDS: usize = 64;
+
+/// Keys kept by default across all rules (about 100 bytes each).
+pub const DEFAULT_MAX_KEYS: usize = 1 << 20;
+
+/// GCRA state for every rule and key, shared by the workers and kept across reloads.
+#[derive(Debug)]
+pub struct LocalLimiter {
+    shards: Box<[Mutex<HashMap<String, u64>>]>,
+    per_shard: usize,
+    hasher: std::collections::hash_map::RandomState,
+    evicted: AtomicU64,
+}
+
+/// One rule's check, in microseconds and cells.
+#[derive(Clone, Copy, Debug)]
+pub struct Cell {
+    pub interval: u64,
+    pub burst: u32,
+}
+
+fn micros() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
+}
+
+impl LocalLimiter {
+    pub fn new(max_keys: usize) -> Self {
+        Self {
+            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            per_shard: (max_keys / SHARDS).max(16),
+            hasher: std::collections::hash_map::RandomState::new(),
+            evicted: AtomicU64::new(0),
+        }
+    }
+
+    fn shard_of(&self, key: &str) -> usize {
+        (self.hasher.hash_one(key) % SHARDS as u64) as usize
+    }
+
+    /// Keys evicted to stay under the bound.
+    pub fn evicted(&self) -> u64 {
+        self.evicted.load(Ordering::Relaxed)
+    }
+
+    /// Keys held now.
+    pub fn len(&self) -> usize {
+        self.shards
+            .iter()
+            .map(|s| s.lock().map_or(0, |m| m.len()))
+            .sum()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Decides for all `checks` at once, at `now` (microseconds since the epoch).
+    pub fn decide(&self, checks: &[(&str, Cell)], now: u64) -> Vec<RateAnswer> {
+        let mut shards: Vec<usize> = checks.iter().map(|(k, _)| self.shard_of(k)).collect();
+        let mut order = shards.clone();
+        order.sort_unstable();
+        order.dedup();
+        // Lock the shards involved in one order, so two requests never wait on each other
+        // crosswise, and decide and commit under the same locks.
+        let mut guards: Vec<(usize, std::sync::MutexGuard<'_, HashMap<String, u64>>)> =
+            Vec::with_capacity(order.len());
+        for i in order {
+            match self.shards[i].lock() {
+                Ok(g) => guards.push((i, g)),
+                // A poisoned shard: refuse rather than guess.
+                Err(_) => return vec![RateAnswer::Denied { retry_after: 1 }; checks.len()],
+            }
+        }
+        let mut answers = Vec::with_capacity(checks.len());
+        let mut news = Vec::with_capacity(checks.len());
+        let mut denied = false;
+        for ((key, cell), shard) in checks.iter().zip(shards.iter_mut()) {
+            let map = &guards.iter().find(|(i, _)| i == shard).map(|(_, g)| g);
+            let tat = map
+                .and_then(|m| m.get(*key).copied())
+                .map_or(now, |t| t.max(now));
+            let interval = cell.interval.max(1);
+            let new = tat.saturating_add(interval);
+            let allow_at =
+                new.saturating_sub(interval.saturating_mul(u64::from(cell.burst.max(1))));
+            if allow_at > now {
+                denied = true;
+                answers.push(RateAnswer::Denied {
+                    retry_after: (allow_at - now).div_ceil(1_000_000).max(1),
+                });
+            } else {
+                answers.push(RateAnswer::Allowed {
+                    remaining: (now - allow_at) / interval,
+                });
+            }
+            news.push(new);
+        }
+        if !denied {
+            for (((key, _), shard), new) in checks.iter().zip(&shards).zip(news) {
+                if let Some((_, m)) = guards.iter_mut().find(|(i, _)| i == shard) {
+                    if let Some(t) = m.get_mut(*key) {
+                        *t = new;
+                        continue;
+                    }
+                    if m.len() >= self.per_shard {
+                        self.make_room(m, now);
+                    }
+                    m.insert((*key).to_owned(), new);
+                }
+            }
+        }
+        answers
+    }
+
+    /// Drops idle keys (their budget is whole again, so nothing is lost); if the shard is
+    /// still full, the half nearest to idle goes.
+    fn make_room(&self, m: &mut HashMap<String, u64>, now: u64) {
+        let before = m.len();
+        m.retain(|_, tat| *tat > now);
+        if m.len() >= self.per_shard {
+            let mut tats: Vec<u64> = m.values().copied().collect();
+            let mid = tats.len() / 2;
+            let (_, median, _) = tats.select_nth_unstable(mid);
+            let median = *median;
+            m.retain(|_, tat| *tat > median);
+        }
+        self.evicted
+            .fetch_add((before - m.len()) as u64, Ordering::Relaxed);
+    }
+}
+
+/// One compiled rule.
 #[derive(Debug)]
 struct Limit {
     rule: RateRule,
-    limiter: DefaultKeyedRateLimiter<String>,
+    /// `name|interval|burst|`: a changed rule starts afresh, an unchanged one keeps its state
+    /// across a reload.
+    id: String,
+    cell: Cell,
+    /// The share of one replica when the shared backend does not answer.
+    fallback: Cell,
+}
+
+/// What is left of the tightest rule, for the `RateLimit` headers of an allowed request.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Headroom {
+    pub rule: String,
+    pub quota: u32,
+    pub window: u64,
+    pub remaining: u64,
 }
 
 /// The compiled rate limits of a policy.
@@ -25,69 +187,130 @@ pub struct RateLimits {
     limits: Vec<Limit>,
     /// Per route, indices into `limits`.
     per_route: Vec<Vec<usize>>,
-    checks: AtomicU64,
 }
-
-/// Checks between two sweeps of idle keys.
-const SWEEP_EVERY: u64 = 8192;
 
 impl RateLimits {
     pub fn new(policy: &Policy) -> Self {
+        let replicas = match &policy.state {
+            StateBackend::Redis(r) => r.replicas.max(1),
+            _ => 1,
+        };
         let mut per_route = vec![Vec::new(); policy.inventory.len()];
         let mut limits = Vec::new();
         for rule in &policy.rate_limits {
-            let per_cell = rule.period / rule.count.max(1);
-            let Some(quota) = Quota::with_period(per_cell) else {
-                continue;
+            let interval = u64::try_from((rule.period / rule.count.max(1)).as_micros())
+                .unwrap_or(u64::MAX)
+                .max(1);
+            let cell = Cell {
+                interval,
+                burst: rule.burst.max(1),
             };
-            let quota = quota.allow_burst(NonZeroU32::new(rule.burst).unwrap_or(NonZeroU32::MIN));
+            let fallback = Cell {
+                interval: interval.saturating_mul(u64::from(replicas)),
+                burst: rule.burst.div_ceil(replicas).max(1),
+            };
             for &r in &rule.routes {
                 if let Some(list) = per_route.get_mut(r) {
                     list.push(limits.len());
                 }
             }
             limits.push(Limit {
+                id: format!("{}|{}|{}|", rule.name, interval, cell.burst),
                 rule: rule.clone(),
-                limiter: RateLimiter::keyed(quota),
+                cell,
+                fallback,
             });
         }
-        Self {
-            limits,
-            per_route,
-            checks: AtomicU64::new(0),
-        }
+        Self { limits, per_route }
     }
 
-    /// Counts this request against every rule of its route.
-    pub fn check(
+    /// Counts this request against every rule of its route: in Redis when the gateway has it
+    /// and it answers, in the process otherwise. `Ok` carries the tightest rule's headroom.
+    pub async fn check(
         &self,
         route: usize,
         client: std::net::IpAddr,
         claims: Option<&Verified>,
         headers: &HeaderMap,
-    ) -> Result<(), Rejection> {
+        local: &LocalLimiter,
+        redis: Option<&RedisStore>,
+    ) -> Result<Option<Headroom>, Rejection> {
         let Some(list) = self.per_route.get(route).filter(|l| !l.is_empty()) else {
-            return Ok(());
+            return Ok(None);
         };
-        if self.checks.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
-            for l in &self.limits {
-                l.limiter.retain_recent();
-            }
+        let keys: Vec<String> = list
+            .iter()
+            .map(|&i| key_of(&self.limits[i].rule.key, client, claims, headers))
+            .collect();
+        let mut answers = None;
+        if let Some(r) = redis {
+            let checks: Vec<RateCheck<'_>> = list
+                .iter()
+                .zip(&keys)
+                .map(|(&i, key)| {
+                    let l = &self.limits[i];
+                    RateCheck {
+                        rule: &l.id,
+                        key,
+                        interval: Duration::from_micros(l.cell.interval),
+                        burst: l.cell.burst,
+                    }
+                })
+                .collect();
+            answers = r.rate(&checks).await.ok();
         }
-        for &i in list {
+        let answers = match answers {
+            Some(a) => a,
+            None => {
+                let shared = redis.is_some();
+                let ids: Vec<String> = list
+                    .iter()
+                    .zip(&keys)
+                    .map(|(&i, key)| {
+                        let l = &self.limits[i];
+                        if shared {
+                            format!("fallback|{}{key}", l.id)
+                        } else {
+                            format!("{}{key}", l.id)
+                        }
+                    })
+                    .collect();
+                let checks: Vec<(&str, Cell)> = list
+                    .iter()
+                    .zip(&ids)
+                    .map(|(&i, id)| {
+                        let l = &self.limits[i];
+                        (id.as_str(), if shared { l.fallback } else { l.cell })
+                    })
+                    .collect();
+                local.decide(&checks, micros())
+            }
+        };
+        let mut tightest: Option<Headroom> = None;
+        for (&i, answer) in list.iter().zip(answers) {
             let l = &self.limits[i];
-            let key = key_of(&l.rule.key, client, claims, headers);
-            if let Err(not_until) = l.limiter.check_key(&key) {
-                let wait = not_until.wait_time_from(DefaultClock::default().now());
-                return Err(Rejection::RateLimited {
-                    rule: l.rule.name.clone(),
-                    quota: l.rule.count,
-                    window: l.rule.period.as_secs(),
-                    retry_after: wait.as_secs() + 1,
-                });
+            match answer {
+                RateAnswer::Denied { retry_after } => {
+                    return Err(Rejection::RateLimited {
+                        rule: l.rule.name.clone(),
+                        quota: l.rule.count,
+                        window: l.rule.period.as_secs(),
+                        retry_after,
+                    });
+                }
+                RateAnswer::Allowed { remaining } => {
+                    if tightest.as_ref().is_none_or(|t| remaining < t.remaining) {
+                        tightest = Some(Headroom {
+                            rule: l.rule.name.clone(),
+                            quota: l.rule.count,
+                            window: l.rule.period.as_secs(),
+                            remaining,
+                        });
+                    }
+                }
             }
         }
-        Ok(())
+        Ok(tightest)
     }
 }
 
@@ -117,10 +340,9 @@ pub fn key_of(
 }
 
 /// Quotas on business flows (API6), kept in the state store (so they survive restarts with
-/// the embedded store): checked before forwarding, counted after the answer.
+/// the embedded store and are shared by replicas with Redis): checked before forwarding,
+/// counted after the answer.
 pub mod quota {
-    use std::sync::Arc;
-
     use portcullis_guard::Rejection;
     use portcullis_guard::store::Store;
     use portcullis_policy::QuotaRule;
@@ -129,14 +351,24 @@ pub mod quota {
         format!("quota|{}|{key}", rule.name)
     }
 
-    /// Refuses when the key has used up the quota.
-    pub fn check(
+    /// Refuses when the key has used up the quota (and, failing closed, when the store
+    /// cannot say).
+    pub async fn check(
         store: &dyn Store,
         rule: &QuotaRule,
         key: &str,
         now: i64,
     ) -> Result<(), Rejection> {
-        let until = store.blocked_until(&store_key(rule, key));
+        let until = store
+            .blocked_until(&[&store_key(rule, key)])
+            .await
+            .map_err(|e| {
+                tracing::error!(target: "portcullis::quota", error = %e, "quota state unreadable: request refused");
+                Rejection::Unavailable
+            })?
+            .first()
+            .copied()
+            .unwrap_or(0);
         if until > now {
             return Err(Rejection::RateLimited {
                 rule: rule.name.clone(),
@@ -148,20 +380,19 @@ pub mod quota {
         Ok(())
     }
 
-    /// Counts one use; the `limit`-th use closes the quota for a window from now.
-    pub async fn count(store: Arc<dyn Store>, rule: QuotaRule, key: String, now: i64) {
+    /// Counts one use; the `limit`-th use closes the quota for a window from now. Returns the
+    /// uses so far in the window.
+    pub async fn count(store: &dyn Store, rule: &QuotaRule, key: &str, now: i64) -> Option<u32> {
         let window = i64::try_from(rule.window.as_secs()).unwrap_or(86_400);
-        let stored = tokio::task::spawn_blocking(move || {
-            let k = store_key(&rule, &key);
-            let n = store.fail(&k, now, window)?;
-            if n >= rule.limit {
-                store.block(&k, now + window)?;
+        match store
+            .count(&store_key(rule, key), now, window, rule.limit)
+            .await
+        {
+            Ok(n) => Some(n),
+            Err(e) => {
+                tracing::error!(target: "portcullis::quota", error = %e, "quota use not stored");
+                None
             }
-            Ok::<_, portcullis_guard::store::StoreError>(())
-        })
-        .await;
-        if !matches!(stored, Ok(Ok(()))) {
-            tracing::error!(target: "portcullis::quota", "quota use not stored");
         }
     }
 }

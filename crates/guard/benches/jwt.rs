@@ -12,7 +12,7 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use portcullis_guard::jwt::{Verifier, now};
-use portcullis_guard::store::{MemoryStore, Store};
+use portcullis_guard::store::{LocalStore, MemoryStore};
 use portcullis_policy::{Jwt, JwtAlg, JwtKey, KeyMaterial, TokenType};
 
 fn claims() -> serde_json::Value {

@@ -32,17 +32,38 @@ fn keys(account: &str, client: &str) -> (String, String, String) {
     )
 }
 
-/// `Err(seconds to wait)` when this attempt must not reach the upstream.
-pub fn check(store: &dyn Store, account: &str, client: &str, now: i64) -> Result<(), u64> {
+/// Why an attempt must not reach the upstream.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Held {
+    /// Wait this many seconds.
+    Wait(u64),
+    /// The store could not say: the attempt is held back (fail closed).
+    Unknown,
+}
+
+/// `Err` when this attempt must not reach the upstream. One look at the store: both holds
+/// at once; the known-address exemption only when the account is held.
+pub async fn check(store: &dyn Store, account: &str, client: &str, now: i64) -> Result<(), Held> {
     let (pair, acct, known) = keys(account, client);
-    let wait = |until: i64| u64::try_from(until - now).unwrap_or(1).max(1);
-    let until = store.blocked_until(&pair);
-    if until > now {
-        return Err(wait(until));
+    let wait = |until: i64| Held::Wait(u64::try_from(until - now).unwrap_or(1).max(1));
+    let holds = store
+        .blocked_until(&[&pair, &acct])
+        .await
+        .map_err(|_| Held::Unknown)?;
+    let (pair_until, acct_until) = (
+        holds.first().copied().unwrap_or(0),
+        holds.get(1).copied().unwrap_or(0),
+    );
+    if pair_until > now {
+        return Err(wait(pair_until));
     }
-    let until = store.blocked_until(&acct);
-    if until > now && !store.remembered(&known, now) {
-        return Err(wait(until));
+    if acct_until > now
+        && !store
+            .remembered(&known, now)
+            .await
+            .map_err(|_| Held::Unknown)?
+    {
+        return Err(wait(acct_until));
     }
     Ok(())
 }
@@ -54,7 +75,7 @@ fn delay(rule: &LoginRule, over: u32) -> i64 {
 }
 
 /// Records the outcome of a login attempt that reached the upstream.
-pub fn record(
+pub async fn record(
     store: &dyn Store,
     rule: &LoginRule,
     account: &str,
@@ -64,18 +85,22 @@ pub fn record(
 ) -> Result<(), StoreError> {
     let (pair, acct, known) = keys(account, client);
     if success {
-        store.clear(&pair)?;
+        store.clear(&pair).await?;
         // Known for 30 days: the account-wide delay does not apply to this address.
-        return store.remember(&known, now + 30 * 86_400);
+        return store.remember(&known, now + 30 * 86_400).await;
     }
     let window = i64::try_from(rule.window.as_secs()).unwrap_or(900);
-    let n = store.fail(&pair, now, window)?;
+    let n = store.fail(&pair, now, window).await?;
     if n >= rule.per_client_failures {
-        store.block(&pair, now + delay(rule, n - rule.per_client_failures))?;
+        store
+            .block(&pair, now + delay(rule, n - rule.per_client_failures))
+            .await?;
     }
-    let m = store.fail(&acct, now, window)?;
+    let m = store.fail(&acct, now, window).await?;
     if m >= rule.per_account_failures {
-        store.block(&acct, now + delay(rule, m - rule.per_account_failures))?;
+        store
+            .block(&acct, now + delay(rule, m - rule.per_account_failures))
+            .await?;
     }
     Ok(())
 }
@@ -107,37 +132,42 @@ mod tests {
         assert_eq!([0, 1, 2, 3, 10].map(|k| delay(&r, k)), [2, 4, 8, 16, 60]);
     }
 
-    #[test]
-    fn one_address_is_slowed_after_its_own_failures() {
+    #[tokio::test]
+    async fn one_address_is_slowed_after_its_own_failures() {
         let (s, r, now) = (MemoryStore::default(), rule(), 1_000_000);
         for _ in 0..3 {
-            assert!(check(&s, "a@x", "1.1.1.1", now).is_ok());
-            record(&s, &r, "a@x", "1.1.1.1", false, now).expect("store");
+            assert!(check(&s, "a@x", "1.1.1.1", now).await.is_ok());
+            record(&s, &r, "a@x", "1.1.1.1", false, now)
+                .await
+                .expect("store");
         }
-        assert_eq!(check(&s, "a@x", "1.1.1.1", now), Err(2));
+        assert_eq!(check(&s, "a@x", "1.1.1.1", now).await, Err(Held::Wait(2)));
         assert!(
-            check(&s, "a@x", "2.2.2.2", now).is_ok(),
+            check(&s, "a@x", "2.2.2.2", now).await.is_ok(),
             "other addresses are not affected yet"
         );
         assert!(
-            check(&s, "a@x", "1.1.1.1", now + 3).is_ok(),
+            check(&s, "a@x", "1.1.1.1", now + 3).await.is_ok(),
             "a delay, not a lock"
         );
     }
 
-    #[test]
-    fn a_distributed_attack_slows_new_addresses_but_not_the_owners() {
+    #[tokio::test]
+    async fn a_distributed_attack_slows_new_addresses_but_not_the_owners() {
         let (s, r, now) = (MemoryStore::default(), rule(), 1_000_000);
-        record(&s, &r, "a@x", "10.0.0.1", true, now).expect("store");
+        record(&s, &r, "a@x", "10.0.0.1", true, now)
+            .await
+            .expect("store");
         for i in 0..10 {
-            record(&s, &r, "a@x", &format!("6.6.6.{i}"), false, now).expect("store");
+            let ip = format!("6.6.6.{i}");
+            record(&s, &r, "a@x", &ip, false, now).await.expect("store");
         }
         assert!(
-            check(&s, "a@x", "6.6.6.200", now).is_err(),
+            check(&s, "a@x", "6.6.6.200", now).await.is_err(),
             "a new address waits"
         );
         assert!(
-            check(&s, "a@x", "10.0.0.1", now).is_ok(),
+            check(&s, "a@x", "10.0.0.1", now).await.is_ok(),
             "the owner's address does not"
         );
     }

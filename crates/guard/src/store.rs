@@ -1,24 +1,29 @@
 //! State behind one trait: revocations (by `jti` until the token's own expiry, and by subject
-//! with a cut-off time) and single-use refresh tokens.
+//! with a cut-off time), single-use refresh tokens, failure counters and holds (login
+//! protection, quotas).
+//!
+//! [`Store`] is asynchronous, so a backend may be another process (the gateway's Redis
+//! store, shared by several replicas). The in-process backends implement the synchronous
+//! [`LocalStore`] and get [`Store`] from it:
 //!
 //! - [`MemoryStore`]: everything in the process; lost on restart.
 //! - [`EmbeddedStore`]: the same in memory for the per-request checks, written through to a
-//!   crash-safe redb file first, so a revocation acknowledged by the admin API survives a crash
-//!   and a restart.
+//!   crash-safe redb file first (on a blocking thread), so a revocation acknowledged by the
+//!   admin API survives a crash and a restart.
 //!
-//! Checks are synchronous memory lookups; writes may block on disk and belong on a blocking
-//! thread. Expired entries are dropped as new ones arrive, so the sets stay bounded by the
-//! tokens' own lifetimes.
+//! Expired entries are dropped as new ones arrive, so the sets stay bounded by the tokens'
+//! own lifetimes.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
+use async_trait::async_trait;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::Serialize;
 
-/// A store failure (disk, corruption); the caller fails closed.
+/// A store failure (disk, corruption, an unreachable server); the caller fails closed.
 #[derive(Debug, thiserror::Error)]
 #[error("state store: {0}")]
 pub struct StoreError(pub String);
@@ -32,25 +37,57 @@ pub struct Revocations {
     pub subjects: Vec<(String, i64)>,
 }
 
+/// The state the gateway's phases share, wherever it lives. Times are seconds since the epoch.
+#[async_trait]
 pub trait Store: Send + Sync + fmt::Debug {
     /// Counts one failure of `key` in a window of `window` seconds; returns the count.
-    fn fail(&self, key: &str, now: i64, window: i64) -> Result<u32, StoreError>;
-    /// Holds `key` back until `until`.
-    fn block(&self, key: &str, until: i64) -> Result<(), StoreError>;
-    /// Until when `key` is held back (0: not).
-    fn blocked_until(&self, key: &str) -> i64;
-    /// Forgets `key`'s failures and block.
-    fn clear(&self, key: &str) -> Result<(), StoreError>;
+    async fn fail(&self, key: &str, now: i64, window: i64) -> Result<u32, StoreError>;
+    /// Holds `key` back until `until` (a later hold already there stays).
+    async fn block(&self, key: &str, until: i64) -> Result<(), StoreError>;
+    /// Until when each key is held back (0: not), in one look.
+    async fn blocked_until(&self, keys: &[&str]) -> Result<Vec<i64>, StoreError>;
+    /// Forgets `key`'s failures and hold.
+    async fn clear(&self, key: &str) -> Result<(), StoreError>;
     /// Remembers `key` (a client that has logged in to an account) until `until`.
+    async fn remember(&self, key: &str, until: i64) -> Result<(), StoreError>;
+    async fn remembered(&self, key: &str, now: i64) -> Result<bool, StoreError>;
+    /// Revokes one token until `exp`.
+    async fn revoke_token(&self, jti: &str, exp: i64) -> Result<(), StoreError>;
+    /// Revokes every token of `sub` issued at or before `before`.
+    async fn revoke_subject(&self, sub: &str, before: i64) -> Result<(), StoreError>;
+    /// Whether a token with these claims is revoked.
+    async fn is_revoked(
+        &self,
+        jti: Option<&str>,
+        sub: Option<&str>,
+        iat: Option<i64>,
+    ) -> Result<bool, StoreError>;
+    /// Marks a single-use token used; `Ok(false)` when it had been used already.
+    async fn use_once(&self, jti: &str, exp: i64, now: i64) -> Result<bool, StoreError>;
+    async fn revocations(&self, now: i64) -> Result<Revocations, StoreError>;
+    /// Counts one use of `key` in a window of `window` seconds and, at the `limit`-th use,
+    /// holds it back for a window from now; returns the count. One decision: a backend
+    /// shared by several processes makes it atomic.
+    async fn count(&self, key: &str, now: i64, window: i64, limit: u32) -> Result<u32, StoreError> {
+        let n = self.fail(key, now, window).await?;
+        if n >= limit {
+            self.block(key, now + window).await?;
+        }
+        Ok(n)
+    }
+}
+
+/// The synchronous form of [`Store`] for backends inside the process.
+pub trait LocalStore: Send + Sync + fmt::Debug {
+    fn fail(&self, key: &str, now: i64, window: i64) -> Result<u32, StoreError>;
+    fn block(&self, key: &str, until: i64) -> Result<(), StoreError>;
+    fn blocked_until(&self, key: &str) -> i64;
+    fn clear(&self, key: &str) -> Result<(), StoreError>;
     fn remember(&self, key: &str, until: i64) -> Result<(), StoreError>;
     fn remembered(&self, key: &str, now: i64) -> bool;
-    /// Revokes one token until `exp` (seconds since the epoch).
     fn revoke_token(&self, jti: &str, exp: i64) -> Result<(), StoreError>;
-    /// Revokes every token of `sub` issued at or before `before`.
     fn revoke_subject(&self, sub: &str, before: i64) -> Result<(), StoreError>;
-    /// Whether a token with these claims is revoked.
     fn is_revoked(&self, jti: Option<&str>, sub: Option<&str>, iat: Option<i64>) -> bool;
-    /// Marks a single-use token used; `Ok(false)` when it had been used already.
     fn use_once(&self, jti: &str, exp: i64, now: i64) -> Result<bool, StoreError>;
     fn revocations(&self, now: i64) -> Revocations;
 }
@@ -123,7 +160,7 @@ impl MemoryStore {
     }
 }
 
-impl Store for MemoryStore {
+impl LocalStore for MemoryStore {
     fn fail(&self, key: &str, now: i64, window: i64) -> Result<u32, StoreError> {
         self.fail_in(key, now, window).map(|t| t.failures)
     }
@@ -215,7 +252,11 @@ const THROTTLES: TableDefinition<&str, (u32, i64, i64)> = TableDefinition::new("
 const KNOWN: TableDefinition<&str, i64> = TableDefinition::new("known_clients");
 
 /// redb on disk, memory for reads.
-pub struct EmbeddedStore {
+#[derive(Clone)]
+pub struct EmbeddedStore(Arc<Durable>);
+
+/// The embedded store's synchronous core.
+pub struct Durable {
     db: Database,
     memory: MemoryStore,
 }
@@ -226,6 +267,12 @@ impl fmt::Debug for EmbeddedStore {
     }
 }
 
+impl fmt::Debug for Durable {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Durable").finish_non_exhaustive()
+    }
+}
+
 fn db_err(e: impl fmt::Display) -> StoreError {
     StoreError(e.to_string())
 }
@@ -233,6 +280,17 @@ fn db_err(e: impl fmt::Display) -> StoreError {
 impl EmbeddedStore {
     /// Opens (or creates) `dir/state.redb` and loads what has not expired.
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
+        Durable::open(dir).map(|d| Self(Arc::new(d)))
+    }
+
+    /// The synchronous core, for callers already on a blocking thread.
+    pub fn durable(&self) -> &Durable {
+        &self.0
+    }
+}
+
+impl Durable {
+    fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
         let db = Database::create(dir.join("state.redb")).map_err(db_err)?;
@@ -310,7 +368,7 @@ impl EmbeddedStore {
     }
 }
 
-impl EmbeddedStore {
+impl Durable {
     fn write_throttle(&self, key: &str, t: Option<Throttle>) -> Result<(), StoreError> {
         let w = self.db.begin_write().map_err(db_err)?;
         {
@@ -327,7 +385,7 @@ impl EmbeddedStore {
     }
 }
 
-impl Store for EmbeddedStore {
+impl LocalStore for Durable {
     fn fail(&self, key: &str, now: i64, window: i64) -> Result<u32, StoreError> {
         let t = self.memory.fail_in(key, now, window)?;
         self.write_throttle(key, Some(t))?;
@@ -335,44 +393,44 @@ impl Store for EmbeddedStore {
     }
 
     fn block(&self, key: &str, until: i64) -> Result<(), StoreError> {
-        self.memory.block(key, until)?;
+        LocalStore::block(&self.memory, key, until)?;
         self.write_throttle(key, Some(self.memory.throttle(key)))
     }
 
     fn blocked_until(&self, key: &str) -> i64 {
-        self.memory.blocked_until(key)
+        LocalStore::blocked_until(&self.memory, key)
     }
 
     fn clear(&self, key: &str) -> Result<(), StoreError> {
-        self.memory.clear(key)?;
+        LocalStore::clear(&self.memory, key)?;
         self.write_throttle(key, None)
     }
 
     fn remember(&self, key: &str, until: i64) -> Result<(), StoreError> {
         self.write(KNOWN, key, until)?;
-        self.memory.remember(key, until)
+        LocalStore::remember(&self.memory, key, until)
     }
 
     fn remembered(&self, key: &str, now: i64) -> bool {
-        self.memory.remembered(key, now)
+        LocalStore::remembered(&self.memory, key, now)
     }
 
     fn revoke_token(&self, jti: &str, exp: i64) -> Result<(), StoreError> {
         self.write(TOKENS, jti, exp)?;
-        self.memory.revoke_token(jti, exp)
+        LocalStore::revoke_token(&self.memory, jti, exp)
     }
 
     fn revoke_subject(&self, sub: &str, before: i64) -> Result<(), StoreError> {
         self.write(SUBJECTS, sub, before)?;
-        self.memory.revoke_subject(sub, before)
+        LocalStore::revoke_subject(&self.memory, sub, before)
     }
 
     fn is_revoked(&self, jti: Option<&str>, sub: Option<&str>, iat: Option<i64>) -> bool {
-        self.memory.is_revoked(jti, sub, iat)
+        LocalStore::is_revoked(&self.memory, jti, sub, iat)
     }
 
     fn use_once(&self, jti: &str, exp: i64, now: i64) -> Result<bool, StoreError> {
-        if !self.memory.use_once(jti, exp, now)? {
+        if !LocalStore::use_once(&self.memory, jti, exp, now)? {
             return Ok(false);
         }
         self.write(USED, jti, exp)?;
@@ -380,7 +438,114 @@ impl Store for EmbeddedStore {
     }
 
     fn revocations(&self, now: i64) -> Revocations {
-        self.memory.revocations(now)
+        LocalStore::revocations(&self.memory, now)
+    }
+}
+
+#[async_trait]
+impl Store for MemoryStore {
+    async fn fail(&self, key: &str, now: i64, window: i64) -> Result<u32, StoreError> {
+        LocalStore::fail(self, key, now, window)
+    }
+    async fn block(&self, key: &str, until: i64) -> Result<(), StoreError> {
+        LocalStore::block(self, key, until)
+    }
+    async fn blocked_until(&self, keys: &[&str]) -> Result<Vec<i64>, StoreError> {
+        Ok(keys
+            .iter()
+            .map(|k| LocalStore::blocked_until(self, k))
+            .collect())
+    }
+    async fn clear(&self, key: &str) -> Result<(), StoreError> {
+        LocalStore::clear(self, key)
+    }
+    async fn remember(&self, key: &str, until: i64) -> Result<(), StoreError> {
+        LocalStore::remember(self, key, until)
+    }
+    async fn remembered(&self, key: &str, now: i64) -> Result<bool, StoreError> {
+        Ok(LocalStore::remembered(self, key, now))
+    }
+    async fn revoke_token(&self, jti: &str, exp: i64) -> Result<(), StoreError> {
+        LocalStore::revoke_token(self, jti, exp)
+    }
+    async fn revoke_subject(&self, sub: &str, before: i64) -> Result<(), StoreError> {
+        LocalStore::revoke_subject(self, sub, before)
+    }
+    async fn is_revoked(
+        &self,
+        jti: Option<&str>,
+        sub: Option<&str>,
+        iat: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        Ok(LocalStore::is_revoked(self, jti, sub, iat))
+    }
+    async fn use_once(&self, jti: &str, exp: i64, now: i64) -> Result<bool, StoreError> {
+        LocalStore::use_once(self, jti, exp, now)
+    }
+    async fn revocations(&self, now: i64) -> Result<Revocations, StoreError> {
+        Ok(LocalStore::revocations(self, now))
+    }
+}
+
+impl EmbeddedStore {
+    /// Runs a write on a blocking thread: redb commits wait for the disk.
+    async fn write<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&Durable) -> Result<T, StoreError> + Send + 'static,
+    ) -> Result<T, StoreError> {
+        let d = self.0.clone();
+        tokio::task::spawn_blocking(move || f(&d))
+            .await
+            .map_err(|e| StoreError(format!("write task: {e}")))?
+    }
+}
+
+#[async_trait]
+impl Store for EmbeddedStore {
+    async fn fail(&self, key: &str, now: i64, window: i64) -> Result<u32, StoreError> {
+        let key = key.to_owned();
+        self.write(move |d| d.fail(&key, now, window)).await
+    }
+    async fn block(&self, key: &str, until: i64) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        self.write(move |d| d.block(&key, until)).await
+    }
+    async fn blocked_until(&self, keys: &[&str]) -> Result<Vec<i64>, StoreError> {
+        Ok(keys.iter().map(|k| self.0.blocked_until(k)).collect())
+    }
+    async fn clear(&self, key: &str) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        self.write(move |d| d.clear(&key)).await
+    }
+    async fn remember(&self, key: &str, until: i64) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        self.write(move |d| d.remember(&key, until)).await
+    }
+    async fn remembered(&self, key: &str, now: i64) -> Result<bool, StoreError> {
+        Ok(self.0.remembered(key, now))
+    }
+    async fn revoke_token(&self, jti: &str, exp: i64) -> Result<(), StoreError> {
+        let jti = jti.to_owned();
+        self.write(move |d| d.revoke_token(&jti, exp)).await
+    }
+    async fn revoke_subject(&self, sub: &str, before: i64) -> Result<(), StoreError> {
+        let sub = sub.to_owned();
+        self.write(move |d| d.revoke_subject(&sub, before)).await
+    }
+    async fn is_revoked(
+        &self,
+        jti: Option<&str>,
+        sub: Option<&str>,
+        iat: Option<i64>,
+    ) -> Result<bool, StoreError> {
+        Ok(self.0.is_revoked(jti, sub, iat))
+    }
+    async fn use_once(&self, jti: &str, exp: i64, now: i64) -> Result<bool, StoreError> {
+        let jti = jti.to_owned();
+        self.write(move |d| d.use_once(&jti, exp, now)).await
+    }
+    async fn revocations(&self, now: i64) -> Result<Revocations, StoreError> {
+        Ok(self.0.revocations(now))
     }
 }
 
@@ -388,7 +553,7 @@ impl Store for EmbeddedStore {
 mod tests {
     use super::*;
 
-    fn exercise(store: &dyn Store) {
+    fn exercise(store: &dyn LocalStore) {
         let now = now();
         assert!(!store.is_revoked(Some("a"), Some("u1"), Some(now)));
         store.revoke_token("a", now + 60).expect("write");
@@ -439,9 +604,10 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
         {
             let s = EmbeddedStore::open(&dir).expect("open");
-            exercise(&s);
+            exercise(s.durable());
         }
         let s = EmbeddedStore::open(&dir).expect("reopen");
+        let s = s.durable();
         let now = now();
         assert!(s.is_revoked(Some("a"), None, Some(now)));
         assert!(s.is_revoked(None, Some("u2"), Some(now - 1)));

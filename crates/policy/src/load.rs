@@ -259,6 +259,38 @@ struct RawState {
     backend: Spanned<String>,
     #[serde(default)]
     path: Option<Spanned<String>>,
+    #[serde(default)]
+    redis: Option<Spanned<RawRedis>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRedis {
+    #[serde(default)]
+    url: Option<Spanned<String>>,
+    #[serde(default)]
+    url_env: Option<Spanned<String>>,
+    #[serde(default)]
+    cluster: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    sentinel: Option<RawSentinel>,
+    #[serde(default)]
+    prefix: Option<Spanned<String>>,
+    #[serde(default)]
+    timeout: Option<Spanned<String>>,
+    #[serde(default)]
+    retry_interval: Option<Spanned<String>>,
+    #[serde(default)]
+    replicas: Option<Spanned<u32>>,
+    #[serde(default)]
+    revocations_on_failure: Option<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSentinel {
+    master: Spanned<String>,
+    nodes: Vec<Spanned<String>>,
 }
 
 /// HMAC secrets found at the top of every JWT cracking word list; refused whatever their
@@ -621,7 +653,28 @@ impl Compiler<'_> {
         let quotas = self.quotas(&raw.quotas, &inventory);
         let state = match &raw.state {
             None => StateBackend::Embedded(self.relative("portcullis-data")),
+            Some(st) if st.backend.value != "redis" && st.redis.is_some() => {
+                self.err(
+                    &st.backend,
+                    "state.redis",
+                    "`redis` settings need `backend: redis`",
+                );
+                StateBackend::Memory
+            }
             Some(st) => match st.backend.value.as_str() {
+                "redis" => match &st.redis {
+                    Some(r) => self
+                        .redis(r)
+                        .map_or(StateBackend::Memory, StateBackend::Redis),
+                    None => {
+                        self.err(
+                            &st.backend,
+                            "state.redis",
+                            "`backend: redis` needs a `redis` section with `url`, `url_env`, `cluster` or `sentinel`",
+                        );
+                        StateBackend::Memory
+                    }
+                },
                 "memory" => StateBackend::Memory,
                 "embedded" => StateBackend::Embedded(
                     self.relative(
@@ -634,7 +687,7 @@ impl Compiler<'_> {
                     self.err(
                         &st.backend,
                         "state.backend",
-                        format!("`{other}` is not `memory` or `embedded`"),
+                        format!("`{other}` is not `memory`, `embedded` or `redis`"),
                     );
                     StateBackend::Memory
                 }
@@ -737,6 +790,134 @@ impl Compiler<'_> {
             self.err(s, key, format!("cannot read `{}`: {e}", p.display()));
         }
         p
+    }
+
+    fn redis(&mut self, r: &Spanned<RawRedis>) -> Option<RedisState> {
+        let raw = &r.value;
+        let url_ok = |c: &mut Self, u: &Spanned<String>, key: &str| {
+            let v = u.value.as_str();
+            let ok = ["redis://", "rediss://"]
+                .iter()
+                .any(|p| v.strip_prefix(p).is_some_and(|rest| !rest.is_empty()));
+            if !ok {
+                c.err(
+                    u,
+                    key,
+                    "expected a `redis://host:port` or `rediss://host:port` URL",
+                );
+            }
+            ok
+        };
+        let mut servers = Vec::new();
+        if let Some(u) = &raw.url {
+            if url_ok(self, u, "state.redis.url") {
+                // `redis://user:password@host`: the userinfo holds a secret.
+                let authority = u.value.split("://").nth(1).unwrap_or("");
+                if authority.split('/').next().unwrap_or("").contains('@') {
+                    self.warn(
+                        u,
+                        "state.redis.url",
+                        "a password in the policy file; use `url_env`",
+                    );
+                }
+            }
+            servers.push(RedisServers::Single(SecretSource::Inline(u.value.clone())));
+        }
+        if let Some(e) = &raw.url_env {
+            servers.push(RedisServers::Single(SecretSource::Env(e.value.clone())));
+        }
+        if let Some(nodes) = &raw.cluster {
+            if nodes.is_empty() {
+                self.err(r, "state.redis.cluster", "list at least one seed node");
+            }
+            for n in nodes {
+                url_ok(self, n, "state.redis.cluster");
+            }
+            servers.push(RedisServers::Cluster(
+                nodes.iter().map(|n| n.value.clone()).collect(),
+            ));
+        }
+        if let Some(sn) = &raw.sentinel {
+            if sn.nodes.is_empty() {
+                self.err(
+                    &sn.master,
+                    "state.redis.sentinel.nodes",
+                    "list at least one sentinel",
+                );
+            }
+            for n in &sn.nodes {
+                url_ok(self, n, "state.redis.sentinel.nodes");
+            }
+            servers.push(RedisServers::Sentinel {
+                master: sn.master.value.clone(),
+                nodes: sn.nodes.iter().map(|n| n.value.clone()).collect(),
+            });
+        }
+        if servers.len() != 1 {
+            self.err(
+                r,
+                "state.redis",
+                "give exactly one of `url`, `url_env`, `cluster` or `sentinel`",
+            );
+        }
+        let dur = |c: &mut Self, v: &Option<Spanned<String>>, key: &str, default: u64| match v {
+            None => Duration::from_millis(default),
+            Some(v) => match units::duration(&v.value) {
+                Ok(d) if !d.is_zero() => d,
+                Ok(_) => {
+                    c.err(v, format!("state.redis.{key}"), "must be more than zero");
+                    Duration::from_millis(default)
+                }
+                Err(e) => {
+                    c.err(v, format!("state.redis.{key}"), e);
+                    Duration::from_millis(default)
+                }
+            },
+        };
+        let timeout = dur(self, &raw.timeout, "timeout", 250);
+        let retry_interval = dur(self, &raw.retry_interval, "retry_interval", 1000);
+        let replicas = match &raw.replicas {
+            None => 1,
+            Some(n) if n.value == 0 => {
+                self.err(n, "state.redis.replicas", "at least 1");
+                1
+            }
+            Some(n) => n.value,
+        };
+        let revocations_fail_open = match &raw.revocations_on_failure {
+            None => false,
+            Some(v) => match v.value.as_str() {
+                "closed" => false,
+                "open" => {
+                    self.warn(
+                        v,
+                        "state.redis.revocations_on_failure",
+                        "revoked tokens are accepted while Redis is unreachable",
+                    );
+                    true
+                }
+                other => {
+                    self.err(
+                        v,
+                        "state.redis.revocations_on_failure",
+                        format!("`{other}` is not `closed` or `open`"),
+                    );
+                    false
+                }
+            },
+        };
+        let prefix = raw
+            .prefix
+            .as_ref()
+            .map_or_else(|| "portcullis:".to_owned(), |p| p.value.clone());
+        (servers.len() == 1).then(|| RedisState {
+            servers: servers.remove(0),
+            prefix,
+            timeout,
+            retry_interval,
+            replicas,
+            revocations_fail_open,
+        })
     }
 
     fn admin(&mut self, a: &RawAdmin) -> Option<Admin> {

@@ -395,6 +395,37 @@ pub enum StateBackend {
     Memory,
     /// A crash-safe file store (redb) in this folder.
     Embedded(PathBuf),
+    /// Redis, shared by every replica of the gateway.
+    Redis(RedisState),
+}
+
+/// Which Redis servers hold the shared state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RedisServers {
+    /// One server (`redis://` or `rediss://` URL, which may carry a password).
+    Single(SecretSource),
+    /// Seed nodes of a Redis Cluster.
+    Cluster(Vec<String>),
+    /// Sentinels and the name of the master they watch.
+    Sentinel { master: String, nodes: Vec<String> },
+}
+
+/// The Redis backend and what the gateway does when it cannot reach it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RedisState {
+    pub servers: RedisServers,
+    /// Prepended to every key, so several gateways can share one Redis.
+    pub prefix: String,
+    /// Longest wait for one answer before the request falls back.
+    pub timeout: Duration,
+    /// After a failure, how long requests go straight to the fallback before Redis is tried
+    /// again.
+    pub retry_interval: Duration,
+    /// Gateway replicas sharing the limits: local fallback limits are the global ones divided
+    /// by this.
+    pub replicas: u32,
+    /// Let requests through when revocations cannot be checked (default: refuse them, 503).
+    pub revocations_fail_open: bool,
 }
 
 /// The whole validated policy.
