@@ -5,13 +5,12 @@
 #![allow(clippy::unwrap_used)]
 
 use std::process::Stdio;
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use portcullis_test_support::reqwest::{Method, StatusCode};
 use portcullis_test_support::*;
 use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::{Child, Command};
+use tokio::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
 
@@ -66,60 +65,8 @@ fn check_accepts_the_example_and_refuses_broken_policies_with_positions() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-/// A `portcullis serve` process whose stderr (the JSON log) is collected.
-struct Served {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-    base: String,
-}
-
 async fn serve(policy: &std::path::Path) -> Served {
-    let mut child = Command::new(BIN)
-        .args(["serve", "-c", policy.to_str().unwrap()])
-        .env("RUST_LOG", "info")
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let log: Arc<Mutex<Vec<String>>> = Arc::default();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    let sink = log.clone();
-    tokio::spawn(async move {
-        let mut tx = Some(tx);
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let Some(tx) = tx.take_if(|_| line.contains("gateway listening")) {
-                let v: serde_json::Value = serde_json::from_str(&line).unwrap();
-                let _ = tx.send(v["listen"].as_str().unwrap().to_owned());
-            }
-            sink.lock().unwrap().push(line);
-        }
-    });
-    let addr = tokio::time::timeout(Duration::from_secs(20), rx)
-        .await
-        .expect("the gateway did not start")
-        .unwrap();
-    Served {
-        child,
-        log,
-        base: format!("http://{addr}"),
-    }
-}
-
-impl Served {
-    fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    async fn wait_for_log(&self, needle: &str) {
-        for _ in 0..100 {
-            if self.log().contains(needle) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-        panic!("`{needle}` never logged:\n{}", self.log());
-    }
+    Served::start(BIN, policy).await
 }
 
 #[tokio::test]

@@ -483,3 +483,160 @@ impl Drop for Recorder {
         }
     }
 }
+
+/// A real `redis-server` on a loopback port, owned by the test: it can be killed and started
+/// again on the same port. Needs `redis-server` on the PATH (`apt-get install -y
+/// redis-server`; `.ci/run` installs it).
+#[derive(Debug)]
+pub struct RedisServer {
+    child: Option<std::process::Child>,
+    pub port: u16,
+}
+
+impl RedisServer {
+    pub fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .unwrap();
+        Self::start_on(port)
+    }
+
+    /// Starts on `port`, without persistence, and waits until it answers `PING`.
+    pub fn start_on(port: u16) -> RedisServer {
+        let child = std::process::Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--loglevel",
+                "warning",
+            ])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start redis-server ({e}): install it with `apt-get install -y redis-server`")
+            });
+        let server = RedisServer {
+            child: Some(child),
+            port,
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if server.ping() {
+                return server;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "redis-server did not answer on port {port}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn ping(&self) -> bool {
+        use std::io::{Read, Write};
+        let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
+            return false;
+        };
+        let mut buf = [0u8; 7];
+        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (SIGKILL) and waits for it to go.
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A `portcullis serve` process whose stderr (the JSON log) is collected.
+#[derive(Debug)]
+pub struct Served {
+    pub child: tokio::process::Child,
+    log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    pub base: String,
+    /// The admin listener, when the policy has one.
+    pub admin: Option<String>,
+}
+
+impl Served {
+    /// Starts `bin serve -c policy` and waits for it to listen.
+    pub async fn start(bin: &str, policy: &std::path::Path) -> Served {
+        use tokio::io::{AsyncBufReadExt, BufReader};
+        let mut child = tokio::process::Command::new(bin)
+            .args(["serve", "-c", policy.to_str().unwrap()])
+            .env("RUST_LOG", "info")
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        let log: std::sync::Arc<std::sync::Mutex<Vec<String>>> = Default::default();
+        let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let sink = log.clone();
+        tokio::spawn(async move {
+            let mut tx = Some(tx);
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(tx) = tx.take_if(|_| line.contains("gateway listening")) {
+                    let v: Value = serde_json::from_str(&line).unwrap();
+                    let listen = v["listen"].as_str().unwrap().to_owned();
+                    // `admin` is logged as `Some(127.0.0.1:port)` or `None`.
+                    let admin = v["admin"]
+                        .as_str()
+                        .and_then(|a| a.strip_prefix("Some(")?.strip_suffix(')'))
+                        .map(|a| format!("http://{a}"));
+                    let _ = tx.send((listen, admin));
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let started = tokio::time::timeout(Duration::from_secs(20), rx).await;
+        let Ok(Ok((addr, admin))) = started else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            panic!(
+                "the gateway did not start:\n{}",
+                log.lock().unwrap().join("\n")
+            );
+        };
+        Served {
+            child,
+            log,
+            base: format!("http://{addr}"),
+            admin,
+        }
+    }
+
+    /// Everything logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().join("\n")
+    }
+
+    /// Waits up to 5 s for `needle` to be logged.
+    pub async fn wait_for_log(&self, needle: &str) {
+        for _ in 0..100 {
+            if self.log().contains(needle) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("`{needle}` never logged:\n{}", self.log());
+    }
+}
