@@ -158,6 +158,8 @@ impl Gateway {
             }
         };
         let limiter = Arc::new(ratelimit::LocalLimiter::new(ratelimit::DEFAULT_MAX_KEYS));
+        let inflight = Arc::new(ratelimit::Inflight::default());
+        let bursts = Arc::new(ratelimit::Bursts::default());
         // Keys from the provider before the first request, when it answers.
         if let (Some(jwks), Some(verifier)) = (&runtime.jwks, &runtime.verifier) {
             jwks.refresh(verifier, portcullis_guard::jwt::now()).await;
@@ -180,6 +182,8 @@ impl Gateway {
                     store: store.clone(),
                     redis: redis.clone(),
                     limiter: limiter.clone(),
+                    inflight: inflight.clone(),
+                    bursts: bursts.clone(),
                 }),
             });
             let (tls, rx) = (tls.clone(), rx.clone());

@@ -39,6 +39,12 @@ pub struct Metrics {
     /// 1 while the shared state backend answers (always 1 for local backends).
     pub state_up: Gauge,
     pub state_fallbacks: Family<OpLabel, Counter>,
+    pub bursts_flagged: Family<RuleLabel, Counter>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RuleLabel {
+    pub rule: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -94,7 +100,14 @@ impl Metrics {
             "State operations answered by the local fallback because the shared backend did not",
             state_fallbacks.clone(),
         );
+        let bursts_flagged = Family::<RuleLabel, Counter>::default();
+        registry.register(
+            "bursts_flagged",
+            "Keys flagged for a burst far above their own pace on a sensitive flow",
+            bursts_flagged.clone(),
+        );
         Arc::new(Self {
+            bursts_flagged,
             registry,
             state_up,
             state_fallbacks,
@@ -104,6 +117,14 @@ impl Metrics {
             reloads,
             connections_refused,
         })
+    }
+
+    pub fn burst_flagged(&self, rule: &str) {
+        self.bursts_flagged
+            .get_or_create(&RuleLabel {
+                rule: rule.to_owned(),
+            })
+            .inc();
     }
 
     /// Counts a state operation that fell back to local state.

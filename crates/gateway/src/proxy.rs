@@ -98,6 +98,10 @@ pub struct Deps {
     pub store: Arc<dyn portcullis_guard::store::Store>,
     /// The local rate-limit table (shared by the workers, kept across reloads).
     pub limiter: Arc<crate::ratelimit::LocalLimiter>,
+    /// Requests in flight per concurrency rule and key.
+    pub inflight: Arc<crate::ratelimit::Inflight>,
+    /// The pace of each key on sensitive flows.
+    pub bursts: Arc<crate::ratelimit::Bursts>,
     /// The Redis backend, when limits are shared with other replicas.
     pub redis: Option<Arc<crate::redis::RedisStore>>,
 }
@@ -705,8 +709,10 @@ async fn forward(
         owner_after = authorize(deps, ctx, authz, id, &parts, &path_now).await?;
     }
 
-    // Limit: rates, then quotas (whose uses are counted after the answer).
+    // Limit: rates, concurrency, then quotas (whose uses are counted after the answer).
     let mut quota_uses = Vec::new();
+    // Held until the upstream's answer head: the request's places under concurrency limits.
+    let mut _permit = None;
     if let Some(id) = *route {
         let claims = parts.extensions.get::<portcullis_guard::jwt::Verified>();
         if let Some(h) = ctx
@@ -726,9 +732,42 @@ async fn forward(
                 .entries
                 .push((h.rule, u64::from(h.quota), h.window, h.remaining));
         }
+        let wants: Vec<(String, u32)> = policy
+            .concurrency_limits
+            .iter()
+            .filter(|c| c.routes.contains(&id))
+            .map(|c| {
+                let key = crate::ratelimit::key_of(&c.key, ctx.client, claims, &parts.headers);
+                (format!("{}|{key}", c.name), c.max)
+            })
+            .collect();
+        if !wants.is_empty() {
+            _permit = Some(deps.inflight.acquire(wants).map_err(|_| Rejection::Held {
+                reason: "concurrency_limited",
+                retry_after: 1,
+            })?);
+        }
         let now = portcullis_guard::jwt::now();
         for q in policy.quotas.iter().filter(|q| q.routes.contains(&id)) {
             let key = crate::ratelimit::key_of(&q.key, ctx.client, claims, &parts.headers);
+            if let Some(rule) = &q.bursts {
+                let now_ms = u64::try_from(now).unwrap_or(0) * 1000;
+                let pace_key = format!("{}|{key}", q.name);
+                if let crate::ratelimit::Verdict::Flagged { first, retry_after } =
+                    deps.bursts.observe(&pace_key, rule, now_ms)
+                {
+                    if first {
+                        deps.metrics.burst_flagged(&q.name);
+                        tracing::warn!(target: "portcullis::abuse", request_id = &*ctx.id, rule = %q.name, key = %key, blocked = rule.block, "burst on a sensitive flow: far above this key's own pace");
+                    }
+                    if rule.block {
+                        return Err(Rejection::Held {
+                            reason: "burst_detected",
+                            retry_after,
+                        });
+                    }
+                }
+            }
             crate::ratelimit::quota::check(deps.store.as_ref(), q, &key, now).await?;
             quota_uses.push((q, key));
         }

@@ -396,3 +396,229 @@ pub mod quota {
         }
     }
 }
+
+/// Concurrency limits: requests of one key in flight at once, per rule. Counted in this
+/// process (a request in flight lives in one replica), from the limit phase until the
+/// upstream's answer head arrives.
+#[derive(Debug, Default)]
+pub struct Inflight {
+    map: Mutex<HashMap<String, u32>>,
+}
+
+/// Held while a request is in flight; gives its places back when dropped.
+#[derive(Debug)]
+pub struct Permit {
+    inflight: std::sync::Arc<Inflight>,
+    keys: Vec<String>,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Ok(mut m) = self.inflight.map.lock() {
+            for k in &self.keys {
+                if let Some(n) = m.get_mut(k) {
+                    *n = n.saturating_sub(1);
+                    if *n == 0 {
+                        m.remove(k);
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Inflight {
+    /// Takes one place under every `(key, max)`, or none: `Err(i)` names the rule that is
+    /// full. The map holds only keys with requests in flight, so it is bounded by the
+    /// connection cap.
+    pub fn acquire(
+        self: &std::sync::Arc<Self>,
+        wants: Vec<(String, u32)>,
+    ) -> Result<Permit, usize> {
+        let Ok(mut m) = self.map.lock() else {
+            return Err(0);
+        };
+        if let Some(i) = wants
+            .iter()
+            .position(|(k, max)| m.get(k).copied().unwrap_or(0) >= *max)
+        {
+            return Err(i);
+        }
+        for (k, _) in &wants {
+            *m.entry(k.clone()).or_insert(0) += 1;
+        }
+        Ok(Permit {
+            inflight: self.clone(),
+            keys: wants.into_iter().map(|(k, _)| k).collect(),
+        })
+    }
+}
+
+/// The burst detector of sensitive flows: per key, the requests of the current window and a
+/// moving average of past windows (each completed window weighs half, empty windows decay
+/// it), in this process.
+#[derive(Debug, Default)]
+pub struct Bursts {
+    map: Mutex<HashMap<String, Pace>>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pace {
+    window_start: u64,
+    count: u32,
+    baseline: f64,
+    flagged: bool,
+}
+
+/// What the detector makes of one more request.
+#[derive(Debug, PartialEq)]
+pub enum Verdict {
+    Normal,
+    /// Far above the key's own baseline; `first` once per window (log and count it once).
+    Flagged {
+        first: bool,
+        retry_after: u64,
+    },
+}
+
+/// Keys the detector keeps before it forgets the stalest.
+const MAX_PACES: usize = 100_000;
+
+impl Bursts {
+    pub fn observe(&self, key: &str, rule: &portcullis_policy::BurstRule, now_ms: u64) -> Verdict {
+        let Ok(mut m) = self.map.lock() else {
+            return Verdict::Normal;
+        };
+        let w = u64::try_from(rule.window.as_millis())
+            .unwrap_or(60_000)
+            .max(1);
+        if m.len() >= MAX_PACES && !m.contains_key(key) {
+            m.retain(|_, p| now_ms.saturating_sub(p.window_start) < w * 16);
+            if m.len() >= MAX_PACES {
+                m.clear();
+            }
+        }
+        let p = m.entry(key.to_owned()).or_insert(Pace {
+            window_start: now_ms,
+            count: 0,
+            baseline: 0.0,
+            flagged: false,
+        });
+        let passed = now_ms.saturating_sub(p.window_start) / w;
+        if passed >= 1 {
+            p.baseline = 0.5 * f64::from(p.count) + 0.5 * p.baseline;
+            // Windows with no request at all pull the baseline down.
+            p.baseline *= 0.5f64.powi(i32::try_from(passed - 1).unwrap_or(i32::MAX).min(64));
+            p.window_start += passed * w;
+            p.count = 0;
+            p.flagged = false;
+        }
+        p.count = p.count.saturating_add(1);
+        if p.count > rule.min && f64::from(p.count) > rule.factor * p.baseline.max(1.0) {
+            let first = !p.flagged;
+            p.flagged = true;
+            let retry_after = (p.window_start + w)
+                .saturating_sub(now_ms)
+                .div_ceil(1000)
+                .max(1);
+            return Verdict::Flagged { first, retry_after };
+        }
+        Verdict::Normal
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis_policy::BurstRule;
+
+    fn rule() -> BurstRule {
+        BurstRule {
+            window: Duration::from_secs(60),
+            factor: 4.0,
+            min: 5,
+            block: true,
+        }
+    }
+
+    #[test]
+    fn a_steady_pace_is_normal_and_a_jump_above_it_is_flagged() {
+        let (b, r) = (Bursts::default(), rule());
+        let mut t = 0;
+        // Ten windows of 4 requests: the baseline settles near 4.
+        for _ in 0..10 {
+            for _ in 0..4 {
+                assert_eq!(b.observe("u", &r, t), Verdict::Normal);
+            }
+            t += 60_000;
+        }
+        // The baseline is just under 4: 15 in the next window stay within 4x; the 16th not.
+        for _ in 0..15 {
+            assert_eq!(b.observe("u", &r, t), Verdict::Normal);
+        }
+        assert!(matches!(
+            b.observe("u", &r, t),
+            Verdict::Flagged { first: true, .. }
+        ));
+        assert!(matches!(
+            b.observe("u", &r, t),
+            Verdict::Flagged { first: false, .. }
+        ));
+        // Another key has its own baseline; a new key is flagged past `min`.
+        for _ in 0..5 {
+            assert_eq!(b.observe("v", &r, t), Verdict::Normal);
+        }
+        assert!(matches!(b.observe("v", &r, t), Verdict::Flagged { .. }));
+    }
+
+    #[test]
+    fn the_local_gcra_allows_the_burst_then_the_rate_all_or_nothing() {
+        let l = LocalLimiter::new(1024);
+        let cell = Cell {
+            interval: 1_000_000,
+            burst: 3,
+        };
+        let loose = Cell {
+            interval: 1_000,
+            burst: 100,
+        };
+        let now = 10_000_000_000;
+        for left in [2, 1, 0] {
+            assert_eq!(
+                l.decide(&[("a", cell)], now),
+                vec![RateAnswer::Allowed { remaining: left }]
+            );
+        }
+        assert_eq!(
+            l.decide(&[("b", loose), ("a", cell)], now),
+            vec![
+                RateAnswer::Allowed { remaining: 99 },
+                RateAnswer::Denied { retry_after: 1 }
+            ]
+        );
+        // The refused request used nothing of the loose rule.
+        assert_eq!(
+            l.decide(&[("b", loose)], now),
+            vec![RateAnswer::Allowed { remaining: 99 }]
+        );
+        // One interval later, one more.
+        assert_eq!(
+            l.decide(&[("a", cell)], now + 1_000_000),
+            vec![RateAnswer::Allowed { remaining: 0 }]
+        );
+    }
+
+    #[test]
+    fn a_flood_of_keys_stays_within_the_bound() {
+        let l = LocalLimiter::new(SHARDS * 16);
+        let cell = Cell {
+            interval: 60_000_000,
+            burst: 5,
+        };
+        for i in 0..100_000 {
+            l.decide(&[(&format!("k{i}"), cell)], 1_000_000);
+        }
+        assert!(l.len() <= SHARDS * 16, "{}", l.len());
+        assert!(l.evicted() > 90_000);
+    }
+}

@@ -44,8 +44,13 @@ async fn bursts_are_cut_per_address_and_per_user() {
         count(shop.base.clone(), 20).await.is_empty(),
         "the shop never says no"
     );
+    // An allowed answer says what is left.
+    let first = send(&c, Method::GET, &gw.url("/v2/products?limit=1"), None, None).await;
+    assert_eq!(first.status, StatusCode::OK);
+    assert_eq!(first.header("ratelimit-policy"), Some("\"r0\";q=5;w=60"));
+    assert_eq!(first.header("ratelimit"), Some("\"r0\";r=4"));
     let limited = count(gw.base.clone(), 20).await;
-    assert_eq!(limited.len(), 15, "five pass, the rest wait");
+    assert_eq!(limited.len(), 16, "five pass (one above), the rest wait");
     let r = &limited[0];
     assert!(
         r.header("retry-after")
@@ -134,7 +139,11 @@ async fn a_business_flow_quota_holds_per_user() {
                     Some(serde_json::json!({ "code": "WELCOME10" })),
                 )
                 .await;
-                outcomes.push((r.status, r.header("retry-after").map(str::to_owned)));
+                outcomes.push((
+                    r.status,
+                    r.header("retry-after").map(str::to_owned),
+                    r.header("ratelimit").map(str::to_owned),
+                ));
             }
             outcomes
         }
@@ -142,14 +151,20 @@ async fn a_business_flow_quota_holds_per_user() {
     let a = register(&shop, &c, "alice").await;
     let direct = redeem(shop.base.clone(), a.access.clone()).await;
     assert!(
-        direct.iter().all(|(s, _)| *s == StatusCode::OK),
+        direct.iter().all(|(s, _, _)| *s == StatusCode::OK),
         "the shop credits every redemption: {direct:?}"
     );
     let b = register(&shop, &c, "bob").await;
     let via = redeem(gw.base.clone(), b.access.clone()).await;
-    let ok = via.iter().filter(|(s, _)| *s == StatusCode::OK).count();
+    let ok = via.iter().filter(|(s, _, _)| *s == StatusCode::OK).count();
     assert_eq!(ok, 3, "{via:?}");
-    let (status, retry) = &via[3];
+    // What is left of the quota travels with every counted answer.
+    let left: Vec<_> = via[..3].iter().map(|(_, _, l)| l.as_deref()).collect();
+    assert_eq!(
+        left,
+        [Some("\"q0\";r=2"), Some("\"q0\";r=1"), Some("\"q0\";r=0")]
+    );
+    let (status, retry, _) = &via[3];
     assert_eq!(*status, StatusCode::TOO_MANY_REQUESTS);
     assert!(
         retry
@@ -174,4 +189,105 @@ async fn a_business_flow_quota_holds_per_user() {
         redeem(gw.base.clone(), d.access.clone()).await[0].0,
         StatusCode::OK
     );
+}
+
+/// An upstream that takes 300 ms per answer, so requests overlap.
+async fn slow_upstream() -> std::net::SocketAddr {
+    let app = axum::Router::new().route(
+        "/api/report",
+        axum::routing::get(|| async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            "done"
+        }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    addr
+}
+
+#[tokio::test]
+async fn concurrency_is_capped_per_key_and_places_come_back() {
+    let up = slow_upstream().await;
+    let gw = Gw::start(&format!(
+        "listen: 127.0.0.1:0\nupstream: http://{up}\nroutes: [GET /api/report]\nstate: {{ backend: memory }}\nconcurrency_limits:\n  - {{ match: GET /api/report, key: \"header:x-api-key\", max: 2 }}\n"
+    ))
+    .await;
+    let c = client();
+    let fire = |key: &'static str, n: usize| {
+        let (c, url) = (c.clone(), gw.url("/api/report"));
+        async move {
+            let mut tasks = Vec::new();
+            for _ in 0..n {
+                let (c, url) = (c.clone(), url.clone());
+                tasks.push(tokio::spawn(async move {
+                    let r = c.get(url).header("x-api-key", key).send().await.unwrap();
+                    (r.status(), r.headers().get("retry-after").cloned())
+                }));
+            }
+            let mut out = Vec::new();
+            for t in tasks {
+                out.push(t.await.unwrap());
+            }
+            out
+        }
+    };
+    let (one, other) = tokio::join!(fire("k1", 5), fire("k2", 2));
+    let ok = one.iter().filter(|(s, _)| *s == StatusCode::OK).count();
+    assert_eq!(ok, 2, "two at once for one key: {one:?}");
+    assert!(
+        one.iter()
+            .filter(|(s, _)| *s == StatusCode::TOO_MANY_REQUESTS)
+            .all(|(_, r)| r.is_some())
+    );
+    assert!(
+        other.iter().all(|(s, _)| *s == StatusCode::OK),
+        "another key has its own places"
+    );
+    // Finished requests give their places back.
+    let again = fire("k1", 2).await;
+    assert!(again.iter().all(|(s, _)| *s == StatusCode::OK), "{again:?}");
+}
+
+#[tokio::test]
+async fn a_burst_far_above_a_users_own_pace_is_flagged_and_held() {
+    let shop = Shop::with(&[Vuln::BusinessFlow]).await;
+    let gw = Gw::verifying_shop_tokens(
+        &shop,
+        "",
+        "admin: { listen: 127.0.0.1:0 }\nquotas:\n  - { match: \"POST /v2/promo/redeem\", key: user, limit: 1000/day, bursts: { window: 1m, factor: 4, min: 5, block: true } }\n",
+    )
+    .await;
+    let c = client();
+    let u = register(&shop, &c, "hoarder").await;
+    let mut statuses = Vec::new();
+    for _ in 0..8 {
+        statuses.push(
+            send(
+                &c,
+                Method::POST,
+                &gw.url("/v2/promo/redeem"),
+                Some(&u.access),
+                Some(serde_json::json!({ "code": "WELCOME10" })),
+            )
+            .await
+            .status,
+        );
+    }
+    assert_eq!(&statuses[..5], &[StatusCode::OK; 5], "{statuses:?}");
+    assert!(
+        statuses[5..]
+            .iter()
+            .all(|s| *s == StatusCode::TOO_MANY_REQUESTS),
+        "{statuses:?}"
+    );
+    let admin = gw.admin.clone().unwrap();
+    let m = send(&c, Method::GET, &format!("{admin}/metrics"), None, None)
+        .await
+        .text;
+    assert!(
+        m.contains("portcullis_bursts_flagged_total{rule=\"q0\"} 1"),
+        "flagged once: {m}"
+    );
+    assert!(m.contains("decision=\"burst_detected\""), "{m}");
 }

@@ -54,6 +54,15 @@ pub enum Rejection {
         window: u64,
         retry_after: u64,
     },
+    /// Held back by an abuse control other than a rate (concurrency, a burst on a sensitive
+    /// flow): the metric reason, and when to retry.
+    Held {
+        reason: &'static str,
+        retry_after: u64,
+    },
+    /// A URL in the request points where the server must not fetch (SSRF): the field's JSON
+    /// pointer and the rule, never the URL.
+    UnsafeUrl(String),
     /// The caller lacks every role the route accepts (BFLA).
     Forbidden,
     /// The object belongs to someone else; answered exactly like a missing one (BOLA).
@@ -80,7 +89,8 @@ impl Rejection {
             Rejection::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Rejection::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Rejection::Forbidden => StatusCode::FORBIDDEN,
-            Rejection::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Rejection::RateLimited { .. } | Rejection::Held { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Rejection::UnsafeUrl(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Rejection::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Rejection::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Rejection::NotOwner => StatusCode::NOT_FOUND,
@@ -108,6 +118,8 @@ impl Rejection {
             Rejection::Unprocessable(_) => "password_policy",
             Rejection::Forbidden => "role_missing",
             Rejection::RateLimited { .. } => "rate_limited",
+            Rejection::Held { reason, .. } => reason,
+            Rejection::UnsafeUrl(_) => "ssrf_blocked",
             Rejection::Invalid(_) => "schema_violation",
             Rejection::UnsupportedMediaType => "unsupported_media_type",
             Rejection::NotOwner => "not_owner",
@@ -139,7 +151,10 @@ impl Rejection {
             Rejection::TooManyRequests(_) => "too many attempts; retry later",
             Rejection::Unprocessable(d) => d,
             Rejection::Forbidden => "this operation needs a role you do not have",
-            Rejection::RateLimited { .. } => "too many requests; retry later",
+            Rejection::RateLimited { .. } | Rejection::Held { .. } => {
+                "too many requests; retry later"
+            }
+            Rejection::UnsafeUrl(_) => "a URL in the request is not allowed",
             Rejection::Invalid(_) => "the request body does not match the contract",
             Rejection::UnsupportedMediaType => "expected `Content-Type: application/json`",
             Rejection::NotOwner => "no such resource",
@@ -148,7 +163,7 @@ impl Rejection {
 
     /// The problem+json response for this refusal.
     pub fn response(&self, request_id: &str) -> Response<Bytes> {
-        if let Rejection::Invalid(detail) = self {
+        if let Rejection::Invalid(detail) | Rejection::UnsafeUrl(detail) = self {
             return problem(self.status(), detail, request_id, Vec::new());
         }
         problem(
@@ -174,7 +189,12 @@ impl Rejection {
             Rejection::UpstreamUnavailable | Rejection::Unavailable => {
                 vec![(RETRY_AFTER, HeaderValue::from_static("5"))]
             }
-            Rejection::TooManyRequests(secs) => vec![(RETRY_AFTER, HeaderValue::from(*secs))],
+            Rejection::TooManyRequests(secs)
+            | Rejection::Held {
+                retry_after: secs, ..
+            } => {
+                vec![(RETRY_AFTER, HeaderValue::from(*secs))]
+            }
             // draft-ietf-httpapi-ratelimit-headers: the policy, and what is left of it.
             Rejection::RateLimited {
                 rule,

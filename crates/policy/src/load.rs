@@ -54,7 +54,31 @@ struct RawPolicy {
     #[serde(default)]
     quotas: Vec<RawQuota>,
     #[serde(default)]
+    concurrency_limits: Vec<RawConcurrency>,
+    #[serde(default)]
     state: Option<RawState>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConcurrency {
+    #[serde(rename = "match")]
+    selector: Spanned<String>,
+    key: Spanned<String>,
+    max: Spanned<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBursts {
+    #[serde(default)]
+    window: Option<Spanned<String>>,
+    #[serde(default)]
+    factor: Option<Spanned<f64>>,
+    #[serde(default)]
+    min: Option<Spanned<u32>>,
+    #[serde(default)]
+    block: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -68,6 +92,8 @@ struct RawQuota {
     /// `success` (default) or `attempt`.
     #[serde(default)]
     count: Option<Spanned<String>>,
+    #[serde(default)]
+    bursts: Option<Spanned<RawBursts>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -651,6 +677,7 @@ impl Compiler<'_> {
             .and_then(|z| self.authz(z, &inventory, auth.as_mut()));
         let rate_limits = self.rate_limits(&raw.rate_limits, &inventory);
         let quotas = self.quotas(&raw.quotas, &inventory);
+        let concurrency_limits = self.concurrency(&raw.concurrency_limits, &inventory);
         let state = match &raw.state {
             None => StateBackend::Embedded(self.relative("portcullis-data")),
             Some(st) if st.backend.value != "redis" && st.redis.is_some() => {
@@ -720,6 +747,7 @@ impl Compiler<'_> {
                 authz,
                 rate_limits,
                 quotas,
+                concurrency_limits,
                 openapi_doc,
                 validate_requests: raw.validation.as_ref().and_then(|v| v.requests) != Some(false),
                 undeclared_response_fields,
@@ -1843,6 +1871,7 @@ impl Compiler<'_> {
                     continue;
                 }
             };
+            let bursts = q.bursts.as_ref().map(|b| self.bursts(b, &key));
             out.push(QuotaRule {
                 name: format!("q{i}"),
                 routes,
@@ -1850,6 +1879,67 @@ impl Compiler<'_> {
                 limit,
                 window,
                 count_success_only,
+                bursts,
+            });
+        }
+        out
+    }
+
+    fn bursts(&mut self, b: &Spanned<RawBursts>, key: &str) -> BurstRule {
+        let raw = &b.value;
+        let window = match &raw.window {
+            None => Duration::from_secs(60),
+            Some(w) => match units::duration(&w.value) {
+                Ok(d) if d >= Duration::from_secs(1) => d,
+                Ok(_) => {
+                    self.err(w, format!("{key}.bursts.window"), "at least 1s");
+                    Duration::from_secs(60)
+                }
+                Err(e) => {
+                    self.err(w, format!("{key}.bursts.window"), e);
+                    Duration::from_secs(60)
+                }
+            },
+        };
+        let factor = match &raw.factor {
+            None => 5.0,
+            Some(f) if f.value.is_finite() && f.value > 1.0 => f.value,
+            Some(f) => {
+                self.err(f, format!("{key}.bursts.factor"), "a number above 1");
+                5.0
+            }
+        };
+        BurstRule {
+            window,
+            factor,
+            min: raw.min.as_ref().map_or(10, |m| m.value),
+            block: raw.block,
+        }
+    }
+
+    fn concurrency(
+        &mut self,
+        raw: &[RawConcurrency],
+        inventory: &Inventory,
+    ) -> Vec<ConcurrencyRule> {
+        let mut out = Vec::new();
+        for (i, c) in raw.iter().enumerate() {
+            let key = format!("concurrency_limits[{i}]");
+            let Some(routes) = self.selected(&c.selector, &key, inventory) else {
+                continue;
+            };
+            let Some(rate_key) = self.rate_key(&c.key, &key) else {
+                continue;
+            };
+            if c.max.value == 0 {
+                self.err(&c.max, format!("{key}.max"), "must be at least 1");
+                continue;
+            }
+            out.push(ConcurrencyRule {
+                name: format!("c{i}"),
+                routes,
+                key: rate_key,
+                max: c.max.value,
             });
         }
         out

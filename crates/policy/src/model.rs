@@ -387,6 +387,31 @@ pub struct QuotaRule {
     pub limit: u32,
     pub window: Duration,
     pub count_success_only: bool,
+    /// Flags (and optionally holds back) a key whose pace jumps far above its own baseline.
+    pub bursts: Option<BurstRule>,
+}
+
+/// The burst detector of a sensitive flow: in each `window`, a key that makes more than
+/// `min` requests and more than `factor` times its own average per window (a moving average
+/// of its past windows) is flagged; with `block`, held back for the rest of the window.
+#[derive(Clone, Debug, PartialEq)]
+pub struct BurstRule {
+    pub window: Duration,
+    pub factor: f64,
+    pub min: u32,
+    pub block: bool,
+}
+
+impl Eq for BurstRule {}
+
+/// At most `max` requests of one key in flight at once on the selected routes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConcurrencyRule {
+    /// `c0`, `c1`, ...
+    pub name: String,
+    pub routes: Vec<RouteId>,
+    pub key: RateKey,
+    pub max: u32,
 }
 
 /// Where state that must survive a restart lives.
@@ -448,6 +473,7 @@ pub struct Policy {
     pub authz: Option<Authz>,
     pub rate_limits: Vec<RateRule>,
     pub quotas: Vec<QuotaRule>,
+    pub concurrency_limits: Vec<ConcurrencyRule>,
     /// The OpenAPI document, when bodies are checked against its schemas.
     pub openapi_doc: Option<std::sync::Arc<serde_json::Value>>,
     /// Validate request bodies against the description.

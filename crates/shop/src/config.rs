@@ -191,7 +191,9 @@ pub struct ShopConfig {
     pub admin_password: String,
     /// Origins allowed by CORS (exact match).
     pub cors_origins: Vec<String>,
-    /// Schemes and hosts the avatar fetch may reach (exact match, case-insensitive).
+    /// Schemes and hosts the avatar fetch may reach (case-insensitive; a host is an exact name,
+    /// a `*.example.com` suffix wildcard or an IP literal). No host: nothing is fetched. Whatever
+    /// is listed, non-public addresses are never reached.
     pub avatar_schemes: Vec<String>,
     pub avatar_hosts: Vec<String>,
     /// Per client address, all routes.

@@ -150,6 +150,10 @@ pub async fn avatar(
         ));
     }
     let fetched = state.avatar.fetch(&req.url).await.map_err(|e| match e {
+        FetchError::Blocked(why) => {
+            tracing::info!(reason = why.reason(), "avatar URL refused");
+            ApiError::unprocessable(format!("`url` refused: {why}"))
+        }
         FetchError::Refused(why) => ApiError::unprocessable(format!("`url` refused: {why}")),
         FetchError::Failed(msg) => ApiError::new(
             StatusCode::BAD_GATEWAY,
