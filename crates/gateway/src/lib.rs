@@ -32,6 +32,7 @@ pub mod redis;
 pub mod reload;
 pub mod runtime;
 pub mod server;
+pub mod ssrf;
 pub mod validate;
 
 use std::net::SocketAddr;

@@ -783,6 +783,14 @@ async fn forward(
         portcullis_guard::password::check(rule, &bytes).map_err(Rejection::Unprocessable)?;
         body = Pending::Read(bytes);
     }
+    // SSRF: URL fields must not point inside.
+    if let (Some(guard), Some(id)) = (&ctx.runtime.ssrf, *route)
+        && guard.guards(id)
+    {
+        let bytes = body.read(limits).await?;
+        guard.check(id, &bytes).await?;
+        body = Pending::Read(bytes);
+    }
     // Validate the JSON body against the operation's schema.
     let schema = route.and_then(|id| {
         policy.inventory.routes[id]

@@ -23,8 +23,11 @@ pub struct Runtime {
     pub unmatched: RouteMetrics,
     /// The token verifier, when the policy has `auth`.
     pub verifier: Option<portcullis_guard::jwt::Verifier>,
-    /// The rate limits, with their counters (reset when the policy is reloaded).
+    /// The rate limits (their counters live in the local limiter or Redis, and outlast a
+    /// reload while a rule stays the same).
     pub rate_limits: crate::ratelimit::RateLimits,
+    /// The SSRF guard, when the policy has `ssrf`.
+    pub ssrf: Option<crate::ssrf::Guard>,
     /// Request body validators, compiled on first use.
     pub validators: crate::validate::Validators,
     /// The provider's key set, when the policy names a JWKS.
@@ -75,7 +78,9 @@ impl Runtime {
         let validators =
             crate::validate::Validators::new(policy.openapi_doc.clone(), policy.inventory.len());
         let rate_limits = crate::ratelimit::RateLimits::new(&policy);
+        let ssrf = policy.ssrf.as_ref().map(crate::ssrf::Guard::new);
         Ok(Self {
+            ssrf,
             rate_limits,
             validators,
             jwks,

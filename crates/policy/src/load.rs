@@ -56,7 +56,35 @@ struct RawPolicy {
     #[serde(default)]
     concurrency_limits: Vec<RawConcurrency>,
     #[serde(default)]
+    ssrf: Option<Spanned<RawSsrf>>,
+    #[serde(default)]
     state: Option<RawState>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSsrf {
+    #[serde(default)]
+    schemes: Option<Vec<Spanned<String>>>,
+    #[serde(default)]
+    allow_hosts: Vec<Spanned<String>>,
+    #[serde(default)]
+    deny_hosts: Vec<Spanned<String>>,
+    #[serde(default)]
+    hosts: std::collections::BTreeMap<String, Vec<Spanned<String>>>,
+    #[serde(default)]
+    fields: Vec<RawSsrfField>,
+    /// Also guard the fields the description marks (`format: uri`, `x-portcullis-ssrf`).
+    #[serde(default)]
+    from_openapi: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawSsrfField {
+    #[serde(rename = "match")]
+    selector: Spanned<String>,
+    pointer: Spanned<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -678,6 +706,10 @@ impl Compiler<'_> {
         let rate_limits = self.rate_limits(&raw.rate_limits, &inventory);
         let quotas = self.quotas(&raw.quotas, &inventory);
         let concurrency_limits = self.concurrency(&raw.concurrency_limits, &inventory);
+        let ssrf = raw
+            .ssrf
+            .as_ref()
+            .map(|r| self.ssrf(r, &inventory, openapi_doc.as_deref()));
         let state = match &raw.state {
             None => StateBackend::Embedded(self.relative("portcullis-data")),
             Some(st) if st.backend.value != "redis" && st.redis.is_some() => {
@@ -748,6 +780,7 @@ impl Compiler<'_> {
                 rate_limits,
                 quotas,
                 concurrency_limits,
+                ssrf,
                 openapi_doc,
                 validate_requests: raw.validation.as_ref().and_then(|v| v.requests) != Some(false),
                 undeclared_response_fields,
@@ -1914,6 +1947,87 @@ impl Compiler<'_> {
             factor,
             min: raw.min.as_ref().map_or(10, |m| m.value),
             block: raw.block,
+        }
+    }
+
+    fn ssrf(
+        &mut self,
+        r: &Spanned<RawSsrf>,
+        inventory: &Inventory,
+        doc: Option<&serde_json::Value>,
+    ) -> Ssrf {
+        let raw = &r.value;
+        let lower = |v: &[Spanned<String>]| -> Vec<String> {
+            v.iter()
+                .map(|h| h.value.trim_end_matches('.').to_ascii_lowercase())
+                .collect()
+        };
+        let schemes = match &raw.schemes {
+            None => vec!["https".to_owned()],
+            Some(list) => {
+                for s in list {
+                    if !matches!(s.value.as_str(), "https" | "http") {
+                        self.err(
+                            s,
+                            "ssrf.schemes",
+                            format!("`{}` is not `https` or `http`", s.value),
+                        );
+                    }
+                }
+                lower(list)
+            }
+        };
+        let mut hosts = Vec::new();
+        for (name, addrs) in &raw.hosts {
+            let mut ips = Vec::new();
+            for a in addrs {
+                match a.value.parse::<std::net::IpAddr>() {
+                    Ok(ip) => ips.push(ip),
+                    Err(_) => self.err(
+                        a,
+                        format!("ssrf.hosts.{name}"),
+                        format!("`{}` is not an IP address", a.value),
+                    ),
+                }
+            }
+            hosts.push((name.trim_end_matches('.').to_ascii_lowercase(), ips));
+        }
+        let mut fields = vec![Vec::new(); inventory.len()];
+        for (i, f) in raw.fields.iter().enumerate() {
+            let key = format!("ssrf.fields[{i}]");
+            if !(f.pointer.value.is_empty() || f.pointer.value.starts_with('/')) {
+                self.err(
+                    &f.pointer,
+                    format!("{key}.pointer"),
+                    "a JSON pointer starts with `/`",
+                );
+                continue;
+            }
+            if let Some(routes) = self.selected(&f.selector, &key, inventory) {
+                for id in routes {
+                    fields[id].push(f.pointer.value.clone());
+                }
+            }
+        }
+        if raw.from_openapi != Some(false)
+            && let Some(doc) = doc
+        {
+            for (id, route) in inventory.routes.iter().enumerate() {
+                if let Some(ptr) = &route.request_schema {
+                    fields[id].extend(openapi::url_fields(doc, ptr));
+                }
+            }
+        }
+        for f in &mut fields {
+            f.sort();
+            f.dedup();
+        }
+        Ssrf {
+            schemes,
+            allow_hosts: lower(&raw.allow_hosts),
+            deny_hosts: lower(&raw.deny_hosts),
+            hosts,
+            fields,
         }
     }
 

@@ -404,6 +404,20 @@ pub struct BurstRule {
 
 impl Eq for BurstRule {}
 
+/// The SSRF guard (API7): URL-valued request fields are checked before the request is
+/// forwarded: scheme, host lists, and every address the host resolves to.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Ssrf {
+    pub schemes: Vec<String>,
+    /// Empty: any public host.
+    pub allow_hosts: Vec<String>,
+    pub deny_hosts: Vec<String>,
+    /// Names answered from this table instead of DNS (pinning, and tests).
+    pub hosts: Vec<(String, Vec<std::net::IpAddr>)>,
+    /// Per route, the JSON pointers of its URL fields (`*`: every array item).
+    pub fields: Vec<Vec<String>>,
+}
+
 /// At most `max` requests of one key in flight at once on the selected routes.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConcurrencyRule {
@@ -474,6 +488,7 @@ pub struct Policy {
     pub rate_limits: Vec<RateRule>,
     pub quotas: Vec<QuotaRule>,
     pub concurrency_limits: Vec<ConcurrencyRule>,
+    pub ssrf: Option<Ssrf>,
     /// The OpenAPI document, when bodies are checked against its schemas.
     pub openapi_doc: Option<std::sync::Arc<serde_json::Value>>,
     /// Validate request bodies against the description.

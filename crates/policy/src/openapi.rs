@@ -278,3 +278,102 @@ pub fn response_schemas(
     }
     out
 }
+
+/// The URL-valued fields of a request body schema, as JSON pointers into the body with `*`
+/// for every item of an array: properties with `format: uri`, `uri-reference`, `iri` or `url`,
+/// or marked `x-portcullis-ssrf: true`. Local `$ref`s are followed; recursion is cut at a
+/// depth of 8 (a recursive schema repeats itself below that).
+pub fn url_fields(doc: &serde_json::Value, schema_ptr: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Some(schema) = doc.pointer(schema_ptr) {
+        walk_urls(doc, schema, String::new(), 0, &mut out);
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+fn walk_urls(
+    doc: &serde_json::Value,
+    schema: &serde_json::Value,
+    at: String,
+    depth: usize,
+    out: &mut Vec<String>,
+) {
+    if depth > 8 {
+        return;
+    }
+    let schema = match schema
+        .get("$ref")
+        .and_then(|r| r.as_str())
+        .and_then(|r| r.strip_prefix('#'))
+    {
+        Some(r) => match doc.pointer(r) {
+            Some(s) => s,
+            None => return,
+        },
+        None => schema,
+    };
+    let marked = schema.get("x-portcullis-ssrf").and_then(|v| v.as_bool());
+    let uri_format = schema
+        .get("format")
+        .and_then(|f| f.as_str())
+        .is_some_and(|f| matches!(f, "uri" | "uri-reference" | "iri" | "url"));
+    if marked == Some(true) || (uri_format && marked != Some(false)) {
+        out.push(at.clone());
+    }
+    for key in ["allOf", "anyOf", "oneOf"] {
+        if let Some(list) = schema.get(key).and_then(|l| l.as_array()) {
+            for s in list {
+                walk_urls(doc, s, at.clone(), depth + 1, out);
+            }
+        }
+    }
+    if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
+        for (name, s) in props {
+            walk_urls(doc, s, format!("{at}/{}", escape(name)), depth + 1, out);
+        }
+    }
+    if let Some(items) = schema.get("items") {
+        walk_urls(doc, items, format!("{at}/*"), depth + 1, out);
+    }
+}
+
+#[cfg(test)]
+mod url_field_tests {
+    use super::*;
+
+    #[test]
+    fn uri_properties_are_found_through_refs_arrays_and_combinators() {
+        let doc = serde_json::json!({
+            "components": { "schemas": {
+                "Hook": { "type": "object", "properties": {
+                    "callback": { "type": "string", "format": "uri" },
+                    "note": { "type": "string" }
+                }},
+                "Node": { "type": "object", "properties": {
+                    "next": { "$ref": "#/components/schemas/Node" },
+                    "link": { "type": "string", "x-portcullis-ssrf": true }
+                }}
+            }},
+            "body": { "type": "object", "properties": {
+                "avatar_url": { "type": "string", "format": "url" },
+                "homepage": { "type": "string", "format": "uri", "x-portcullis-ssrf": false },
+                "hooks": { "type": "array", "items": { "$ref": "#/components/schemas/Hook" } },
+                "extra": { "allOf": [ { "$ref": "#/components/schemas/Hook" } ] },
+                "tree": { "$ref": "#/components/schemas/Node" }
+            }}
+        });
+        let found = url_fields(&doc, "/body");
+        assert!(found.contains(&"/avatar_url".to_owned()));
+        assert!(found.contains(&"/hooks/*/callback".to_owned()));
+        assert!(found.contains(&"/extra/callback".to_owned()));
+        assert!(found.contains(&"/tree/link".to_owned()));
+        assert!(found.contains(&"/tree/next/next/link".to_owned()));
+        assert!(
+            !found
+                .iter()
+                .any(|f| f.contains("homepage") || f.contains("note"))
+        );
+    }
+}
