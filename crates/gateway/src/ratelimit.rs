@@ -15,7 +15,6 @@
 //! growing without end.
 
 use std::collections::HashMap;
-use std::hash::BuildHasher;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -29,15 +28,19 @@ use crate::redis::{RateAnswer, RateCheck, RedisStore};
 
 const SHARDS: usize = 64;
 
+type Table = HashMap<String, u64, ahash::RandomState>;
+
 /// Keys kept by default across all rules (about 100 bytes each).
 pub const DEFAULT_MAX_KEYS: usize = 1 << 20;
 
 /// GCRA state for every rule and key, shared by the workers and kept across reloads.
 #[derive(Debug)]
 pub struct LocalLimiter {
-    shards: Box<[Mutex<HashMap<String, u64>>]>,
+    shards: Box<[Mutex<Table>]>,
     per_shard: usize,
-    hasher: std::collections::hash_map::RandomState,
+    /// Keyed at random per process: clients choose the keys, so collisions must not be
+    /// predictable.
+    hasher: ahash::RandomState,
     evicted: AtomicU64,
 }
 
@@ -57,9 +60,11 @@ fn micros() -> u64 {
 impl LocalLimiter {
     pub fn new(max_keys: usize) -> Self {
         Self {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
+            shards: (0..SHARDS)
+                .map(|_| Mutex::new(Table::with_hasher(ahash::RandomState::new())))
+                .collect(),
             per_shard: (max_keys / SHARDS).max(16),
-            hasher: std::collections::hash_map::RandomState::new(),
+            hasher: ahash::RandomState::new(),
             evicted: AtomicU64::new(0),
         }
     }
@@ -87,13 +92,16 @@ impl LocalLimiter {
 
     /// Decides for all `checks` at once, at `now` (microseconds since the epoch).
     pub fn decide(&self, checks: &[(&str, Cell)], now: u64) -> Vec<RateAnswer> {
+        if let [(key, cell)] = checks {
+            return vec![self.decide_one(key, *cell, now)];
+        }
         let mut shards: Vec<usize> = checks.iter().map(|(k, _)| self.shard_of(k)).collect();
         let mut order = shards.clone();
         order.sort_unstable();
         order.dedup();
         // Lock the shards involved in one order, so two requests never wait on each other
         // crosswise, and decide and commit under the same locks.
-        let mut guards: Vec<(usize, std::sync::MutexGuard<'_, HashMap<String, u64>>)> =
+        let mut guards: Vec<(usize, std::sync::MutexGuard<'_, Table>)> =
             Vec::with_capacity(order.len());
         for i in order {
             match self.shards[i].lock() {
@@ -143,9 +151,38 @@ impl LocalLimiter {
         answers
     }
 
+    /// One rule: one shard, one lookup (the common case).
+    fn decide_one(&self, key: &str, cell: Cell, now: u64) -> RateAnswer {
+        let Ok(mut m) = self.shards[self.shard_of(key)].lock() else {
+            return RateAnswer::Denied { retry_after: 1 };
+        };
+        let interval = cell.interval.max(1);
+        let slot = m.get_mut(key);
+        let tat = slot.as_deref().map_or(now, |t| (*t).max(now));
+        let new = tat.saturating_add(interval);
+        let allow_at = new.saturating_sub(interval.saturating_mul(u64::from(cell.burst.max(1))));
+        if allow_at > now {
+            return RateAnswer::Denied {
+                retry_after: (allow_at - now).div_ceil(1_000_000).max(1),
+            };
+        }
+        match slot {
+            Some(t) => *t = new,
+            None => {
+                if m.len() >= self.per_shard {
+                    self.make_room(&mut m, now);
+                }
+                m.insert(key.to_owned(), new);
+            }
+        }
+        RateAnswer::Allowed {
+            remaining: (now - allow_at) / interval,
+        }
+    }
+
     /// Drops idle keys (their budget is whole again, so nothing is lost); if the shard is
     /// still full, the half nearest to idle goes.
-    fn make_room(&self, m: &mut HashMap<String, u64>, now: u64) {
+    fn make_room(&self, m: &mut Table, now: u64) {
         let before = m.len();
         m.retain(|_, tat| *tat > now);
         if m.len() >= self.per_shard {
