@@ -714,18 +714,37 @@ async fn forward(
     // Held until the upstream's answer head: the request's places under concurrency limits.
     let mut _permit = None;
     if let Some(id) = *route {
-        let claims = parts.extensions.get::<portcullis_guard::jwt::Verified>();
+        // A limit keyed on a body field (the account a login names) needs the body first.
+        let keyed_on_body = policy
+            .rate_limits
+            .iter()
+            .any(|r| r.routes.contains(&id) && r.key.needs_body())
+            || policy
+                .quotas
+                .iter()
+                .any(|r| r.routes.contains(&id) && r.key.needs_body())
+            || policy
+                .concurrency_limits
+                .iter()
+                .any(|r| r.routes.contains(&id) && r.key.needs_body());
+        let json = if keyed_on_body {
+            let bytes = body.read(limits).await?;
+            let json = serde_json::from_slice::<serde_json::Value>(&bytes).ok();
+            body = Pending::Read(bytes);
+            json
+        } else {
+            None
+        };
+        let facts = crate::ratelimit::Facts {
+            client: ctx.client,
+            claims: parts.extensions.get::<portcullis_guard::jwt::Verified>(),
+            headers: &parts.headers,
+            body: json.as_ref(),
+        };
         if let Some(h) = ctx
             .runtime
             .rate_limits
-            .check(
-                id,
-                ctx.client,
-                claims,
-                &parts.headers,
-                &deps.limiter,
-                deps.redis.as_deref(),
-            )
+            .check(id, &facts, &deps.limiter, deps.redis.as_deref())
             .await?
         {
             headroom
@@ -737,7 +756,7 @@ async fn forward(
             .iter()
             .filter(|c| c.routes.contains(&id))
             .map(|c| {
-                let key = crate::ratelimit::key_of(&c.key, ctx.client, claims, &parts.headers);
+                let key = crate::ratelimit::key_of(&c.key, &facts);
                 (format!("{}|{key}", c.name), c.max)
             })
             .collect();
@@ -749,7 +768,7 @@ async fn forward(
         }
         let now = portcullis_guard::jwt::now();
         for q in policy.quotas.iter().filter(|q| q.routes.contains(&id)) {
-            let key = crate::ratelimit::key_of(&q.key, ctx.client, claims, &parts.headers);
+            let key = crate::ratelimit::key_of(&q.key, &facts);
             if let Some(rule) = &q.bursts {
                 let now_ms = u64::try_from(now).unwrap_or(0) * 1000;
                 let pace_key = format!("{}|{key}", q.name);

@@ -266,9 +266,7 @@ impl RateLimits {
     pub async fn check(
         &self,
         route: usize,
-        client: std::net::IpAddr,
-        claims: Option<&Verified>,
-        headers: &HeaderMap,
+        facts: &Facts<'_>,
         local: &LocalLimiter,
         redis: Option<&RedisStore>,
     ) -> Result<Option<Headroom>, Rejection> {
@@ -277,7 +275,7 @@ impl RateLimits {
         };
         let keys: Vec<String> = list
             .iter()
-            .map(|&i| key_of(&self.limits[i].rule.key, client, claims, headers))
+            .map(|&i| key_of(&self.limits[i].rule.key, facts))
             .collect();
         let mut answers = None;
         if let Some(r) = redis {
@@ -351,28 +349,50 @@ impl RateLimits {
     }
 }
 
-/// The counting key of a request for a rule: the subject, claim or header when the rule names
-/// one and the request has it, the client address otherwise.
-pub fn key_of(
-    k: &RateKey,
-    client: std::net::IpAddr,
-    claims: Option<&Verified>,
-    headers: &HeaderMap,
-) -> String {
+/// What a request offers to key a limit on.
+#[derive(Clone, Copy, Debug)]
+pub struct Facts<'a> {
+    pub client: std::net::IpAddr,
+    pub claims: Option<&'a Verified>,
+    pub headers: &'a HeaderMap,
+    /// The JSON body, read only when a rule of the route keys on it.
+    pub body: Option<&'a serde_json::Value>,
+}
+
+/// The counting key of a request for a rule: the subject, claim, header or body field when the
+/// rule names one and the request has it, the client address otherwise.
+pub fn key_of(k: &RateKey, f: &Facts<'_>) -> String {
+    let client = f.client;
     match k {
         RateKey::Ip => format!("ip:{client}"),
-        RateKey::User => match claims.and_then(|c| c.str_claim("sub")) {
+        RateKey::User => match f.claims.and_then(|c| c.str_claim("sub")) {
             Some(sub) => format!("sub:{sub}"),
             None => format!("ip:{client}"),
         },
-        RateKey::Claim(name) => match claims.and_then(|c| c.claim_text(name)) {
+        RateKey::Claim(name) => match f.claims.and_then(|c| c.claim_text(name)) {
             Some(v) => format!("claim:{v}"),
             None => format!("ip:{client}"),
         },
-        RateKey::Header(h) => match headers.get(h).and_then(|v| v.to_str().ok()) {
+        RateKey::Header(h) => match f.headers.get(h).and_then(|v| v.to_str().ok()) {
             Some(v) => format!("header:{}", v.chars().take(256).collect::<String>()),
             None => format!("ip:{client}"),
         },
+        // Trimmed and lower-cased, as an account name: `Alice@X` and `alice@x ` are one key.
+        RateKey::Body(pointer) => match f
+            .body
+            .and_then(|b| b.pointer(pointer))
+            .and_then(|v| v.as_str())
+            .map(|v| v.trim().to_lowercase())
+            .filter(|v| !v.is_empty())
+        {
+            Some(v) => format!("body:{}", v.chars().take(256).collect::<String>()),
+            None => format!("ip:{client}"),
+        },
+        RateKey::All(parts) => parts
+            .iter()
+            .map(|p| key_of(p, f))
+            .collect::<Vec<_>>()
+            .join("+"),
     }
 }
 

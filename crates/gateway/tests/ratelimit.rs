@@ -291,3 +291,81 @@ async fn a_burst_far_above_a_users_own_pace_is_flagged_and_held() {
     );
     assert!(m.contains("decision=\"burst_detected\""), "{m}");
 }
+
+#[tokio::test]
+async fn a_limit_keyed_on_the_account_holds_against_rotating_addresses() {
+    let shop = Shop::with(&[Vuln::LoginNoLimit]).await;
+    let gw = Gw::in_front_of(
+        &shop,
+        "state: { backend: memory }\nrate_limits:\n  - { match: \"POST /v2/auth/login\", key: \"body:/email\", rate: 5/hour, burst: 5 }\n  - { match: \"POST /v2/auth/login\", key: \"ip+body:/email\", rate: 3/hour, burst: 3 }\n",
+    )
+    .await;
+    let victim = register(&shop, &client(), "victim").await;
+    let attempt = |base: String, ip: IpAddr, email: String| async move {
+        send(
+            &client_from(ip),
+            Method::POST,
+            &format!("{base}/v2/auth/login"),
+            None,
+            Some(serde_json::json!({ "email": email, "password": "wrong-password-guess" })),
+        )
+        .await
+        .status
+    };
+    // Directly, 30 guesses from 30 addresses all reach the password check.
+    let mut direct = Vec::new();
+    for i in 0..30u8 {
+        direct.push(
+            attempt(
+                shop.base.clone(),
+                IpAddr::V4(Ipv4Addr::new(127, 0, 2, i + 1)),
+                victim.email.clone(),
+            )
+            .await,
+        );
+    }
+    assert!(
+        direct.iter().all(|s| *s == StatusCode::UNAUTHORIZED),
+        "{direct:?}"
+    );
+    // Through the gateway the account's budget is 5, whatever the address; the spelling of
+    // the account does not make a new key.
+    let mut via = Vec::new();
+    for i in 0..30u8 {
+        let email = if i % 2 == 0 {
+            victim.email.to_uppercase()
+        } else {
+            format!(" {} ", victim.email)
+        };
+        via.push(
+            attempt(
+                gw.base.clone(),
+                IpAddr::V4(Ipv4Addr::new(127, 0, 3, i + 1)),
+                email,
+            )
+            .await,
+        );
+    }
+    let tried = via
+        .iter()
+        .filter(|s| **s == StatusCode::UNAUTHORIZED)
+        .count();
+    assert_eq!(tried, 5, "{via:?}");
+    // The pair rule: one address gets 3 tries at another account, then waits.
+    let other = register(&shop, &client(), "other").await;
+    let ip = IpAddr::V4(Ipv4Addr::new(127, 0, 4, 1));
+    let mut pair = Vec::new();
+    for _ in 0..5 {
+        pair.push(attempt(gw.base.clone(), ip, other.email.clone()).await);
+    }
+    assert_eq!(
+        pair,
+        [
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::UNAUTHORIZED,
+            StatusCode::TOO_MANY_REQUESTS,
+            StatusCode::TOO_MANY_REQUESTS
+        ]
+    );
+}

@@ -1834,11 +1834,28 @@ impl Compiler<'_> {
     }
 
     fn rate_key(&mut self, k: &Spanned<String>, key: &str) -> Option<RateKey> {
+        if k.value.contains('+') {
+            let mut parts = Vec::new();
+            for part in k.value.split('+') {
+                let one = Spanned {
+                    value: part.trim().to_owned(),
+                    referenced: k.referenced,
+                    defined: k.defined,
+                };
+                parts.push(self.one_rate_key(&one, key)?);
+            }
+            return Some(RateKey::All(parts));
+        }
+        self.one_rate_key(k, key)
+    }
+
+    fn one_rate_key(&mut self, k: &Spanned<String>, key: &str) -> Option<RateKey> {
         Some(match k.value.as_str() {
             "ip" => RateKey::Ip,
             "user" => RateKey::User,
             v => match v.split_once(':') {
                 Some(("claim", c)) if !c.is_empty() => RateKey::Claim(c.to_owned()),
+                Some(("body", p)) if p.starts_with('/') => RateKey::Body(p.to_owned()),
                 Some(("header", h)) => match HeaderName::from_bytes(h.trim().as_bytes()) {
                     Ok(h) => RateKey::Header(h),
                     Err(_) => {
@@ -1854,7 +1871,7 @@ impl Compiler<'_> {
                     self.err(
                         k,
                         format!("{key}.key"),
-                        format!("`{v}` is not `ip`, `user`, `claim:NAME` or `header:NAME`"),
+                        format!("`{v}` is not `ip`, `user`, `claim:NAME`, `header:NAME` or `body:/POINTER` (or several joined by `+`)"),
                     );
                     return None;
                 }

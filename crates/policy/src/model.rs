@@ -361,6 +361,21 @@ pub enum RateKey {
     Claim(String),
     /// A request header (an API key, say).
     Header(HeaderName),
+    /// A string field of the JSON request body (JSON pointer): the account a login names.
+    Body(String),
+    /// Several at once (`ip+body:/email`): one counter per combination.
+    All(Vec<RateKey>),
+}
+
+impl RateKey {
+    /// Whether the key reads the request body.
+    pub fn needs_body(&self) -> bool {
+        match self {
+            RateKey::Body(_) => true,
+            RateKey::All(parts) => parts.iter().any(RateKey::needs_body),
+            _ => false,
+        }
+    }
 }
 
 /// A GCRA rate limit on a set of routes.

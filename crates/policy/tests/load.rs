@@ -344,7 +344,11 @@ fn rate_limits_are_checked_at_load() {
         ),
         (
             "{ match: /a, key: cookie:x, rate: 1/second }",
-            "is not `ip`, `user`, `claim:NAME` or `header:NAME`",
+            "is not `ip`, `user`, `claim:NAME`, `header:NAME` or `body:/POINTER`",
+        ),
+        (
+            "{ match: /a, key: ip+body:email, rate: 1/second }",
+            "`body:email` is not",
         ),
         (
             "{ match: /zzz/**, key: ip, rate: 1/second }",
