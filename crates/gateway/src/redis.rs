@@ -610,14 +610,20 @@ impl Store for RedisStore {
         LocalStore::revoke_token(&self.fallback, jti, exp)?;
         let (k, index) = (self.key("t", jti, ""), self.key("index", "tokens", ""));
         let now = portcullis_guard::jwt::now();
+        // The revocation first (it is what requests look up), then the listing's index: two
+        // calls, as the keys live in different Cluster slots.
         self.call("revoke", async |mut h| {
-            redis::pipe()
-                .cmd("SET")
+            redis::cmd("SET")
                 .arg(&k)
                 .arg(exp)
                 .arg("EXAT")
                 .arg(exp.max(now + 1))
-                .ignore()
+                .query_async::<()>(&mut h)
+                .await
+        })
+        .await?;
+        self.call("revoke", async |mut h| {
+            redis::pipe()
                 .cmd("ZADD")
                 .arg(&index)
                 .arg(exp)
@@ -627,6 +633,18 @@ impl Store for RedisStore {
                 .arg(&index)
                 .arg("-inf")
                 .arg(now)
+                .ignore()
+                // The index outlives its longest entry, no more: a TTL on first write, pushed
+                // later by later expiries.
+                .cmd("EXPIREAT")
+                .arg(&index)
+                .arg(exp.max(now + 1))
+                .arg("NX")
+                .ignore()
+                .cmd("EXPIREAT")
+                .arg(&index)
+                .arg(exp.max(now + 1))
+                .arg("GT")
                 .ignore()
                 .query_async::<()>(&mut h)
                 .await
@@ -659,6 +677,10 @@ impl Store for RedisStore {
                 .arg(&index)
                 .arg("-inf")
                 .arg(now - SUBJECT_TTL)
+                .ignore()
+                .cmd("EXPIRE")
+                .arg(&index)
+                .arg(SUBJECT_TTL)
                 .ignore()
                 .query_async::<()>(&mut h)
                 .await

@@ -504,19 +504,109 @@ impl RedisServer {
 
     /// Starts on `port`, without persistence, and waits until it answers `PING`.
     pub fn start_on(port: u16) -> RedisServer {
+        Self::spawn(port, &[])
+    }
+
+    /// A free loopback port below 55535 (a Cluster node also listens on port + 10000).
+    pub fn free_port() -> u16 {
+        loop {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .map(|a| a.port())
+                .unwrap();
+            if port < 55_000 && std::net::TcpListener::bind(("127.0.0.1", port + 10_000)).is_ok() {
+                return port;
+            }
+        }
+    }
+
+    /// Three empty Cluster masters sharing the slots, created with `redis-cli --cluster`.
+    pub fn start_cluster(dir: &std::path::Path) -> Vec<RedisServer> {
+        std::fs::create_dir_all(dir).unwrap();
+        let nodes: Vec<RedisServer> = (0..3)
+            .map(|_| {
+                let port = Self::free_port();
+                let conf = dir.join(format!("nodes-{port}.conf"));
+                Self::spawn(
+                    port,
+                    &[
+                        "--cluster-enabled",
+                        "yes",
+                        "--cluster-config-file",
+                        conf.to_str().unwrap(),
+                        "--cluster-node-timeout",
+                        "2000",
+                        "--dir",
+                        dir.to_str().unwrap(),
+                    ],
+                )
+            })
+            .collect();
+        let mut args = vec!["--cluster".to_owned(), "create".to_owned()];
+        args.extend(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
+        args.extend(["--cluster-replicas", "0", "--cluster-yes"].map(String::from));
+        let out = std::process::Command::new("redis-cli")
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        while nodes.iter().any(|n| {
+            let out = std::process::Command::new("redis-cli")
+                .args(["-p", &n.port.to_string(), "cluster", "info"])
+                .output()
+                .unwrap();
+            !String::from_utf8_lossy(&out.stdout).contains("cluster_state:ok")
+        }) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the cluster never became ok"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        nodes
+    }
+
+    /// A Sentinel watching the master on `master_port` under the name `mymaster`.
+    pub fn start_sentinel(master_port: u16, dir: &std::path::Path) -> RedisServer {
+        std::fs::create_dir_all(dir).unwrap();
+        let port = Self::free_port();
+        let conf = dir.join(format!("sentinel-{port}.conf"));
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {master_port} 1\nsentinel down-after-milliseconds mymaster 2000\n"
+            ),
+        )
+        .unwrap();
+        Self::spawn_args(port, &[conf.to_str().unwrap(), "--sentinel"])
+    }
+
+    fn spawn(port: u16, extra: &[&str]) -> RedisServer {
+        let port_s = port.to_string();
+        let mut args = vec![
+            "--port",
+            &port_s,
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--loglevel",
+            "warning",
+        ];
+        args.extend_from_slice(extra);
+        Self::spawn_args(port, &args)
+    }
+
+    fn spawn_args(port: u16, args: &[&str]) -> RedisServer {
         let child = std::process::Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--loglevel",
-                "warning",
-            ])
+            .args(args)
             .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
