@@ -3,6 +3,7 @@
 //! 70 internal error.
 
 mod demo;
+mod lint;
 mod token;
 
 #[cfg(feature = "mimalloc")]
@@ -65,6 +66,8 @@ enum Command {
         #[command(subcommand)]
         command: Box<token::TokenCommand>,
     },
+    /// Audit an OpenAPI description for the design flaws behind the OWASP API Top 10.
+    Lint(lint::LintArgs),
     /// Start the demo shop (every weakness on) and a gateway in front of it, on loopback.
     Demo {
         /// Port of the gateway.
@@ -108,6 +111,7 @@ fn main() -> ExitCode {
             runtime.block_on(serve(&policy.config))
         }
         Command::Token { command } => token::run(*command),
+        Command::Lint(args) => lint::run(args),
         Command::Demo { port, shop_port } => {
             init_logs(LogFormat::Text);
             runtime.block_on(demo::run(port, shop_port))

@@ -478,3 +478,83 @@ async fn token_mints_what_the_gateway_accepts_and_prints_public_jwks() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--alg none: not one of"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn lint_exit_codes_formats_and_explanations() {
+    let spec = shop_spec();
+    let run = |args: &[&str]| {
+        std::process::Command::new(BIN)
+            .arg("lint")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let clean = run(&[spec.to_str().unwrap()]);
+    assert_eq!(
+        clean.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&clean.stdout)
+    );
+    let dir = temp_dir("lint");
+    let weak = dir.join("weak.yaml");
+    std::fs::write(
+        &weak,
+        "openapi: 3.1.0\ninfo: { title: t, version: \"1\" }\npaths:\n  /orders/{id}:\n    get:\n      parameters:\n        - { name: id, in: path, required: true, schema: { type: integer } }\n      responses: { \"200\": { description: ok } }\n",
+    )
+    .unwrap();
+    let out = run(&[weak.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("weak.yaml:7:19: medium[authz-sequential-id]"),
+        "{text}"
+    );
+    // Below the threshold: exit 0.
+    assert_eq!(
+        run(&[weak.to_str().unwrap(), "--fail-on", "critical"])
+            .status
+            .code(),
+        Some(0)
+    );
+    let sarif = run(&[weak.to_str().unwrap(), "--format", "sarif"]);
+    let v: serde_json::Value = serde_json::from_slice(&sarif.stdout).unwrap();
+    let hit = v["runs"][0]["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["ruleId"] == "authz-sequential-id")
+        .unwrap();
+    assert_eq!(
+        hit["locations"][0]["physicalLocation"]["region"]["startLine"],
+        7
+    );
+    let junit = run(&[weak.to_str().unwrap(), "--format", "junit"]);
+    assert!(String::from_utf8_lossy(&junit.stdout).contains("<testsuites"));
+    // A rule switched off in a config file.
+    let config = dir.join("lint.yaml");
+    std::fs::write(
+        &config,
+        "disable: [authz-sequential-id, auth-no-security]\n",
+    )
+    .unwrap();
+    assert_eq!(
+        run(&[weak.to_str().unwrap(), "--config", config.to_str().unwrap()])
+            .status
+            .code(),
+        Some(0)
+    );
+    std::fs::write(&config, "disable: [no-such-rule]\n").unwrap();
+    assert_eq!(
+        run(&[weak.to_str().unwrap(), "--config", config.to_str().unwrap()])
+            .status
+            .code(),
+        Some(2)
+    );
+    // Errors: exit 2.
+    assert_eq!(run(&["/nonexistent/api.yaml"]).status.code(), Some(2));
+    let explain = run(&["--explain", "property-open-request-object"]);
+    assert_eq!(explain.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&explain.stdout).contains("additionalProperties"));
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,271 @@
+//! The description as rules see it: its operations with their effective security, parameters,
+//! request and response schemas resolved, and a schema walker that follows `$ref`s once.
+
+use std::collections::HashSet;
+
+use crate::load::Files;
+use crate::node::{Key, Node, Pos};
+
+pub const METHODS: [&str; 8] = [
+    "get", "put", "post", "delete", "options", "head", "patch", "trace",
+];
+
+/// One operation.
+#[derive(Debug)]
+pub struct Op<'a> {
+    pub path: &'a str,
+    pub method: &'a str,
+    /// Where the method key is written: findings about the operation point here.
+    pub at: Pos,
+    pub node: &'a Node,
+    /// The operation's own `security`, when it has one.
+    pub own_security: Option<(&'a Key, &'a Node)>,
+    /// What applies: its own, or the document's.
+    pub security: Option<&'a Node>,
+    pub params: Vec<&'a Node>,
+    /// The JSON request body schema.
+    pub request: Option<&'a Node>,
+    /// (status, where the status key is written, JSON schema if any)
+    pub responses: Vec<(&'a str, Pos, Option<&'a Node>)>,
+}
+
+impl Op<'_> {
+    pub fn is_write(&self) -> bool {
+        matches!(self.method, "post" | "put" | "patch" | "delete")
+    }
+
+    pub fn tags(&self) -> Vec<&str> {
+        self.node
+            .get("tags")
+            .map(|t| t.items().iter().filter_map(Node::as_str).collect())
+            .unwrap_or_default()
+    }
+
+    /// Whether the path, a tag or the operation id says it is administrative.
+    pub fn is_admin(&self) -> bool {
+        let words = |s: &str| {
+            s.to_ascii_lowercase()
+                .split(|c: char| !c.is_ascii_alphanumeric())
+                .any(|w| {
+                    matches!(
+                        w,
+                        "admin"
+                            | "admins"
+                            | "administration"
+                            | "internal"
+                            | "management"
+                            | "superuser"
+                    )
+                })
+        };
+        words(self.path)
+            || self.tags().iter().any(|t| words(t))
+            || self
+                .id()
+                .is_some_and(|id| id.to_ascii_lowercase().contains("admin"))
+    }
+
+    pub fn id(&self) -> Option<&str> {
+        self.node.str_of("operationId")
+    }
+
+    /// Whether anything identifies the caller: a non-empty security requirement list with at
+    /// least one non-empty requirement.
+    pub fn is_secured(&self) -> bool {
+        self.security.is_some_and(|s| {
+            s.items().iter().any(|req| !req.entries().is_empty())
+                && !s.items().iter().any(|req| req.entries().is_empty())
+        })
+    }
+}
+
+/// The whole description, ready for the rules.
+#[derive(Debug)]
+pub struct Spec<'a> {
+    pub files: &'a Files,
+    pub root: &'a Node,
+    pub ops: Vec<Op<'a>>,
+}
+
+impl<'a> Spec<'a> {
+    pub fn new(files: &'a Files, root: &'a Node) -> Self {
+        let mut ops = Vec::new();
+        let global = root.get("security");
+        for (pkey, item) in root.get("paths").map(Node::entries).unwrap_or_default() {
+            let item = files.deref(item);
+            let shared: Vec<&Node> = item
+                .get("parameters")
+                .map(|p| p.items().iter().map(|n| files.deref(n)).collect())
+                .unwrap_or_default();
+            for (mkey, op) in item.entries() {
+                if !METHODS.contains(&mkey.name.as_str()) {
+                    continue;
+                }
+                let own_security = op.entry("security");
+                let mut params = shared.clone();
+                if let Some(list) = op.get("parameters") {
+                    for p in list.items() {
+                        let p = files.deref(p);
+                        // An operation's parameter replaces a path-level one of the same name.
+                        params.retain(|q| {
+                            !(q.str_of("name") == p.str_of("name")
+                                && q.str_of("in") == p.str_of("in"))
+                        });
+                        params.push(p);
+                    }
+                }
+                let request = op
+                    .get("requestBody")
+                    .map(|b| files.deref(b))
+                    .and_then(|b| json_schema(files, b));
+                let responses = op
+                    .get("responses")
+                    .map(Node::entries)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|(code, r)| {
+                        let r = files.deref(r);
+                        (code.name.as_str(), code.pos, json_schema(files, r))
+                    })
+                    .collect();
+                ops.push(Op {
+                    path: &pkey.name,
+                    method: &mkey.name,
+                    at: mkey.pos,
+                    node: op,
+                    own_security,
+                    security: own_security.map(|(_, v)| v).or(global),
+                    params,
+                    request,
+                    responses,
+                });
+            }
+        }
+        Spec { files, root, ops }
+    }
+
+    pub fn deref(&self, n: &'a Node) -> &'a Node {
+        self.files.deref(n)
+    }
+
+    /// The security schemes: (name, where the name is written, the scheme).
+    pub fn schemes(&self) -> Vec<(&'a str, Pos, &'a Node)> {
+        self.root
+            .pointer("/components/securitySchemes")
+            .map(Node::entries)
+            .unwrap_or_default()
+            .iter()
+            .map(|(k, v)| (k.name.as_str(), k.pos, self.files.deref(v)))
+            .collect()
+    }
+}
+
+/// The schema of the JSON media type of a request body or response.
+fn json_schema<'a>(files: &'a Files, body: &'a Node) -> Option<&'a Node> {
+    let content = body.get("content")?;
+    let (_, media) = content.entries().iter().find(|(k, _)| {
+        let t = k.name.split(';').next().unwrap_or("").trim();
+        t == "application/json" || t.ends_with("+json") || t == "*/*"
+    })?;
+    media.get("schema").map(|s| files.deref(s))
+}
+
+/// A schema met while walking: the schema (resolved), the property name it is the value of
+/// (if any), and where to point.
+#[derive(Debug, Clone, Copy)]
+pub struct Visit<'a> {
+    pub schema: &'a Node,
+    pub property: Option<&'a str>,
+    pub at: Pos,
+    /// The object schema whose property this is.
+    pub parent: Option<&'a Node>,
+}
+
+/// Visits `schema` and every schema inside it (properties, items, combinators,
+/// additionalProperties), following each `$ref` once per walk.
+pub fn walk<'a>(files: &'a Files, schema: &'a Node, f: &mut dyn FnMut(Visit<'a>)) {
+    let mut seen = HashSet::new();
+    walk_in(files, schema, None, schema.pos, None, &mut seen, f, 0);
+}
+
+#[allow(clippy::too_many_arguments)]
+fn walk_in<'a>(
+    files: &'a Files,
+    raw: &'a Node,
+    property: Option<&'a str>,
+    at: Pos,
+    parent: Option<&'a Node>,
+    seen: &mut HashSet<Pos>,
+    f: &mut dyn FnMut(Visit<'a>),
+    depth: usize,
+) {
+    if depth > 64 {
+        return;
+    }
+    let schema = files.deref(raw);
+    if !seen.insert(schema.pos) && raw.get("$ref").is_some() {
+        return;
+    }
+    f(Visit {
+        schema,
+        property,
+        at,
+        parent,
+    });
+    if let Some(props) = schema.get("properties") {
+        for (k, v) in props.entries() {
+            walk_in(
+                files,
+                v,
+                Some(&k.name),
+                k.pos,
+                Some(schema),
+                seen,
+                f,
+                depth + 1,
+            );
+        }
+    }
+    if let Some(items) = schema.get("items") {
+        walk_in(
+            files,
+            items,
+            property,
+            items.pos,
+            parent,
+            seen,
+            f,
+            depth + 1,
+        );
+    }
+    for key in ["allOf", "anyOf", "oneOf"] {
+        for s in schema.get(key).map(Node::items).unwrap_or_default() {
+            walk_in(files, s, property, s.pos, parent, seen, f, depth + 1);
+        }
+    }
+    if let Some(ap) = schema.get("additionalProperties").filter(|a| a.is_map()) {
+        walk_in(files, ap, None, ap.pos, Some(schema), seen, f, depth + 1);
+    }
+}
+
+/// The type a schema declares (`type: x` or the first of `type: [x, null]`).
+pub fn type_of(schema: &Node) -> Option<&str> {
+    let t = schema.get("type")?;
+    t.as_str().or_else(|| {
+        t.items()
+            .iter()
+            .filter_map(Node::as_str)
+            .find(|s| *s != "null")
+    })
+}
+
+/// The properties an object schema has, through `allOf`.
+pub fn property_names<'a>(files: &'a Files, schema: &'a Node) -> Vec<&'a str> {
+    let mut out = Vec::new();
+    walk(files, schema, &mut |v| {
+        if let Some(p) = v.property {
+            out.push(p);
+        }
+    });
+    out
+}
