@@ -217,3 +217,85 @@ fn authorization_policies_are_checked_at_load() {
         assert!(p.to_string().contains(msg), "{msg}: {p}");
     }
 }
+
+#[tokio::test]
+async fn roles_written_in_the_description_are_enforced_without_a_policy_rule() {
+    // No `authorization` section: the shop's description says `x-portcullis-roles: [admin]`
+    // on its admin operations, and that is enough.
+    let shop = Shop::with(&[Vuln::Bfla]).await;
+    let gw = Gw::verifying_shop_tokens(&shop, "", "").await;
+    let c = client();
+    let b = register(&shop, &c, "bob").await;
+    let adm = admin(&shop, &c).await;
+    let users = "/v2/admin/users";
+    assert_eq!(
+        send(&c, Method::GET, &shop.url(users), Some(&b.access), None)
+            .await
+            .status,
+        StatusCode::OK,
+        "the shop lets a customer in"
+    );
+    assert_eq!(
+        send(&c, Method::GET, &gw.url(users), Some(&b.access), None)
+            .await
+            .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        send(&c, Method::GET, &gw.url(users), Some(&adm.access), None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    // Operations the description marks public stay public.
+    assert_eq!(
+        send(&c, Method::GET, &gw.url("/v2/products?limit=1"), None, None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_tag_selects_the_operations_it_tags() {
+    let shop = Shop::secure().await;
+    let spec = std::fs::read_to_string(shop_spec()).unwrap();
+    let tags: Vec<&str> = spec
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("tags: ["))
+        .collect();
+    assert!(!tags.is_empty(), "the shop's operations are tagged");
+    // Every operation tagged `orders` needs the (made-up) `auditor` role.
+    let gw = Gw::verifying_shop_tokens(
+        &shop,
+        "",
+        "authorization:\n  roles:\n    - { match: \"tag:orders\", roles: [auditor] }\n",
+    )
+    .await;
+    let c = client();
+    let a = register(&shop, &c, "alice").await;
+    assert_eq!(
+        send(
+            &c,
+            Method::GET,
+            &gw.url("/v2/orders"),
+            Some(&a.access),
+            None
+        )
+        .await
+        .status,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(
+        send(
+            &c,
+            Method::GET,
+            &gw.url("/v2/users/me"),
+            Some(&a.access),
+            None
+        )
+        .await
+        .status,
+        StatusCode::OK
+    );
+}

@@ -56,6 +56,10 @@ pub struct Route {
     /// What the OpenAPI description says about security: `Some(true)` when the operation has
     /// a security requirement, `Some(false)` for `security: []`, `None` when not described.
     pub secured: Option<bool>,
+    /// The operation's tags (selectors `tag:NAME`).
+    pub tags: Vec<String>,
+    /// `x-portcullis-roles` of the operation.
+    pub roles: Vec<String>,
     /// JSON pointer into the OpenAPI document to the JSON request body schema, if any.
     pub request_schema: Option<String>,
     /// JSON pointers to the 2xx JSON response schemas, by status (`200`, `2XX`).
@@ -279,6 +283,8 @@ impl Inventory {
             params,
             version,
             secured: None,
+            tags: Vec::new(),
+            roles: Vec::new(),
             request_schema: None,
             response_schemas: Vec::new(),
             compound,

@@ -147,7 +147,7 @@ struct RawValidation {
     undeclared_response_fields: Option<Spanned<String>>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAuthz {
     #[serde(default)]
@@ -699,10 +699,25 @@ impl Compiler<'_> {
         let mut inventory = inventory;
         let openapi_doc = self.request_schemas(&raw, &mut inventory);
         let mut auth = raw.auth.as_ref().map(|a| self.auth(a, &inventory));
-        let authz = raw
-            .authorization
-            .as_ref()
-            .and_then(|z| self.authz(z, &inventory, auth.as_mut()));
+        // Roles the description carries (`x-portcullis-roles`) apply like a policy role rule,
+        // with or without an `authorization` section.
+        let described_roles = inventory.routes.iter().any(|r| !r.roles.is_empty());
+        let no_rules = RawAuthz::default();
+        let authz = match (&raw.authorization, described_roles) {
+            (Some(z), _) => self.authz(z, &inventory, auth.as_mut()),
+            (None, true) if auth.is_some() => self.authz(&no_rules, &inventory, auth.as_mut()),
+            (None, true) => {
+                if let Some(spec) = &raw.openapi {
+                    self.warn(
+                        spec,
+                        "openapi",
+                        "the description's `x-portcullis-roles` are not enforced: roles need `auth`",
+                    );
+                }
+                None
+            }
+            (None, false) => None,
+        };
         let rate_limits = self.rate_limits(&raw.rate_limits, &inventory);
         let quotas = self.quotas(&raw.quotas, &inventory);
         let concurrency_limits = self.concurrency(&raw.concurrency_limits, &inventory);
@@ -2212,6 +2227,12 @@ impl Compiler<'_> {
                 auth.required[id] = true;
             }
         }
+        for (id, route) in inventory.routes.iter().enumerate() {
+            if roles[id].is_empty() && !route.roles.is_empty() {
+                roles[id] = route.roles.clone();
+                auth.required[id] = true;
+            }
+        }
         let mut owners = Vec::new();
         for (i, o) in z.owners.iter().enumerate() {
             let key = format!("authorization.owners[{i}]");
@@ -2372,7 +2393,12 @@ impl Compiler<'_> {
                 Ok(ops) => {
                     for op in ops {
                         match inv.add(op.method, &op.path) {
-                            Ok(id) => inv.routes[id].secured = Some(op.secured),
+                            Ok(id) => {
+                                let route = &mut inv.routes[id];
+                                route.secured = Some(op.secured);
+                                route.tags = op.tags;
+                                route.roles = op.roles;
+                            }
                             Err(e) => {
                                 self.problems.push(Problem::error(
                                     &spec_path,
@@ -2416,12 +2442,25 @@ fn per_period(s: &str, units: &[(&str, u64)]) -> Option<(u32, Duration)> {
 /// `METHOD /path/**` (every route under the prefix), `*` matching one segment.
 pub fn selector_matches(sel: &str, inventory: &Inventory) -> Result<Vec<usize>, String> {
     let sel = sel.trim();
+    // `tag:NAME`: the operations the description tags so.
+    if let Some(tag) = sel.strip_prefix("tag:") {
+        let tag = tag.trim();
+        return Ok(inventory
+            .routes
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.tags.iter().any(|t| t.eq_ignore_ascii_case(tag)))
+            .map(|(i, _)| i)
+            .collect());
+    }
     let (method, pattern) = match sel.split_once(char::is_whitespace) {
         Some((m, p)) => (Some(parse_route(&format!("{m} /"))?.0), p.trim()),
         None => (None, sel),
     };
     if !pattern.starts_with('/') {
-        return Err(format!("`{sel}` is not `/path/**` or `METHOD /path`"));
+        return Err(format!(
+            "`{sel}` is not `/path/**`, `METHOD /path` or `tag:NAME`"
+        ));
     }
     let want: Vec<&str> = pattern.trim_end_matches('/').split('/').skip(1).collect();
     let fits = |template: &str| {

@@ -20,13 +20,25 @@ pub struct Operation {
     /// Where the path item starts (YAML only).
     pub pos: Option<Pos>,
     /// Whether the operation declares a security requirement (its own `security`, or the
-    /// document's when it has none); `security: []` makes it public.
+    /// document's when it has none); `security: []` or `x-portcullis-public: true` makes it
+    /// public.
     pub secured: bool,
+    pub tags: Vec<String>,
+    /// `x-portcullis-roles`: the caller needs one of these.
+    pub roles: Vec<String>,
 }
 
-/// A path, its position, and for each of [`METHODS`]: absent, or present with the number of
-/// its security requirements (`None` when it has no `security` of its own).
-type PathMethods = (String, Option<Pos>, [Option<Option<usize>>; 8]);
+/// What the inventory needs of one operation.
+#[derive(Clone, Debug, Default)]
+struct OpInfo {
+    security: Option<usize>,
+    tags: Vec<String>,
+    roles: Vec<String>,
+    public: bool,
+}
+
+/// A path, its position, and for each of [`METHODS`]: absent, or present.
+type PathMethods = (String, Option<Pos>, [Option<OpInfo>; 8]);
 
 const METHODS: [&str; 8] = [
     "get", "put", "post", "delete", "options", "head", "patch", "trace",
@@ -37,6 +49,12 @@ const METHODS: [&str; 8] = [
 struct YamlOperation {
     #[serde(default)]
     security: Option<Vec<IgnoredAny>>,
+    #[serde(default)]
+    tags: Vec<String>,
+    #[serde(default, rename = "x-portcullis-roles")]
+    roles: Vec<String>,
+    #[serde(default, rename = "x-portcullis-public")]
+    public: bool,
 }
 
 #[derive(Deserialize)]
@@ -64,7 +82,7 @@ struct YamlPathItem {
 }
 
 impl YamlPathItem {
-    fn methods(&self) -> [Option<Option<usize>>; 8] {
+    fn methods(&self) -> [Option<OpInfo>; 8] {
         [
             &self.get,
             &self.put,
@@ -75,7 +93,14 @@ impl YamlPathItem {
             &self.patch,
             &self.trace,
         ]
-        .map(|op| op.as_ref().map(|o| o.security.as_ref().map(Vec::len)))
+        .map(|op| {
+            op.as_ref().map(|o| OpInfo {
+                security: o.security.as_ref().map(Vec::len),
+                tags: o.tags.clone(),
+                roles: o.roles.clone(),
+                public: o.public,
+            })
+        })
     }
 }
 
@@ -106,9 +131,25 @@ pub fn operations(file: &Path) -> Result<Vec<Operation>, Problems> {
                     paths
                         .iter()
                         .map(|(path, item)| {
+                            let strings = |v: Option<&serde_json::Value>| -> Vec<String> {
+                                v.and_then(|t| t.as_array())
+                                    .map(|a| {
+                                        a.iter()
+                                            .filter_map(|x| x.as_str().map(str::to_owned))
+                                            .collect()
+                                    })
+                                    .unwrap_or_default()
+                            };
                             let ops = METHODS.map(|m| {
-                                item.get(m).map(|op| {
-                                    op.get("security").and_then(|s| s.as_array()).map(Vec::len)
+                                item.get(m).map(|op| OpInfo {
+                                    security: op
+                                        .get("security")
+                                        .and_then(|s| s.as_array())
+                                        .map(Vec::len),
+                                    tags: strings(op.get("tags")),
+                                    roles: strings(op.get("x-portcullis-roles")),
+                                    public: op.get("x-portcullis-public")
+                                        == Some(&serde_json::Value::Bool(true)),
                                 })
                             });
                             (path.clone(), None, ops)
@@ -173,13 +214,15 @@ pub fn operations(file: &Path) -> Result<Vec<Operation>, Problems> {
     let mut ops = Vec::new();
     for (path, pos, present) in items {
         for (m, op) in METHODS.iter().zip(present) {
-            let Some(own) = op else { continue };
+            let Some(info) = op else { continue };
             if let Ok(method) = Method::from_bytes(m.to_ascii_uppercase().as_bytes()) {
                 ops.push(Operation {
                     method,
                     path: path.clone(),
                     pos,
-                    secured: own.unwrap_or(global) > 0,
+                    secured: !info.public && info.security.unwrap_or(global) > 0,
+                    tags: info.tags,
+                    roles: info.roles,
                 });
             }
         }

