@@ -4,6 +4,7 @@
 
 mod demo;
 mod lint;
+mod scan;
 mod token;
 
 #[cfg(feature = "mimalloc")]
@@ -68,6 +69,9 @@ enum Command {
     },
     /// Audit an OpenAPI description for the design flaws behind the OWASP API Top 10.
     Lint(lint::LintArgs),
+    /// Attack a running API (loopback by default) with two or more identities and report
+    /// what was proven.
+    Scan(Box<scan::ScanArgs>),
     /// Start the demo shop (every weakness on) and a gateway in front of it, on loopback.
     Demo {
         /// Port of the gateway.
@@ -112,6 +116,7 @@ fn main() -> ExitCode {
         }
         Command::Token { command } => token::run(*command),
         Command::Lint(args) => lint::run(args),
+        Command::Scan(args) => scan::run(*args, &runtime),
         Command::Demo { port, shop_port } => {
             init_logs(LogFormat::Text);
             runtime.block_on(demo::run(port, shop_port))

@@ -817,6 +817,19 @@ async fn forward(
             .as_deref()
             .map(|p| (id, p))
     });
+    // Validate the parameters (path, query, headers) the operation declares.
+    if let Some(id) = *route
+        && let Some(pv) = ctx
+            .runtime
+            .validators
+            .params(id, &policy.inventory.routes[id].parameters)
+    {
+        let path_now = changed.as_deref().unwrap_or(parts.uri.path());
+        let values = path_params(&policy.inventory.routes[id].template, path_now);
+        let pairs: Vec<(&str, &str)> = values.iter().map(|(n, v)| (*n, v.as_ref())).collect();
+        pv.check(&pairs, parts.uri.query(), &parts.headers)
+            .map_err(Rejection::Invalid)?;
+    }
     if let Some(validator) = schema.and_then(|(id, p)| ctx.runtime.validators.get(id, p)) {
         let json_type = parts
             .headers
@@ -992,6 +1005,28 @@ async fn forward(
         return scrub_client_error(ctx, parts, body).await;
     }
     Ok(Response::from_parts(parts, Body::Upstream(body)))
+}
+
+/// The values of a template's whole-segment parameters (`/orders/{order_id}`) in a path,
+/// percent-decoded.
+fn path_params<'t>(template: &'t str, path: &str) -> Vec<(&'t str, Cow<'static, str>)> {
+    template
+        .split('/')
+        .zip(path.split('/'))
+        .filter_map(|(t, p)| {
+            let name = t.strip_prefix('{')?.strip_suffix('}')?;
+            (!name.contains('{')).then(|| {
+                (
+                    name,
+                    Cow::Owned(
+                        percent_encoding::percent_decode_str(p)
+                            .decode_utf8_lossy()
+                            .into_owned(),
+                    ),
+                )
+            })
+        })
+        .collect()
 }
 
 fn strip_cors(headers: &mut http::HeaderMap) {

@@ -9,6 +9,7 @@
 
 use std::sync::{Arc, OnceLock};
 
+use portcullis_policy::openapi::{Param, ParamIn};
 use serde_json::{Value, json};
 
 /// Compiled validators, one slot per route, filled on first use.
@@ -16,6 +17,136 @@ use serde_json::{Value, json};
 pub struct Validators {
     doc: Option<Arc<Value>>,
     slots: Vec<OnceLock<Option<Arc<jsonschema::Validator>>>>,
+    params: Vec<OnceLock<Option<Arc<ParamValidator>>>>,
+}
+
+/// The parameters of one operation: how to turn each raw value into JSON, and one validator
+/// for them all (an object `{path: {..}, query: {..}, header: {..}}`), so a refusal names
+/// `/query/limit` and the rule.
+#[derive(Debug)]
+pub struct ParamValidator {
+    params: Vec<(String, ParamIn, Kind)>,
+    validator: jsonschema::Validator,
+}
+
+/// What a raw parameter value becomes.
+#[derive(Clone, Copy, Debug)]
+enum Kind {
+    Integer,
+    Number,
+    Boolean,
+    String,
+    /// An array of this kind (repeated keys, or comma-separated).
+    Array(Scalar),
+}
+
+#[derive(Clone, Copy, Debug)]
+enum Scalar {
+    Integer,
+    Number,
+    Boolean,
+    String,
+}
+
+fn scalar_of(schema: &Value) -> Scalar {
+    let ty = schema.get("type").and_then(|t| {
+        t.as_str().or_else(|| {
+            t.as_array()?
+                .iter()
+                .filter_map(Value::as_str)
+                .find(|s| *s != "null")
+        })
+    });
+    match ty {
+        Some("integer") => Scalar::Integer,
+        Some("number") => Scalar::Number,
+        Some("boolean") => Scalar::Boolean,
+        _ => Scalar::String,
+    }
+}
+
+fn coerce(raw: &str, s: Scalar) -> Value {
+    match s {
+        Scalar::Integer => raw
+            .parse::<i64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::String(raw.to_owned())),
+        Scalar::Number => raw
+            .parse::<f64>()
+            .ok()
+            .and_then(serde_json::Number::from_f64)
+            .map(Value::Number)
+            .unwrap_or_else(|| Value::String(raw.to_owned())),
+        Scalar::Boolean => match raw {
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            other => Value::String(other.to_owned()),
+        },
+        Scalar::String => Value::String(raw.to_owned()),
+    }
+}
+
+impl ParamValidator {
+    /// Checks the parameters present in the request: `path` (name, value) from the router,
+    /// the raw query string, and the headers.
+    pub fn check(
+        &self,
+        path: &[(&str, &str)],
+        query: Option<&str>,
+        headers: &http::HeaderMap,
+    ) -> Result<(), String> {
+        let pairs: Vec<(String, String)> = query
+            .map(|q| {
+                url::form_urlencoded::parse(q.as_bytes())
+                    .into_owned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let mut inst = json!({ "path": {}, "query": {}, "header": {} });
+        for (name, loc, kind) in &self.params {
+            let raws: Vec<&str> = match loc {
+                ParamIn::Path => path
+                    .iter()
+                    .filter(|(n, _)| n == name)
+                    .map(|(_, v)| *v)
+                    .collect(),
+                ParamIn::Query => pairs
+                    .iter()
+                    .filter(|(n, _)| n == name)
+                    .map(|(_, v)| v.as_str())
+                    .collect(),
+                ParamIn::Header => headers
+                    .get_all(name.as_str())
+                    .iter()
+                    .filter_map(|v| v.to_str().ok())
+                    .collect(),
+            };
+            if raws.is_empty() {
+                continue;
+            }
+            let value = match kind {
+                Kind::Array(s) => Value::Array(
+                    raws.iter()
+                        .flat_map(|r| r.split(','))
+                        .map(|r| coerce(r, *s))
+                        .collect(),
+                ),
+                Kind::Integer => coerce(raws[0], Scalar::Integer),
+                Kind::Number => coerce(raws[0], Scalar::Number),
+                Kind::Boolean => coerce(raws[0], Scalar::Boolean),
+                Kind::String => coerce(raws[0], Scalar::String),
+            };
+            let slot = match loc {
+                ParamIn::Path => "path",
+                ParamIn::Query => "query",
+                ParamIn::Header => "header",
+            };
+            if let Some(obj) = inst.get_mut(slot).and_then(Value::as_object_mut) {
+                obj.insert(name.clone(), value);
+            }
+        }
+        check(&self.validator, &inst)
+    }
 }
 
 /// Gives object schemas without `additionalProperties` a closed one, unless they compose with
@@ -50,7 +181,73 @@ impl Validators {
         Self {
             doc,
             slots: (0..routes).map(|_| OnceLock::new()).collect(),
+            params: (0..routes).map(|_| OnceLock::new()).collect(),
         }
+    }
+
+    /// The validator of a route's parameters, compiled on first use (`None` without any).
+    pub fn params(&self, route: usize, params: &[Param]) -> Option<Arc<ParamValidator>> {
+        let slot = self.params.get(route)?;
+        slot.get_or_init(|| {
+            let doc = self.doc.as_ref()?;
+            if params.is_empty() {
+                return None;
+            }
+            let mut groups = json!({
+                "path": { "type": "object", "properties": {}, "required": [] },
+                "query": { "type": "object", "properties": {}, "required": [] },
+                "header": { "type": "object", "properties": {}, "required": [] },
+            });
+            let mut kinds = Vec::new();
+            for p in params {
+                let schema = doc.pointer(&p.schema)?;
+                let resolved = resolve(schema, doc);
+                let kind = if resolved.get("type").and_then(Value::as_str) == Some("array") {
+                    Kind::Array(scalar_of(resolve(resolved.get("items").unwrap_or(&Value::Null), doc)))
+                } else {
+                    match scalar_of(resolved) {
+                        Scalar::Integer => Kind::Integer,
+                        Scalar::Number => Kind::Number,
+                        Scalar::Boolean => Kind::Boolean,
+                        Scalar::String => Kind::String,
+                    }
+                };
+                let (group, name) = match p.location {
+                    ParamIn::Path => ("path", p.name.clone()),
+                    ParamIn::Query => ("query", p.name.clone()),
+                    // Header names are case-insensitive; `HeaderMap` lookups are lower-case.
+                    ParamIn::Header => ("header", p.name.to_ascii_lowercase()),
+                };
+                let g = &mut groups[group];
+                g["properties"][&name] = schema.clone();
+                if p.required && p.location != ParamIn::Header {
+                    if let Some(req) = g["required"].as_array_mut() {
+                        req.push(Value::String(name.clone()));
+                    }
+                }
+                kinds.push((name, p.location, kind));
+            }
+            let root = json!({
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "type": "object",
+                "properties": groups,
+                "components": doc.get("components").cloned().unwrap_or(Value::Null),
+            });
+            match jsonschema::options()
+                .with_pattern_options(jsonschema::PatternOptions::regex())
+                .build(&root)
+            {
+                Ok(v) => Some(Arc::new(ParamValidator {
+                    params: kinds,
+                    validator: v,
+                })),
+                Err(e) => {
+                    tracing::error!(target: "portcullis::validate", route, error = %e, "parameter schemas not compiled");
+                    None
+                }
+            }
+        })
+        .clone()
     }
 
     /// The validator of a route's request body, compiled on first use.

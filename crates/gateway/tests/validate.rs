@@ -245,3 +245,59 @@ async fn undeclared_response_fields_are_removed() {
         "{one}"
     );
 }
+
+#[tokio::test]
+async fn parameters_are_checked_against_the_description() {
+    let shop = Shop::with(&[Vuln::NoRateLimit]).await;
+    let gw = Gw::in_front_of(&shop, "state: { backend: memory }\n").await;
+    let c = client();
+    // The shop takes any page size; the description says at most 100.
+    let direct = send(
+        &c,
+        Method::GET,
+        &shop.url("/v2/products?limit=100000"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(direct.status, StatusCode::OK);
+    for (path, detail) in [
+        (
+            "/v2/products?limit=100000",
+            "`/query/limit`: breaks `maximum`",
+        ),
+        ("/v2/products?limit=0", "`/query/limit`: breaks `minimum`"),
+        ("/v2/products?limit=ten", "`/query/limit`: breaks `type`"),
+        ("/v2/products/search", "`/query`: breaks `required`"),
+        (
+            "/v2/products/not-a-product-id",
+            "`/path/product_id`: breaks `pattern`",
+        ),
+    ] {
+        let r = send(&c, Method::GET, &gw.url(path), None, None).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{path}: {}",
+            r.text
+        );
+        assert_eq!(r.json()["detail"], detail, "{path}");
+        assert!(
+            !r.text.contains("100000") && !r.text.contains("ten"),
+            "no echo: {}",
+            r.text
+        );
+    }
+    // Within the contract: through.
+    let ok = send(&c, Method::GET, &gw.url("/v2/products?limit=5"), None, None).await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
+    let ok = send(
+        &c,
+        Method::GET,
+        &gw.url("/v2/products/search?q=mug"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
+}

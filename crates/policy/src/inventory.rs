@@ -60,6 +60,8 @@ pub struct Route {
     pub tags: Vec<String>,
     /// `x-portcullis-roles` of the operation.
     pub roles: Vec<String>,
+    /// The declared path, query and header parameters (validated with the request body).
+    pub parameters: Vec<crate::openapi::Param>,
     /// JSON pointer into the OpenAPI document to the JSON request body schema, if any.
     pub request_schema: Option<String>,
     /// JSON pointers to the 2xx JSON response schemas, by status (`200`, `2XX`).
@@ -285,6 +287,7 @@ impl Inventory {
             secured: None,
             tags: Vec::new(),
             roles: Vec::new(),
+            parameters: Vec::new(),
             request_schema: None,
             response_schemas: Vec::new(),
             compound,

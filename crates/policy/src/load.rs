@@ -2171,6 +2171,7 @@ impl Compiler<'_> {
             if requests {
                 route.request_schema =
                     openapi::request_schema(&doc, &route.method, &route.template);
+                route.parameters = openapi::parameters(&doc, &route.method, &route.template);
             }
             if responses {
                 route.response_schemas =

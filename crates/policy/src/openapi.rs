@@ -420,3 +420,80 @@ mod url_field_tests {
         );
     }
 }
+
+/// Where a parameter travels.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ParamIn {
+    Path,
+    Query,
+    Header,
+}
+
+/// One declared parameter of an operation: its schema is a JSON pointer into [`document`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Param {
+    pub name: String,
+    pub location: ParamIn,
+    pub required: bool,
+    pub schema: String,
+}
+
+/// The path, query and header parameters of an operation (path-level ones included, an
+/// operation's own replacing them by name), following `$ref`s to `components/parameters`.
+pub fn parameters(doc: &serde_json::Value, method: &Method, path: &str) -> Vec<Param> {
+    let item_ptr = format!("/paths/{}", escape(path));
+    let op_ptr = format!("{item_ptr}/{}", method.as_str().to_ascii_lowercase());
+    let mut out: Vec<Param> = Vec::new();
+    for list_ptr in [
+        format!("{item_ptr}/parameters"),
+        format!("{op_ptr}/parameters"),
+    ] {
+        let Some(list) = doc.pointer(&list_ptr).and_then(|l| l.as_array()) else {
+            continue;
+        };
+        for i in 0..list.len() {
+            let mut ptr = format!("{list_ptr}/{i}");
+            let mut p = &list[i];
+            for _ in 0..8 {
+                match p
+                    .get("$ref")
+                    .and_then(|r| r.as_str())
+                    .and_then(|r| r.strip_prefix('#'))
+                {
+                    Some(r) => match doc.pointer(r) {
+                        Some(target) => {
+                            ptr = r.to_owned();
+                            p = target;
+                        }
+                        None => break,
+                    },
+                    None => break,
+                }
+            }
+            let (Some(name), Some(loc)) = (
+                p.get("name").and_then(|n| n.as_str()),
+                p.get("in").and_then(|n| n.as_str()),
+            ) else {
+                continue;
+            };
+            let location = match loc {
+                "path" => ParamIn::Path,
+                "query" => ParamIn::Query,
+                "header" => ParamIn::Header,
+                _ => continue,
+            };
+            if p.get("schema").is_none() {
+                continue;
+            }
+            out.retain(|q| !(q.name == name && q.location == location));
+            out.push(Param {
+                name: name.to_owned(),
+                location,
+                required: location == ParamIn::Path
+                    || p.get("required").and_then(|r| r.as_bool()) == Some(true),
+                schema: format!("{ptr}/schema"),
+            });
+        }
+    }
+    out
+}

@@ -19,7 +19,11 @@ fn the_shop_example_loads() {
     // be enforced (`portcullis-auth.yaml` enforces them).
     let warnings: Vec<String> = loaded.warnings.0.iter().map(|w| w.to_string()).collect();
     assert_eq!(warnings.len(), 1, "{}", loaded.warnings);
-    assert!(warnings[0].contains("x-portcullis-roles"), "{}", warnings[0]);
+    assert!(
+        warnings[0].contains("x-portcullis-roles"),
+        "{}",
+        warnings[0]
+    );
     let p = loaded.policy;
     assert_eq!(p.listen.to_string(), "127.0.0.1:8080");
     assert_eq!(p.upstream.authority.as_str(), "127.0.0.1:8081");

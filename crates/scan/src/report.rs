@@ -386,3 +386,118 @@ mod tests {
         assert_eq!(exit_code(&[], Severity::Info), 0);
     }
 }
+
+/// Escapes text for HTML content and attribute values.
+fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+impl Report {
+    /// One self-contained HTML page (no script, no external resource): a severity chart, the
+    /// findings with their evidence, reproduction and fix, and the coverage table. Everything
+    /// from the target is escaped.
+    pub fn to_html(&self) -> String {
+        use crate::finding::Severity;
+        let levels = [
+            (Severity::Critical, "#7b1fa2"),
+            (Severity::High, "#c62828"),
+            (Severity::Medium, "#ef6c00"),
+            (Severity::Low, "#f9a825"),
+            (Severity::Info, "#607d8b"),
+        ];
+        let count = |s: Severity| self.findings.iter().filter(|f| f.severity == s).count();
+        let max = levels
+            .iter()
+            .map(|(s, _)| count(*s))
+            .max()
+            .unwrap_or(0)
+            .max(1);
+        let mut chart = String::new();
+        for (i, (s, color)) in levels.iter().enumerate() {
+            let n = count(*s);
+            let w = 300 * n / max;
+            let y = i * 28;
+            let _ = write!(
+                chart,
+                "<text x=\"0\" y=\"{}\" class=\"lbl\">{}</text><rect x=\"80\" y=\"{}\" width=\"{w}\" height=\"20\" fill=\"{color}\"><title>{} {}</title></rect><text x=\"{}\" y=\"{}\" class=\"lbl\" id=\"count-{}\">{n}</text>",
+                y + 15,
+                s.name(),
+                y,
+                n,
+                s.name(),
+                86 + w,
+                y + 15,
+                s.name()
+            );
+        }
+        let mut findings = String::new();
+        for f in &self.findings {
+            let evidence: String = f
+                .evidence
+                .iter()
+                .map(|e| {
+                    format!(
+                        "<p class=\"meta\">as {}: {}</p><pre>{}</pre><pre>{}</pre>",
+                        esc(&e.identity),
+                        e.status
+                            .map_or_else(|| "no answer".to_owned(), |s| s.to_string()),
+                        esc(&e.request),
+                        esc(&e.response)
+                    )
+                })
+                .collect();
+            let _ = write!(
+                findings,
+                "<section class=\"finding sev-{sev}\" data-rule=\"{rule}\"><h3><span class=\"badge\">{sev}</span> {title}</h3><p class=\"meta\">{owasp} {owasp_name} · CWE-{cwe} · <code>{op}</code> · rule <code>{rule}</code></p><p>{detail}</p><details><summary>Evidence</summary>{evidence}</details><p><b>Reproduce:</b></p><pre>{curl}</pre><p><b>Fix:</b> {fix}</p></section>",
+                sev = f.severity.name(),
+                rule = esc(f.rule),
+                title = esc(&f.title),
+                owasp = esc(f.owasp),
+                owasp_name = esc(f.owasp_name),
+                cwe = f.cwe,
+                op = esc(&f.operation),
+                detail = esc(&f.detail),
+                curl = esc(&f.reproduce),
+                fix = esc(f.fix),
+            );
+        }
+        if self.findings.is_empty() {
+            findings.push_str("<p id=\"none\">No findings.</p>");
+        }
+        let mut coverage = String::new();
+        for c in &self.coverage {
+            let _ = write!(
+                coverage,
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td></tr>",
+                esc(&c.operation),
+                esc(&c
+                    .baseline_2xx
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")),
+                esc(&c.probes.iter().copied().collect::<Vec<_>>().join(", "))
+            );
+        }
+        format!(
+            "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>portcullis scan: {target}</title><style>body{{font-family:system-ui,sans-serif;max-width:70rem;margin:2rem auto;padding:0 1rem;color:#222}}pre{{background:#f4f4f4;padding:.5rem;overflow-x:auto;white-space:pre-wrap}}.badge{{display:inline-block;padding:0 .4rem;border-radius:.3rem;color:#fff;font-size:.8rem;text-transform:uppercase}}.sev-critical .badge{{background:#7b1fa2}}.sev-high .badge{{background:#c62828}}.sev-medium .badge{{background:#ef6c00}}.sev-low .badge{{background:#f9a825}}.sev-info .badge{{background:#607d8b}}.finding{{border-top:1px solid #ddd;padding-top:.5rem}}.meta{{color:#555;font-size:.9rem}}.lbl{{font-size:12px}}table{{border-collapse:collapse}}td,th{{border:1px solid #ddd;padding:.2rem .4rem;text-align:left}}</style></head><body><h1>portcullis scan</h1><p>Target <code>{target}</code>, description <code>{spec}</code>: {n} finding(s), {requests} requests of a budget of {budget}, {secs:.1} s.</p><svg id=\"chart\" width=\"420\" height=\"140\" role=\"img\" aria-label=\"findings by severity\">{chart}</svg><h2>Findings</h2>{findings}<h2>Coverage</h2><table><tr><th>operation</th><th>2xx baseline for</th><th>probes</th></tr>{coverage}</table></body></html>\n",
+            target = esc(&self.target),
+            spec = esc(&self.spec),
+            n = self.findings.len(),
+            requests = self.requests,
+            budget = self.budget,
+            secs = self.duration_ms as f64 / 1000.0,
+        )
+    }
+}

@@ -22,7 +22,8 @@ fn headers(ctx: &Ctx) {
     let mut missing_seen: Option<(Vec<&str>, crate::ctx::Seen)> = None;
     let mut banner_seen: Option<(String, crate::ctx::Seen)> = None;
     for ((key, who), seen) in ctx.all_baseline() {
-        if let Some(op) = ctx.model.ops.iter().find(|o| o.key() == key) {
+        let op = ctx.model.ops.iter().find(|o| o.key() == key);
+        if let Some(op) = op {
             ctx.ran(op, PROBE);
         }
         let r = &seen.resp;
@@ -39,7 +40,9 @@ fn headers(ctx: &Ctx) {
         if csp.is_empty() {
             missing.push("Content-Security-Policy");
         }
-        let authenticated = !ctx.sessions[who].is_anonymous();
+        // Private data is what must not be cached: an answer to an identity on an operation
+        // the description secures (a public document fetched with a token may be cached).
+        let authenticated = !ctx.sessions[who].is_anonymous() && op.is_none_or(|o| o.secured);
         let cc = r.header("cache-control").unwrap_or("").to_ascii_lowercase();
         if authenticated && r.ok() && !cc.contains("no-store") && !cc.contains("private") {
             missing.push("Cache-Control: no-store (authenticated answer)");

@@ -1,0 +1,141 @@
+//! `portcullis scan`: the dynamic tester against a running API. Exit codes: 0 nothing at or
+//! above `--fail-on`, 1 findings at or above it, 2 the scan could not run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::ValueEnum;
+use portcullis_scan::{ScanConfig, Severity};
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum Format {
+    Text,
+    Json,
+    Sarif,
+    Junit,
+    Html,
+}
+
+#[derive(Debug, clap::Args)]
+pub(crate) struct ScanArgs {
+    /// Base URL of the running API (loopback unless --allow-remote).
+    #[arg(long)]
+    target: String,
+    /// The API's OpenAPI description.
+    #[arg(long)]
+    spec: PathBuf,
+    /// YAML file of identities: user A, user B, optionally an admin (static tokens or login
+    /// recipes).
+    #[arg(long)]
+    identities: PathBuf,
+    #[arg(long, value_enum, default_value = "text")]
+    format: Format,
+    /// Write the report here instead of standard output.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// Exit 1 when a finding is at least this severe: info, low, medium, high, critical.
+    #[arg(long, default_value = "medium")]
+    fail_on: String,
+    /// Most requests the scan may send.
+    #[arg(long, default_value_t = 3000)]
+    budget: u32,
+    /// Requests in flight at once.
+    #[arg(long, default_value_t = 4)]
+    concurrency: usize,
+    /// Requests per second at most.
+    #[arg(long, default_value_t = 200)]
+    rate: u32,
+    /// Only these probes (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    probes: Vec<String>,
+    /// A file of accepted finding fingerprints (see `--write-baseline`): those are not
+    /// reported.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
+    /// Write the fingerprints of this scan's findings here, to accept them.
+    #[arg(long)]
+    write_baseline: Option<PathBuf>,
+    /// Also delete and change objects the scan did not create.
+    #[arg(long)]
+    allow_destructive: bool,
+    /// Allow a target outside loopback. Only for APIs you are allowed to attack.
+    #[arg(long)]
+    allow_remote: bool,
+}
+
+fn fail(msg: impl std::fmt::Display) -> ExitCode {
+    eprintln!("portcullis scan: {msg}");
+    ExitCode::from(2)
+}
+
+pub(crate) fn run(args: ScanArgs, runtime: &tokio::runtime::Runtime) -> ExitCode {
+    let Some(fail_on) = Severity::parse(&args.fail_on) else {
+        return fail(format!(
+            "severity `{}` is not info, low, medium, high or critical",
+            args.fail_on
+        ));
+    };
+    let target = match args.target.parse() {
+        Ok(t) => t,
+        Err(e) => return fail(format!("--target `{}`: {e}", args.target)),
+    };
+    let mut config = ScanConfig::new(target, &args.spec);
+    config.identities = match portcullis_scan::load_identities(&args.identities) {
+        Ok(i) => i,
+        Err(e) => return fail(e),
+    };
+    config.budget = args.budget;
+    config.concurrency = args.concurrency.max(1);
+    config.rate_per_sec = args.rate.max(1);
+    config.probes = args.probes;
+    config.allow_destructive = args.allow_destructive;
+    config.allow_remote = args.allow_remote;
+    if let Some(b) = &args.baseline {
+        config.accepted = match portcullis_scan::load_accepted(b) {
+            Ok(a) => a,
+            Err(e) => return fail(e),
+        };
+    }
+    let report = match runtime.block_on(portcullis_scan::run(config)) {
+        Ok(r) => r,
+        Err(e) => return fail(e),
+    };
+    let text = match args.format {
+        Format::Text => report.summary(),
+        Format::Json => report.to_json(),
+        Format::Sarif => report.to_sarif(),
+        Format::Junit => match report.to_junit() {
+            Ok(j) => j,
+            Err(e) => return fail(e),
+        },
+        Format::Html => report.to_html(),
+    };
+    let written = match &args.output {
+        Some(p) => {
+            std::fs::write(p, &text).map_err(|e| format!("cannot write {}: {e}", p.display()))
+        }
+        None => {
+            use std::io::Write as _;
+            std::io::stdout()
+                .write_all(text.as_bytes())
+                .map_err(|e| format!("cannot write the report: {e}"))
+        }
+    };
+    if let Err(e) = written {
+        return fail(e);
+    }
+    if let Some(p) = &args.write_baseline
+        && let Err(e) = std::fs::write(p, report.to_baseline())
+    {
+        return fail(format!("cannot write {}: {e}", p.display()));
+    }
+    if args.output.is_some() {
+        // The summary still goes to the terminal.
+        eprint!("{}", report.summary());
+    }
+    if portcullis_scan::exit_code(&report.findings, fail_on) != 0 {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
