@@ -451,9 +451,9 @@ pub fn parameters(doc: &serde_json::Value, method: &Method, path: &str) -> Vec<P
         let Some(list) = doc.pointer(&list_ptr).and_then(|l| l.as_array()) else {
             continue;
         };
-        for i in 0..list.len() {
+        for (i, first) in list.iter().enumerate() {
             let mut ptr = format!("{list_ptr}/{i}");
-            let mut p = &list[i];
+            let mut p = first;
             for _ in 0..8 {
                 match p
                     .get("$ref")
