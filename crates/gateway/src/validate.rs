@@ -220,10 +220,11 @@ impl Validators {
                 };
                 let g = &mut groups[group];
                 g["properties"][&name] = schema.clone();
-                if p.required && p.location != ParamIn::Header {
-                    if let Some(req) = g["required"].as_array_mut() {
-                        req.push(Value::String(name.clone()));
-                    }
+                if p.required
+                    && p.location != ParamIn::Header
+                    && let Some(req) = g["required"].as_array_mut()
+                {
+                    req.push(Value::String(name.clone()));
                 }
                 kinds.push((name, p.location, kind));
             }
