@@ -360,33 +360,6 @@ fn finding_text(f: &Finding) -> String {
     s
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn accepted_fingerprints_parse_in_every_shape() {
-        assert_eq!(
-            parse_accepted("abc # note\n\n# c\ndef\n"),
-            vec!["abc", "def"]
-        );
-        assert_eq!(parse_accepted("[\"a\",\"b\"]"), vec!["a", "b"]);
-        assert_eq!(parse_accepted("{\"fingerprints\":[\"x\"]}"), vec!["x"]);
-        assert_eq!(
-            parse_accepted("{\"findings\":[{\"fingerprint\":\"y\"}]}"),
-            vec!["y"]
-        );
-    }
-
-    #[test]
-    fn exit_code_follows_the_threshold() {
-        let f = Finding::new(rules::CORS, Severity::Medium, "*", "");
-        assert_eq!(exit_code(std::slice::from_ref(&f), Severity::High), 0);
-        assert_eq!(exit_code(std::slice::from_ref(&f), Severity::Medium), 1);
-        assert_eq!(exit_code(&[], Severity::Info), 0);
-    }
-}
-
 /// Escapes text for HTML content and attribute values.
 fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
@@ -499,5 +472,32 @@ impl Report {
             budget = self.budget,
             secs = self.duration_ms as f64 / 1000.0,
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepted_fingerprints_parse_in_every_shape() {
+        assert_eq!(
+            parse_accepted("abc # note\n\n# c\ndef\n"),
+            vec!["abc", "def"]
+        );
+        assert_eq!(parse_accepted("[\"a\",\"b\"]"), vec!["a", "b"]);
+        assert_eq!(parse_accepted("{\"fingerprints\":[\"x\"]}"), vec!["x"]);
+        assert_eq!(
+            parse_accepted("{\"findings\":[{\"fingerprint\":\"y\"}]}"),
+            vec!["y"]
+        );
+    }
+
+    #[test]
+    fn exit_code_follows_the_threshold() {
+        let f = Finding::new(rules::CORS, Severity::Medium, "*", "");
+        assert_eq!(exit_code(std::slice::from_ref(&f), Severity::High), 0);
+        assert_eq!(exit_code(std::slice::from_ref(&f), Severity::Medium), 1);
+        assert_eq!(exit_code(&[], Severity::Info), 0);
     }
 }
