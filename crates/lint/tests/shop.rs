@@ -116,3 +116,30 @@ fn a_reference_to_a_sibling_file_is_followed_with_its_own_positions() {
     assert_eq!(load.pos.line, 17);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The SARIF the linter writes is valid SARIF 2.1.0 (the OASIS schema, vendored).
+#[test]
+fn sarif_output_validates_against_the_sarif_schema() {
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../schemas/third-party/sarif-2.1.0.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let mut spec = shop_spec();
+    spec = spec.replacen("          x-portcullis-ssrf: true\n", "", 1);
+    let r = lint_text("shop-weak.yaml", &spec, &Options::default());
+    assert!(!r.findings.is_empty());
+    let sarif = r.to_sarif();
+    let errors: Vec<String> = validator
+        .iter_errors(&sarif)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+    // And an empty report too.
+    let clean = lint_text("shop.yaml", &shop_spec(), &Options::default()).to_sarif();
+    assert!(validator.is_valid(&clean));
+}

@@ -372,3 +372,49 @@ async fn the_budget_caps_every_request() {
     assert!(report.budget_exhausted);
     assert!(report.notes.iter().any(|n| n.contains("budget")));
 }
+
+/// The SARIF is valid SARIF 2.1.0 (the OASIS schema, vendored), and the HTML report is one
+/// self-contained page that shows every finding and escapes what the target sent.
+#[tokio::test]
+async fn sarif_validates_and_html_shows_every_finding() {
+    let shop = Shop::with(&[Vuln::Bola, Vuln::CorsWildcard, Vuln::VerboseErrors]).await;
+    let report = scan(&shop).await;
+    assert!(report.findings.len() >= 3);
+    let schema: Value = portcullis_test_support::serde_json::from_str(
+        &std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../schemas/third-party/sarif-2.1.0.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap();
+    let sarif: Value = portcullis_test_support::serde_json::from_str(&report.to_sarif()).unwrap();
+    let errors: Vec<String> = validator
+        .iter_errors(&sarif)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(errors.is_empty(), "{errors:#?}");
+
+    let html = report.to_html();
+    assert!(html.starts_with("<!DOCTYPE html>"));
+    assert!(
+        !html.contains("<script") && !html.contains("src=\"http"),
+        "self-contained"
+    );
+    for f in &report.findings {
+        assert!(
+            html.contains(&format!("data-rule=\"{}\"", f.rule)),
+            "{} missing",
+            f.rule
+        );
+    }
+    let high = report
+        .findings
+        .iter()
+        .filter(|f| f.severity == Severity::High)
+        .count();
+    assert!(html.contains(&format!("id=\"count-high\">{high}</text>")));
+    // The verbose errors carry the target's text (SQL, paths): escaped, never markup.
+    assert!(!html.contains("<pre><html"), "target text is escaped");
+}

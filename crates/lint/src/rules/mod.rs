@@ -27,6 +27,7 @@ mod sensitive_in_response;
 mod sequential_id;
 mod ssrf_url;
 mod string_unbounded;
+mod upload_no_size;
 mod versions_side_by_side;
 
 /// How much a finding matters.
@@ -145,6 +146,7 @@ pub static ALL: &[&Rule] = &[
     &number_unbounded::RULE,
     &pagination_unbounded::RULE,
     &no_rate_limit_response::RULE,
+    &upload_no_size::RULE,
     &admin_shares_security::RULE,
     &ssrf_url::RULE,
     &http_server::RULE,
