@@ -150,10 +150,17 @@ impl ParamValidator {
 }
 
 /// Gives object schemas without `additionalProperties` a closed one, unless they compose with
-/// `allOf`/`anyOf`/`oneOf`/`$ref` (closing those would refuse their siblings' properties).
+/// `allOf`/`anyOf`/`oneOf`/`$ref` (closing those would refuse their siblings' properties) or
+/// opt out with `x-portcullis-open: true`.
 fn close_objects(v: &mut Value) {
     match v {
         Value::Object(map) => {
+            if map.get("x-portcullis-open") == Some(&Value::Bool(true)) {
+                for child in map.values_mut() {
+                    close_objects(child);
+                }
+                return;
+            }
             let composed = [
                 "allOf",
                 "anyOf",
@@ -262,6 +269,7 @@ impl Validators {
                 "$defs": { "request": doc.pointer(pointer)?.clone() },
                 "components": doc.get("components").cloned().unwrap_or(Value::Null),
             });
+            drop_read_only(&mut root);
             close_objects(&mut root);
             match jsonschema::options().with_pattern_options(jsonschema::PatternOptions::regex()).build(&root) {
                 Ok(v) => Some(Arc::new(v)),
@@ -273,6 +281,37 @@ impl Validators {
             }
         })
         .clone()
+    }
+}
+
+/// A request may not carry `readOnly` properties: they leave `properties` (so a closed object
+/// refuses them as unknown) and `required`.
+fn drop_read_only(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            let gone: Vec<String> = map
+                .get("properties")
+                .and_then(Value::as_object)
+                .map(|props| {
+                    props
+                        .iter()
+                        .filter(|(_, s)| s.get("readOnly") == Some(&Value::Bool(true)))
+                        .map(|(k, _)| k.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            if let Some(props) = map.get_mut("properties").and_then(Value::as_object_mut) {
+                for k in &gone {
+                    props.remove(k);
+                }
+            }
+            if let Some(req) = map.get_mut("required").and_then(Value::as_array_mut) {
+                req.retain(|r| r.as_str().is_none_or(|r| !gone.iter().any(|g| g == r)));
+            }
+            map.values_mut().for_each(drop_read_only);
+        }
+        Value::Array(items) => items.iter_mut().for_each(drop_read_only),
+        _ => {}
     }
 }
 
@@ -347,7 +386,10 @@ pub fn remove_undeclared(value: &mut Value, schema: &Value, doc: &Value, depth: 
             );
             for part in parts {
                 if let Some(props) = part.get("properties").and_then(Value::as_object) {
-                    declared.extend(props.iter());
+                    // `writeOnly` properties (a password) are never sent back.
+                    declared.extend(props.iter().filter(|(_, s)| {
+                        resolve(s, doc).get("writeOnly") != Some(&Value::Bool(true))
+                    }));
                 }
                 open |= matches!(
                     part.get("additionalProperties"),

@@ -301,3 +301,104 @@ async fn parameters_are_checked_against_the_description() {
     .await;
     assert_eq!(ok.status, StatusCode::OK, "{}", ok.text);
 }
+
+const SPEC_30: &str = r##"openapi: 3.0.3
+info: { title: things, version: "1" }
+paths:
+  /things:
+    post:
+      requestBody:
+        content:
+          application/json:
+            schema: { $ref: '#/components/schemas/Thing' }
+      responses: { '201': { description: ok } }
+  /things/{id}:
+    get:
+      parameters:
+        - { name: id, in: path, required: true, schema: { type: integer, minimum: 0, exclusiveMinimum: true } }
+      responses:
+        '200':
+          description: ok
+          content: { application/json: { schema: { $ref: '#/components/schemas/Thing' } } }
+  /notes:
+    post:
+      requestBody:
+        content:
+          application/json:
+            schema: { type: object, x-portcullis-open: true, properties: { text: { type: string } } }
+      responses: { '201': { description: ok } }
+components:
+  schemas:
+    Thing:
+      type: object
+      required: [id, name]
+      properties:
+        id: { type: integer, readOnly: true }
+        name: { type: string, nullable: true, maxLength: 20 }
+        password: { type: string, writeOnly: true }
+        rank: { type: integer, minimum: 0, exclusiveMinimum: true }
+"##;
+
+#[tokio::test]
+async fn openapi_30_dialect_read_only_write_only_and_open_objects() {
+    let app = axum::Router::new()
+        .route(
+            "/things",
+            axum::routing::post(|| async { (axum::http::StatusCode::CREATED, "{}") }),
+        )
+        .route(
+            "/notes",
+            axum::routing::post(|| async { (axum::http::StatusCode::CREATED, "{}") }),
+        )
+        .route(
+            "/things/{id}",
+            axum::routing::get(|| async {
+                axum::Json(json!({ "id": 1, "name": "x", "password": "hunter2", "extra": 1 }))
+            }),
+        );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let dir = std::env::temp_dir().join(format!("portcullis-oas30-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("things.yaml"), SPEC_30).unwrap();
+    let gw = Gw::start(&format!(
+        "listen: 127.0.0.1:0\nupstream: http://{up}\nopenapi: {}\nstate: {{ backend: memory }}\n",
+        dir.join("things.yaml").display()
+    ))
+    .await;
+    let c = client();
+    let post = |path: &'static str, body: serde_json::Value| {
+        let (c, url) = (c.clone(), gw.url(path));
+        async move { send(&c, Method::POST, &url, None, Some(body)).await }
+    };
+    // `nullable` (3.0) accepted; `id` is readOnly, so neither required nor allowed.
+    let r = post("/things", json!({ "name": null, "password": "p" })).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let r = post("/things", json!({ "id": 5, "name": "a" })).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(r.json()["detail"], "`/`: unknown field `id`");
+    // The boolean exclusiveMinimum of 3.0, in a body and in a path parameter.
+    let r = post("/things", json!({ "name": "a", "rank": 0 })).await;
+    assert_eq!(
+        r.json()["detail"],
+        "`/rank`: breaks `exclusiveMinimum`",
+        "{}",
+        r.text
+    );
+    let r = send(&c, Method::GET, &gw.url("/things/0"), None, None).await;
+    assert_eq!(
+        r.json()["detail"],
+        "`/path/id`: breaks `exclusiveMinimum`",
+        "{}",
+        r.text
+    );
+    // writeOnly and undeclared properties never come back.
+    let r = send(&c, Method::GET, &gw.url("/things/1"), None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.json(), json!({ "id": 1, "name": "x" }));
+    // An operation whose schema opts out of closed objects.
+    let r = post("/notes", json!({ "text": "t", "anything": 1 })).await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -2160,13 +2160,22 @@ impl Compiler<'_> {
             return None;
         }
         let path = self.relative(&spec.value);
-        let doc = match openapi::document(&path) {
+        let mut doc = match openapi::document(&path) {
             Ok(d) => d,
             Err(e) => {
                 self.problems.push(Problem::error(&path, None, "", e));
                 return None;
             }
         };
+        // Schemas are validated as JSON Schema 2020-12: a 3.0 description's dialect
+        // (`nullable`, boolean exclusive bounds) is translated once, here.
+        if doc
+            .get("openapi")
+            .and_then(|v| v.as_str())
+            .is_some_and(|v| v.starts_with("3.0"))
+        {
+            openapi::from_openapi_30(&mut doc);
+        }
         for route in &mut inventory.routes {
             if requests {
                 route.request_schema =

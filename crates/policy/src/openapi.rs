@@ -497,3 +497,48 @@ pub fn parameters(doc: &serde_json::Value, method: &Method, path: &str) -> Vec<P
     }
     out
 }
+
+/// OpenAPI 3.0 schema dialect to JSON Schema 2020-12, in place: `nullable: true` adds
+/// `"null"` to the type, and the boolean `exclusiveMinimum`/`exclusiveMaximum` become the
+/// numeric ones. Without this a 3.0 schema using them would not compile, and not be enforced.
+pub fn from_openapi_30(v: &mut serde_json::Value) {
+    match v {
+        serde_json::Value::Object(map) => {
+            if map.remove("nullable") == Some(serde_json::Value::Bool(true)) {
+                match map.get_mut("type") {
+                    Some(serde_json::Value::String(t)) => {
+                        let t = std::mem::take(t);
+                        map.insert("type".into(), serde_json::json!([t, "null"]));
+                    }
+                    Some(serde_json::Value::Array(list)) => {
+                        if !list.iter().any(|x| x == "null") {
+                            list.push(serde_json::Value::String("null".into()));
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            for (flag, bound) in [
+                ("exclusiveMinimum", "minimum"),
+                ("exclusiveMaximum", "maximum"),
+            ] {
+                match map.get(flag) {
+                    Some(serde_json::Value::Bool(true)) => {
+                        if let Some(b) = map.remove(bound) {
+                            map.insert(flag.into(), b);
+                        } else {
+                            map.remove(flag);
+                        }
+                    }
+                    Some(serde_json::Value::Bool(false)) => {
+                        map.remove(flag);
+                    }
+                    _ => {}
+                }
+            }
+            map.values_mut().for_each(from_openapi_30);
+        }
+        serde_json::Value::Array(items) => items.iter_mut().for_each(from_openapi_30),
+        _ => {}
+    }
+}
