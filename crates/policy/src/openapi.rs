@@ -510,10 +510,8 @@ pub fn from_openapi_30(v: &mut serde_json::Value) {
                         let t = std::mem::take(t);
                         map.insert("type".into(), serde_json::json!([t, "null"]));
                     }
-                    Some(serde_json::Value::Array(list)) => {
-                        if !list.iter().any(|x| x == "null") {
-                            list.push(serde_json::Value::String("null".into()));
-                        }
+                    Some(serde_json::Value::Array(list)) if !list.iter().any(|x| x == "null") => {
+                        list.push(serde_json::Value::String("null".into()));
                     }
                     _ => {}
                 }
