@@ -852,6 +852,12 @@ async fn forward(
             }
             let value: serde_json::Value = serde_json::from_slice(&bytes)
                 .map_err(|_| Rejection::BadRequest("the body is not valid JSON"))?;
+            let max_depth = policy.default_bounds.max_depth;
+            if crate::validate::deeper_than(&value, max_depth) {
+                return Err(Rejection::Invalid(format!(
+                    "`/`: nested deeper than {max_depth} levels"
+                )));
+            }
             crate::validate::check(&validator, &value).map_err(Rejection::Invalid)?;
         }
         body = Pending::Read(bytes);

@@ -75,8 +75,11 @@ impl Runtime {
             .and_then(|a| a.jwt.jwks.clone())
             .map(|src| crate::jwks::JwksCache::new(src).map(Arc::new))
             .transpose()?;
-        let validators =
-            crate::validate::Validators::new(policy.openapi_doc.clone(), policy.inventory.len());
+        let validators = crate::validate::Validators::new(
+            policy.openapi_doc.clone(),
+            policy.inventory.len(),
+            policy.default_bounds,
+        );
         let rate_limits = crate::ratelimit::RateLimits::new(&policy);
         let ssrf = policy.ssrf.as_ref().map(crate::ssrf::Guard::new);
         Ok(Self {

@@ -9,6 +9,7 @@
 
 use std::sync::{Arc, OnceLock};
 
+use portcullis_policy::DefaultBounds;
 use portcullis_policy::openapi::{Param, ParamIn};
 use serde_json::{Value, json};
 
@@ -16,6 +17,7 @@ use serde_json::{Value, json};
 #[derive(Debug, Default)]
 pub struct Validators {
     doc: Option<Arc<Value>>,
+    bounds: DefaultBounds,
     slots: Vec<OnceLock<Option<Arc<jsonschema::Validator>>>>,
     params: Vec<OnceLock<Option<Arc<ParamValidator>>>>,
 }
@@ -184,9 +186,10 @@ fn close_objects(v: &mut Value) {
 }
 
 impl Validators {
-    pub fn new(doc: Option<Arc<Value>>, routes: usize) -> Self {
+    pub fn new(doc: Option<Arc<Value>>, routes: usize, bounds: DefaultBounds) -> Self {
         Self {
             doc,
+            bounds,
             slots: (0..routes).map(|_| OnceLock::new()).collect(),
             params: (0..routes).map(|_| OnceLock::new()).collect(),
         }
@@ -235,6 +238,7 @@ impl Validators {
                 }
                 kinds.push((name, p.location, kind));
             }
+            bound(&mut groups, &self.bounds);
             let root = json!({
                 "$schema": "https://json-schema.org/draft/2020-12/schema",
                 "type": "object",
@@ -271,6 +275,7 @@ impl Validators {
             });
             drop_read_only(&mut root);
             close_objects(&mut root);
+            bound(&mut root, &self.bounds);
             match jsonschema::options().with_pattern_options(jsonschema::PatternOptions::regex()).build(&root) {
                 Ok(v) => Some(Arc::new(v)),
                 Err(e) => {
@@ -282,6 +287,58 @@ impl Validators {
         })
         .clone()
     }
+}
+
+/// Gives string, array and integer schemas that state no bound the policy's default ones
+/// (API4: an unbounded field cannot be abused because the description forgot it).
+fn bound(v: &mut Value, b: &DefaultBounds) {
+    match v {
+        Value::Object(map) => {
+            let types: Vec<String> = match map.get("type") {
+                Some(Value::String(t)) => vec![t.clone()],
+                Some(Value::Array(ts)) => ts
+                    .iter()
+                    .filter_map(|t| t.as_str().map(str::to_owned))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            let fixed = map.contains_key("enum") || map.contains_key("const");
+            if types.iter().any(|t| t == "string") && !fixed && !map.contains_key("maxLength") {
+                map.insert("maxLength".into(), Value::from(b.max_string_length));
+            }
+            if types.iter().any(|t| t == "array") && !map.contains_key("maxItems") {
+                map.insert("maxItems".into(), Value::from(b.max_array_items));
+            }
+            if types.iter().any(|t| t == "integer") && !fixed {
+                if !map.contains_key("maximum") && !map.contains_key("exclusiveMaximum") {
+                    map.insert("maximum".into(), Value::from(b.max_integer));
+                }
+                if !map.contains_key("minimum") && !map.contains_key("exclusiveMinimum") {
+                    map.insert("minimum".into(), Value::from(-b.max_integer));
+                }
+            }
+            map.values_mut().for_each(|c| bound(c, b));
+        }
+        Value::Array(items) => items.iter_mut().for_each(|c| bound(c, b)),
+        _ => {}
+    }
+}
+
+/// Whether a JSON value nests deeper than `max` (arrays and objects), without recursion.
+pub fn deeper_than(v: &Value, max: usize) -> bool {
+    let mut stack = vec![(v, 1usize)];
+    while let Some((v, d)) = stack.pop() {
+        let children: Box<dyn Iterator<Item = &Value>> = match v {
+            Value::Array(items) => Box::new(items.iter()),
+            Value::Object(map) => Box::new(map.values()),
+            _ => continue,
+        };
+        if d > max {
+            return true;
+        }
+        stack.extend(children.map(|c| (c, d + 1)));
+    }
+    false
 }
 
 /// A request may not carry `readOnly` properties: they leave `properties` (so a closed object

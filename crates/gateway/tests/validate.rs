@@ -402,3 +402,60 @@ async fn openapi_30_dialect_read_only_write_only_and_open_objects() {
     assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn fields_the_description_leaves_unbounded_get_the_default_bounds() {
+    let app = axum::Router::new().route(
+        "/notes",
+        axum::routing::post(|| async { (axum::http::StatusCode::CREATED, "{}") }),
+    );
+    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let up = l.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let dir = std::env::temp_dir().join(format!("portcullis-bounds-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("notes.yaml"),
+        "openapi: 3.1.0\ninfo: { title: notes, version: \"1\" }\npaths:\n  /notes:\n    post:\n      requestBody:\n        content:\n          application/json:\n            schema:\n              type: object\n              properties:\n                text: { type: string }\n                tags: { type: array, items: { type: string, maxLength: 5 } }\n                count: { type: integer }\n                meta: { type: object, x-portcullis-open: true }\n      responses: { '201': { description: ok } }\n",
+    )
+    .unwrap();
+    let gw = Gw::start(&format!(
+        "listen: 127.0.0.1:0\nupstream: http://{up}\nopenapi: {}\nstate: {{ backend: memory }}\nvalidation:\n  defaults: {{ max_string_length: 10, max_array_items: 2, max_integer: 100, max_depth: 3 }}\n",
+        dir.join("notes.yaml").display()
+    ))
+    .await;
+    let c = client();
+    let post = |body: serde_json::Value| {
+        let (c, url) = (c.clone(), gw.url("/notes"));
+        async move { send(&c, Method::POST, &url, None, Some(body)).await }
+    };
+    let ok = post(json!({ "text": "short", "tags": ["a", "b"], "count": 100, "meta": { "a": 1 } }))
+        .await;
+    assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.text);
+    for (body, detail) in [
+        (
+            json!({ "text": "far too long a text" }),
+            "`/text`: breaks `maxLength`",
+        ),
+        (
+            json!({ "tags": ["a", "b", "c"] }),
+            "`/tags`: breaks `maxItems`",
+        ),
+        (json!({ "count": 101 }), "`/count`: breaks `maximum`"),
+        (json!({ "count": -101 }), "`/count`: breaks `minimum`"),
+        (
+            json!({ "meta": { "a": { "b": { "c": 1 } } } }),
+            "`/`: nested deeper than 3 levels",
+        ),
+    ] {
+        let r = post(body.clone()).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            r.text
+        );
+        assert_eq!(r.json()["detail"], detail, "{body}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -145,6 +145,22 @@ struct RawValidation {
     /// `remove` (default), `refuse` or `pass`.
     #[serde(default)]
     undeclared_response_fields: Option<Spanned<String>>,
+    /// Bounds for fields the description leaves unbounded.
+    #[serde(default)]
+    defaults: Option<RawBounds>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBounds {
+    #[serde(default)]
+    max_string_length: Option<Spanned<u64>>,
+    #[serde(default)]
+    max_array_items: Option<Spanned<u64>>,
+    #[serde(default)]
+    max_integer: Option<Spanned<i64>>,
+    #[serde(default)]
+    max_depth: Option<Spanned<usize>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -721,6 +737,7 @@ impl Compiler<'_> {
         let rate_limits = self.rate_limits(&raw.rate_limits, &inventory);
         let quotas = self.quotas(&raw.quotas, &inventory);
         let concurrency_limits = self.concurrency(&raw.concurrency_limits, &inventory);
+        let default_bounds = self.bounds(raw.validation.as_ref().and_then(|v| v.defaults.as_ref()));
         let ssrf = raw
             .ssrf
             .as_ref()
@@ -798,6 +815,7 @@ impl Compiler<'_> {
                 ssrf,
                 openapi_doc,
                 validate_requests: raw.validation.as_ref().and_then(|v| v.requests) != Some(false),
+                default_bounds,
                 undeclared_response_fields,
                 state,
             },
@@ -2061,6 +2079,51 @@ impl Compiler<'_> {
             hosts,
             fields,
         }
+    }
+
+    fn bounds(&mut self, raw: Option<&RawBounds>) -> DefaultBounds {
+        let mut b = DefaultBounds::default();
+        let Some(raw) = raw else { return b };
+        let positive = |c: &mut Self, v: &Option<Spanned<u64>>, key: &str, slot: &mut u64| {
+            if let Some(v) = v {
+                if v.value == 0 {
+                    c.err(
+                        v,
+                        format!("validation.defaults.{key}"),
+                        "must be at least 1",
+                    );
+                } else {
+                    *slot = v.value;
+                }
+            }
+        };
+        positive(
+            self,
+            &raw.max_string_length,
+            "max_string_length",
+            &mut b.max_string_length,
+        );
+        positive(
+            self,
+            &raw.max_array_items,
+            "max_array_items",
+            &mut b.max_array_items,
+        );
+        if let Some(v) = &raw.max_integer {
+            if v.value <= 0 {
+                self.err(v, "validation.defaults.max_integer", "must be positive");
+            } else {
+                b.max_integer = v.value;
+            }
+        }
+        if let Some(v) = &raw.max_depth {
+            if v.value == 0 || v.value > 1000 {
+                self.err(v, "validation.defaults.max_depth", "between 1 and 1000");
+            } else {
+                b.max_depth = v.value;
+            }
+        }
+        b
     }
 
     fn concurrency(

@@ -508,7 +508,31 @@ pub struct Policy {
     pub openapi_doc: Option<std::sync::Arc<serde_json::Value>>,
     /// Validate request bodies against the description.
     pub validate_requests: bool,
+    /// Bounds applied where the description sets none (API4).
+    pub default_bounds: DefaultBounds,
     /// What to do with response properties the description does not declare.
     pub undeclared_response_fields: ResponseFields,
     pub state: StateBackend,
+}
+
+/// What an unbounded request field may hold at most: applied to string, array and integer
+/// schemas that state no bound of their own, and to the nesting of any JSON body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct DefaultBounds {
+    pub max_string_length: u64,
+    pub max_array_items: u64,
+    /// Integers between -max_integer and max_integer.
+    pub max_integer: i64,
+    pub max_depth: usize,
+}
+
+impl Default for DefaultBounds {
+    fn default() -> Self {
+        Self {
+            max_string_length: 10_000,
+            max_array_items: 1_000,
+            max_integer: 9_007_199_254_740_991,
+            max_depth: 32,
+        }
+    }
 }
