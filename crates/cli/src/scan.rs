@@ -21,9 +21,16 @@ pub(crate) struct ScanArgs {
     /// Base URL of the running API (loopback unless --allow-remote).
     #[arg(long)]
     target: String,
-    /// The API's OpenAPI description.
+    /// The API's OpenAPI description: a file, or a URL (loopback unless --allow-remote).
     #[arg(long)]
-    spec: PathBuf,
+    spec: String,
+    /// A YAML map of parameter or property names to values the description cannot provide
+    /// (`product_id: prod_K3y8Qm2LpX`).
+    #[arg(long)]
+    seeds: Option<PathBuf>,
+    /// No live progress on the terminal.
+    #[arg(long)]
+    quiet: bool,
     /// YAML file of identities: user A, user B, optionally an admin (static tokens or login
     /// recipes).
     #[arg(long)]
@@ -79,7 +86,26 @@ pub(crate) fn run(args: ScanArgs, runtime: &tokio::runtime::Runtime) -> ExitCode
         Ok(t) => t,
         Err(e) => return fail(format!("--target `{}`: {e}", args.target)),
     };
-    let mut config = ScanConfig::new(target, &args.spec);
+    let spec = if args.spec.starts_with("http://") || args.spec.starts_with("https://") {
+        let url = match args.spec.parse() {
+            Ok(u) => u,
+            Err(e) => return fail(format!("--spec `{}`: {e}", args.spec)),
+        };
+        let dir = std::env::temp_dir().join(format!("portcullis-scan-{}", std::process::id()));
+        match runtime.block_on(portcullis_scan::fetch_spec(&url, args.allow_remote, &dir)) {
+            Ok(p) => p,
+            Err(e) => return fail(e),
+        }
+    } else {
+        PathBuf::from(&args.spec)
+    };
+    let mut config = ScanConfig::new(target, &spec);
+    if let Some(seeds) = &args.seeds {
+        config.seeds = match portcullis_scan::load_seeds(seeds) {
+            Ok(s) => s,
+            Err(e) => return fail(e),
+        };
+    }
     config.identities = match portcullis_scan::load_identities(&args.identities) {
         Ok(i) => i,
         Err(e) => return fail(e),
@@ -96,7 +122,35 @@ pub(crate) fn run(args: ScanArgs, runtime: &tokio::runtime::Runtime) -> ExitCode
             Err(e) => return fail(e),
         };
     }
-    let report = match runtime.block_on(portcullis_scan::run(config)) {
+    // The live view: one step per probe, on standard error (hidden when it is not a terminal).
+    let bar = if args.quiet {
+        indicatif::ProgressBar::hidden()
+    } else {
+        let n = if config.probes.is_empty() {
+            portcullis_scan::PROBES.len()
+        } else {
+            config.probes.len()
+        };
+        let bar = indicatif::ProgressBar::new(n as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{spinner} [{bar:24}] {pos}/{len} {msg} ({elapsed})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+        bar.enable_steady_tick(std::time::Duration::from_millis(120));
+        bar
+    };
+    let shown = bar.clone();
+    config.progress = Some(portcullis_scan::Progress(std::sync::Arc::new(
+        move |probe, sent| {
+            shown.inc(1);
+            shown.set_message(format!("{probe}, {sent} requests sent"));
+        },
+    )));
+    let report = runtime.block_on(portcullis_scan::run(config));
+    bar.finish_and_clear();
+    let report = match report {
         Ok(r) => r,
         Err(e) => return fail(e),
     };

@@ -558,3 +558,114 @@ fn lint_exit_codes_formats_and_explanations() {
     assert!(String::from_utf8_lossy(&explain.stdout).contains("additionalProperties"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn scan_from_the_command_line() {
+    let shop = Shop::with(&[portcullis_shop::Vuln::CorsWildcard]).await;
+    let c = client();
+    let (a, b) = (
+        register(&shop, &c, "alice").await,
+        register(&shop, &c, "bob").await,
+    );
+    let dir = temp_dir("scan");
+    let ids = dir.join("identities.yaml");
+    std::fs::write(
+        &ids,
+        format!(
+            "identities:\n  - name: alice\n    login: {{ path: /v2/auth/login, body: {{ email: {}, password: \"{PASSWORD}\" }}, token: /access_token }}\n  - name: bob\n    login: {{ path: /v2/auth/login, body: {{ email: {}, password: \"{PASSWORD}\" }}, token: /access_token }}\n",
+            a.email, b.email
+        ),
+    )
+    .unwrap();
+    let seeds = dir.join("seeds.yaml");
+    std::fs::write(&seeds, "product_id: prod_K3y8Qm2LpX\n").unwrap();
+    let sarif = dir.join("scan.sarif");
+    let scan = |extra: &[&str]| {
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.args([
+            "scan",
+            "--quiet",
+            "--target",
+            &shop.base,
+            "--identities",
+            ids.to_str().unwrap(),
+        ])
+        .args(["--seeds", seeds.to_str().unwrap(), "--probes", "misconfig"])
+        .args(extra);
+        cmd
+    };
+    // The description fetched from the running API itself.
+    let spec_url = shop.url("/openapi.json");
+    let out = tokio::task::spawn_blocking({
+        let mut cmd = scan(&[
+            "--spec",
+            &spec_url,
+            "--format",
+            "sarif",
+            "-o",
+            sarif.to_str().unwrap(),
+        ]);
+        move || cmd.output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&sarif).unwrap()).unwrap();
+    assert!(
+        v["runs"][0]["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["ruleId"] == "cors-permissive"),
+        "{v}"
+    );
+    // The summary still reaches the terminal, without secrets.
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cors-permissive") || err.contains("CORS"),
+        "{err}"
+    );
+    assert!(!err.contains(PASSWORD) && !err.contains("eyJ"), "{err}");
+    // Above the threshold only: exit 0.
+    let spec = shop_spec();
+    let out = tokio::task::spawn_blocking({
+        let mut cmd = scan(&[
+            "--spec",
+            spec.to_str().unwrap(),
+            "--fail-on",
+            "critical",
+            "--format",
+            "json",
+        ]);
+        move || cmd.output().unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A remote target: refused, exit 2.
+    let out = std::process::Command::new(BIN)
+        .args([
+            "scan",
+            "--quiet",
+            "--target",
+            "http://192.0.2.1/",
+            "--spec",
+            spec.to_str().unwrap(),
+        ])
+        .args(["--identities", ids.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let _ = std::fs::remove_dir_all(&dir);
+}

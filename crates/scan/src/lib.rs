@@ -80,8 +80,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 pub use config::{
-    Identity, IdentityAuth, LoginRecipe, Role, ScanConfig, SourceAddresses, load_identities,
-    parse_identities,
+    Identity, IdentityAuth, LoginRecipe, Progress, Role, ScanConfig, SourceAddresses, fetch_spec,
+    load_identities, load_seeds, parse_identities,
 };
 pub use ctx::OperationCoverage;
 pub use error::ScanError;
@@ -117,6 +117,9 @@ pub async fn run(config: ScanConfig) -> Result<Report, ScanError> {
     let mut ran = Vec::new();
     for &name in PROBES {
         if ctx.config.probes.is_empty() || ctx.config.probes.iter().any(|p| p == name) {
+            if let Some(p) = &ctx.config.progress {
+                (p.0)(name, ctx.http.sent());
+            }
             probes::run(&ctx, name).await;
             ran.push(name);
         }
