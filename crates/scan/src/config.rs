@@ -61,9 +61,12 @@ pub struct ScanConfig {
     pub progress: Option<Progress>,
 }
 
+/// What a progress callback is told: the probe starting, and the requests sent so far.
+pub type ProgressFn = dyn Fn(&str, u32) + Send + Sync;
+
 /// A progress callback (see [`ScanConfig::progress`]).
 #[derive(Clone)]
-pub struct Progress(pub std::sync::Arc<dyn Fn(&str, u32) + Send + Sync>);
+pub struct Progress(pub std::sync::Arc<ProgressFn>);
 
 impl std::fmt::Debug for Progress {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
