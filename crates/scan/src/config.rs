@@ -456,6 +456,51 @@ pub fn parse_severity(s: &str) -> Option<Severity> {
     Severity::parse(s)
 }
 
+/// Downloads a description from `url` (under the same loopback rule as the target) into
+/// `dir`, and returns the file: for `--spec http://127.0.0.1:8081/openapi.json`.
+pub async fn fetch_spec(url: &Url, allow_remote: bool, dir: &Path) -> Result<PathBuf, ScanError> {
+    let mut probe = ScanConfig::new(url.clone(), "");
+    probe.allow_remote = allow_remote;
+    probe.checked_target()?;
+    let client = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .timeout(Duration::from_secs(10))
+        .build()
+        .map_err(|e| ScanError::Config(format!("HTTP client: {e}")))?;
+    let fail = |message: String| ScanError::Spec {
+        path: PathBuf::from(url.as_str()),
+        message,
+    };
+    let resp = client
+        .get(url.clone())
+        .send()
+        .await
+        .map_err(|e| fail(format!("cannot fetch: {}", e.without_url())))?;
+    if !resp.status().is_success() {
+        return Err(fail(format!("answered {}", resp.status().as_u16())));
+    }
+    let json = resp
+        .headers()
+        .get(reqwest::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|ct| ct.contains("json"))
+        || url.path().ends_with(".json");
+    let body = resp
+        .bytes()
+        .await
+        .map_err(|e| fail(format!("cannot read: {}", e.without_url())))?;
+    if body.len() > 64 * 1024 * 1024 {
+        return Err(fail("larger than 64 MiB".into()));
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| fail(format!("cannot write {}: {e}", dir.display())))?;
+    let file = dir.join(if json { "openapi.json" } else { "openapi.yaml" });
+    std::fs::write(&file, &body)
+        .map_err(|e| fail(format!("cannot write {}: {e}", file.display())))?;
+    Ok(file)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -508,49 +553,4 @@ mod tests {
             parse_identities("identities:\n  - name: a\n    token: x\n    bogus: 1\n").is_err()
         );
     }
-}
-
-/// Downloads a description from `url` (under the same loopback rule as the target) into
-/// `dir`, and returns the file: for `--spec http://127.0.0.1:8081/openapi.json`.
-pub async fn fetch_spec(url: &Url, allow_remote: bool, dir: &Path) -> Result<PathBuf, ScanError> {
-    let mut probe = ScanConfig::new(url.clone(), "");
-    probe.allow_remote = allow_remote;
-    probe.checked_target()?;
-    let client = reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .timeout(Duration::from_secs(10))
-        .build()
-        .map_err(|e| ScanError::Config(format!("HTTP client: {e}")))?;
-    let fail = |message: String| ScanError::Spec {
-        path: PathBuf::from(url.as_str()),
-        message,
-    };
-    let resp = client
-        .get(url.clone())
-        .send()
-        .await
-        .map_err(|e| fail(format!("cannot fetch: {}", e.without_url())))?;
-    if !resp.status().is_success() {
-        return Err(fail(format!("answered {}", resp.status().as_u16())));
-    }
-    let json = resp
-        .headers()
-        .get(reqwest::header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|ct| ct.contains("json"))
-        || url.path().ends_with(".json");
-    let body = resp
-        .bytes()
-        .await
-        .map_err(|e| fail(format!("cannot read: {}", e.without_url())))?;
-    if body.len() > 64 * 1024 * 1024 {
-        return Err(fail("larger than 64 MiB".into()));
-    }
-    std::fs::create_dir_all(dir)
-        .map_err(|e| fail(format!("cannot write {}: {e}", dir.display())))?;
-    let file = dir.join(if json { "openapi.json" } else { "openapi.yaml" });
-    std::fs::write(&file, &body)
-        .map_err(|e| fail(format!("cannot write {}: {e}", file.display())))?;
-    Ok(file)
 }
