@@ -15,7 +15,29 @@ const EVIL_ORIGIN: &str = "https://evil.portcullis-scan.example";
 pub(crate) async fn run(ctx: &Ctx) {
     headers(ctx);
     cors(ctx).await;
+    trace(ctx).await;
     verbose_errors(ctx).await;
+}
+
+/// TRACE answered 200 with the request echoed (a marker header comes back in the body).
+async fn trace(ctx: &Ctx) {
+    let Some(op) = ctx.model.ops.iter().find(|o| o.method == Method::GET) else {
+        return;
+    };
+    let path = ctx.target(op, None, &[]);
+    let marker = "portcullis-trace-7f3a";
+    let req = Req::new(Method::TRACE, path).header("X-Portcullis-Trace", marker);
+    let Some(resp) = ctx.send(&req).await else {
+        return;
+    };
+    if resp.ok() && resp.text.contains(marker) {
+        ctx.report(
+            Finding::new(rules::TRACE, Severity::Low, &op.key(), "")
+                .detail("TRACE echoes the request back, headers included: with a cross-site request, cookies and Authorization can be read back (Cross-Site Tracing).".to_owned())
+                .evidence(ctx.http.exchange(&req, Some(&resp)))
+                .reproduce(ctx.http.curl(&req)),
+        );
+    }
 }
 
 fn headers(ctx: &Ctx) {
@@ -116,8 +138,13 @@ async fn cors(ctx: &Ctx) {
         .header("Origin", EVIL_ORIGIN)
         .header("Access-Control-Request-Method", "GET")
         .header("Access-Control-Request-Headers", "authorization");
-    let simple = ctx.as_who(Req::new(Method::GET, path).header("Origin", EVIL_ORIGIN), a);
-    for req in [preflight, simple] {
+    let simple = ctx.as_who(
+        Req::new(Method::GET, path.clone()).header("Origin", EVIL_ORIGIN),
+        a,
+    );
+    // `null` is what sandboxed iframes and local files send: trusting it trusts any page.
+    let null = ctx.as_who(Req::new(Method::GET, path).header("Origin", "null"), a);
+    for req in [preflight, simple, null] {
         let Some(resp) = ctx.send(&req).await else {
             continue;
         };
@@ -135,6 +162,10 @@ async fn cors(ctx: &Ctx) {
             ("*", false) => (
                 Severity::Low,
                 "allows any origin (`*`) on an authenticated operation",
+            ),
+            ("null", true) => (
+                Severity::High,
+                "trusts the `null` origin (sandboxed iframes, local files) with credentials",
             ),
             _ => continue,
         };
