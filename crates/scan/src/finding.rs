@@ -124,6 +124,8 @@ rules! {
         "Issue short-lived access tokens with an `exp` claim and require it when verifying.";
     LOGIN_BRUTE_FORCE = "login-brute-force", "API2:2023", 307, "Login has no per-account attempt limit",
         "Count failed logins per account (whatever the source address) and lock or slow the account down after a few failures; add per-address limits as well.";
+    LOGIN_XFF_BYPASS = "login-limit-xff-bypass", "API2:2023", 348, "The login limit trusts a client-supplied X-Forwarded-For",
+        "Key per-address limits on the socket address, or on X-Forwarded-For only as set by proxies you run (a trusted-proxies list), and add a per-account limit that no address rotation escapes.";
     LOGIN_ENUMERATION = "login-account-enumeration", "API2:2023", 204, "Login answers reveal which accounts exist",
         "Answer every failed login identically (status, body, headers and timing), whether or not the account exists.";
     MASS_ASSIGNMENT = "mass-assignment", "API3:2023", 915, "Privileged properties can be set by the client",

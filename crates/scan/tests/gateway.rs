@@ -159,3 +159,49 @@ async fn findings_the_gateway_closes_are_gone_behind_it() {
         direct.findings.len()
     );
 }
+
+/// A per-address login limit is only as good as the address it counts: behind a gateway that
+/// (wrongly) trusts `X-Forwarded-For` from every loopback client, rotating the header escapes
+/// it; with the header not trusted, it holds, and only the missing per-account limit is left.
+#[tokio::test]
+async fn a_login_limit_keyed_on_a_spoofable_header_is_found() {
+    let shop = Shop::with(&[Vuln::LoginNoLimit]).await;
+    let c = client();
+    let (a, b) = (
+        register(&shop, &c, "alice").await,
+        register(&shop, &c, "bob").await,
+    );
+    let (ia, ib) = (
+        login("alice", &a.email, PASSWORD),
+        login("bob", &b.email, PASSWORD),
+    );
+    let scan_login = |base: String| {
+        let (ia, ib) = (ia.clone(), ib.clone());
+        async move {
+            let mut config = ScanConfig::new(base.parse().unwrap(), shop_spec());
+            config.identities = vec![ia, ib];
+            config.probes = vec!["login".into()];
+            run(config).await.unwrap()
+        }
+    };
+    let limit = "state: { backend: memory }\nrate_limits:\n  - { match: \"POST /v2/auth/login\", key: ip, rate: 3/hour, burst: 3 }\n";
+    let trusting =
+        Gw::in_front_of(&shop, &format!("trusted_proxies: [127.0.0.0/8]\n{limit}")).await;
+    let r = scan_login(trusting.base.clone()).await;
+    let rules: BTreeSet<_> = r.findings.iter().map(|f| f.rule).collect();
+    assert!(rules.contains("login-limit-xff-bypass"), "{}", r.summary());
+    let strict = Gw::in_front_of(&shop, limit).await;
+    let r = scan_login(strict.base.clone()).await;
+    let rules: BTreeSet<_> = r.findings.iter().map(|f| f.rule).collect();
+    assert!(!rules.contains("login-limit-xff-bypass"), "{}", r.summary());
+    let brute = r
+        .findings
+        .iter()
+        .find(|f| f.rule == "login-brute-force")
+        .expect("no per-account limit");
+    assert!(
+        brute.detail.contains("only limit is per address"),
+        "{}",
+        brute.detail
+    );
+}

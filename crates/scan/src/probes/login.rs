@@ -97,24 +97,82 @@ pub(crate) async fn run(ctx: &Arc<Ctx>) {
         })
         .collect();
     let answers = burst(ctx, reqs).await;
-    let refused = answers
-        .iter()
-        .filter(|(_, r)| {
-            r.as_ref()
-                .is_some_and(|r| matches!(r.status, 429 | 423 | 403))
-        })
-        .count();
+    let refused = |answers: &[(Req, Option<crate::http::Resp>)]| {
+        answers
+            .iter()
+            .filter(|(_, r)| {
+                r.as_ref()
+                    .is_some_and(|r| matches!(r.status, 429 | 423 | 403))
+            })
+            .count()
+    };
     let answered = answers.iter().filter(|(_, r)| r.is_some()).count();
-    if refused == 0
+    let rotating_refused = refused(&answers);
+
+    // The same guesses from one address: is there a per-address limit at all, and does it
+    // trust an X-Forwarded-For the client chooses?
+    let attempt = |victim: &str, i: u32, lane: u8| {
+        Req::new(method.clone(), recipe.path.clone())
+            .json(login_body(
+                &recipe,
+                &account,
+                &password,
+                victim,
+                &format!("{WRONG}{i}"),
+            ))
+            .from(ctx.lane(lane, 0))
+    };
+    let mut per_address = false;
+    if ctx.http.can_rotate_sources() && ctx.http.remaining() >= n * 2 {
+        let single = unknown_account(&real, "single");
+        let plain = burst(ctx, (0..n).map(|i| attempt(&single, i, 5)).collect()).await;
+        per_address = refused(&plain) > 0;
+        if per_address {
+            let other = unknown_account(&real, "spoofed");
+            // Documentation addresses (RFC 5737): a header value only, nothing is sent there.
+            let spoofed = burst(
+                ctx,
+                (0..n)
+                    .map(|i| {
+                        attempt(&other, i, 6)
+                            .header("X-Forwarded-For", format!("203.0.113.{}", i % 250 + 1))
+                    })
+                    .collect(),
+            )
+            .await;
+            let all_answered = spoofed.iter().all(|(_, r)| r.is_some());
+            if refused(&spoofed) == 0
+                && all_answered
+                && let Some((req, Some(resp))) = spoofed.last()
+            {
+                ctx.report(
+                    Finding::new(rules::LOGIN_XFF_BYPASS, Severity::High, &key, "")
+                        .detail(format!(
+                            "{n} wrong passwords from one address are throttled, but the same {n} from that address with a different `X-Forwarded-For` each are all answered {}: the limit believes the client's header.",
+                            resp.status
+                        ))
+                        .evidence(ctx.http.exchange(req, Some(resp)))
+                        .reproduce(ctx.http.curl(req)),
+                );
+            }
+        }
+    }
+
+    if rotating_refused == 0
         && answered as u32 == n
         && let Some((req, Some(resp))) = answers.last()
     {
         ctx.report(
             Finding::new(rules::LOGIN_BRUTE_FORCE, Severity::High, &key, "")
                 .detail(format!(
-                    "{n} wrong passwords for one account, sent from {} source addresses, were all answered {} and never throttled or locked: passwords can be guessed without limit.",
+                    "{n} wrong passwords for one account, sent from {} source addresses, were all answered {} and never throttled or locked: passwords can be guessed without limit{}.",
                     if ctx.http.can_rotate_sources() { n } else { 1 },
-                    resp.status
+                    resp.status,
+                    if per_address {
+                        " (the only limit is per address: rotating addresses escapes it)"
+                    } else {
+                        ""
+                    }
                 ))
                 .evidence(ctx.http.exchange(req, Some(resp)))
                 .reproduce(ctx.http.curl(req)),
