@@ -148,6 +148,8 @@ rules! {
         "Allowlist schemes and hosts for server-side fetches, resolve names and refuse non-public addresses (loopback, private, link-local, metadata) at connect time, and do not follow redirects.";
     CORS = "cors-permissive", "API8:2023", 942, "CORS trusts arbitrary origins",
         "Allow only an exact list of trusted origins; never reflect the Origin header, and never combine a wildcard or reflection with credentials.";
+    DEBUG_ENDPOINT = "debug-endpoint-exposed", "API8:2023", 215, "A debug or management endpoint is exposed",
+        "Remove debug, profiling and management endpoints from production builds, or bind them to a separate, authenticated, internal listener.";
     TRACE = "trace-enabled", "API8:2023", 693, "HTTP TRACE is enabled",
         "Disable the TRACE method on the server and any proxy in front of it (it echoes requests, credentials included, back to the caller).";
     HEADERS = "security-headers-missing", "API8:2023", 693, "Security headers are missing",

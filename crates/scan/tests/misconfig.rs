@@ -24,7 +24,14 @@ components:
 "#;
 
 async fn careless() -> std::net::SocketAddr {
-    let app = axum::Router::new().route(
+    let app = axum::Router::new()
+        .route(
+            "/actuator/env",
+            axum::routing::get(|| async {
+                "{\"activeProfiles\":[\"prod\"],\"propertySources\":[{\"name\":\"systemEnvironment\"}]}"
+            }),
+        )
+        .route(
         "/things",
         axum::routing::get(|headers: HeaderMap| async move {
             let mut out = HeaderMap::new();
@@ -86,6 +93,14 @@ async fn trace_and_the_null_origin_are_found_where_they_are_and_not_elsewhere() 
         rules.iter().any(|(r, _)| *r == "trace-enabled"),
         "{rules:?}"
     );
+    // Of the well-known debug paths, the one it really serves is reported, once.
+    let debug: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| f.rule == "debug-endpoint-exposed")
+        .map(|f| f.operation.clone())
+        .collect();
+    assert_eq!(debug, ["GET /actuator/env"], "{rules:?}");
     assert!(
         rules
             .iter()
@@ -108,10 +123,10 @@ async fn trace_and_the_null_origin_are_found_where_they_are_and_not_elsewhere() 
     config.probes = vec!["misconfig".into()];
     let report = run(config).await.unwrap();
     assert!(
-        report
-            .findings
-            .iter()
-            .all(|f| f.rule != "trace-enabled" && f.rule != "cors-permissive"),
+        report.findings.iter().all(|f| !matches!(
+            f.rule,
+            "trace-enabled" | "cors-permissive" | "debug-endpoint-exposed"
+        )),
         "{}",
         report.summary()
     );

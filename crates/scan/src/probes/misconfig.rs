@@ -16,7 +16,54 @@ pub(crate) async fn run(ctx: &Ctx) {
     headers(ctx);
     cors(ctx).await;
     trace(ctx).await;
+    debug_endpoints(ctx).await;
     verbose_errors(ctx).await;
+}
+
+/// Well-known debug and management paths, with what their answer looks like when they are
+/// real (so a catch-all 200 page is not taken for one).
+const DEBUG_PATHS: &[(&str, &[&str])] = &[
+    ("/actuator/env", &["propertysources", "activeprofiles"]),
+    ("/actuator/heapdump", &["java profile"]),
+    ("/actuator", &["\"_links\""]),
+    (
+        "/.env",
+        &["db_password", "secret_key", "aws_secret", "database_url"],
+    ),
+    ("/debug/pprof/", &["goroutine", "heap"]),
+    ("/debug/vars", &["memstats", "cmdline"]),
+    ("/server-status", &["apache server status"]),
+    ("/phpinfo.php", &["phpinfo()", "php version"]),
+    ("/_profiler/", &["symfony profiler"]),
+    ("/__debug__/", &["django debug"]),
+    ("/console", &["werkzeug", "interactive console"]),
+    ("/graphiql", &["graphiql"]),
+];
+
+/// Debug and management endpoints answering anonymous callers (API8/API9).
+async fn debug_endpoints(ctx: &Ctx) {
+    for (path, signs) in DEBUG_PATHS {
+        let req = Req::new(Method::GET, (*path).to_owned());
+        let Some(resp) = ctx.send(&req).await else {
+            return;
+        };
+        let body = resp.text.to_ascii_lowercase();
+        if resp.ok() && signs.iter().any(|s| body.contains(s)) {
+            ctx.report(
+                Finding::new(
+                    rules::DEBUG_ENDPOINT,
+                    Severity::High,
+                    &format!("GET {path}"),
+                    "",
+                )
+                .detail(format!(
+                    "`{path}` answers anonymous callers with debugging or management data."
+                ))
+                .evidence(ctx.http.exchange(&req, Some(&resp)))
+                .reproduce(ctx.http.curl(&req)),
+            );
+        }
+    }
 }
 
 /// TRACE answered 200 with the request echoed (a marker header comes back in the body).
