@@ -819,10 +819,11 @@ async fn forward(
     });
     // Validate the parameters (path, query, headers) the operation declares.
     if let Some(id) = *route
-        && let Some(pv) = ctx
-            .runtime
-            .validators
-            .params(id, &policy.inventory.routes[id].parameters)
+        && let Some(pv) = ctx.runtime.validators.params(
+            id,
+            &policy.inventory.routes[id].template,
+            &policy.inventory.routes[id].parameters,
+        )
     {
         let path_now = changed.as_deref().unwrap_or(parts.uri.path());
         let values = path_params(&policy.inventory.routes[id].template, path_now);

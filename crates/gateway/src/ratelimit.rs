@@ -550,9 +550,21 @@ impl Bursts {
             .unwrap_or(60_000)
             .max(1);
         if m.len() >= MAX_PACES && !m.contains_key(key) {
-            m.retain(|_, p| now_ms.saturating_sub(p.window_start) < w * 16);
+            m.retain(|_, p| p.flagged || now_ms.saturating_sub(p.window_start) < w * 16);
             if m.len() >= MAX_PACES {
-                m.clear();
+                // Still full: the stalest quarter goes (flagged keys stay), so a flood of new
+                // keys neither wipes every baseline nor forces a scan on every insert.
+                let mut starts: Vec<u64> = m
+                    .values()
+                    .filter(|p| !p.flagged)
+                    .map(|p| p.window_start)
+                    .collect();
+                if !starts.is_empty() {
+                    let cut = starts.len() / 4;
+                    let (_, at, _) = starts.select_nth_unstable(cut);
+                    let at = *at;
+                    m.retain(|_, p| p.flagged || p.window_start > at);
+                }
             }
         }
         let p = m.entry(key.to_owned()).or_insert(Pace {

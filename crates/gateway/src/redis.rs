@@ -211,6 +211,16 @@ fn millis() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+/// Server answers that mean "not now, and maybe not this server": a failover in progress
+/// (`READONLY` from a demoted master), a restart (`LOADING`), no master (`MASTERDOWN`), a
+/// stuck script (`BUSY`), memory full (`OOM`), a Cluster resharding or down.
+fn unavailable(e: &redis::RedisError) -> bool {
+    matches!(
+        e.code().unwrap_or(""),
+        "READONLY" | "LOADING" | "MASTERDOWN" | "BUSY" | "OOM" | "TRYAGAIN" | "CLUSTERDOWN"
+    )
+}
+
 fn store_err(e: impl std::fmt::Display) -> StoreError {
     StoreError(format!("redis: {e}"))
 }
@@ -327,7 +337,8 @@ impl RedisStore {
                     || e.is_connection_dropped()
                     || e.is_timeout()
                     || e.is_connection_refusal()
-                    || e.is_unrecoverable_error()) =>
+                    || e.is_unrecoverable_error()
+                    || unavailable(&e)) =>
             {
                 tracing::error!(target: "portcullis::state", op, error = %e, "redis refused a command");
                 Err(store_err(e))
@@ -371,7 +382,7 @@ impl RedisStore {
 
     fn key(&self, kind: &str, id: &str, field: &str) -> String {
         // The id may hold any byte but `}` would end the tag early.
-        let id = id.replace('}', "%7D");
+        let id = id.replace('%', "%25").replace('}', "%7D");
         format!("{}{{{kind}:{id}}}{field}", self.prefix)
     }
 
@@ -384,7 +395,8 @@ impl RedisStore {
     pub async fn rate(&self, checks: &[RateCheck<'_>]) -> Result<Vec<RateAnswer>, StoreError> {
         let keys: Vec<String> = checks
             .iter()
-            .map(|c| self.key("r", c.rule, &format!(":{}", c.key)))
+            // Tagged by rule and key: a Cluster spreads one rule's clients over its nodes.
+            .map(|c| self.key("r", &format!("{}{}", c.rule, c.key), ""))
             .collect();
         let cluster = self.is_cluster();
         let groups: Vec<Vec<usize>> = if cluster {

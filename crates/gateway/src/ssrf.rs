@@ -38,6 +38,9 @@ pub struct Guard {
     fields: Vec<Vec<String>>,
 }
 
+/// URLs one request may carry: each may need a lookup.
+const MAX_URLS: usize = 16;
+
 /// Longest wait for a name to resolve before the URL is refused.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -75,13 +78,24 @@ impl Guard {
         let Some(fields) = self.fields.get(route) else {
             return Ok(());
         };
-        let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) else {
+        if body.is_empty() {
             return Ok(());
+        }
+        // A guarded route takes JSON: another body could carry a URL this phase cannot see.
+        let Ok(json) = serde_json::from_slice::<serde_json::Value>(body) else {
+            return Err(Rejection::UnsupportedMediaType);
         };
+        let mut checked = 0usize;
         for pattern in fields {
             let mut found = Vec::new();
             collect(&json, pattern, String::new(), &mut found);
             for (pointer, url) in found {
+                checked += 1;
+                if checked > MAX_URLS {
+                    return Err(Rejection::UnsafeUrl(format!(
+                        "{pointer}: more than {MAX_URLS} URLs in one request"
+                    )));
+                }
                 let verdict = tokio::time::timeout(RESOLVE_TIMEOUT, self.checker.check(url)).await;
                 let reason = match verdict {
                     Ok(Ok(_)) => continue,
@@ -131,6 +145,12 @@ fn collect<'a>(
         ("*", serde_json::Value::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
                 collect(item, &tail, format!("{at}/{i}"), out);
+            }
+        }
+        ("*", serde_json::Value::Object(map)) => {
+            for (k, item) in map {
+                let k = k.replace('~', "~0").replace('/', "~1");
+                collect(item, &tail, format!("{at}/{k}"), out);
             }
         }
         (name, serde_json::Value::Object(map)) => {

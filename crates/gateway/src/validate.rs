@@ -117,14 +117,26 @@ impl ParamValidator {
                     .filter(|(n, _)| n == name)
                     .map(|(_, v)| v.as_str())
                     .collect(),
-                ParamIn::Header => headers
-                    .get_all(name.as_str())
-                    .iter()
-                    .filter_map(|v| v.to_str().ok())
-                    .collect(),
+                ParamIn::Header => {
+                    let values = headers.get_all(name.as_str());
+                    // A value that is not visible ASCII cannot be checked: refused, not skipped.
+                    if values.iter().any(|v| v.to_str().is_err()) {
+                        return Err(format!("`/header/{name}`: breaks `pattern`"));
+                    }
+                    values.iter().filter_map(|v| v.to_str().ok()).collect()
+                }
             };
             if raws.is_empty() {
                 continue;
+            }
+            // `?limit=10&limit=999999`: upstreams disagree on which one counts.
+            if raws.len() > 1 && !matches!(kind, Kind::Array(_)) {
+                let slot = match loc {
+                    ParamIn::Path => "path",
+                    ParamIn::Query => "query",
+                    ParamIn::Header => "header",
+                };
+                return Err(format!("`/{slot}/{name}`: given more than once"));
             }
             let value = match kind {
                 Kind::Array(s) => Value::Array(
@@ -151,36 +163,74 @@ impl ParamValidator {
     }
 }
 
-/// Gives object schemas without `additionalProperties` a closed one, unless they compose with
-/// `allOf`/`anyOf`/`oneOf`/`$ref` (closing those would refuse their siblings' properties) or
-/// opt out with `x-portcullis-open: true`.
-fn close_objects(v: &mut Value) {
+/// Closes objects against undeclared properties (mass assignment), in the whole schema
+/// document `root`:
+///
+/// - an object schema with `properties` and no `additionalProperties` gets `false`;
+/// - a schema composed with `allOf`/`anyOf`/`oneOf` gets `unevaluatedProperties: false`
+///   instead, and its members (inline, or the components they `$ref`) stay open, since
+///   closing one member would refuse the properties of the others;
+/// - `x-portcullis-open: true` opts a schema out.
+fn close_objects(root: &mut Value) {
+    let mut members = std::collections::HashSet::new();
+    collect_members(root, &mut members);
+    close_in(root, "", &members, false);
+}
+
+/// The `$ref` targets used as members of a composition.
+fn collect_members(v: &Value, out: &mut std::collections::HashSet<String>) {
     match v {
         Value::Object(map) => {
-            if map.get("x-portcullis-open") == Some(&Value::Bool(true)) {
-                for child in map.values_mut() {
-                    close_objects(child);
+            for k in ["allOf", "anyOf", "oneOf"] {
+                for m in map.get(k).and_then(Value::as_array).into_iter().flatten() {
+                    if let Some(r) = m.get("$ref").and_then(Value::as_str) {
+                        out.insert(r.trim_start_matches('#').to_owned());
+                    }
                 }
-                return;
             }
-            let composed = [
-                "allOf",
-                "anyOf",
-                "oneOf",
-                "$ref",
-                "additionalProperties",
-                "unevaluatedProperties",
-            ]
-            .iter()
-            .any(|k| map.contains_key(*k));
-            if map.get("properties").is_some_and(Value::is_object) && !composed {
-                map.insert("additionalProperties".into(), Value::Bool(false));
+            map.values().for_each(|c| collect_members(c, out));
+        }
+        Value::Array(items) => items.iter().for_each(|c| collect_members(c, out)),
+        _ => {}
+    }
+}
+
+fn close_in(v: &mut Value, at: &str, members: &std::collections::HashSet<String>, member: bool) {
+    match v {
+        Value::Object(map) => {
+            let open = map.get("x-portcullis-open") == Some(&Value::Bool(true));
+            let said = map.contains_key("additionalProperties")
+                || map.contains_key("unevaluatedProperties");
+            let composed = ["allOf", "anyOf", "oneOf"]
+                .iter()
+                .any(|k| map.contains_key(*k));
+            let member = member || members.contains(at);
+            if !open && !said && !map.contains_key("$ref") {
+                if composed {
+                    map.insert("unevaluatedProperties".into(), Value::Bool(false));
+                } else if map.get("properties").is_some_and(Value::is_object) && !member {
+                    map.insert("additionalProperties".into(), Value::Bool(false));
+                }
             }
-            for child in map.values_mut() {
-                close_objects(child);
+            for (k, child) in map.iter_mut() {
+                let path = format!("{at}/{}", k.replace('~', "~0").replace('/', "~1"));
+                if matches!(k.as_str(), "allOf" | "anyOf" | "oneOf") {
+                    // The members themselves stay open; what they contain does not.
+                    if let Value::Array(items) = child {
+                        for (i, item) in items.iter_mut().enumerate() {
+                            close_in(item, &format!("{path}/{i}"), members, true);
+                        }
+                    }
+                } else {
+                    close_in(child, &path, members, false);
+                }
             }
         }
-        Value::Array(items) => items.iter_mut().for_each(close_objects),
+        Value::Array(items) => {
+            for (i, item) in items.iter_mut().enumerate() {
+                close_in(item, &format!("{at}/{i}"), members, false);
+            }
+        }
         _ => {}
     }
 }
@@ -196,7 +246,12 @@ impl Validators {
     }
 
     /// The validator of a route's parameters, compiled on first use (`None` without any).
-    pub fn params(&self, route: usize, params: &[Param]) -> Option<Arc<ParamValidator>> {
+    pub fn params(
+        &self,
+        route: usize,
+        template: &str,
+        params: &[Param],
+    ) -> Option<Arc<ParamValidator>> {
         let slot = self.params.get(route)?;
         slot.get_or_init(|| {
             let doc = self.doc.as_ref()?;
@@ -230,7 +285,11 @@ impl Validators {
                 };
                 let g = &mut groups[group];
                 g["properties"][&name] = schema.clone();
+                // Path parameters of compound segments (`{base}...{head}`) are not extracted;
+                // the router has matched them already.
+                let compound = p.location == ParamIn::Path && !whole_segment(template, &p.name);
                 if p.required
+                    && !compound
                     && p.location != ParamIn::Header
                     && let Some(req) = g["required"].as_array_mut()
                 {
@@ -289,6 +348,12 @@ impl Validators {
     }
 }
 
+/// Whether `{name}` is a whole segment of the template.
+fn whole_segment(template: &str, name: &str) -> bool {
+    let whole = format!("{{{name}}}");
+    template.split('/').any(|seg| seg == whole)
+}
+
 /// Gives string, array and integer schemas that state no bound the policy's default ones
 /// (API4: an unbounded field cannot be abused because the description forgot it).
 fn bound(v: &mut Value, b: &DefaultBounds) {
@@ -342,8 +407,32 @@ pub fn deeper_than(v: &Value, max: usize) -> bool {
 }
 
 /// A request may not carry `readOnly` properties: they leave `properties` (so a closed object
-/// refuses them as unknown) and `required`.
-fn drop_read_only(v: &mut Value) {
+/// refuses them as unknown) and `required`. A property is read-only when its schema says so,
+/// directly or through the `$ref`s it follows (the only way OpenAPI 3.0 can say it).
+fn drop_read_only(root: &mut Value) {
+    let snapshot = root.clone();
+    strip_read_only(root, &snapshot);
+}
+
+fn read_only<'a>(mut s: &'a Value, root: &'a Value) -> bool {
+    for _ in 0..16 {
+        if s.get("readOnly") == Some(&Value::Bool(true)) {
+            return true;
+        }
+        match s
+            .get("$ref")
+            .and_then(Value::as_str)
+            .and_then(|r| r.strip_prefix('#'))
+            .and_then(|r| root.pointer(r))
+        {
+            Some(next) => s = next,
+            None => return false,
+        }
+    }
+    false
+}
+
+fn strip_read_only(v: &mut Value, root: &Value) {
     match v {
         Value::Object(map) => {
             let gone: Vec<String> = map
@@ -352,7 +441,7 @@ fn drop_read_only(v: &mut Value) {
                 .map(|props| {
                     props
                         .iter()
-                        .filter(|(_, s)| s.get("readOnly") == Some(&Value::Bool(true)))
+                        .filter(|(_, s)| read_only(s, root))
                         .map(|(k, _)| k.clone())
                         .collect()
                 })
@@ -365,9 +454,9 @@ fn drop_read_only(v: &mut Value) {
             if let Some(req) = map.get_mut("required").and_then(Value::as_array_mut) {
                 req.retain(|r| r.as_str().is_none_or(|r| !gone.iter().any(|g| g == r)));
             }
-            map.values_mut().for_each(drop_read_only);
+            map.values_mut().for_each(|c| strip_read_only(c, root));
         }
-        Value::Array(items) => items.iter_mut().for_each(drop_read_only),
+        Value::Array(items) => items.iter_mut().for_each(|c| strip_read_only(c, root)),
         _ => {}
     }
 }

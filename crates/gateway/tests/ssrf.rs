@@ -79,6 +79,16 @@ async fn internal_urls_reach_the_canary_direct_and_never_through_the_gateway() {
             r.text
         );
     }
+    // A body the guard cannot read is not forwarded either.
+    let r = client()
+        .post(gw.url("/v2/users/me/avatar"))
+        .bearer_auth(&u.access)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("url=http://127.0.0.1:{port}/"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
     assert_eq!(
         canary.hits(),
         1,

@@ -24,11 +24,14 @@ pub fn account(body: &[u8], pointer: &str) -> Option<String> {
     (!a.is_empty() && a.len() <= 320).then_some(a)
 }
 
+/// The pair, account and known-address keys. The client address (which never contains `|`)
+/// comes first, so no account name can spell another key: `alice|203.0.113.5` as an account
+/// is not alice at 203.0.113.5.
 fn keys(account: &str, client: &str) -> (String, String, String) {
     (
-        format!("login|{account}|{client}"),
-        format!("login|{account}"),
-        format!("known|{account}|{client}"),
+        format!("login-pair|{client}|{account}"),
+        format!("login-acct|{account}"),
+        format!("login-known|{client}|{account}"),
     )
 }
 
@@ -170,6 +173,23 @@ mod tests {
             check(&s, "a@x", "10.0.0.1", now).await.is_ok(),
             "the owner's address does not"
         );
+    }
+
+    #[tokio::test]
+    async fn no_account_name_spells_another_accounts_key() {
+        // Failing on the made-up account `alice|9.9.9.9` must not hold alice at 9.9.9.9.
+        let (s, r, now) = (MemoryStore::default(), rule(), 1_000_000);
+        for i in 0..12 {
+            let client = format!("1.1.1.{i}");
+            record(&s, &r, "alice|9.9.9.9", &client, false, now)
+                .await
+                .expect("store");
+        }
+        assert!(
+            check(&s, "alice|9.9.9.9", "1.1.1.200", now).await.is_err(),
+            "the made-up account itself is held"
+        );
+        assert!(check(&s, "alice", "9.9.9.9", now).await.is_ok());
     }
 
     #[test]

@@ -98,6 +98,8 @@ pub struct Throttle {
     pub failures: u32,
     pub window_start: i64,
     pub blocked_until: i64,
+    /// The counting window (seconds; 0 when unknown, as after loading from disk).
+    pub window: i64,
 }
 
 #[derive(Debug, Default)]
@@ -141,14 +143,19 @@ impl MemoryStore {
     fn fail_in(&self, key: &str, now: i64, window: i64) -> Result<Throttle, StoreError> {
         self.with(|s| {
             if s.throttles.len() >= 4096 && s.throttles.len().is_power_of_two() {
-                s.throttles
-                    .retain(|_, t| t.blocked_until > now || t.window_start + window > now);
+                // Each entry by its own window (a day-long quota is not swept by a login's
+                // 15 minutes); entries loaded from disk, whose window is unknown, keep a month.
+                s.throttles.retain(|_, t| {
+                    let w = if t.window > 0 { t.window } else { 31 * 86_400 };
+                    t.blocked_until > now || t.window_start + w > now
+                });
             }
             let t = s.throttles.entry(key.to_owned()).or_default();
             if t.window_start + window <= now {
                 t.failures = 0;
                 t.window_start = now;
             }
+            t.window = window;
             t.failures = t.failures.saturating_add(1);
             *t
         })
@@ -336,6 +343,7 @@ impl Durable {
                         failures,
                         window_start,
                         blocked_until,
+                        window: 0,
                     },
                 ));
             }

@@ -56,6 +56,9 @@ pub struct Route {
     /// What the OpenAPI description says about security: `Some(true)` when the operation has
     /// a security requirement, `Some(false)` for `security: []`, `None` when not described.
     pub secured: Option<bool>,
+    /// The path as the description writes it (`/users/` keeps its slash), for pointers into
+    /// the description; the template for routes that come from the policy.
+    pub spec_path: String,
     /// The operation's tags (selectors `tag:NAME`).
     pub tags: Vec<String>,
     /// `x-portcullis-roles` of the operation.
@@ -285,6 +288,7 @@ impl Inventory {
             params,
             version,
             secured: None,
+            spec_path: String::new(),
             tags: Vec::new(),
             roles: Vec::new(),
             parameters: Vec::new(),

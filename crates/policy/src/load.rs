@@ -2240,14 +2240,17 @@ impl Compiler<'_> {
             openapi::from_openapi_30(&mut doc);
         }
         for route in &mut inventory.routes {
+            let path = if route.spec_path.is_empty() {
+                route.template.clone()
+            } else {
+                route.spec_path.clone()
+            };
             if requests {
-                route.request_schema =
-                    openapi::request_schema(&doc, &route.method, &route.template);
-                route.parameters = openapi::parameters(&doc, &route.method, &route.template);
+                route.request_schema = openapi::request_schema(&doc, &route.method, &path);
+                route.parameters = openapi::parameters(&doc, &route.method, &path);
             }
             if responses {
-                route.response_schemas =
-                    openapi::response_schemas(&doc, &route.method, &route.template);
+                route.response_schemas = openapi::response_schemas(&doc, &route.method, &path);
             }
         }
         Some(std::sync::Arc::new(doc))
@@ -2469,6 +2472,7 @@ impl Compiler<'_> {
                             Ok(id) => {
                                 let route = &mut inv.routes[id];
                                 route.secured = Some(op.secured);
+                                route.spec_path = op.path.clone();
                                 route.tags = op.tags;
                                 route.roles = op.roles;
                             }

@@ -329,56 +329,83 @@ pub fn response_schemas(
 pub fn url_fields(doc: &serde_json::Value, schema_ptr: &str) -> Vec<String> {
     let mut out = Vec::new();
     if let Some(schema) = doc.pointer(schema_ptr) {
-        walk_urls(doc, schema, String::new(), 0, &mut out);
+        walk_urls(doc, schema, &mut out);
     }
     out.sort();
     out.dedup();
     out
 }
 
-fn walk_urls(
-    doc: &serde_json::Value,
-    schema: &serde_json::Value,
-    at: String,
-    depth: usize,
-    out: &mut Vec<String>,
-) {
-    if depth > 8 {
-        return;
-    }
-    let schema = match schema
-        .get("$ref")
-        .and_then(|r| r.as_str())
-        .and_then(|r| r.strip_prefix('#'))
-    {
-        Some(r) => match doc.pointer(r) {
-            Some(s) => s,
-            None => return,
-        },
-        None => schema,
-    };
-    let marked = schema.get("x-portcullis-ssrf").and_then(|v| v.as_bool());
-    let uri_format = schema
-        .get("format")
-        .and_then(|f| f.as_str())
-        .is_some_and(|f| matches!(f, "uri" | "uri-reference" | "iri" | "url"));
-    if marked == Some(true) || (uri_format && marked != Some(false)) {
-        out.push(at.clone());
-    }
-    for key in ["allOf", "anyOf", "oneOf"] {
-        if let Some(list) = schema.get(key).and_then(|l| l.as_array()) {
-            for s in list {
-                walk_urls(doc, s, at.clone(), depth + 1, out);
+/// Breadth first, so shallow fields are always found, with a bound on the schemas visited: a
+/// recursive schema with several branches (a tree) would otherwise grow exponentially with
+/// the depth. Deep enough for any body the default bounds let through (32 levels).
+fn walk_urls(doc: &serde_json::Value, root: &serde_json::Value, out: &mut Vec<String>) {
+    let mut queue = std::collections::VecDeque::from([(root, String::new(), 0usize)]);
+    let mut budget = 20_000usize;
+    while let Some((schema, at, depth)) = queue.pop_front() {
+        if depth > 40 || budget == 0 {
+            continue;
+        }
+        budget -= 1;
+        let mut schema = schema;
+        for _ in 0..16 {
+            match schema
+                .get("$ref")
+                .and_then(|r| r.as_str())
+                .and_then(|r| r.strip_prefix('#'))
+                .and_then(|r| doc.pointer(r))
+            {
+                Some(s) => schema = s,
+                None => break,
             }
         }
-    }
-    if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
-        for (name, s) in props {
-            walk_urls(doc, s, format!("{at}/{}", escape(name)), depth + 1, out);
+        let marked = schema.get("x-portcullis-ssrf").and_then(|v| v.as_bool());
+        let uri_format = schema
+            .get("format")
+            .and_then(|f| f.as_str())
+            .is_some_and(|f| matches!(f, "uri" | "uri-reference" | "iri" | "url"));
+        if marked == Some(true) || (uri_format && marked != Some(false)) {
+            out.push(at.clone());
         }
-    }
-    if let Some(items) = schema.get("items") {
-        walk_urls(doc, items, format!("{at}/*"), depth + 1, out);
+        for key in ["allOf", "anyOf", "oneOf"] {
+            for s in schema
+                .get(key)
+                .and_then(|l| l.as_array())
+                .into_iter()
+                .flatten()
+            {
+                queue.push_back((s, at.clone(), depth + 1));
+            }
+        }
+        if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
+            for (name, s) in props {
+                queue.push_back((s, format!("{at}/{}", escape(name)), depth + 1));
+            }
+        }
+        let each = format!("{at}/*");
+        if let Some(items) = schema.get("items") {
+            queue.push_back((items, each.clone(), depth + 1));
+        }
+        for s in schema
+            .get("prefixItems")
+            .and_then(|p| p.as_array())
+            .into_iter()
+            .flatten()
+        {
+            queue.push_back((s, each.clone(), depth + 1));
+        }
+        // Maps (`additionalProperties`, `patternProperties`): every value.
+        if let Some(ap) = schema.get("additionalProperties").filter(|a| a.is_object()) {
+            queue.push_back((ap, each.clone(), depth + 1));
+        }
+        for s in schema
+            .get("patternProperties")
+            .and_then(|p| p.as_object())
+            .into_iter()
+            .flat_map(|m| m.values())
+        {
+            queue.push_back((s, each.clone(), depth + 1));
+        }
     }
 }
 
@@ -404,7 +431,8 @@ mod url_field_tests {
                 "homepage": { "type": "string", "format": "uri", "x-portcullis-ssrf": false },
                 "hooks": { "type": "array", "items": { "$ref": "#/components/schemas/Hook" } },
                 "extra": { "allOf": [ { "$ref": "#/components/schemas/Hook" } ] },
-                "tree": { "$ref": "#/components/schemas/Node" }
+                "tree": { "$ref": "#/components/schemas/Node" },
+                "webhooks": { "type": "object", "additionalProperties": { "type": "string", "format": "uri" } }
             }}
         });
         let found = url_fields(&doc, "/body");
@@ -414,10 +442,32 @@ mod url_field_tests {
         assert!(found.contains(&"/tree/link".to_owned()));
         assert!(found.contains(&"/tree/next/next/link".to_owned()));
         assert!(
+            found.contains(
+                &"/tree/next/next/next/next/next/next/next/next/next/next/link".to_owned()
+            ),
+            "deep recursion is followed"
+        );
+        assert!(found.contains(&"/webhooks/*".to_owned()), "{found:?}");
+        assert!(
             !found
                 .iter()
                 .any(|f| f.contains("homepage") || f.contains("note"))
         );
+    }
+
+    #[test]
+    fn a_branching_recursive_schema_stays_bounded() {
+        let doc = serde_json::json!({
+            "components": { "schemas": { "Tree": { "type": "object", "properties": {
+                "left": { "$ref": "#/components/schemas/Tree" },
+                "right": { "$ref": "#/components/schemas/Tree" },
+                "link": { "type": "string", "format": "uri" }
+            }}}},
+            "body": { "$ref": "#/components/schemas/Tree" }
+        });
+        let found = url_fields(&doc, "/body");
+        assert!(found.contains(&"/link".to_owned()));
+        assert!(found.len() < 20_000);
     }
 }
 
@@ -504,7 +554,15 @@ pub fn parameters(doc: &serde_json::Value, method: &Method, path: &str) -> Vec<P
 pub fn from_openapi_30(v: &mut serde_json::Value) {
     match v {
         serde_json::Value::Object(map) => {
-            if map.remove("nullable") == Some(serde_json::Value::Bool(true)) {
+            // Only the keyword (a boolean), never a property that happens to be called so.
+            let nullable = match map.get("nullable") {
+                Some(serde_json::Value::Bool(b)) => Some(*b),
+                _ => None,
+            };
+            if nullable.is_some() {
+                map.remove("nullable");
+            }
+            if nullable == Some(true) {
                 match map.get_mut("type") {
                     Some(serde_json::Value::String(t)) => {
                         let t = std::mem::take(t);
