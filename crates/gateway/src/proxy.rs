@@ -926,38 +926,58 @@ async fn forward(
             max,
         ))),
     };
+    // Quotas: each use is taken before forwarding, atomically, so parallel requests cannot
+    // all slip under the limit; a use that must not count (a failure on a success-counted
+    // quota, an upstream that never answered) is given back after.
+    let now = portcullis_guard::jwt::now();
+    let mut taken: Vec<(&portcullis_policy::QuotaRule, String, u32)> = Vec::new();
+    for (q, key) in quota_uses {
+        match crate::ratelimit::quota::take(deps.store.as_ref(), q, &key, now).await {
+            Ok(used) => taken.push((q, key, used)),
+            Err(rej) => {
+                for (q, key, _) in &taken {
+                    crate::ratelimit::quota::give_back(deps.store.as_ref(), q, key).await;
+                }
+                return Err(rej);
+            }
+        }
+    }
     let sent = tokio::time::timeout(
         limits.upstream_timeout,
         deps.client.request(Request::from_parts(parts, body)),
     )
     .await;
     let resp = match sent {
-        Err(_) => {
-            deps.metrics
-                .upstream_errors
-                .get_or_create(&crate::metrics::KindLabel { kind: "timeout" })
-                .inc();
-            return Err(Rejection::UpstreamTimeout);
-        }
-        Ok(Err(e)) => return Err(classify(deps, ctx, &e)),
         Ok(Ok(r)) => r,
+        failed => {
+            for (q, key, _) in &taken {
+                crate::ratelimit::quota::give_back(deps.store.as_ref(), q, key).await;
+            }
+            return Err(match failed {
+                Err(_) => {
+                    deps.metrics
+                        .upstream_errors
+                        .get_or_create(&crate::metrics::KindLabel { kind: "timeout" })
+                        .inc();
+                    Rejection::UpstreamTimeout
+                }
+                Ok(Err(e)) => classify(deps, ctx, &e),
+                Ok(Ok(_)) => Rejection::Internal,
+            });
+        }
     };
 
     // Respond (upstream side).
-    let now = portcullis_guard::jwt::now();
-    for (q, key) in quota_uses {
-        if (resp.status().is_success() || !q.count_success_only)
-            && let Some(used) =
-                crate::ratelimit::quota::count(deps.store.as_ref(), q, &key, now).await
-        {
-            {
-                headroom.entries.push((
-                    q.name.clone(),
-                    u64::from(q.limit),
-                    q.window.as_secs(),
-                    u64::from(q.limit.saturating_sub(used)),
-                ));
-            }
+    for (q, key, used) in taken {
+        if q.count_success_only && !resp.status().is_success() {
+            crate::ratelimit::quota::give_back(deps.store.as_ref(), q, &key).await;
+        } else {
+            headroom.entries.push((
+                q.name.clone(),
+                u64::from(q.limit),
+                q.window.as_secs(),
+                u64::from(q.limit.saturating_sub(used)),
+            ));
         }
     }
     if let (Some(rule), Some(account)) = (login_rule, login_account) {

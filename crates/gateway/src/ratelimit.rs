@@ -437,19 +437,38 @@ pub mod quota {
         Ok(())
     }
 
-    /// Counts one use; the `limit`-th use closes the quota for a window from now. Returns the
-    /// uses so far in the window.
-    pub async fn count(store: &dyn Store, rule: &QuotaRule, key: &str, now: i64) -> Option<u32> {
+    /// Takes one use, atomically: the `limit`-th use closes the quota for a window from now,
+    /// and a use beyond the limit (parallel requests racing past the check) is refused.
+    /// Returns the uses so far in the window. A store that cannot count refuses (fail closed).
+    pub async fn take(
+        store: &dyn Store,
+        rule: &QuotaRule,
+        key: &str,
+        now: i64,
+    ) -> Result<u32, Rejection> {
         let window = i64::try_from(rule.window.as_secs()).unwrap_or(86_400);
-        match store
-            .count(&store_key(rule, key), now, window, rule.limit)
-            .await
-        {
-            Ok(n) => Some(n),
-            Err(e) => {
-                tracing::error!(target: "portcullis::quota", error = %e, "quota use not stored");
-                None
-            }
+        let k = store_key(rule, key);
+        let used = store.count(&k, now, window, rule.limit).await.map_err(|e| {
+            tracing::error!(target: "portcullis::quota", error = %e, "quota use not counted: request refused");
+            Rejection::Unavailable
+        })?;
+        if used > rule.limit {
+            give_back(store, rule, key).await;
+            return Err(Rejection::RateLimited {
+                rule: rule.name.clone(),
+                quota: rule.limit,
+                window: rule.window.as_secs(),
+                retry_after: rule.window.as_secs().max(1),
+            });
+        }
+        Ok(used)
+    }
+
+    /// Gives a taken use back (the request failed and the quota counts successes, or never
+    /// reached the upstream).
+    pub async fn give_back(store: &dyn Store, rule: &QuotaRule, key: &str) {
+        if let Err(e) = store.release(&store_key(rule, key), rule.limit).await {
+            tracing::error!(target: "portcullis::quota", error = %e, "quota use not given back");
         }
     }
 }

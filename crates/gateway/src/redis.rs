@@ -81,6 +81,14 @@ end
 return n
 ";
 
+/// Gives one use of KEYS[1] back (never below 0); below ARGV[1] again, the hold KEYS[2] goes.
+const RELEASE: &str = r"
+local n = tonumber(redis.call('GET', KEYS[1]) or '0')
+if n > 0 then n = redis.call('DECR', KEYS[1]) end
+if n < tonumber(ARGV[1]) then redis.call('DEL', KEYS[2]) end
+return n
+";
+
 /// Sets KEYS[1] to ARGV[1] unless it holds a larger number; expires at ARGV[2].
 const RAISE: &str = r"
 local v = tonumber(ARGV[1])
@@ -194,6 +202,7 @@ pub struct RedisStore {
     gcra: Script,
     count: Script,
     raise: Script,
+    release: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -295,6 +304,7 @@ impl RedisStore {
             gcra: Script::new(GCRA),
             count: Script::new(COUNT),
             raise: Script::new(RAISE),
+            release: Script::new(RELEASE),
         })
     }
 
@@ -532,6 +542,24 @@ impl Store for RedisStore {
                 }
                 Ok(c)
             }
+        }
+    }
+
+    async fn release(&self, key: &str, limit: u32) -> Result<(), StoreError> {
+        let (n, b) = self.throttle_keys(key);
+        let inv = {
+            let mut i = self.release.prepare_invoke();
+            i.key(&n).key(&b).arg(limit);
+            i
+        };
+        match self
+            .call("release", async |mut h| {
+                inv.invoke_async::<i64>(&mut h).await
+            })
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(_) => LocalStore::release(&self.fallback, key, limit),
         }
     }
 

@@ -369,3 +369,60 @@ async fn a_limit_keyed_on_the_account_holds_against_rotating_addresses() {
         ]
     );
 }
+
+#[tokio::test]
+async fn parallel_requests_cannot_race_past_a_quota() {
+    let shop = Shop::with(&[Vuln::BusinessFlow]).await;
+    let gw = Gw::verifying_shop_tokens(
+        &shop,
+        "",
+        "quotas:\n  - { match: \"POST /v2/promo/redeem\", key: user, limit: 3/day }\n",
+    )
+    .await;
+    let c = client();
+    let u = register(&shop, &c, "racer").await;
+    let mut tasks = Vec::new();
+    for _ in 0..12 {
+        let (c, url, token) = (c.clone(), gw.url("/v2/promo/redeem"), u.access.clone());
+        tasks.push(tokio::spawn(async move {
+            send(
+                &c,
+                Method::POST,
+                &url,
+                Some(&token),
+                Some(serde_json::json!({ "code": "WELCOME10" })),
+            )
+            .await
+            .status
+        }));
+    }
+    let mut ok = 0;
+    for t in tasks {
+        if t.await.unwrap() == StatusCode::OK {
+            ok += 1;
+        }
+    }
+    assert_eq!(ok, 3, "exactly the quota, however many race");
+    // A failed attempt on a success-counted quota gives its use back.
+    let v = register(&shop, &c, "unlucky").await;
+    let bad = send(
+        &c,
+        Method::POST,
+        &gw.url("/v2/promo/redeem"),
+        Some(&v.access),
+        Some(serde_json::json!({ "code": "NOSUCHCODE" })),
+    )
+    .await;
+    assert!(bad.status.is_client_error(), "{}", bad.text);
+    for _ in 0..3 {
+        let r = send(
+            &c,
+            Method::POST,
+            &gw.url("/v2/promo/redeem"),
+            Some(&v.access),
+            Some(serde_json::json!({ "code": "WELCOME10" })),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    }
+}

@@ -75,6 +75,8 @@ pub trait Store: Send + Sync + fmt::Debug {
         }
         Ok(n)
     }
+    /// Gives one counted use of `key` back; below `limit` again, its hold is lifted.
+    async fn release(&self, key: &str, limit: u32) -> Result<(), StoreError>;
 }
 
 /// The synchronous form of [`Store`] for backends inside the process.
@@ -90,6 +92,7 @@ pub trait LocalStore: Send + Sync + fmt::Debug {
     fn is_revoked(&self, jti: Option<&str>, sub: Option<&str>, iat: Option<i64>) -> bool;
     fn use_once(&self, jti: &str, exp: i64, now: i64) -> Result<bool, StoreError>;
     fn revocations(&self, now: i64) -> Revocations;
+    fn release(&self, key: &str, limit: u32) -> Result<(), StoreError>;
 }
 
 /// Failures of one key in its window, and until when it is held back.
@@ -170,6 +173,17 @@ impl MemoryStore {
 impl LocalStore for MemoryStore {
     fn fail(&self, key: &str, now: i64, window: i64) -> Result<u32, StoreError> {
         self.fail_in(key, now, window).map(|t| t.failures)
+    }
+
+    fn release(&self, key: &str, limit: u32) -> Result<(), StoreError> {
+        self.with(|s| {
+            if let Some(t) = s.throttles.get_mut(key) {
+                t.failures = t.failures.saturating_sub(1);
+                if t.failures < limit {
+                    t.blocked_until = 0;
+                }
+            }
+        })
     }
 
     fn block(&self, key: &str, until: i64) -> Result<(), StoreError> {
@@ -394,6 +408,11 @@ impl Durable {
 }
 
 impl LocalStore for Durable {
+    fn release(&self, key: &str, limit: u32) -> Result<(), StoreError> {
+        LocalStore::release(&self.memory, key, limit)?;
+        self.write_throttle(key, Some(self.memory.throttle(key)))
+    }
+
     fn fail(&self, key: &str, now: i64, window: i64) -> Result<u32, StoreError> {
         let t = self.memory.fail_in(key, now, window)?;
         self.write_throttle(key, Some(t))?;
@@ -452,6 +471,9 @@ impl LocalStore for Durable {
 
 #[async_trait]
 impl Store for MemoryStore {
+    async fn release(&self, key: &str, limit: u32) -> Result<(), StoreError> {
+        LocalStore::release(self, key, limit)
+    }
     async fn fail(&self, key: &str, now: i64, window: i64) -> Result<u32, StoreError> {
         LocalStore::fail(self, key, now, window)
     }
@@ -510,6 +532,10 @@ impl EmbeddedStore {
 
 #[async_trait]
 impl Store for EmbeddedStore {
+    async fn release(&self, key: &str, limit: u32) -> Result<(), StoreError> {
+        let key = key.to_owned();
+        self.write(move |d| d.release(&key, limit)).await
+    }
     async fn fail(&self, key: &str, now: i64, window: i64) -> Result<u32, StoreError> {
         let key = key.to_owned();
         self.write(move |d| d.fail(&key, now, window)).await
