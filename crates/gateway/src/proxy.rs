@@ -325,6 +325,13 @@ async fn login_check(
 ) -> Result<(Pending, Option<String>), Rejection> {
     let bytes = body.read(&ctx.runtime.policy.limits).await?;
     let account = portcullis_guard::login::account(&bytes, &rule.account_pointer);
+    // An attempt that names no account where the policy looks for it would escape every
+    // count (an upstream may read `Email` or a form body): it is refused, not forwarded.
+    if account.is_none() {
+        return Err(Rejection::BadRequest(
+            "the login body does not name an account",
+        ));
+    }
     if let Some(a) = &account {
         let client = ctx.client.to_string();
         let held = portcullis_guard::login::check(

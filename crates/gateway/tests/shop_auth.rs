@@ -349,3 +349,34 @@ async fn weak_passwords_are_refused_at_registration() {
         StatusCode::CREATED
     );
 }
+
+#[tokio::test]
+async fn a_login_that_names_no_account_is_not_forwarded() {
+    let shop = Shop::with(&[Vuln::LoginNoLimit]).await;
+    let gw = Gw::verifying_shop_tokens(
+        &shop,
+        "  login: { route: POST /v2/auth/login, account_pointer: /email }\n",
+        // Without body validation (which would refuse these too), the login phase itself.
+        "validation: { requests: false }\n",
+    )
+    .await;
+    let c = client();
+    for body in [
+        serde_json::json!({ "Email": "victim@example.com", "password": "guess" }),
+        serde_json::json!({ "email": 42, "password": "guess" }),
+    ] {
+        let r = send(
+            &c,
+            Method::POST,
+            &gw.url("/v2/auth/login"),
+            None,
+            Some(body),
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text);
+        assert_eq!(
+            r.json()["detail"],
+            "the login body does not name an account"
+        );
+    }
+}
