@@ -65,6 +65,11 @@ impl Op<'_> {
                 .is_some_and(|id| id.to_ascii_lowercase().contains("admin"))
     }
 
+    /// `GET /orders`, as findings name operations.
+    pub fn label(&self) -> String {
+        format!("{} {}", self.method.to_uppercase(), self.path)
+    }
+
     pub fn id(&self) -> Option<&str> {
         self.node.str_of("operationId")
     }
@@ -142,6 +147,26 @@ impl<'a> Spec<'a> {
             }
         }
         Spec { files, root, ops }
+    }
+
+    /// Every schema a client fills in for `op`: its parameters' (named, pointing at the name)
+    /// and every schema of its JSON request body (named by property, pointing at its key).
+    pub fn inputs(&self, op: &Op<'a>) -> Vec<(Option<&'a str>, &'a Node, Pos)> {
+        let mut out: Vec<(Option<&'a str>, &'a Node, Pos)> = op
+            .params
+            .iter()
+            .filter_map(|p| {
+                let at = p.get("name").map_or(p.pos, |n| n.pos);
+                p.get("schema")
+                    .map(|s| (p.str_of("name"), self.deref(s), at))
+            })
+            .collect();
+        if let Some(r) = op.request {
+            walk(self.files, r, &mut |v| {
+                out.push((v.property, v.schema, v.at))
+            });
+        }
+        out
     }
 
     pub fn deref(&self, n: &'a Node) -> &'a Node {

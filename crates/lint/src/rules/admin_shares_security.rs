@@ -58,9 +58,8 @@ fn check(spec: &Spec<'_>, out: &mut Vec<Finding>) {
                 &RULE,
                 op.at,
                 format!(
-                    "admin operation `{} {}` accepts the same credentials as user operations",
-                    op.method.to_uppercase(),
-                    op.path
+                    "admin operation `{}` accepts the same credentials as user operations",
+                    op.label()
                 ),
             ));
         }

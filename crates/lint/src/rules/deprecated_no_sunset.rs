@@ -27,11 +27,7 @@ fn check(spec: &Spec<'_>, out: &mut Vec<Finding>) {
             out.push(Finding::new(
                 &RULE,
                 op.at,
-                format!(
-                    "`{} {}` is deprecated with no sunset date",
-                    op.method.to_uppercase(),
-                    op.path
-                ),
+                format!("`{}` is deprecated with no sunset date", op.label()),
             ));
         }
     }

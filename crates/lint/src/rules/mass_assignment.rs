@@ -78,9 +78,8 @@ fn check(spec: &Spec<'_>, out: &mut Vec<Finding>) {
                     &RULE,
                     v.at,
                     format!(
-                        "`{p}` is exposed in responses and accepted by `{} {}`: a client may set it",
-                        op.method.to_uppercase(),
-                        op.path
+                        "`{p}` is exposed in responses and accepted by `{}`: a client may set it",
+                        op.label()
                     ),
                 ));
             }

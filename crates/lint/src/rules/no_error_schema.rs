@@ -31,11 +31,7 @@ fn check(spec: &Spec<'_>, out: &mut Vec<Finding>) {
             out.push(Finding::new(
                 &RULE,
                 op.at,
-                format!(
-                    "`{} {}` declares no error response with a schema",
-                    op.method.to_uppercase(),
-                    op.path
-                ),
+                format!("`{}` declares no error response with a schema", op.label()),
             ));
         }
     }

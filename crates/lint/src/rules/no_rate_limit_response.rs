@@ -23,11 +23,7 @@ fn check(spec: &Spec<'_>, out: &mut Vec<Finding>) {
             out.push(Finding::new(
                 &RULE,
                 op.at,
-                format!(
-                    "`{} {}` declares no 429 response",
-                    op.method.to_uppercase(),
-                    op.path
-                ),
+                format!("`{}` declares no 429 response", op.label()),
             ));
         }
     }

@@ -61,11 +61,7 @@ fn check(spec: &Spec<'_>, out: &mut Vec<Finding>) {
             Finding::new(
                 &RULE,
                 op.at,
-                format!(
-                    "`{} {}` {what} without any authentication",
-                    op.method.to_uppercase(),
-                    op.path
-                ),
+                format!("`{}` {what} without any authentication", op.label()),
             )
             .with_severity(sev),
         );

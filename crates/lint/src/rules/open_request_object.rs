@@ -39,9 +39,8 @@ fn check(spec: &Spec<'_>, out: &mut Vec<Finding>) {
                     &RULE,
                     s.pos,
                     format!(
-                        "request object {how} undeclared properties (`{} {}`)",
-                        op.method.to_uppercase(),
-                        op.path
+                        "request object {how} undeclared properties (`{}`)",
+                        op.label()
                     ),
                 ));
             }

@@ -49,11 +49,7 @@ fn check(spec: &Spec<'_>, out: &mut Vec<Finding>) {
                 out.push(Finding::new(
                     &RULE,
                     p.get("name").map_or(p.pos, |n| n.pos),
-                    format!(
-                        "`{name}` on `{} {}` has no maximum",
-                        op.method.to_uppercase(),
-                        op.path
-                    ),
+                    format!("`{name}` on `{}` has no maximum", op.label()),
                 ));
             }
         }

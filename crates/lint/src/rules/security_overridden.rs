@@ -37,9 +37,8 @@ fn check(spec: &Spec<'_>, out: &mut Vec<Finding>) {
                     &RULE,
                     key.pos,
                     format!(
-                        "`{} {}` switches the global security requirement off",
-                        op.method.to_uppercase(),
-                        op.path
+                        "`{}` switches the global security requirement off",
+                        op.label()
                     ),
                 )
                 .with_severity(sev),

@@ -57,11 +57,7 @@ fn check(spec: &Spec<'_>, out: &mut Vec<Finding>) {
                     out.push(Finding::new(
                         &RULE,
                         v.at,
-                        format!(
-                            "`{p}` is returned by `{} {}`",
-                            op.method.to_uppercase(),
-                            op.path
-                        ),
+                        format!("`{p}` is returned by `{}`", op.label()),
                     ));
                 }
             });

@@ -1,6 +1,6 @@
 use super::{Finding, Rule, Severity};
 use crate::node::Node;
-use crate::spec::{Spec, type_of, walk};
+use crate::spec::{Spec, type_of};
 
 pub(super) static RULE: Rule = Rule {
     id: "ssrf-url-input",
@@ -55,18 +55,7 @@ fn pinned(s: &Node) -> bool {
 fn check(spec: &Spec<'_>, out: &mut Vec<Finding>) {
     let mut seen = std::collections::HashSet::new();
     for op in &spec.ops {
-        let mut candidates = Vec::new();
-        for p in &op.params {
-            if let Some(s) = p.get("schema").map(|s| spec.deref(s)) {
-                candidates.push((p.str_of("name"), s, p.get("name").map_or(p.pos, |n| n.pos)));
-            }
-        }
-        if let Some(r) = op.request {
-            walk(spec.files, r, &mut |v| {
-                candidates.push((v.property, v.schema, v.at))
-            });
-        }
-        for (name, s, at) in candidates {
+        for (name, s, at) in spec.inputs(op) {
             if url_like(name, s)
                 && !pinned(s)
                 && s.bool_of("x-portcullis-ssrf") != Some(true)
@@ -76,10 +65,9 @@ fn check(spec: &Spec<'_>, out: &mut Vec<Finding>) {
                     &RULE,
                     at,
                     format!(
-                        "`{}` takes a URL with no host allowlist (`{} {}`)",
+                        "`{}` takes a URL with no host allowlist (`{}`)",
                         name.unwrap_or("value"),
-                        op.method.to_uppercase(),
-                        op.path
+                        op.label()
                     ),
                 ));
             }

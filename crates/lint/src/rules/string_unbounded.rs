@@ -1,5 +1,5 @@
 use super::{Finding, Rule, Severity};
-use crate::spec::{Spec, type_of, walk};
+use crate::spec::{Spec, type_of};
 
 pub(super) static RULE: Rule = Rule {
     id: "resource-string-unbounded",
@@ -16,18 +16,8 @@ pub(super) static RULE: Rule = Rule {
 fn check(spec: &Spec<'_>, out: &mut Vec<Finding>) {
     let mut seen = std::collections::HashSet::new();
     for op in &spec.ops {
-        let mut schemas: Vec<_> = op
-            .params
-            .iter()
-            .filter_map(|p| {
-                p.get("schema")
-                    .map(|s| (spec.deref(s), p.get("name").map_or(p.pos, |n| n.pos)))
-            })
-            .collect();
-        if let Some(r) = op.request {
-            walk(spec.files, r, &mut |v| schemas.push((v.schema, v.at)));
-        }
-        for (s, at) in schemas {
+        let schemas = spec.inputs(op);
+        for (_, s, at) in schemas {
             if type_of(s) != Some("string") {
                 continue;
             }

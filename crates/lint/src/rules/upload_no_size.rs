@@ -60,10 +60,9 @@ fn check(spec: &Spec<'_>, out: &mut Vec<Finding>) {
                     &RULE,
                     media.pos,
                     format!(
-                        "`{}` uploads to `{} {}` have no size limit",
+                        "`{}` uploads to `{}` have no size limit",
                         media.name,
-                        op.method.to_uppercase(),
-                        op.path
+                        op.label()
                     ),
                 ));
             }
