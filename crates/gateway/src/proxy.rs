@@ -716,24 +716,14 @@ async fn forward(
         owner_after = authorize(deps, ctx, authz, id, &parts, &path_now).await?;
     }
 
-    // Limit: rates, concurrency, then quotas (whose uses are counted after the answer).
+    // Limit: rates, concurrency, then quotas (checked here, their uses taken just before
+    // forwarding, when no later phase can refuse the request any more).
     let mut quota_uses = Vec::new();
     // Held until the upstream's answer head: the request's places under concurrency limits.
     let mut _permit = None;
     if let Some(id) = *route {
         // A limit keyed on a body field (the account a login names) needs the body first.
-        let keyed_on_body = policy
-            .rate_limits
-            .iter()
-            .any(|r| r.routes.contains(&id) && r.key.needs_body())
-            || policy
-                .quotas
-                .iter()
-                .any(|r| r.routes.contains(&id) && r.key.needs_body())
-            || policy
-                .concurrency_limits
-                .iter()
-                .any(|r| r.routes.contains(&id) && r.key.needs_body());
+        let keyed_on_body = ctx.runtime.rate_limits.keyed_on_body(id);
         let json = if keyed_on_body {
             let bytes = body.read(limits).await?;
             let json = serde_json::from_slice::<serde_json::Value>(&bytes).ok();

@@ -224,6 +224,8 @@ pub struct RateLimits {
     limits: Vec<Limit>,
     /// Per route, indices into `limits`.
     per_route: Vec<Vec<usize>>,
+    /// Per route: whether a rate, quota or concurrency rule keys on a body field.
+    body_keyed: Vec<bool>,
 }
 
 impl RateLimits {
@@ -258,7 +260,37 @@ impl RateLimits {
                 fallback,
             });
         }
-        Self { limits, per_route }
+        let mut body_keyed = vec![false; policy.inventory.len()];
+        let keyed = policy
+            .rate_limits
+            .iter()
+            .map(|r| (&r.routes, &r.key))
+            .chain(policy.quotas.iter().map(|q| (&q.routes, &q.key)))
+            .chain(
+                policy
+                    .concurrency_limits
+                    .iter()
+                    .map(|c| (&c.routes, &c.key)),
+            );
+        for (routes, key) in keyed {
+            if key.needs_body() {
+                for &r in routes {
+                    if let Some(slot) = body_keyed.get_mut(r) {
+                        *slot = true;
+                    }
+                }
+            }
+        }
+        Self {
+            limits,
+            per_route,
+            body_keyed,
+        }
+    }
+
+    /// Whether a limit of `route` keys on a body field (the body must be read first).
+    pub fn keyed_on_body(&self, route: usize) -> bool {
+        self.body_keyed.get(route).copied().unwrap_or(false)
     }
 
     /// Counts this request against every rule of its route: in Redis when the gateway has it
