@@ -57,7 +57,8 @@ fn fail(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(2)
 }
 
-fn emit(text: &str, output: Option<&PathBuf>) -> Result<(), String> {
+/// Writes a report to `output`, or to standard output (shared with `scan`).
+pub(crate) fn emit(text: &str, output: Option<&PathBuf>) -> Result<(), String> {
     use std::io::Write as _;
     match output {
         Some(p) => {

@@ -164,18 +164,7 @@ pub(crate) fn run(args: ScanArgs, runtime: &tokio::runtime::Runtime) -> ExitCode
         },
         Format::Html => report.to_html(),
     };
-    let written = match &args.output {
-        Some(p) => {
-            std::fs::write(p, &text).map_err(|e| format!("cannot write {}: {e}", p.display()))
-        }
-        None => {
-            use std::io::Write as _;
-            std::io::stdout()
-                .write_all(text.as_bytes())
-                .map_err(|e| format!("cannot write the report: {e}"))
-        }
-    };
-    if let Err(e) = written {
+    if let Err(e) = crate::lint::emit(&text, args.output.as_ref()) {
         return fail(e);
     }
     if let Some(p) = &args.write_baseline
