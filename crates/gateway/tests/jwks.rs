@@ -45,9 +45,7 @@ async fn start_provider(p: Provider) -> std::net::SocketAddr {
             }
         }),
     );
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let addr = serve_router(app).await;
     addr
 }
 

@@ -200,9 +200,7 @@ async fn slow_upstream() -> std::net::SocketAddr {
             "done"
         }),
     );
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let addr = serve_router(app).await;
     addr
 }
 

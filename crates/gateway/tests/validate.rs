@@ -380,9 +380,7 @@ async fn openapi_30_dialect_read_only_write_only_and_open_objects() {
                 axum::Json(json!({ "id": 1, "name": "x", "password": "hunter2", "extra": 1 }))
             }),
         );
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let up = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let up = serve_router(app).await;
     let dir = std::env::temp_dir().join(format!("portcullis-oas30-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("things.yaml"), SPEC_30).unwrap();
@@ -457,9 +455,7 @@ async fn fields_the_description_leaves_unbounded_get_the_default_bounds() {
         "/notes",
         axum::routing::post(|| async { (axum::http::StatusCode::CREATED, "{}") }),
     );
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let up = l.local_addr().unwrap();
-    tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+    let up = serve_router(app).await;
     let dir = std::env::temp_dir().join(format!("portcullis-bounds-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(

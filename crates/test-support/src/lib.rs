@@ -289,6 +289,14 @@ async fn serve_app(
     (addr, stop)
 }
 
+/// Serves `app` on an ephemeral loopback port for the rest of the test: an ad-hoc upstream.
+pub async fn serve_router(app: axum::Router) -> SocketAddr {
+    let (addr, stop) = serve_app((Ipv4Addr::LOCALHOST, 0), app).await;
+    // Never fired: the server lives as long as the test's runtime.
+    std::mem::forget(stop);
+    addr
+}
+
 /// What the canary answers: something no public image host would say.
 pub const CANARY_BODY: &str = "internal-metadata: iam-role-credentials";
 
