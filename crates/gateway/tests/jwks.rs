@@ -45,8 +45,7 @@ async fn start_provider(p: Provider) -> std::net::SocketAddr {
             }
         }),
     );
-    let addr = serve_router(app).await;
-    addr
+    serve_router(app).await
 }
 
 fn jwk(key: &rcgen::KeyPair, alg: Algorithm, kid: &str, with_alg: bool) -> Value {

@@ -200,8 +200,7 @@ async fn slow_upstream() -> std::net::SocketAddr {
             "done"
         }),
     );
-    let addr = serve_router(app).await;
-    addr
+    serve_router(app).await
 }
 
 #[tokio::test]

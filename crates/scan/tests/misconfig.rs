@@ -61,8 +61,7 @@ async fn careless() -> std::net::SocketAddr {
             )
         }),
     );
-    let addr = serve_router(app).await;
-    addr
+    serve_router(app).await
 }
 
 #[tokio::test]
