@@ -385,11 +385,6 @@ impl RedisStore {
         self.metrics.state_fallback(op);
     }
 
-    /// Whether Redis answered the last call.
-    pub fn is_up(&self) -> bool {
-        self.up.load(Ordering::Relaxed)
-    }
-
     fn key(&self, kind: &str, id: &str, field: &str) -> String {
         // The id may hold any byte but `}` would end the tag early.
         let id = id.replace('%', "%25").replace('}', "%7D");
