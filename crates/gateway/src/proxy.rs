@@ -774,7 +774,7 @@ async fn forward(
                 {
                     if first {
                         deps.metrics.burst_flagged(&q.name);
-                        tracing::warn!(target: "portcullis::abuse", request_id = &*ctx.id, rule = %q.name, key = %key, blocked = rule.block, "burst on a sensitive flow: far above this key's own pace");
+                        tracing::warn!(target: "portcullis::abuse", request_id = &*ctx.id, rule = %q.name, key = %crate::ratelimit::loggable_key(&key), blocked = rule.block, "burst on a sensitive flow: far above this key's own pace");
                     }
                     if rule.block {
                         return Err(Rejection::Held {

@@ -428,6 +428,17 @@ pub fn key_of(k: &RateKey, f: &Facts<'_>) -> String {
     }
 }
 
+/// A key as the log may show it: header values (API keys) are secrets and are redacted.
+pub fn loggable_key(key: &str) -> String {
+    key.split('+')
+        .map(|part| match part.split_once(':') {
+            Some(("header", _)) => "header:[redacted]".to_owned(),
+            _ => part.to_owned(),
+        })
+        .collect::<Vec<_>>()
+        .join("+")
+}
+
 /// Quotas on business flows (API6), kept in the state store (so they survive restarts with
 /// the embedded store and are shared by replicas with Redis): checked before forwarding,
 /// counted after the answer.
@@ -689,6 +700,15 @@ mod tests {
             assert_eq!(b.observe("v", &r, t), Verdict::Normal);
         }
         assert!(matches!(b.observe("v", &r, t), Verdict::Flagged { .. }));
+    }
+
+    #[test]
+    fn api_keys_never_reach_the_log() {
+        assert_eq!(
+            loggable_key("ip:127.0.0.1+header:sk_live_secret"),
+            "ip:127.0.0.1+header:[redacted]"
+        );
+        assert_eq!(loggable_key("sub:usr_1"), "sub:usr_1");
     }
 
     #[test]
