@@ -24,14 +24,15 @@ pub(crate) async fn run(port: u16, shop_port: u16) -> ExitCode {
         )
         .replace("token_env: PORTCULLIS_ADMIN_TOKEN\n", "")
         .replace("listen: 127.0.0.1:9901", "listen: 127.0.0.1:0");
-    // The shop and the gateway share a fresh signing key: with the shop's dictionary-word key
-    // (`jwt-weak-secret`) the gateway would refuse to start, as it should.
+    // The shop signs RS256 (its `jwt-key-confusion` weakness needs an RSA key) and the gateway
+    // verifies with the key set the shop publishes, pinned to RS256. (With the shop's
+    // dictionary-word HMAC key, `jwt-weak-secret`, the gateway would refuse to start, as it
+    // should: that weakness stays off.)
     let secret = portcullis_shop::state::hex(&portcullis_shop::state::random_bytes(32));
     let policy_text = format!(
-        "{policy_text}\nstate: {{ backend: memory }}\nauth:\n  jwt:\n    keys: [{{ alg: HS256, secret_file: ./jwt.key }}]\n    require: [exp, iat, sub, jti]\n    token_type: {{ claim: type, value: access }}\n  refresh: {{ route: POST /v2/auth/refresh, token_pointer: /refresh_token }}\n  login: {{ route: POST /v2/auth/login, account_pointer: /email }}\n  passwords:\n    - {{ route: POST /v2/auth/register, pointer: /password, account_pointer: /email }}\n"
+        "{policy_text}\nstate: {{ backend: memory }}\nauth:\n  jwt:\n    jwks: {{ url: http://127.0.0.1:{shop_port}/.well-known/jwks.json, algs: [RS256] }}\n    require: [exp, iat, sub, jti]\n    token_type: {{ claim: type, value: access }}\n  refresh: {{ route: POST /v2/auth/refresh, token_pointer: /refresh_token }}\n  login: {{ route: POST /v2/auth/login, account_pointer: /email }}\n  passwords:\n    - {{ route: POST /v2/auth/register, pointer: /password, account_pointer: /email }}\n"
     );
     if let Err(e) = std::fs::create_dir_all(&dir)
-        .and_then(|()| std::fs::write(dir.join("jwt.key"), &secret))
         .and_then(|()| std::fs::write(&policy_path, policy_text))
         .and_then(|()| std::fs::write(dir.join("openapi.yaml"), SPEC))
     {

@@ -25,6 +25,7 @@ pub mod admin;
 pub mod body;
 pub mod jwks;
 pub mod metrics;
+pub mod owner;
 pub mod proxy;
 pub mod ratelimit;
 pub mod redact;

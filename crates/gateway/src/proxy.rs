@@ -386,6 +386,18 @@ async fn login_record(
     Ok(())
 }
 
+/// The roles a caller holds: the roles claim, a string or an array of strings.
+fn held_roles(claims: &portcullis_guard::jwt::Verified, claim: &str) -> Vec<String> {
+    match claims.claims.get(claim) {
+        Some(serde_json::Value::String(r)) => vec![r.clone()],
+        Some(serde_json::Value::Array(rs)) => rs
+            .iter()
+            .filter_map(|r| r.as_str().map(str::to_owned))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
 /// The authorize phase: roles (403), then ownership from the request (404) or by a lookup
 /// before a write (404). Returns the response-side check still to do: (pointer, caller).
 async fn authorize(
@@ -407,12 +419,8 @@ async fn authorize(
     };
     let needed = &authz.roles[id];
     if !needed.is_empty() {
-        let held: Vec<&str> = match claims.claims.get(&authz.roles_claim) {
-            Some(serde_json::Value::String(r)) => vec![r.as_str()],
-            Some(serde_json::Value::Array(rs)) => rs.iter().filter_map(|r| r.as_str()).collect(),
-            _ => Vec::new(),
-        };
-        if !needed.iter().any(|n| held.contains(&n.as_str())) {
+        let held = held_roles(claims, &authz.roles_claim);
+        if !needed.iter().any(|n| held.contains(n)) {
             tracing::warn!(target: "portcullis::authz", request_id = &*ctx.id, route = ctx.runtime.policy.inventory.routes[id].template.as_str(), "role missing");
             return Err(Rejection::Forbidden);
         }
@@ -500,18 +508,7 @@ async fn lookup_owner(
 /// Whether the JSON body's owner field (a string, or a number as written) is `me`.
 fn owns(bytes: &[u8], pointer: &str, me: &str) -> bool {
     serde_json::from_slice::<serde_json::Value>(bytes)
-        .ok()
-        .and_then(|v| v.pointer(pointer).and_then(owner_text))
-        .is_some_and(|owner| owner == me)
-}
-
-/// An owner field as text: strings as they are, numbers as written; nothing else names one.
-fn owner_text(v: &serde_json::Value) -> Option<String> {
-    match v {
-        serde_json::Value::String(s) => Some(s.clone()),
-        serde_json::Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
+        .is_ok_and(|v| crate::owner::owns(&v, pointer, me))
 }
 
 /// The schema pointer for a response status: the exact code, else `2XX`.
@@ -537,14 +534,36 @@ async fn read_response(body: Incoming) -> Result<bytes::Bytes, Rejection> {
     .to_bytes())
 }
 
-/// The response-side ownership check on a body read whole.
-fn check_owner(ctx: &Ctx, bytes: &[u8], pointer: &str, me: &str) -> Result<(), Rejection> {
-    let owned = owns(bytes, pointer, me);
-    if !owned {
-        tracing::warn!(target: "portcullis::authz", request_id = &*ctx.id, "object of another subject in the response; answered 404");
+/// The response-side ownership check on a body read whole. A pointer with a `*` segment
+/// (`/items/*/user_id`) names the owner of each item of a list: items of other subjects are
+/// taken out (the new body is returned); a body without that list is refused. Otherwise the
+/// object's owner must be the caller, or the answer is 404.
+fn check_owner(
+    ctx: &Ctx,
+    bytes: &[u8],
+    pointer: &str,
+    me: &str,
+) -> Result<Option<bytes::Bytes>, Rejection> {
+    if !pointer.contains("/*/") {
+        if !owns(bytes, pointer, me) {
+            tracing::warn!(target: "portcullis::authz", request_id = &*ctx.id, "object of another subject in the response; answered 404");
+            return Err(Rejection::NotOwner);
+        }
+        return Ok(None);
+    };
+    let mut value: serde_json::Value =
+        serde_json::from_slice(bytes).map_err(|_| Rejection::NotOwner)?;
+    let Some(removed) = crate::owner::keep_owned(&mut value, pointer, me) else {
+        tracing::warn!(target: "portcullis::authz", request_id = &*ctx.id, "owner rule names a list the response does not have; answered 404");
         return Err(Rejection::NotOwner);
+    };
+    if removed == 0 {
+        return Ok(None);
     }
-    Ok(())
+    tracing::warn!(target: "portcullis::authz", request_id = &*ctx.id, removed, "objects of other subjects taken out of a list");
+    serde_json::to_vec(&value)
+        .map(|v| Some(bytes::Bytes::from(v)))
+        .map_err(|_| Rejection::NotOwner)
 }
 
 /// Undeclared properties out (or the response refused); a body that is not JSON at all is
@@ -555,6 +574,7 @@ fn filter_response(
     doc: &serde_json::Value,
     pointer: &str,
     mode: ResponseFields,
+    roles: Option<&[String]>,
 ) -> Result<bytes::Bytes, Rejection> {
     let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(|_| {
         tracing::warn!(target: "portcullis::validate", request_id = &*ctx.id, "upstream 2xx body is not JSON; refused");
@@ -563,12 +583,14 @@ fn filter_response(
     let Some(schema) = doc.pointer(pointer) else {
         return Ok(bytes::Bytes::copy_from_slice(bytes));
     };
-    let removed = crate::validate::remove_undeclared(&mut value, schema, doc, 0);
-    if removed > 0 {
-        tracing::warn!(target: "portcullis::validate", request_id = &*ctx.id, removed, "undeclared response properties");
+    let pruned = crate::validate::prune(&mut value, schema, doc, 0, roles);
+    if pruned.undeclared > 0 {
+        tracing::warn!(target: "portcullis::validate", request_id = &*ctx.id, removed = pruned.undeclared, "undeclared response properties");
         if mode == ResponseFields::Refuse {
             return Err(Rejection::UpstreamError(http::StatusCode::BAD_GATEWAY));
         }
+    }
+    if pruned.undeclared + pruned.hidden > 0 {
         return serde_json::to_vec(&value)
             .map(bytes::Bytes::from)
             .map_err(|_| Rejection::Internal);
@@ -711,9 +733,20 @@ async fn forward(
     };
     // Authorize.
     let mut owner_after = None;
+    // The caller's roles, for the per-role view of responses (`None`: every view).
+    let mut viewer: Option<Vec<String>> = None;
     if let (Some(authz), Some(id)) = (&policy.authz, *route) {
         let path_now = changed.as_deref().unwrap_or(parts.uri.path()).to_owned();
         owner_after = authorize(deps, ctx, authz, id, &parts, &path_now).await?;
+        if policy.undeclared_response_fields != ResponseFields::Pass {
+            viewer = Some(
+                parts
+                    .extensions
+                    .get::<portcullis_guard::jwt::Verified>()
+                    .map(|c| held_roles(c, &authz.roles_claim))
+                    .unwrap_or_default(),
+            );
+        }
     }
 
     // Limit: rates, concurrency, then quotas (checked here, their uses taken just before
@@ -991,14 +1024,21 @@ async fn forward(
             None
         };
     if owner_check.is_some() || schema.is_some() {
-        let bytes = read_response(body).await?;
-        if let Some((pointer, me)) = owner_check {
-            check_owner(ctx, &bytes, &pointer, &me)?;
+        let mut bytes = read_response(body).await?;
+        if let Some((pointer, me)) = owner_check
+            && let Some(kept) = check_owner(ctx, &bytes, &pointer, &me)?
+        {
+            bytes = kept;
         }
         let bytes = match (schema, policy.openapi_doc.as_deref()) {
-            (Some(ptr), Some(doc)) => {
-                filter_response(ctx, &bytes, doc, ptr, policy.undeclared_response_fields)?
-            }
+            (Some(ptr), Some(doc)) => filter_response(
+                ctx,
+                &bytes,
+                doc,
+                ptr,
+                policy.undeclared_response_fields,
+                viewer.as_deref(),
+            )?,
             _ => bytes,
         };
         forward::strip_hop_by_hop(&mut parts.headers);

@@ -507,14 +507,58 @@ fn resolve<'a>(mut schema: &'a Value, doc: &'a Value) -> &'a Value {
 /// the schema leaves open (`additionalProperties` true or a schema, `anyOf`/`oneOf`) keep
 /// their extra properties.
 pub fn remove_undeclared(value: &mut Value, schema: &Value, doc: &Value, depth: usize) -> usize {
+    let p = prune(value, schema, doc, depth, None);
+    p.undeclared + p.hidden
+}
+
+/// What [`prune`] took out.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Pruned {
+    /// Properties the schema does not declare.
+    pub undeclared: usize,
+    /// Declared properties the caller's roles may not see (`x-portcullis-roles`).
+    pub hidden: usize,
+}
+
+impl std::ops::AddAssign for Pruned {
+    fn add_assign(&mut self, o: Self) {
+        self.undeclared += o.undeclared;
+        self.hidden += o.hidden;
+    }
+}
+
+/// Whether a property schema is visible to `roles`: no `x-portcullis-roles`, or one of them
+/// is held. `None` means every view (no role filtering).
+fn visible(schema: &Value, roles: Option<&[String]>) -> bool {
+    let (Some(roles), Some(Value::Array(needed))) = (roles, schema.get("x-portcullis-roles"))
+    else {
+        return true;
+    };
+    needed
+        .iter()
+        .filter_map(Value::as_str)
+        .any(|n| roles.iter().any(|r| r == n))
+}
+
+/// [`remove_undeclared`] with a per-role view: a declared property whose schema carries
+/// `x-portcullis-roles` is also removed unless `roles` holds one of them (admins may see
+/// fields users may not). Hidden properties are removed even in open objects.
+pub fn prune(
+    value: &mut Value,
+    schema: &Value,
+    doc: &Value,
+    depth: usize,
+    roles: Option<&[String]>,
+) -> Pruned {
+    let mut out = Pruned::default();
     if depth > 64 {
-        return 0;
+        return out;
     }
     let schema = resolve(schema, doc);
     match value {
         Value::Object(map) => {
             if schema.get("anyOf").is_some() || schema.get("oneOf").is_some() {
-                return 0;
+                return out;
             }
             // Properties declared here and by every `allOf` member.
             let mut declared: Vec<(&String, &Value)> = Vec::new();
@@ -543,27 +587,37 @@ pub fn remove_undeclared(value: &mut Value, schema: &Value, doc: &Value, depth: 
                 );
             }
             if declared.is_empty() && schema.get("type").and_then(Value::as_str) != Some("object") {
-                return 0;
+                return out;
             }
+            let before = map.len();
+            declared.retain(|(name, s)| {
+                let shown = visible(resolve(s, doc), roles);
+                if !shown {
+                    map.remove(*name);
+                }
+                shown
+            });
+            out.hidden = before - map.len();
             let before = map.len();
             if !open {
                 map.retain(|k, _| declared.iter().any(|(d, _)| *d == k));
             }
-            let mut removed = before - map.len();
+            out.undeclared = before - map.len();
             for (name, sub) in declared {
                 if let Some(child) = map.get_mut(name) {
-                    removed += remove_undeclared(child, sub, doc, depth + 1);
+                    out += prune(child, sub, doc, depth + 1, roles);
                 }
             }
-            removed
+            out
         }
-        Value::Array(items) => match schema.get("items") {
-            Some(item_schema) => items
-                .iter_mut()
-                .map(|i| remove_undeclared(i, item_schema, doc, depth + 1))
-                .sum(),
-            None => 0,
-        },
-        _ => 0,
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for i in items.iter_mut() {
+                    out += prune(i, item_schema, doc, depth + 1, roles);
+                }
+            }
+            out
+        }
+        _ => out,
     }
 }

@@ -211,6 +211,24 @@ fn authorization_policies_are_checked_at_load() {
             ),
             "the lookup must be a GET route",
         ),
+        (
+            format!(
+                "{with_auth}authorization:\n  owners: [{{ route: \"PATCH /v2/orders/{{order_id}}\", lookup: \"GET /v2/orders/{{order_id}}\", response: /items/*/user_id }}]\n"
+            ),
+            "`*` (each item of a list) is for `response` rules",
+        ),
+        (
+            format!(
+                "{with_auth}authorization:\n  owners: [{{ route: \"GET /v2/orders\", response: /items/* }}]\n"
+            ),
+            "name the owner field after it",
+        ),
+        (
+            format!(
+                "{with_auth}authorization:\n  owners: [{{ route: \"GET /v2/orders\", response: /a/*/b/*/c }}]\n"
+            ),
+            "only one `*`",
+        ),
     ];
     for (text, msg) in cases {
         let p = portcullis_policy::load_str(std::path::Path::new("p.yaml"), &text).unwrap_err();
@@ -298,4 +316,356 @@ async fn a_tag_selects_the_operations_it_tags() {
         .status,
         StatusCode::OK
     );
+}
+
+/// The auth part of a policy verifying the shop's tokens (HS256, the test key).
+fn shop_auth() -> String {
+    let secret = String::from_utf8(JWT_SECRET.to_vec()).unwrap();
+    format!(
+        "state: {{ backend: memory }}\nauth:\n  jwt:\n    keys: [{{ alg: HS256, secret: \"{secret}\" }}]\n    require: [exp, iat, sub, jti]\n    token_type: {{ claim: type, value: access }}\n"
+    )
+}
+
+/// The shop's description, edited by `edit`, written next to a policy; returns the policy.
+fn edited_shop_policy(
+    shop: &Shop,
+    name: &str,
+    edit: impl Fn(&str) -> String,
+    extra: &str,
+) -> String {
+    let dir = std::env::temp_dir().join(format!("portcullis-authz-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let spec = dir.join("openapi.yaml");
+    std::fs::write(&spec, edit(&std::fs::read_to_string(shop_spec()).unwrap())).unwrap();
+    format!(
+        "listen: 127.0.0.1:0\nupstream: http://{}\nopenapi: {}\n{}{extra}",
+        shop.addr,
+        spec.display(),
+        shop_auth()
+    )
+}
+
+#[tokio::test]
+async fn default_roles_deny_what_no_rule_grants() {
+    // The description without its `x-portcullis-roles`: nothing marks the admin operations.
+    let shop = Shop::with(&[Vuln::Bfla]).await;
+    let unmarked = |s: &str| {
+        s.lines()
+            .filter(|l| !l.contains("x-portcullis-roles"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    let c = client();
+    let (b, adm) = (register(&shop, &c, "bob").await, admin(&shop, &c).await);
+    async fn status(
+        c: &reqwest::Client,
+        gw: &Gw,
+        m: Method,
+        path: &str,
+        who: Option<&str>,
+    ) -> StatusCode {
+        send(c, m, &gw.url(path), who, None).await.status
+    }
+
+    // Without default-deny, a customer reaches the unmarked admin operations.
+    let open = Gw::start(&edited_shop_policy(&shop, "open", unmarked, "")).await;
+    assert_eq!(
+        status(&c, &open, Method::GET, "/v2/admin/users", Some(&b.access)).await,
+        StatusCode::OK
+    );
+
+    // Default-deny: only what a rule grants to customers is theirs; the rest is the admin's.
+    let gw = Gw::start(&edited_shop_policy(
+        &shop,
+        "deny",
+        unmarked,
+        "authorization:\n  default_roles: [admin]\n  roles:\n    - { match: /v2/users/**, roles: [customer, admin] }\n    - { match: \"GET /v2/orders\", roles: [customer, admin] }\n",
+    ))
+    .await;
+    let target = format!("/v2/admin/users/{}", adm.id);
+    for (m, path, who, want) in [
+        (
+            Method::GET,
+            "/v2/admin/users".to_owned(),
+            &b.access,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Method::DELETE,
+            target.clone(),
+            &b.access,
+            StatusCode::FORBIDDEN,
+        ),
+        // Granted for GET is not granted for POST (method switching).
+        (
+            Method::POST,
+            "/v2/orders".to_owned(),
+            &b.access,
+            StatusCode::FORBIDDEN,
+        ),
+        (
+            Method::GET,
+            "/v2/orders".to_owned(),
+            &b.access,
+            StatusCode::OK,
+        ),
+        (
+            Method::GET,
+            "/v2/users/me".to_owned(),
+            &b.access,
+            StatusCode::OK,
+        ),
+        (
+            Method::GET,
+            "/v2/admin/users".to_owned(),
+            &adm.access,
+            StatusCode::OK,
+        ),
+    ] {
+        assert_eq!(
+            status(&c, &gw, m.clone(), &path, Some(who)).await,
+            want,
+            "{m} {path}"
+        );
+    }
+    // Public operations stay public.
+    assert_eq!(
+        status(&c, &gw, Method::GET, "/v2/products?limit=1", None).await,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_per_role_view_shows_admins_what_users_do_not_see() {
+    // `balance_cents` of a user is declared for admins only.
+    let shop = Shop::secure().await;
+    let admin_only = |s: &str| {
+        s.replace(
+            "          maximum: 100000000\n        avatar_url:",
+            "          maximum: 100000000\n          x-portcullis-roles: [admin]\n        avatar_url:",
+        )
+    };
+    let edited = admin_only(&std::fs::read_to_string(shop_spec()).unwrap());
+    assert!(
+        edited.contains("x-portcullis-roles: [admin]\n        avatar_url:"),
+        "the edit applies"
+    );
+    let gw = Gw::start(&edited_shop_policy(
+        &shop,
+        "view",
+        admin_only,
+        "authorization:\n  roles_claim: role\n",
+    ))
+    .await;
+    let c = client();
+    let (b, adm) = (register(&shop, &c, "bob").await, admin(&shop, &c).await);
+    let me = |who: String| {
+        let (c, url) = (c.clone(), gw.url("/v2/users/me"));
+        async move { send(&c, Method::GET, &url, Some(&who), None).await }
+    };
+    // Straight at the shop, everyone sees it.
+    let direct = send(
+        &c,
+        Method::GET,
+        &shop.url("/v2/users/me"),
+        Some(&b.access),
+        None,
+    )
+    .await;
+    assert!(direct.json().get("balance_cents").is_some());
+    let user = me(b.access.clone()).await;
+    assert_eq!(user.status, StatusCode::OK);
+    assert!(user.json().get("balance_cents").is_none(), "{}", user.text);
+    assert_eq!(
+        user.json()["id"],
+        b.id.as_str(),
+        "the rest of the view is intact"
+    );
+    let admin = me(adm.access.clone()).await;
+    assert_eq!(admin.json()["balance_cents"], 0, "{}", admin.text);
+    // In lists too: the admin's user list keeps it, for the admin.
+    let list = send(
+        &c,
+        Method::GET,
+        &gw.url("/v2/admin/users"),
+        Some(&adm.access),
+        None,
+    )
+    .await;
+    assert!(list.text.contains("balance_cents"), "{}", list.text);
+}
+
+#[tokio::test]
+async fn list_items_of_other_subjects_are_taken_out() {
+    // An upstream whose list ignores ownership (the list form of BOLA).
+    let app = axum::Router::new()
+        .route(
+            "/api/notes",
+            axum::routing::get(|| async {
+                axum::Json(json!({ "items": [
+                { "id": 1, "owner": "usr_a", "text": "a's" },
+                { "id": 2, "owner": "usr_b", "text": "b's" },
+                { "id": 3, "text": "nobody's" },
+                { "id": 4, "owner": 7, "text": "a number" }
+            ] }))
+            }),
+        )
+        .route(
+            "/api/other",
+            axum::routing::get(|| async { axum::Json(json!({ "count": 2 })) }),
+        );
+    let up = serve_router(app).await;
+    let secret = String::from_utf8(JWT_SECRET.to_vec()).unwrap();
+    let gw = Gw::start(&format!(
+        "listen: 127.0.0.1:0\nupstream: http://{up}\nroutes: [GET /api/notes, GET /api/other]\nstate: {{ backend: memory }}\nauth:\n  jwt:\n    keys: [{{ alg: HS256, secret: \"{secret}\" }}]\nauthorization:\n  owners:\n    - {{ route: \"GET /api/notes\", response: /items/*/owner }}\n    - {{ route: \"GET /api/other\", response: /items/*/owner }}\n"
+    ))
+    .await;
+    let token = |sub: &str| {
+        sign_hs256(
+            JWT_SECRET,
+            &json!({ "sub": sub, "iat": now(), "exp": now() + 600, "jti": format!("t-{sub}"), "type": "access" }),
+        )
+    };
+    let c = client();
+    let direct = send(
+        &c,
+        Method::GET,
+        &format!("http://{up}/api/notes"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(direct.json()["items"].as_array().unwrap().len(), 4);
+    let a = send(
+        &c,
+        Method::GET,
+        &gw.url("/api/notes"),
+        Some(&token("usr_a")),
+        None,
+    )
+    .await;
+    assert_eq!(a.status, StatusCode::OK, "{}", a.text);
+    assert_eq!(
+        a.json()["items"],
+        json!([{ "id": 1, "owner": "usr_a", "text": "a's" }])
+    );
+    let seven = send(
+        &c,
+        Method::GET,
+        &gw.url("/api/notes"),
+        Some(&token("7")),
+        None,
+    )
+    .await;
+    assert_eq!(seven.json()["items"][0]["id"], 4);
+    let nobody = send(
+        &c,
+        Method::GET,
+        &gw.url("/api/notes"),
+        Some(&token("usr_z")),
+        None,
+    )
+    .await;
+    assert_eq!(nobody.json()["items"], json!([]));
+    // A body without the list the rule names is not passed on.
+    let other = send(
+        &c,
+        Method::GET,
+        &gw.url("/api/other"),
+        Some(&token("usr_a")),
+        None,
+    )
+    .await;
+    assert_eq!(other.status, StatusCode::NOT_FOUND);
+    assert!(!other.text.contains("count"));
+}
+
+#[tokio::test]
+async fn owner_and_rate_rules_written_in_the_description_are_enforced() {
+    // No `authorization` or `rate_limits` in the policy: the rules sit next to the operations.
+    let shop = Shop::with(&[Vuln::Bola]).await;
+    let with_rules = |s: &str| {
+        s.replace(
+            "      operationId: getOrder\n",
+            "      operationId: getOrder\n      x-portcullis-owner: { response: /user_id }\n",
+        )
+        .replace(
+            "      operationId: searchProducts\n",
+            "      operationId: searchProducts\n      x-portcullis-rate-limit: { key: ip, rate: 2/minute }\n",
+        )
+    };
+    let gw = Gw::start(&edited_shop_policy(&shop, "ext", with_rules, "")).await;
+    let c = client();
+    let (a, b) = (
+        register(&shop, &c, "alice").await,
+        register(&shop, &c, "bob").await,
+    );
+    let order = send(&c, Method::POST, &gw.url("/v2/orders"), Some(&a.access), Some(json!({ "product_id": "prod_K3y8Qm2LpX", "quantity": 1, "shipping_address": "1 Castle Road" }))).await;
+    let path = format!("/v2/orders/{}", order.json()["id"].as_str().unwrap());
+    assert_eq!(
+        send(&c, Method::GET, &shop.url(&path), Some(&b.access), None)
+            .await
+            .status,
+        StatusCode::OK,
+        "straight at the shop, B reads A's order"
+    );
+    assert_eq!(
+        send(&c, Method::GET, &gw.url(&path), Some(&b.access), None)
+            .await
+            .status,
+        StatusCode::NOT_FOUND
+    );
+    assert_eq!(
+        send(&c, Method::GET, &gw.url(&path), Some(&a.access), None)
+            .await
+            .status,
+        StatusCode::OK
+    );
+    let search = |c: reqwest::Client, url: String| async move {
+        send(&c, Method::GET, &url, None, None).await.status
+    };
+    let url = gw.url("/v2/products/search?q=mug");
+    assert_eq!(search(c.clone(), url.clone()).await, StatusCode::OK);
+    assert_eq!(search(c.clone(), url.clone()).await, StatusCode::OK);
+    assert_eq!(
+        search(c.clone(), url.clone()).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+
+    // A broken rule in the description is reported at the operation, in the description.
+    let broken = edited_shop_policy(
+        &shop,
+        "ext-broken",
+        |s| {
+            s.replace(
+                "      operationId: getOrder\n",
+                "      operationId: getOrder\n      x-portcullis-owner: { param: user_id }\n",
+            )
+            .replace(
+                "      operationId: searchProducts\n",
+                "      operationId: searchProducts\n      x-portcullis-rate-limit: { key: ip, rate: lots }\n",
+            )
+        },
+        "",
+    );
+    let p = portcullis_policy::load_str(std::path::Path::new("p.yaml"), &broken).unwrap_err();
+    let text = p.to_string();
+    for (key, msg) in [
+        (
+            "paths.GET /v2/orders/{order_id}.x-portcullis-owner",
+            "has no parameter `user_id`",
+        ),
+        (
+            "paths.GET /v2/products/search.x-portcullis-rate-limit",
+            "`lots` is not a rate",
+        ),
+    ] {
+        let problem =
+            p.0.iter()
+                .find(|x| x.key == key)
+                .unwrap_or_else(|| panic!("{key}: {text}"));
+        assert!(problem.message.contains(msg), "{text}");
+        assert!(problem.file.ends_with("openapi.yaml"), "{text}");
+        assert!(problem.pos.is_some_and(|at| at.line > 100), "{text}");
+    }
 }

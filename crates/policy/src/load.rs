@@ -170,6 +170,10 @@ struct RawAuthz {
     roles_claim: Option<Spanned<String>>,
     #[serde(default)]
     roles: Vec<RawRoleRule>,
+    /// Default-deny: an authenticated route that no role rule (and no `x-portcullis-roles`)
+    /// names is for these roles only.
+    #[serde(default)]
+    default_roles: Vec<Spanned<String>>,
     #[serde(default)]
     owners: Vec<RawOwner>,
 }
@@ -567,6 +571,7 @@ pub fn load_str(file: &Path, text: &str) -> Result<Loaded, Problems> {
     Compiler {
         file,
         problems: Problems::default(),
+        described: Vec::new(),
     }
     .compile(raw)
 }
@@ -609,6 +614,23 @@ fn pos<T>(s: &Spanned<T>) -> Option<Pos> {
 struct Compiler<'a> {
     file: &'a Path,
     problems: Problems,
+    /// Rules written in the description (`x-portcullis-owner`, `x-portcullis-rate-limit`).
+    described: Vec<Described>,
+}
+
+/// Where a rule from the description came from: its key, the description, the operation.
+type Origin = (String, PathBuf, Option<Pos>);
+
+/// A rule an operation of the description carries.
+#[derive(Debug)]
+struct Described {
+    /// `GET /v2/orders/{order_id}`.
+    route: String,
+    /// The extension's name.
+    name: &'static str,
+    value: serde_json::Value,
+    file: PathBuf,
+    pos: Option<Pos>,
 }
 
 impl Compiler<'_> {
@@ -717,7 +739,11 @@ impl Compiler<'_> {
         let mut auth = raw.auth.as_ref().map(|a| self.auth(a, &inventory));
         // Roles the description carries (`x-portcullis-roles`) apply like a policy role rule,
         // with or without an `authorization` section.
-        let described_roles = inventory.routes.iter().any(|r| !r.roles.is_empty());
+        let described_roles = inventory.routes.iter().any(|r| !r.roles.is_empty())
+            || self
+                .described
+                .iter()
+                .any(|d| d.name == "x-portcullis-owner");
         let no_rules = RawAuthz::default();
         let authz = match (&raw.authorization, described_roles) {
             (Some(z), _) => self.authz(z, &inventory, auth.as_mut()),
@@ -734,7 +760,21 @@ impl Compiler<'_> {
             }
             (None, false) => None,
         };
-        let rate_limits = self.rate_limits(&raw.rate_limits, &inventory);
+        let mut rate_limits = self.rate_limits(&raw.rate_limits, &inventory);
+        for (raw_rule, key) in
+            self.described_rules::<RawRateRule>("x-portcullis-rate-limit", "match")
+        {
+            let mark = self.problems.0.len();
+            if let Some(r) = raw_rule {
+                let n = rate_limits.len();
+                let mut rules = self.rate_limits(std::slice::from_ref(&r), &inventory);
+                for rule in &mut rules {
+                    rule.name = format!("r{n}");
+                }
+                rate_limits.extend(rules);
+            }
+            self.relocate(mark, &key);
+        }
         let quotas = self.quotas(&raw.quotas, &inventory);
         let concurrency_limits = self.concurrency(&raw.concurrency_limits, &inventory);
         let default_bounds = self.bounds(raw.validation.as_ref().and_then(|v| v.defaults.as_ref()));
@@ -2308,73 +2348,25 @@ impl Compiler<'_> {
                 roles[id] = route.roles.clone();
                 auth.required[id] = true;
             }
+            // Default-deny: public routes stay open; every other route needs a granted role.
+            if roles[id].is_empty() && auth.required[id] && !z.default_roles.is_empty() {
+                roles[id] = z.default_roles.iter().map(|r| r.value.clone()).collect();
+            }
         }
         let mut owners = Vec::new();
         for (i, o) in z.owners.iter().enumerate() {
             let key = format!("authorization.owners[{i}]");
-            let route = match self.route_id(&o.route.value, inventory) {
-                Ok(id) => id,
-                Err(e) => {
-                    self.err(&o.route, format!("{key}.route"), e);
-                    continue;
-                }
-            };
-            let check = match (&o.param, &o.response, &o.lookup) {
-                (Some(p), None, None) => {
-                    if !inventory.routes[route].params.contains(&p.value) {
-                        self.err(
-                            p,
-                            format!("{key}.param"),
-                            format!("`{}` has no parameter `{}`", o.route.value, p.value),
-                        );
-                        continue;
-                    }
-                    OwnerCheck::Param(p.value.clone())
-                }
-                (None, Some(r), None) => OwnerCheck::Response(r.value.clone()),
-                (None, Some(r), Some(l)) => match self.route_id(&l.value, inventory) {
-                    Ok(id) if inventory.routes[id].method == http::Method::GET => {
-                        OwnerCheck::Lookup {
-                            route: id,
-                            pointer: r.value.clone(),
-                        }
-                    }
-                    Ok(_) => {
-                        self.err(l, format!("{key}.lookup"), "the lookup must be a GET route");
-                        continue;
-                    }
-                    Err(e) => {
-                        self.err(l, format!("{key}.lookup"), e);
-                        continue;
-                    }
-                },
-                _ => {
-                    self.err(
-                        &o.route,
-                        &key,
-                        "give `param`, or `response`, or `lookup` with `response`",
-                    );
-                    continue;
-                }
-            };
-            if let OwnerCheck::Response(p) | OwnerCheck::Lookup { pointer: p, .. } = &check
-                && !p.starts_with('/')
-            {
-                self.err(
-                    &o.route,
-                    format!("{key}.response"),
-                    "a JSON pointer starts with `/`",
-                );
+            if let Some(rule) = self.owner_rule(o, &key, inventory, auth) {
+                owners.push(rule);
             }
-            auth.required[route] = true;
-            owners.push(OwnerRule {
-                route,
-                check,
-                claim: o
-                    .claim
-                    .as_ref()
-                    .map_or("sub".to_owned(), |c| c.value.clone()),
-            });
+        }
+        // Rules written next to the operations in the description.
+        for (raw, key) in self.described_rules::<RawOwner>("x-portcullis-owner", "route") {
+            let mark = self.problems.0.len();
+            if let Some(rule) = raw.and_then(|o| self.owner_rule(&o, &key.0, inventory, auth)) {
+                owners.push(rule);
+            }
+            self.relocate(mark, &key);
         }
         Some(Authz {
             roles_claim: z
@@ -2384,6 +2376,124 @@ impl Compiler<'_> {
             roles,
             owners,
         })
+    }
+
+    /// One ownership rule, checked against the inventory; marks its route as needing a token.
+    fn owner_rule(
+        &mut self,
+        o: &RawOwner,
+        key: &str,
+        inventory: &Inventory,
+        auth: &mut Auth,
+    ) -> Option<OwnerRule> {
+        let route = match self.route_id(&o.route.value, inventory) {
+            Ok(id) => id,
+            Err(e) => {
+                self.err(&o.route, format!("{key}.route"), e);
+                return None;
+            }
+        };
+        let check = match (&o.param, &o.response, &o.lookup) {
+            (Some(p), None, None) => {
+                if !inventory.routes[route].params.contains(&p.value) {
+                    self.err(
+                        p,
+                        format!("{key}.param"),
+                        format!("`{}` has no parameter `{}`", o.route.value, p.value),
+                    );
+                    return None;
+                }
+                OwnerCheck::Param(p.value.clone())
+            }
+            (None, Some(r), None) => OwnerCheck::Response(r.value.clone()),
+            (None, Some(r), Some(l)) => match self.route_id(&l.value, inventory) {
+                Ok(id) if inventory.routes[id].method == http::Method::GET => OwnerCheck::Lookup {
+                    route: id,
+                    pointer: r.value.clone(),
+                },
+                Ok(_) => {
+                    self.err(l, format!("{key}.lookup"), "the lookup must be a GET route");
+                    return None;
+                }
+                Err(e) => {
+                    self.err(l, format!("{key}.lookup"), e);
+                    return None;
+                }
+            },
+            _ => {
+                self.err(
+                    &o.route,
+                    key,
+                    "give `param`, or `response`, or `lookup` with `response`",
+                );
+                return None;
+            }
+        };
+        if let OwnerCheck::Response(p) | OwnerCheck::Lookup { pointer: p, .. } = &check
+            && let Err(e) = owner_pointer(p, matches!(check, OwnerCheck::Response(_)))
+        {
+            self.err(&o.route, format!("{key}.response"), e);
+        }
+        auth.required[route] = true;
+        Some(OwnerRule {
+            route,
+            check,
+            claim: o
+                .claim
+                .as_ref()
+                .map_or("sub".to_owned(), |c| c.value.clone()),
+        })
+    }
+
+    /// The description's rules named `name`, each as the policy's raw rule (the operation
+    /// filled in as `route_field`), with the key and position problems should carry.
+    fn described_rules<T: serde::de::DeserializeOwned>(
+        &mut self,
+        name: &'static str,
+        route_field: &str,
+    ) -> Vec<(Option<T>, Origin)> {
+        let found: Vec<_> = self
+            .described
+            .iter()
+            .filter(|d| d.name == name)
+            .map(|d| (d.route.clone(), d.value.clone(), d.file.clone(), d.pos))
+            .collect();
+        found
+            .into_iter()
+            .map(|(route, mut value, file, pos)| {
+                let key = format!("paths.{route}.{name}");
+                let raw = match &mut value {
+                    serde_json::Value::Object(m) => {
+                        m.insert(route_field.into(), serde_json::Value::String(route));
+                        serde_json::from_value::<T>(value).map_err(|e| e.to_string())
+                    }
+                    _ => Err("expected a mapping".into()),
+                };
+                let raw = raw
+                    .map_err(|e| {
+                        self.problems.push(Problem::error(
+                            &file,
+                            pos,
+                            &key,
+                            format!("not a valid `{name}`: {e}"),
+                        ));
+                    })
+                    .ok();
+                (raw, (key, file, pos))
+            })
+            .collect()
+    }
+
+    /// Problems found since `mark` while compiling a rule from the description: reported at
+    /// the operation in the description, under the extension's key.
+    fn relocate(&mut self, mark: usize, (key, file, pos): &Origin) {
+        for p in &mut self.problems.0[mark..] {
+            p.file = file.clone();
+            p.key = key.clone();
+            if p.pos.is_none_or(|at| at.line == 0) {
+                p.pos = *pos;
+            }
+        }
     }
 
     fn route_id(&self, spec: &str, inventory: &Inventory) -> Result<usize, String> {
@@ -2475,6 +2585,21 @@ impl Compiler<'_> {
                                 route.spec_path = op.path.clone();
                                 route.tags = op.tags;
                                 route.roles = op.roles;
+                                let label = format!("{} {}", route.method, route.template);
+                                for (name, value) in [
+                                    ("x-portcullis-owner", op.owner),
+                                    ("x-portcullis-rate-limit", op.rate_limit),
+                                ] {
+                                    if let Some(value) = value {
+                                        self.described.push(Described {
+                                            route: label.clone(),
+                                            name,
+                                            value,
+                                            file: spec_path.clone(),
+                                            pos: op.pos,
+                                        });
+                                    }
+                                }
                             }
                             Err(e) => {
                                 self.problems.push(Problem::error(
@@ -2565,6 +2690,22 @@ pub fn selector_matches(sel: &str, inventory: &Inventory) -> Result<Vec<usize>, 
 }
 
 /// `"GET /v2/orders/{order_id}"` → (GET, `/v2/orders/{order_id}`).
+/// Checks an owner field's JSON pointer: it starts with `/`; in a response rule one `*`
+/// segment may stand for each item of a list (`/items/*/user_id`).
+pub fn owner_pointer(p: &str, list_allowed: bool) -> Result<(), String> {
+    if !p.starts_with('/') {
+        return Err("a JSON pointer starts with `/`".into());
+    }
+    let stars = p.split('/').filter(|s| *s == "*").count();
+    match (stars, list_allowed) {
+        (0, _) => Ok(()),
+        (1, true) if !p.ends_with("/*") => Ok(()),
+        (1, true) => Err("`*` stands for each item of a list: name the owner field after it (`/items/*/user_id`)".into()),
+        (1, false) => Err("a lookup reads one object: `*` (each item of a list) is for `response` rules".into()),
+        _ => Err("only one `*` (each item of one list) is allowed".into()),
+    }
+}
+
 pub fn parse_route(s: &str) -> Result<(Method, String), String> {
     let (m, p) = s
         .trim()

@@ -26,6 +26,12 @@ pub struct Operation {
     pub tags: Vec<String>,
     /// `x-portcullis-roles`: the caller needs one of these.
     pub roles: Vec<String>,
+    /// `x-portcullis-owner`: an ownership rule written next to the operation, as in the
+    /// policy's `authorization.owners` (without `route`).
+    pub owner: Option<serde_json::Value>,
+    /// `x-portcullis-rate-limit`: a rate rule, as in the policy's `rate_limits` (without
+    /// `match`).
+    pub rate_limit: Option<serde_json::Value>,
 }
 
 /// What the inventory needs of one operation.
@@ -35,6 +41,8 @@ struct OpInfo {
     tags: Vec<String>,
     roles: Vec<String>,
     public: bool,
+    owner: Option<serde_json::Value>,
+    rate_limit: Option<serde_json::Value>,
 }
 
 /// A path, its position, and for each of [`METHODS`]: absent, or present.
@@ -55,6 +63,10 @@ struct YamlOperation {
     roles: Vec<String>,
     #[serde(default, rename = "x-portcullis-public")]
     public: bool,
+    #[serde(default, rename = "x-portcullis-owner")]
+    owner: Option<serde_json::Value>,
+    #[serde(default, rename = "x-portcullis-rate-limit")]
+    rate_limit: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -99,6 +111,8 @@ impl YamlPathItem {
                 tags: o.tags.clone(),
                 roles: o.roles.clone(),
                 public: o.public,
+                owner: o.owner.clone(),
+                rate_limit: o.rate_limit.clone(),
             })
         })
     }
@@ -150,6 +164,8 @@ pub fn operations(file: &Path) -> Result<Vec<Operation>, Problems> {
                                     roles: strings(op.get("x-portcullis-roles")),
                                     public: op.get("x-portcullis-public")
                                         == Some(&serde_json::Value::Bool(true)),
+                                    owner: op.get("x-portcullis-owner").cloned(),
+                                    rate_limit: op.get("x-portcullis-rate-limit").cloned(),
                                 })
                             });
                             (path.clone(), None, ops)
@@ -223,6 +239,8 @@ pub fn operations(file: &Path) -> Result<Vec<Operation>, Problems> {
                     secured: !info.public && info.security.unwrap_or(global) > 0,
                     tags: info.tags,
                     roles: info.roles,
+                    owner: info.owner,
+                    rate_limit: info.rate_limit,
                 });
             }
         }

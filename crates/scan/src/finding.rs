@@ -116,6 +116,10 @@ rules! {
         "Always verify the signature; a token with an empty or missing signature must be refused.";
     JWT_WEAK_SECRET = "jwt-weak-secret", "API2:2023", 1391, "The JWT HMAC secret is a dictionary word",
         "Sign with a random key of at least 256 bits (or an asymmetric key), kept out of the code; rotate it now, since every token can be forged.";
+    JWT_KEY_CONFUSION = "jwt-key-confusion", "API2:2023", 347, "An HS256 token keyed with the server's public RSA key is accepted",
+        "Pin the algorithm to the key type (RS256 for an RSA key) when verifying; never let the token header choose it, and keep HMAC secrets and public keys in separate key objects.";
+    JWT_KID_INJECTION = "jwt-kid-injection", "API2:2023", 347, "The token's `kid` header chooses an attacker-controlled key",
+        "Treat `kid` as an opaque name looked up in a fixed key set (an allowlist); never splice it into SQL, file paths or URLs.";
     JWT_REFRESH_AS_ACCESS = "jwt-refresh-as-access", "API2:2023", 613, "A refresh token is accepted as an access token",
         "Give each token a type (claim or `typ` header) and accept only access tokens on API routes; keep refresh tokens for the refresh endpoint.";
     JWT_EXPIRED = "jwt-expired-accepted", "API2:2023", 613, "Expired JWTs are accepted",
@@ -160,6 +164,10 @@ rules! {
         "Return generic problem documents (RFC 9457) with a request id; keep stack traces, SQL and file paths in server logs only.";
     SQLI = "sql-injection", "API8:2023", 89, "SQL injection",
         "Use parameterised queries (bound parameters) everywhere; never build SQL from request data, and escape LIKE wildcards.";
+    NOSQLI = "nosql-injection", "API8:2023", 943, "NoSQL operator injection",
+        "Validate types before querying: a field that should be a string must be refused when it is an object; never pass request JSON to a query as a filter (and disable operators in user input).";
+    CMDI = "command-injection", "API8:2023", 78, "OS command injection",
+        "Never build a shell command line from request data: call programs directly with an argument list (no shell), and validate the value against a strict pattern.";
     OLD_VERSION = "old-version-exposed", "API9:2023", 1059, "An older API version answers with weaker controls",
         "Retire old versions (410), or route them through the same authentication and authorization as the current one; keep an inventory with owners and sunset dates.";
     OLD_VERSION_LIVE = "old-version-live", "API9:2023", 1059, "An older API version is still served",

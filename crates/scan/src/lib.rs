@@ -86,6 +86,7 @@ pub use config::{
 pub use ctx::OperationCoverage;
 pub use error::ScanError;
 pub use finding::{Exchange, Finding, Rule, Severity, rules};
+pub use probes::jwt::rsa_public_key_pem;
 pub use report::{Report, exit_code, load_accepted};
 
 /// The names of every probe, in the order they run (for [`ScanConfig::probes`]).

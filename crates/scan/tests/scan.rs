@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use portcullis_scan::{Identity, Report, Role, ScanConfig, ScanError, Severity, exit_code, run};
 use portcullis_shop::{Vuln, VulnSet};
+use portcullis_test_support::reqwest::{Method, StatusCode};
 use portcullis_test_support::serde_json::{Value, json};
 use portcullis_test_support::*;
 
@@ -97,6 +98,10 @@ fn expected(v: Vuln) -> &'static [(&'static str, &'static str)] {
         Vuln::VerboseErrors => &[("verbose-errors", "API8:2023")],
         Vuln::LegacyV1 => &[("old-version-exposed", "API9:2023")],
         Vuln::Sqli => &[("sql-injection", "API8:2023")],
+        Vuln::JwtKeyConfusion => &[("jwt-key-confusion", "API2:2023")],
+        Vuln::JwtKidInjection => &[("jwt-kid-injection", "API2:2023")],
+        Vuln::Nosqli => &[("nosql-injection", "API8:2023")],
+        Vuln::Cmdi => &[("command-injection", "API8:2023")],
     }
 }
 
@@ -148,6 +153,63 @@ detects!(
 detects!(verbose_errors_leak_internals, Vuln::VerboseErrors);
 detects!(legacy_v1_without_auth, Vuln::LegacyV1);
 detects!(sql_injection_in_product_search, Vuln::Sqli);
+detects!(
+    jwt_hs256_keyed_with_the_published_rsa_key,
+    Vuln::JwtKeyConfusion
+);
+detects!(jwt_kid_header_spliced_into_sql, Vuln::JwtKidInjection);
+detects!(nosql_operator_instead_of_a_password, Vuln::Nosqli);
+detects!(command_injection_found_by_time, Vuln::Cmdi);
+
+/// SQL injection is found in a JSON field of a write (the promo code) as well as in a query
+/// parameter, each at its own operation and field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_injection_in_a_json_field_and_a_parameter() {
+    let shop = Shop::with(&[Vuln::Sqli]).await;
+    let report = scan(&shop).await;
+    let at = |op: &str, key: &str| {
+        report
+            .findings
+            .iter()
+            .any(|f| f.rule == "sql-injection" && f.operation == op && f.detail.contains(key))
+    };
+    assert!(
+        at("GET /v2/products/search", "Parameter `q`"),
+        "{:?}",
+        rules_of(&report)
+    );
+    assert!(
+        at("POST /v2/promo/redeem", "JSON field `code`"),
+        "{:?}",
+        rules_of(&report)
+    );
+}
+
+/// The secure default signing RS256 and publishing its key set: the key confusion and `kid`
+/// probes run (the key set is found) and find nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secure_shop_with_a_published_rsa_key_has_no_jwt_finding() {
+    let mut config = test_config(VulnSet::secure());
+    config.jwt_rsa = true;
+    let shop = Shop::start(config).await;
+    let jwks = send(
+        &client(),
+        Method::GET,
+        &shop.url("/.well-known/jwks.json"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(jwks.status, StatusCode::OK);
+    assert_eq!(jwks.json()["keys"][0]["kty"], "RSA");
+    let report = scan(&shop).await;
+    let serious: Vec<_> = report
+        .findings
+        .iter()
+        .filter(|f| f.severity >= Severity::Medium)
+        .collect();
+    assert!(serious.is_empty(), "false positives: {serious:#?}");
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn secure_shop_has_no_finding_at_medium_or_above() {

@@ -37,9 +37,31 @@ pub struct Claims {
 
 /// The signing and verification keys.
 pub struct Keys {
+    /// The HMAC secret (what `jwt-kid-injection` stores under kid `k1` is this, as text).
+    hmac: Vec<u8>,
     encoding: EncodingKey,
     decoding: DecodingKey,
+    rsa: Option<RsaKeys>,
+    /// Whether tokens are signed with the RSA key.
+    sign_rsa: bool,
+    /// The `kid` put in the header of HS256 tokens.
+    kid: Option<&'static str>,
 }
+
+/// A per-process RSA key pair.
+pub struct RsaKeys {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    /// The public key as PEM (SubjectPublicKeyInfo).
+    public_pem: String,
+    /// The public key as a JWK set, as served at `/.well-known/jwks.json`.
+    pub jwks: serde_json::Value,
+}
+
+/// The `kid` of the RSA key.
+pub const RSA_KID: &str = "shop-rsa-1";
+/// The `kid` of the HMAC key.
+pub const HMAC_KID: &str = "k1";
 
 impl std::fmt::Debug for Keys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -47,18 +69,99 @@ impl std::fmt::Debug for Keys {
     }
 }
 
-impl Keys {
-    pub fn hmac(secret: &[u8]) -> Result<Self, jsonwebtoken::errors::Error> {
+impl std::fmt::Debug for RsaKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RsaKeys(redacted)")
+    }
+}
+
+impl RsaKeys {
+    /// A fresh 2048-bit key.
+    pub fn generate() -> Result<Self, String> {
+        let pair =
+            rcgen::KeyPair::generate_rsa_for(&rcgen::PKCS_RSA_SHA256, rcgen::RsaKeySize::_2048)
+                .map_err(|e| e.to_string())?;
+        let encoding = EncodingKey::from_rsa_pem(pair.serialize_pem().as_bytes())
+            .map_err(|e| e.to_string())?;
+        let public_pem = pair.public_key_pem();
+        let decoding =
+            DecodingKey::from_rsa_pem(public_pem.as_bytes()).map_err(|e| e.to_string())?;
+        let mut jwk = serde_json::to_value(
+            jsonwebtoken::jwk::Jwk::from_encoding_key(&encoding, Algorithm::RS256)
+                .map_err(|e| e.to_string())?,
+        )
+        .map_err(|e| e.to_string())?;
+        jwk["kid"] = RSA_KID.into();
+        jwk["use"] = "sig".into();
         Ok(Self {
+            encoding,
+            decoding,
+            public_pem,
+            jwks: serde_json::json!({ "keys": [jwk] }),
+        })
+    }
+}
+
+impl Keys {
+    pub fn new(
+        secret: &[u8],
+        rsa: Option<RsaKeys>,
+        sign_rsa: bool,
+        kid: bool,
+    ) -> Result<Self, jsonwebtoken::errors::Error> {
+        Ok(Self {
+            hmac: secret.to_vec(),
             encoding: EncodingKey::from_secret(secret)?,
             decoding: DecodingKey::from_secret(secret)?,
+            sign_rsa: sign_rsa && rsa.is_some(),
+            rsa,
+            kid: kid.then_some(HMAC_KID),
         })
     }
 
+    pub fn hmac(secret: &[u8]) -> Result<Self, jsonwebtoken::errors::Error> {
+        Self::new(secret, None, false, false)
+    }
+
+    /// The RSA key, when the shop has one.
+    pub fn rsa(&self) -> Option<&RsaKeys> {
+        self.rsa.as_ref()
+    }
+
+    /// The HMAC secret as stored in the key table (`jwt-kid-injection`).
+    pub fn hmac_secret(&self) -> &[u8] {
+        &self.hmac
+    }
+
     pub fn sign(&self, claims: &Claims) -> ApiResult<String> {
-        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+        let (header, key) = match (&self.rsa, self.sign_rsa) {
+            (Some(rsa), true) => {
+                let mut h = Header::new(Algorithm::RS256);
+                h.kid = Some(RSA_KID.into());
+                (h, &rsa.encoding)
+            }
+            _ => {
+                let mut h = Header::new(Algorithm::HS256);
+                h.kid = self.kid.map(str::to_owned);
+                (h, &self.encoding)
+            }
+        };
+        jsonwebtoken::encode(&header, claims, key)
             .map_err(|e| ApiError::internal(format!("token signing failed: {e}")))
     }
+
+    /// The algorithm the secure default pins.
+    fn pinned(&self) -> Algorithm {
+        if self.sign_rsa {
+            Algorithm::RS256
+        } else {
+            Algorithm::HS256
+        }
+    }
+}
+
+fn is_hmac(alg: Algorithm) -> bool {
+    matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
 }
 
 /// Hashes a password with Argon2id (OWASP parameters: 19 MiB, 2 passes) off the async threads.
@@ -146,20 +249,45 @@ pub async fn issue_pair(
 
 /// Verifies a token's signature and time claims. `expected_type` is enforced unless
 /// `jwt-no-expiry` is on.
-pub fn decode(state: &AppState, token: &str, expected_type: &str) -> ApiResult<Claims> {
+pub async fn decode(state: &AppState, token: &str, expected_type: &str) -> ApiResult<Claims> {
     let vulns = &state.config.vulns;
-    let header = jsonwebtoken::decode_header(token).map_err(|_| ApiError::unauthorized());
     if vulns.has(Vuln::JwtAlgNone)
         && let Some(claims) = decode_unsigned(token)
     {
         return Ok(claims);
     }
-    let alg = match (vulns.has(Vuln::JwtAlgNone), header) {
-        // The weakness: trust the header's choice of algorithm.
-        (true, Ok(h)) => h.alg,
-        (_, Err(e)) => return Err(e),
-        (false, Ok(_)) => Algorithm::HS256,
+    let header = jsonwebtoken::decode_header(token).map_err(|_| ApiError::unauthorized())?;
+    let keys = &state.keys;
+    // The weaknesses that trust the header's choice of algorithm.
+    let trust_header = vulns.has(Vuln::JwtAlgNone) || vulns.has(Vuln::JwtKeyConfusion);
+    let alg = if trust_header {
+        header.alg
+    } else {
+        keys.pinned()
     };
+    let mut candidates: Vec<DecodingKey> = Vec::new();
+    if is_hmac(alg) {
+        match (&header.kid, vulns.has(Vuln::JwtKidInjection)) {
+            // The weakness: the key is whatever the key table query returns for this kid.
+            (Some(kid), true) => {
+                if let Some(secret) = kid_secret(state, kid.clone()).await? {
+                    candidates.push(
+                        DecodingKey::from_secret(&secret).map_err(|_| ApiError::unauthorized())?,
+                    );
+                }
+            }
+            _ => candidates.push(keys.decoding.clone()),
+        }
+        // The weakness: the RSA public key's PEM text doubles as an HMAC secret.
+        if let (Some(rsa), true) = (&keys.rsa, vulns.has(Vuln::JwtKeyConfusion)) {
+            candidates.push(
+                DecodingKey::from_secret(rsa.public_pem.as_bytes())
+                    .map_err(|_| ApiError::unauthorized())?,
+            );
+        }
+    } else if let Some(rsa) = &keys.rsa {
+        candidates.push(rsa.decoding.clone());
+    }
     let mut validation = Validation::new(alg);
     validation.set_required_spec_claims(&["exp", "iat", "sub", "jti"]);
     validation.leeway = 30;
@@ -167,13 +295,33 @@ pub fn decode(state: &AppState, token: &str, expected_type: &str) -> ApiResult<C
         validation.validate_exp = false;
         validation.required_spec_claims.remove("exp");
     }
-    let claims = jsonwebtoken::decode::<Claims>(token, &state.keys.decoding, &validation)
-        .map_err(|_| ApiError::unauthorized())?
+    let claims = candidates
+        .iter()
+        .find_map(|key| jsonwebtoken::decode::<Claims>(token, key, &validation).ok())
+        .ok_or_else(ApiError::unauthorized)?
         .claims;
     if claims.typ != expected_type && !vulns.has(Vuln::JwtNoExpiry) {
         return Err(ApiError::unauthorized());
     }
     Ok(claims)
+}
+
+/// The `jwt-kid-injection` weakness: the key table is queried with the header's `kid` spliced
+/// into the SQL, so `x' UNION SELECT 'anything' --` makes the key `anything`.
+async fn kid_secret(state: &AppState, kid: String) -> ApiResult<Option<Vec<u8>>> {
+    if kid.len() > 256 {
+        return Ok(None);
+    }
+    state
+        .db
+        .call(move |c| {
+            let sql = format!("SELECT secret FROM jwt_keys WHERE kid = '{kid}'");
+            // A malformed query is a failed verification, not a server error.
+            Ok(c.query_row(&sql, [], |r| r.get::<_, String>(0))
+                .ok()
+                .map(String::into_bytes))
+        })
+        .await
 }
 
 /// The `alg: none` weakness: a token whose header says `none` in any casing is taken as is.
@@ -219,7 +367,7 @@ impl FromRequestParts<AppState> for AuthUser {
         if token.len() > 8192 {
             return Err(ApiError::unauthorized());
         }
-        let claims = decode(state, token, "access")?;
+        let claims = decode(state, token, "access").await?;
         let (jti, fam, sub) = (claims.jti.clone(), claims.fam.clone(), claims.sub.clone());
         // A revoked token, a revoked login family or a deleted account ends the session.
         let valid = state

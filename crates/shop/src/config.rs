@@ -19,6 +19,8 @@ pub enum Vuln {
     JwtAlgNone,
     JwtWeakSecret,
     JwtNoExpiry,
+    JwtKeyConfusion,
+    JwtKidInjection,
     LoginNoLimit,
     NoRateLimit,
     BusinessFlow,
@@ -28,11 +30,13 @@ pub enum Vuln {
     VerboseErrors,
     LegacyV1,
     Sqli,
+    Nosqli,
+    Cmdi,
 }
 
 impl Vuln {
     /// Every switch, in the order `--help` lists them.
-    pub const ALL: [Vuln; 16] = [
+    pub const ALL: [Vuln; 20] = [
         Vuln::Bola,
         Vuln::Bfla,
         Vuln::MassAssignment,
@@ -40,6 +44,8 @@ impl Vuln {
         Vuln::JwtAlgNone,
         Vuln::JwtWeakSecret,
         Vuln::JwtNoExpiry,
+        Vuln::JwtKeyConfusion,
+        Vuln::JwtKidInjection,
         Vuln::LoginNoLimit,
         Vuln::NoRateLimit,
         Vuln::BusinessFlow,
@@ -49,6 +55,8 @@ impl Vuln {
         Vuln::VerboseErrors,
         Vuln::LegacyV1,
         Vuln::Sqli,
+        Vuln::Nosqli,
+        Vuln::Cmdi,
     ];
 
     /// The name used on the command line.
@@ -61,6 +69,8 @@ impl Vuln {
             Vuln::JwtAlgNone => "jwt-alg-none",
             Vuln::JwtWeakSecret => "jwt-weak-secret",
             Vuln::JwtNoExpiry => "jwt-no-expiry",
+            Vuln::JwtKeyConfusion => "jwt-key-confusion",
+            Vuln::JwtKidInjection => "jwt-kid-injection",
             Vuln::LoginNoLimit => "login-no-limit",
             Vuln::NoRateLimit => "no-rate-limit",
             Vuln::BusinessFlow => "business-flow",
@@ -70,6 +80,8 @@ impl Vuln {
             Vuln::VerboseErrors => "verbose-errors",
             Vuln::LegacyV1 => "legacy-v1",
             Vuln::Sqli => "sqli",
+            Vuln::Nosqli => "nosqli",
+            Vuln::Cmdi => "cmdi",
         }
     }
 
@@ -87,6 +99,12 @@ impl Vuln {
             Vuln::JwtAlgNone => "API2: the token header picks the algorithm; alg none is accepted",
             Vuln::JwtWeakSecret => "API2: tokens are signed with a dictionary word",
             Vuln::JwtNoExpiry => "API2: expired tokens and refresh tokens pass as access tokens",
+            Vuln::JwtKeyConfusion => {
+                "API2: tokens are RS256 (key in the JWKS) but an HS256 token keyed with the public key passes"
+            }
+            Vuln::JwtKidInjection => {
+                "API2: the token's `kid` header is spliced into the SQL that fetches the signing key"
+            }
             Vuln::LoginNoLimit => {
                 "API2: no login throttling or lockout; errors tell whether an account exists"
             }
@@ -99,7 +117,13 @@ impl Vuln {
             }
             Vuln::VerboseErrors => "API8: error bodies carry backtraces, file paths and SQL text",
             Vuln::LegacyV1 => "API9: GET /v1/orders/{id} answers without auth or owner check",
-            Vuln::Sqli => "API8/API10: product search builds SQL by string concatenation",
+            Vuln::Sqli => {
+                "API8/API10: product search and promo redemption build SQL by string concatenation"
+            }
+            Vuln::Nosqli => {
+                "API2/API8: the login filter honours query operators ({\"$ne\": null} as a password)"
+            }
+            Vuln::Cmdi => "API8: a changed display name is passed to a shell command",
         }
     }
 }
@@ -184,6 +208,9 @@ pub struct ShopConfig {
     /// HMAC key for tokens. `None`: 32 random bytes per process (or the dictionary word under
     /// `jwt-weak-secret`).
     pub jwt_secret: Option<Vec<u8>>,
+    /// Sign tokens with a per-process RSA key (RS256) published at `/.well-known/jwks.json`
+    /// instead of the HMAC secret. Always so under `jwt-key-confusion`.
+    pub jwt_rsa: bool,
     pub access_ttl: Duration,
     pub refresh_ttl: Duration,
     /// The seeded administrator.
@@ -209,12 +236,26 @@ pub struct ShopConfig {
     pub body_limit: usize,
 }
 
+impl ShopConfig {
+    /// Whether the shop has an RSA key (and publishes it).
+    pub fn jwt_rsa_key(&self) -> bool {
+        self.jwt_rsa || self.vulns.has(Vuln::JwtKeyConfusion)
+    }
+
+    /// Whether tokens are signed RS256. Under `jwt-weak-secret` they stay HS256 so that
+    /// weakness can still be found.
+    pub fn jwt_rsa_signing(&self) -> bool {
+        self.jwt_rsa_key() && !self.vulns.has(Vuln::JwtWeakSecret)
+    }
+}
+
 impl Default for ShopConfig {
     fn default() -> Self {
         Self {
             vulns: VulnSet::secure(),
             db_path: None,
             jwt_secret: None,
+            jwt_rsa: false,
             access_ttl: Duration::from_secs(15 * 60),
             refresh_ttl: Duration::from_secs(7 * 24 * 3600),
             admin_email: "admin@shop.example".into(),

@@ -1,8 +1,8 @@
 //! The shop's SQLite database: one connection behind a mutex, used from blocking threads,
 //! with the schema migrations and the seed data built in.
 //!
-//! Every query in the secure default is parameterised; the one string-built query lives in
-//! `routes::products` behind the `sqli` switch.
+//! Every query in the secure default is parameterised; the string-built ones live behind the
+//! `sqli` (product search, promo redemption) and `jwt-kid-injection` (key lookup) switches.
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};
@@ -12,7 +12,8 @@ use rusqlite::Connection;
 use crate::error::{ApiError, ApiResult};
 
 /// Ordered migrations; `PRAGMA user_version` records how many have run.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE users (
     id              TEXT PRIMARY KEY,
     email           TEXT NOT NULL UNIQUE,
@@ -80,7 +81,14 @@ CREATE TABLE login_failures (
     window_start  INTEGER NOT NULL,
     locked_until  INTEGER NOT NULL DEFAULT 0
 );
-"#];
+"#,
+    r#"
+CREATE TABLE jwt_keys (
+    kid             TEXT PRIMARY KEY,
+    secret          TEXT NOT NULL
+);
+"#,
+];
 
 /// Seeded catalogue: (id, name, description, price, stock, published, cost, supplier).
 /// The unpublished product is what the `sqli` exploit digs out.

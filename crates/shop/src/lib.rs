@@ -88,6 +88,8 @@ pub fn app(state: AppState) -> Router {
     for (_, path, handler) in routes_with_handlers() {
         router = router.route(path, handler);
     }
+    // Not an API operation (so not in the description): the key set clients verify with.
+    router = router.route("/.well-known/jwks.json", get(routes::meta::jwks));
     let config = &state.config;
     router
         .fallback(|| async { ApiError::not_found() })

@@ -27,6 +27,10 @@ struct Cli {
     /// Environment variable holding the token signing secret; random per process when unset.
     #[arg(long, default_value = "SHOP_JWT_SECRET")]
     jwt_secret_env: String,
+    /// Sign tokens with a per-process RSA key (RS256), published at /.well-known/jwks.json,
+    /// instead of the HMAC secret.
+    #[arg(long)]
+    jwt_rsa: bool,
     /// Origin allowed by CORS (repeatable).
     #[arg(long = "cors-origin", default_value = "https://shop.example")]
     cors_origins: Vec<String>,
@@ -91,6 +95,7 @@ fn main() -> ExitCode {
         jwt_secret: std::env::var(&cli.jwt_secret_env)
             .ok()
             .map(String::into_bytes),
+        jwt_rsa: cli.jwt_rsa,
         admin_password,
         cors_origins: cli.cors_origins,
         avatar_hosts: cli.avatar_hosts,

