@@ -187,7 +187,10 @@ async fn serve_io<I>(
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = service_fn(move |req| handle(shared.clone(), peer, tls, req));
+    // hyper keeps room for one request future inline in every connection, from the first byte
+    // to the last, busy or idle; boxed, that room is one pointer instead of the whole pipeline's
+    // state (several KiB), paid per request instead of per connection.
+    let svc = service_fn(move |req| Box::pin(handle(shared.clone(), peer, tls, req)));
     let b = builder(limits);
     let conn = b.serve_connection(io, svc);
     if let Err(e) = watcher.watch(conn.into_owned()).await {
