@@ -144,6 +144,8 @@ rules! {
         "Limit login attempts per source address (and per account) and answer 429 with Retry-After.";
     PAGINATION = "pagination-unbounded", "API4:2023", 770, "Page size is not bounded",
         "Validate `limit`/page-size parameters against a maximum (refuse or clamp) and cap the rows any query returns.";
+    OVERSIZED = "oversized-input", "API4:2023", 770, "Oversized input is accepted",
+        "Enforce the declared `maxLength`/`maxItems` on every field and a request body size limit (413) before any work is done; an unbounded field is a lever for memory, storage and CPU exhaustion.";
     BFLA = "bfla", "API5:2023", 285, "An administrative function is available to normal users",
         "Check the caller's role/permission on every function, deny by default, and keep admin functions behind a separate authorization layer.";
     BUSINESS_FLOW = "business-flow-unlimited", "API6:2023", 799, "A sensitive business flow can be repeated without limit",

@@ -131,6 +131,7 @@ async fn findings_the_gateway_closes_are_gone_behind_it() {
         "login-brute-force",
         "rate-limit-missing",
         "pagination-unbounded",
+        "oversized-input",
         "jwt-key-confusion",
         "jwt-kid-injection",
         "nosql-injection",

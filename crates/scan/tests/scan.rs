@@ -87,6 +87,7 @@ fn expected(v: Vuln) -> &'static [(&'static str, &'static str)] {
         Vuln::NoRateLimit => &[
             ("rate-limit-missing", "API4:2023"),
             ("pagination-unbounded", "API4:2023"),
+            ("oversized-input", "API4:2023"),
         ],
         Vuln::BusinessFlow => &[("business-flow-unlimited", "API6:2023")],
         Vuln::Ssrf => &[("ssrf", "API7:2023")],

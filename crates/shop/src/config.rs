@@ -108,7 +108,9 @@ impl Vuln {
             Vuln::LoginNoLimit => {
                 "API2: no login throttling or lockout; errors tell whether an account exists"
             }
-            Vuln::NoRateLimit => "API4: no rate limits; list `limit` is unbounded",
+            Vuln::NoRateLimit => {
+                "API4: no rate limits; list `limit`, display names and bodies (16 MiB) unbounded"
+            }
             Vuln::BusinessFlow => "API6: a promo code can be redeemed without limit",
             Vuln::Ssrf => "API7: the avatar fetch follows any URL, internal addresses included",
             Vuln::CorsWildcard => "API8: CORS reflects any Origin and allows credentials",

@@ -120,7 +120,14 @@ pub fn app(state: AppState) -> Router {
                     state.clone(),
                     middleware::rate_limit,
                 ))
-                .layer(axum::extract::DefaultBodyLimit::max(config.body_limit)),
+                .layer(axum::extract::DefaultBodyLimit::max(
+                    // `no-rate-limit`: bodies up to 16 MiB (API4).
+                    if config.vulns.has(crate::config::Vuln::NoRateLimit) {
+                        16 << 20
+                    } else {
+                        config.body_limit
+                    },
+                )),
         )
         .with_state(state)
 }

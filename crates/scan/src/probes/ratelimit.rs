@@ -1,6 +1,7 @@
 //! API4 (unrestricted resource consumption): a bounded burst on one cheap operation and on
-//! login, each from a source address of its own, with no 429 in return; and page-size
-//! parameters far above their declared maximum that the server honours.
+//! login, each from a source address of its own, with no 429 in return; page-size
+//! parameters far above their declared maximum that the server honours; and writes that accept
+//! a string several times its declared `maxLength`, or a 1 MiB body.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,8 +20,87 @@ const LOGIN_BURST: u32 = 25;
 
 pub(crate) async fn run(ctx: &Arc<Ctx>) {
     pagination(ctx).await;
+    oversized(ctx).await;
     operation_burst(ctx).await;
     login_burst(ctx).await;
+}
+
+/// Writes whose JSON body has a free-text field with a declared `maxLength`: the field four
+/// times over its bound, then a 1 MiB body (the same field padded), each accepted with a 2xx.
+async fn oversized(ctx: &Ctx) {
+    const MIB: usize = 1 << 20;
+    let Some(who) = ctx.users().first().copied() else {
+        return;
+    };
+    let mut tried = 0;
+    for op in ctx.model.ops.iter().filter(|o| {
+        matches!(o.method, Method::POST | Method::PUT | Method::PATCH)
+            && !o.is_admin()
+            && !o.deprecated
+            && !o.is_auth()
+    }) {
+        let Some(schema) = &op.body else { continue };
+        let field = ctx
+            .model
+            .resolve(schema)
+            .get("properties")
+            .and_then(Value::as_object)
+            .and_then(|props| {
+                props.iter().find_map(|(name, p)| {
+                    let p = ctx.model.resolve(p);
+                    let max = p.get("maxLength").and_then(Value::as_u64)?;
+                    (crate::model::type_of(p) == "string"
+                        && p.get("format").is_none()
+                        && p.get("enum").is_none()
+                        && max <= 16_384
+                        && !op.url_fields.iter().any(|f| f == &format!("/{name}")))
+                    .then(|| (name.clone(), max as usize))
+                })
+            });
+        let Some((name, max)) = field else { continue };
+        let base = ctx.request(op, Some(who));
+        let Some(crate::http::Body::Json(Value::Object(body))) = &base.body else {
+            continue;
+        };
+        if tried == 4 {
+            return;
+        }
+        tried += 1;
+        ctx.ran(op, PROBE);
+        let with = |n: usize| {
+            let mut b = body.clone();
+            b.insert(name.clone(), Value::String("a".repeat(n)));
+            let mut req = base.clone();
+            req.body = None;
+            req.json(Value::Object(b))
+        };
+        let long = max * 4 + 16;
+        let Some((req, resp)) = ctx.send_as(with(long), who).await else {
+            continue;
+        };
+        if !resp.ok() {
+            continue;
+        }
+        let mut finding = Finding::new(rules::OVERSIZED, Severity::Medium, &op.key(), &name)
+            .detail(format!(
+                "`{name}` of {long} characters was accepted ({}) where the description allows {max}.",
+                resp.status
+            ))
+            .evidence(ctx.http.exchange(&req, Some(&resp)))
+            .reproduce(ctx.http.curl(&req));
+        if let Some((_, big)) = ctx.send_as(with(MIB), who).await
+            && big.ok()
+        {
+            finding.detail.push_str(&format!(
+                " A 1 MiB body was accepted too ({}): there is no body size limit either.",
+                big.status
+            ));
+        }
+        ctx.report(finding);
+        // Put a sane value back (the sampled body), so later probes and scans see a normal
+        // object rather than a megabyte of `a`.
+        let _ = ctx.send_as(base.clone(), who).await;
+    }
 }
 
 fn burst_target(ctx: &Ctx) -> Option<(&Op, Option<usize>)> {

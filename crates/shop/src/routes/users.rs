@@ -113,7 +113,13 @@ pub async fn update_me(
         }
     };
     if let Some(name) = &req.name {
-        plain_text("name", name, 100)?;
+        // `no-rate-limit` also drops the length bound (API4).
+        let max = if state.config.vulns.has(Vuln::NoRateLimit) {
+            usize::MAX
+        } else {
+            100
+        };
+        plain_text("name", name, max)?;
     }
     let id = user.id.clone();
     let new_name = req.name.clone();
