@@ -503,3 +503,89 @@ async fn fields_the_description_leaves_unbounded_get_the_default_bounds() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn references_to_sibling_files_are_bundled_and_remote_ones_refused() {
+    let app = axum::Router::new().route(
+        "/orders",
+        axum::routing::post(|| async { (axum::http::StatusCode::CREATED, "{}") }),
+    );
+    let up = serve_router(app).await;
+    let dir = std::env::temp_dir().join(format!("portcullis-siblings-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("schemas")).unwrap();
+    // openapi.yaml -> schemas/order.yaml (a local ref inside it, and a ref up to common.yaml).
+    std::fs::write(
+        dir.join("openapi.yaml"),
+        "openapi: 3.1.0\ninfo: { title: orders, version: \"1\" }\npaths:\n  /orders:\n    post:\n      requestBody:\n        content:\n          application/json:\n            schema: { $ref: 'schemas/order.yaml#/NewOrder' }\n      responses: { '201': { description: ok } }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("schemas/order.yaml"),
+        "NewOrder:\n  type: object\n  required: [sku, address]\n  properties:\n    sku: { type: string, pattern: '^sku_[0-9]{4}$' }\n    quantity: { $ref: '../common.yaml#/Quantity' }\n    address: { $ref: '#/Address' }\nAddress:\n  type: object\n  properties:\n    line: { type: string, maxLength: 40 }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("common.yaml"),
+        "Quantity: { type: integer, minimum: 1, maximum: 10 }\n",
+    )
+    .unwrap();
+    let policy = |spec: &str| {
+        format!(
+            "listen: 127.0.0.1:0\nupstream: http://{up}\nopenapi: {}\nstate: {{ backend: memory }}\n",
+            dir.join(spec).display()
+        )
+    };
+    let gw = Gw::start(&policy("openapi.yaml")).await;
+    let c = client();
+    let post = |body: serde_json::Value| {
+        let (c, url) = (c.clone(), gw.url("/orders"));
+        async move { send(&c, Method::POST, &url, None, Some(body)).await }
+    };
+    let ok =
+        post(json!({ "sku": "sku_0001", "quantity": 2, "address": { "line": "1 Castle Road" } }))
+            .await;
+    assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.text);
+    for (body, detail) in [
+        (
+            json!({ "sku": "sku_1", "address": {} }),
+            "`/sku`: breaks `pattern`",
+        ),
+        (
+            json!({ "sku": "sku_0001", "quantity": 11, "address": {} }),
+            "`/quantity`: breaks `maximum`",
+        ),
+        (
+            json!({ "sku": "sku_0001", "address": { "line": "x", "role": "admin" } }),
+            "`/address`",
+        ),
+    ] {
+        let r = post(body.clone()).await;
+        assert_eq!(
+            r.status,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "{body}: {}",
+            r.text
+        );
+        assert!(r.text.contains(detail), "{body}: {}", r.text);
+    }
+
+    // A remote reference is refused at load, never fetched; a missing file is named.
+    std::fs::write(
+        dir.join("remote.yaml"),
+        "openapi: 3.1.0\ninfo: { title: r, version: \"1\" }\npaths:\n  /orders:\n    post:\n      requestBody:\n        content:\n          application/json:\n            schema: { $ref: 'https://schemas.example/order.json' }\n      responses: { '201': { description: ok } }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("missing.yaml"),
+        "openapi: 3.1.0\ninfo: { title: m, version: \"1\" }\npaths:\n  /orders:\n    post:\n      requestBody:\n        content:\n          application/json:\n            schema: { $ref: 'nowhere.yaml#/X' }\n      responses: { '201': { description: ok } }\n",
+    )
+    .unwrap();
+    for (spec, msg) in [
+        ("remote.yaml", "remote references are not fetched"),
+        ("missing.yaml", "nowhere.yaml"),
+    ] {
+        let p = portcullis_policy::load_str(&dir.join("p.yaml"), &policy(spec)).unwrap_err();
+        assert!(p.to_string().contains(msg), "{spec}: {p}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

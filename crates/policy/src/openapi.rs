@@ -3,7 +3,7 @@
 //! authorization issue; this reads methods and paths, with the position of each path.
 
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use http::Method;
 use serde::Deserialize;
@@ -248,15 +248,141 @@ pub fn operations(file: &Path) -> Result<Vec<Operation>, Problems> {
     Ok(ops)
 }
 
-/// The whole description as JSON, for schema validation.
+/// The whole description as JSON, for schema validation, with `$ref`s to sibling files
+/// bundled in (see [`bundle`]).
 pub fn document(file: &Path) -> Result<serde_json::Value, String> {
-    let text = std::fs::read_to_string(file).map_err(|e| e.to_string())?;
+    let mut doc = read_document(file)?;
+    bundle(&mut doc, file)?;
+    Ok(doc)
+}
+
+fn read_document(file: &Path) -> Result<serde_json::Value, String> {
+    let text = std::fs::read_to_string(file).map_err(|e| format!("{}: {e}", file.display()))?;
     if text.trim_start().starts_with('{') {
-        serde_json::from_str(&text).map_err(|e| e.to_string())
+        serde_json::from_str(&text).map_err(|e| format!("{}: {e}", file.display()))
     } else {
         serde_saphyr::from_str_with_options(&text, crate::load::yaml_options())
-            .map_err(|e| crate::load::yaml_message(&e))
+            .map_err(|e| format!("{}: {}", file.display(), crate::load::yaml_message(&e)))
     }
+}
+
+/// Where bundled files live in the document: `#/components/x-portcullis-bundled/<n>` (under
+/// `components`, which every compiled schema carries along).
+const BUNDLED: &str = "components/x-portcullis-bundled";
+/// At most this many sibling files are read for one description.
+const MAX_FILES: usize = 64;
+
+/// Brings `$ref`s to other files (`schemas.yaml#/Order`, `./common/errors.json`) into the
+/// document: each file read once is stored whole under `components/x-portcullis-bundled/<n>`,
+/// and every
+/// reference to it (and every local reference inside it) is rewritten to point there, so the
+/// document is self-contained for the schema compiler. References are resolved relative to the
+/// file that holds them; remote ones (`https://...`) are refused, never fetched.
+pub fn bundle(doc: &mut serde_json::Value, file: &Path) -> Result<(), String> {
+    let mut files: Vec<(PathBuf, serde_json::Value)> = Vec::new();
+    let root = file.to_path_buf();
+    rewrite(doc, &root, None, &mut files)?;
+    // Files found while rewriting others are rewritten in turn.
+    let mut i = 0;
+    while i < files.len() {
+        let (path, mut value) = (files[i].0.clone(), std::mem::take(&mut files[i].1));
+        rewrite(&mut value, &path, Some(i), &mut files)?;
+        files[i].1 = value;
+        i += 1;
+    }
+    if !files.is_empty()
+        && let Some(obj) = doc.as_object_mut()
+    {
+        let bundled: Vec<serde_json::Value> = files.into_iter().map(|(_, v)| v).collect();
+        let components = obj
+            .entry("components")
+            .or_insert_with(|| serde_json::Value::Object(Default::default()));
+        if !components.is_object() {
+            *components = serde_json::Value::Object(Default::default());
+        }
+        if let Some(c) = components.as_object_mut() {
+            c.insert(
+                "x-portcullis-bundled".into(),
+                serde_json::Value::Array(bundled),
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Rewrites the references in `v`, which is the content of `file` (`index` in the bundle, or
+/// `None` for the root document).
+fn rewrite(
+    v: &mut serde_json::Value,
+    file: &Path,
+    index: Option<usize>,
+    files: &mut Vec<(PathBuf, serde_json::Value)>,
+) -> Result<(), String> {
+    match v {
+        serde_json::Value::Object(m) => {
+            if let Some(serde_json::Value::String(r)) = m.get_mut("$ref") {
+                *r = target(r, file, index, files)?;
+            }
+            for (k, child) in m.iter_mut() {
+                if k != "$ref" {
+                    rewrite(child, file, index, files)?;
+                }
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for child in items {
+                rewrite(child, file, index, files)?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// The bundled form of reference `r` found in `file`.
+fn target(
+    r: &str,
+    file: &Path,
+    index: Option<usize>,
+    files: &mut Vec<(PathBuf, serde_json::Value)>,
+) -> Result<String, String> {
+    let (path, pointer) = r.split_once('#').unwrap_or((r, ""));
+    if path.is_empty() {
+        // Local to `file`: unchanged in the root document, re-rooted in a bundled one.
+        return Ok(match index {
+            None => r.to_owned(),
+            Some(i) => format!("#/{BUNDLED}/{i}{pointer}"),
+        });
+    }
+    if path.contains("://") || path.starts_with("//") {
+        return Err(format!(
+            "{}: `$ref: {r}` is remote; remote references are not fetched (bundle the description)",
+            file.display()
+        ));
+    }
+    let sibling = file.parent().unwrap_or(Path::new(".")).join(path);
+    let sibling = sibling.canonicalize().map_err(|e| {
+        format!(
+            "{}: `$ref: {r}`: cannot read {}: {e}",
+            file.display(),
+            sibling.display()
+        )
+    })?;
+    let i = match files.iter().position(|(p, _)| *p == sibling) {
+        Some(i) => i,
+        None => {
+            if files.len() == MAX_FILES {
+                return Err(format!(
+                    "{}: `$ref: {r}`: more than {MAX_FILES} referenced files",
+                    file.display()
+                ));
+            }
+            let value = read_document(&sibling)?;
+            files.push((sibling, value));
+            files.len() - 1
+        }
+    };
+    Ok(format!("#/{BUNDLED}/{i}{pointer}"))
 }
 
 fn escape(segment: &str) -> String {
