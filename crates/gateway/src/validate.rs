@@ -170,7 +170,7 @@ impl ParamValidator {
 /// - a schema composed with `allOf`/`anyOf`/`oneOf` gets `unevaluatedProperties: false`
 ///   instead, and its members (inline, or the components they `$ref`) stay open, since
 ///   closing one member would refuse the properties of the others;
-/// - `x-portcullis-open: true` opts a schema out.
+/// - `x-portcullis-open: true` opts a schema out (on an operation: its whole request body).
 fn close_objects(root: &mut Value) {
     let mut members = std::collections::HashSet::new();
     collect_members(root, &mut members);
@@ -333,7 +333,15 @@ impl Validators {
                 "components": doc.get("components").cloned().unwrap_or(Value::Null),
             });
             drop_read_only(&mut root);
-            close_objects(&mut root);
+            // `x-portcullis-open: true` on the operation opts its whole body out of closing.
+            let op_open = pointer
+                .split_once("/requestBody")
+                .and_then(|(op, _)| doc.pointer(op))
+                .and_then(|op| op.get("x-portcullis-open"))
+                == Some(&Value::Bool(true));
+            if !op_open {
+                close_objects(&mut root);
+            }
             bound(&mut root, &self.bounds);
             match jsonschema::options().with_pattern_options(jsonschema::PatternOptions::regex()).build(&root) {
                 Ok(v) => Some(Arc::new(v)),

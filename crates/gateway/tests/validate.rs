@@ -587,5 +587,30 @@ async fn references_to_sibling_files_are_bundled_and_remote_ones_refused() {
         let p = portcullis_policy::load_str(&dir.join("p.yaml"), &policy(spec)).unwrap_err();
         assert!(p.to_string().contains(msg), "{spec}: {p}");
     }
+
+    // `x-portcullis-open: true` on the operation: its body is not closed (bounds still hold).
+    let open = std::fs::read_to_string(dir.join("openapi.yaml"))
+        .unwrap()
+        .replace("    post:\n", "    post:\n      x-portcullis-open: true\n");
+    std::fs::write(dir.join("open.yaml"), open).unwrap();
+    let gw = Gw::start(&policy("open.yaml")).await;
+    let r = send(
+        &c,
+        Method::POST,
+        &gw.url("/orders"),
+        None,
+        Some(json!({ "sku": "sku_0001", "address": { "role": "admin" }, "extra": 1 })),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::CREATED, "{}", r.text);
+    let r = send(
+        &c,
+        Method::POST,
+        &gw.url("/orders"),
+        None,
+        Some(json!({ "sku": "sku_0001", "quantity": 11, "address": {} })),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
     let _ = std::fs::remove_dir_all(&dir);
 }
