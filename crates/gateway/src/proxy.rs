@@ -583,14 +583,29 @@ fn filter_response(
     let Some(schema) = doc.pointer(pointer) else {
         return Ok(bytes::Bytes::copy_from_slice(bytes));
     };
-    let pruned = crate::validate::prune(&mut value, schema, doc, 0, roles);
+    let pruned = crate::validate::prune(&mut value, schema, doc, 0, None);
     if pruned.undeclared > 0 {
         tracing::warn!(target: "portcullis::validate", request_id = &*ctx.id, removed = pruned.undeclared, "undeclared response properties");
         if mode == ResponseFields::Refuse {
             return Err(Rejection::UpstreamError(http::StatusCode::BAD_GATEWAY));
         }
     }
-    if pruned.undeclared + pruned.hidden > 0 {
+    // What is left must be what the contract says (API10): types, formats, enums, required
+    // properties. Checked before per-role hiding could remove a required property.
+    if let Some(validator) = ctx.runtime.validators.response(pointer)
+        && let Err(problem) = crate::validate::check(&validator, &value)
+    {
+        tracing::warn!(target: "portcullis::validate", request_id = &*ctx.id, problem = %problem, "upstream 2xx body does not match its declared schema; refused");
+        return Err(Rejection::UpstreamError(http::StatusCode::BAD_GATEWAY));
+    }
+    // Then the caller's view: declared properties their roles may not see.
+    let hidden = match roles {
+        Some(roles) if ctx.runtime.validators.views => {
+            crate::validate::prune(&mut value, schema, doc, 0, Some(roles)).hidden
+        }
+        _ => 0,
+    };
+    if pruned.undeclared + hidden > 0 {
         return serde_json::to_vec(&value)
             .map(bytes::Bytes::from)
             .map_err(|_| Rejection::Internal);

@@ -20,6 +20,11 @@ pub struct Validators {
     bounds: DefaultBounds,
     slots: Vec<OnceLock<Option<Arc<jsonschema::Validator>>>>,
     params: Vec<OnceLock<Option<Arc<ParamValidator>>>>,
+    /// Whether any property schema carries `x-portcullis-roles` (per-role views exist).
+    pub views: bool,
+    /// Response validators by schema pointer (a route has one per declared status).
+    responses:
+        std::sync::Mutex<std::collections::HashMap<String, Option<Arc<jsonschema::Validator>>>>,
 }
 
 /// The parameters of one operation: how to turn each raw value into JSON, and one validator
@@ -238,11 +243,44 @@ fn close_in(v: &mut Value, at: &str, members: &std::collections::HashSet<String>
 impl Validators {
     pub fn new(doc: Option<Arc<Value>>, routes: usize, bounds: DefaultBounds) -> Self {
         Self {
+            views: doc.as_deref().is_some_and(property_roles),
             doc,
             bounds,
             slots: (0..routes).map(|_| OnceLock::new()).collect(),
             params: (0..routes).map(|_| OnceLock::new()).collect(),
+            responses: Default::default(),
         }
+    }
+
+    /// The validator of a response schema (by pointer), compiled on first use: the declared
+    /// types, formats, enums and required properties as written (undeclared properties are
+    /// the allowlist's job, and no default bounds apply to what the upstream sends).
+    pub fn response(&self, pointer: &str) -> Option<Arc<jsonschema::Validator>> {
+        let mut cache = self.responses.lock().ok()?;
+        if let Some(v) = cache.get(pointer) {
+            return v.clone();
+        }
+        let compiled = (|| {
+            let doc = self.doc.as_ref()?;
+            let root = json!({
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "$ref": "#/$defs/response",
+                "$defs": { "response": doc.pointer(pointer)?.clone() },
+                "components": doc.get("components").cloned().unwrap_or(Value::Null),
+            });
+            match jsonschema::options()
+                .with_pattern_options(jsonschema::PatternOptions::regex())
+                .build(&root)
+            {
+                Ok(v) => Some(Arc::new(v)),
+                Err(e) => {
+                    tracing::error!(target: "portcullis::validate", pointer, error = %e, "response schema not compiled");
+                    None
+                }
+            }
+        })();
+        cache.insert(pointer.to_owned(), compiled.clone());
+        compiled
     }
 
     /// The validator of a route's parameters, compiled on first use (`None` without any).
@@ -354,6 +392,28 @@ impl Validators {
         })
         .clone()
     }
+}
+
+/// Whether some `properties` entry in `v` carries `x-portcullis-roles`.
+fn property_roles(v: &Value) -> bool {
+    let mut stack = vec![v];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Object(map) => {
+                if let Some(Value::Object(props)) = map.get("properties")
+                    && props
+                        .values()
+                        .any(|p| p.get("x-portcullis-roles").is_some())
+                {
+                    return true;
+                }
+                stack.extend(map.values());
+            }
+            Value::Array(items) => stack.extend(items),
+            _ => {}
+        }
+    }
+    false
 }
 
 /// Whether `{name}` is a whole segment of the template.

@@ -614,3 +614,67 @@ async fn references_to_sibling_files_are_bundled_and_remote_ones_refused() {
     assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn responses_that_break_their_schema_are_refused() {
+    // An upstream whose answers drift from the contract (API10): a number where a string is
+    // declared, a required property missing, a value outside its enum.
+    let app = axum::Router::new().route(
+        "/items/{id}",
+        axum::routing::get(
+            |axum::extract::Path(id): axum::extract::Path<String>| async move {
+                axum::Json(match id.as_str() {
+                    "good" => json!({ "id": "good", "state": "open", "extra": "dropped" }),
+                    "number" => json!({ "id": 5, "state": "open" }),
+                    "missing" => json!({ "state": "open" }),
+                    _ => json!({ "id": "x", "state": "<script>" }),
+                })
+            },
+        ),
+    );
+    let up = serve_router(app).await;
+    let dir = std::env::temp_dir().join(format!("portcullis-drift-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("items.yaml"),
+        "openapi: 3.1.0\ninfo: { title: items, version: \"1\" }\npaths:\n  /items/{id}:\n    get:\n      parameters: [{ name: id, in: path, required: true, schema: { type: string } }]\n      responses:\n        '200':\n          description: ok\n          content:\n            application/json:\n              schema:\n                type: object\n                required: [id, state]\n                properties:\n                  id: { type: string }\n                  state: { type: string, enum: [open, closed] }\n",
+    )
+    .unwrap();
+    let gw = Gw::start(&format!(
+        "listen: 127.0.0.1:0\nupstream: http://{up}\nopenapi: {}\nstate: {{ backend: memory }}\n",
+        dir.join("items.yaml").display()
+    ))
+    .await;
+    let c = client();
+    let good = send(&c, Method::GET, &gw.url("/items/good"), None, None).await;
+    assert_eq!(good.status, StatusCode::OK);
+    assert_eq!(good.json(), json!({ "id": "good", "state": "open" }));
+    for bad in ["number", "missing", "enum"] {
+        let direct = send(
+            &c,
+            Method::GET,
+            &format!("http://{up}/items/{bad}"),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(direct.status, StatusCode::OK);
+        let r = send(
+            &c,
+            Method::GET,
+            &gw.url(&format!("/items/{bad}")),
+            None,
+            None,
+        )
+        .await;
+        assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{bad}: {}", r.text);
+        assert!(
+            r.text.contains("request_id")
+                && !r.text.contains("script")
+                && !r.text.contains("\"id\""),
+            "{bad}: {}",
+            r.text
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

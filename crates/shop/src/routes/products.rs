@@ -44,16 +44,20 @@ impl ProductRow {
     }
 
     fn view(&self, exposed: bool) -> serde_json::Value {
-        if exposed {
-            return serde_json::to_value(self).unwrap_or_default();
-        }
-        json!({
+        let mut v = json!({
             "id": self.id,
             "name": self.name,
             "description": self.description,
             "price_cents": self.price_cents,
             "in_stock": self.stock > 0,
-        })
+        });
+        // The weakness: the whole row goes out, internal columns included.
+        if exposed && let Some(m) = v.as_object_mut() {
+            m.insert("stock".into(), self.stock.into());
+            m.insert("cost_cents".into(), self.cost_cents.into());
+            m.insert("supplier".into(), self.supplier.clone().into());
+        }
+        v
     }
 }
 
