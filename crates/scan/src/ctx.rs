@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use percent_encode::encode;
+pub(crate) use percent_encode::encode;
 use reqwest::Method;
 use serde_json::Value;
 

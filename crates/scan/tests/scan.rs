@@ -186,6 +186,32 @@ async fn sql_injection_in_a_json_field_and_a_parameter() {
     );
 }
 
+/// NoSQL operators are found where the shop takes them: the login password, the search
+/// parameter and the promo code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nosql_operators_in_login_parameters_and_fields() {
+    let shop = Shop::with(&[Vuln::Nosqli]).await;
+    let report = scan(&shop).await;
+    let ops: std::collections::BTreeSet<_> = report
+        .findings
+        .iter()
+        .filter(|f| f.rule == "nosql-injection")
+        .map(|f| f.operation.as_str())
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            "GET /v2/products/search",
+            "POST /v2/auth/login",
+            "POST /v2/promo/redeem"
+        ]
+        .into_iter()
+        .collect(),
+        "{:?}",
+        rules_of(&report)
+    );
+}
+
 /// The secure default signing RS256 and publishing its key set: the key confusion and `kid`
 /// probes run (the key set is found) and find nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

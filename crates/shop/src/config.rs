@@ -123,7 +123,7 @@ impl Vuln {
                 "API8/API10: product search and promo redemption build SQL by string concatenation"
             }
             Vuln::Nosqli => {
-                "API2/API8: the login filter honours query operators ({\"$ne\": null} as a password)"
+                "API2/API8: login, search and promo codes honour query operators ({\"$ne\": null})"
             }
             Vuln::Cmdi => "API8: a changed display name is passed to a shell command",
         }

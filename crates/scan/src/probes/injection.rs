@@ -3,7 +3,9 @@
 //!   a doubled quote does not) and boolean differential (a tautology and a contradiction give
 //!   different answers while two contradictions agree);
 //! - SQL in JSON string fields of writes, error-based (no tautologies on writes);
-//! - NoSQL operator injection in the login body (`{"$ne": ...}` as a password);
+//! - NoSQL operator injection: in the login body (`{"$ne": ...}` as a password), in query
+//!   parameters (`q[$ne]=...`) and JSON fields, each against the same request with a value that
+//!   matches nothing;
 //! - OS commands and SQL by time: `sleep` / `SLEEP()` / `pg_sleep()` / `WAITFOR` payloads in
 //!   parameters and JSON fields, a delay counted only when it follows the requested duration
 //!   (2 s delayed, 0 s not, 3 s delayed again). Bounded: a few points, one hit per point.
@@ -182,6 +184,20 @@ pub(crate) async fn run(ctx: &Ctx) {
         }
     }
     nosql_login(ctx).await;
+    for point in params
+        .iter()
+        .filter(|p| {
+            p.op.params
+                .iter()
+                .any(|x| x.name == p.name && x.at == In::Query)
+        })
+        .chain(&fields)
+        .take(MAX_FIELDS)
+    {
+        if let Some(f) = nosql_operator(ctx, point, who).await {
+            ctx.report(f);
+        }
+    }
     for point in params.iter().chain(&fields).take(MAX_TIMED) {
         if let Some(f) = timed(ctx, point, who).await {
             ctx.report(f);
@@ -299,6 +315,64 @@ async fn nosql_login(ctx: &Ctx) {
             return;
         }
     }
+}
+
+/// A value that matches nothing, then the operator `$ne` on it: a store that takes the
+/// operator returns data (or succeeds) where the plain value did not.
+async fn nosql_operator(ctx: &Ctx, point: &Point<'_>, who: Option<usize>) -> Option<Finding> {
+    let nothing = format!("portcullis-none-{}", super::tag());
+    let (_, plain) = point.send(ctx, who, nothing.clone()).await?;
+    let op = point.op;
+    let (req, resp) = match &point.body {
+        Some(body) => {
+            let mut body = body.clone();
+            body[point.name.as_str()] = json!({ "$ne": nothing });
+            let mut req = ctx.request(op, who);
+            req.body = None;
+            let req = req.json(body);
+            match (op.secured, who) {
+                (true, Some(w)) => ctx.send_as(req, w).await?,
+                _ => {
+                    let r = ctx.send(&req).await?;
+                    (req, r)
+                }
+            }
+        }
+        None => {
+            // `name=<mark>` becomes `name[$ne]=<nothing>`.
+            const MARK: &str = "portcullis-operator-mark";
+            let path = ctx.target(op, who, &[(point.name.as_str(), MARK.to_owned())]);
+            let from = format!("{}={MARK}", crate::ctx::encode(&point.name));
+            let to = format!(
+                "{}%5B%24ne%5D={}",
+                crate::ctx::encode(&point.name),
+                crate::ctx::encode(&nothing)
+            );
+            let req = Req::new(op.method.clone(), path.replace(&from, &to));
+            match (op.secured, who) {
+                (true, Some(w)) => ctx.send_as(req, w).await?,
+                _ => {
+                    let r = ctx.send(&req).await?;
+                    (req, r)
+                }
+            }
+        }
+    };
+    let more = |r: &Resp| {
+        r.json()
+            .map(|v| crate::ctx::list_items(&v).len())
+            .unwrap_or_default()
+    };
+    let hit = resp.ok() && (!plain.ok() || more(&resp) > more(&plain));
+    hit.then(|| {
+        Finding::new(rules::NOSQLI, Severity::High, &op.key(), &point.name)
+            .detail(format!(
+                "{}: a value that matches nothing is answered {} ({} items), the operator `$ne` on it {} ({} items): the value is used as a query filter.",
+                point.label(), plain.status, more(&plain), resp.status, more(&resp)
+            ))
+            .evidence(ctx.http.exchange(&req, Some(&resp)))
+            .reproduce(ctx.http.curl(&req))
+    })
 }
 
 /// Payloads that stall the server for `{n}` seconds when executed: shell, then SQL dialects.

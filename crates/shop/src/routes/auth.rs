@@ -19,7 +19,7 @@ use crate::config::Vuln;
 use crate::db::{new_id, now};
 use crate::error::{ApiError, ApiResult};
 use crate::extract::{Json, RawJson, parse_json};
-use crate::routes::plain_text;
+use crate::routes::{matches_filter, plain_text};
 use crate::state::{AppState, Limits};
 
 #[derive(Debug, Deserialize)]
@@ -252,34 +252,6 @@ async fn operator_login(
         }
     }
     Err(ApiError::unauthorized().with_detail("invalid email or password"))
-}
-
-/// A value or an operator object, matched against a stored string.
-fn matches_filter(filter: &serde_json::Value, stored: &str) -> bool {
-    use serde_json::Value;
-    let Value::Object(ops) = filter else {
-        return filter.as_str() == Some(stored);
-    };
-    !ops.is_empty()
-        && ops.iter().all(|(op, v)| {
-            let text = v.as_str();
-            match op.as_str() {
-                "$eq" => text == Some(stored),
-                "$ne" => text != Some(stored),
-                "$gt" => text.is_some_and(|t| stored > t),
-                "$gte" => text.is_some_and(|t| stored >= t),
-                "$lt" => text.is_some_and(|t| stored < t),
-                "$lte" => text.is_some_and(|t| stored <= t),
-                "$exists" => v.as_bool() == Some(true),
-                "$in" => v
-                    .as_array()
-                    .is_some_and(|a| a.iter().any(|x| x.as_str() == Some(stored))),
-                "$nin" => v
-                    .as_array()
-                    .is_some_and(|a| !a.iter().any(|x| x.as_str() == Some(stored))),
-                _ => false,
-            }
-        })
 }
 
 /// Seconds left on an account's lockout, if it is locked.

@@ -146,8 +146,16 @@ pub struct Search {
 
 pub async fn search(
     State(state): State<AppState>,
-    Query(Search { q }): Query<Search>,
-) -> ApiResult<impl IntoResponse> {
+    uri: axum::http::Uri,
+) -> ApiResult<axum::response::Response> {
+    if state.config.vulns.has(Vuln::Nosqli)
+        && let Some(filter) = operator_query(&uri)
+    {
+        return operator_search(&state, filter).await;
+    }
+    let Search { q } = axum::extract::Query::<Search>::try_from_uri(&uri)
+        .map_err(ApiError::from)?
+        .0;
     let n = q.chars().count();
     if !(1..=100).contains(&n) {
         return Err(ApiError::bad_request("`q` must have 1 to 100 characters"));
@@ -177,5 +185,41 @@ pub async fn search(
         })
         .await?;
     let items: Vec<_> = items.iter().map(|p| p.view(exposed)).collect();
-    Ok(Json(json!({ "items": items })))
+    Ok(Json(json!({ "items": items })).into_response())
+}
+
+/// `q[$ne]=x` style parameters, as a query filter (`{"$ne": "x"}`), when there are any.
+fn operator_query(uri: &axum::http::Uri) -> Option<serde_json::Value> {
+    let mut ops = serde_json::Map::new();
+    for (k, v) in url::form_urlencoded::parse(uri.query()?.as_bytes()) {
+        if let Some(op) = k.strip_prefix("q[").and_then(|r| r.strip_suffix(']')) {
+            ops.insert(op.to_owned(), serde_json::Value::String(v.into_owned()));
+        }
+    }
+    (!ops.is_empty()).then_some(serde_json::Value::Object(ops))
+}
+
+/// The `nosqli` weakness: the search parameters are handed to a document-store style query,
+/// so `q[$ne]=nothing` matches every published product.
+async fn operator_search(
+    state: &AppState,
+    filter: serde_json::Value,
+) -> ApiResult<axum::response::Response> {
+    let exposed = state.config.vulns.has(Vuln::DataExposure);
+    let rows = state
+        .db
+        .call(|c| {
+            let sql = format!("SELECT {COLUMNS} FROM products WHERE published = 1 ORDER BY id");
+            let mut stmt = c.prepare(&sql).map_err(|e| ApiError::db(&sql, &e))?;
+            stmt.query_map([], ProductRow::from_row)
+                .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                .map_err(|e| ApiError::db(&sql, &e))
+        })
+        .await?;
+    let items: Vec<_> = rows
+        .iter()
+        .filter(|p| crate::routes::matches_filter(&filter, &p.name))
+        .map(|p| p.view(exposed))
+        .collect();
+    Ok(Json(json!({ "items": items })).into_response())
 }

@@ -1,6 +1,7 @@
 //! Promo codes: a sensitive business flow (API6). Each code credits the balance; the secure
 //! default lets a user redeem a code once and a few codes a day. `business-flow` removes both;
-//! `sqli` builds the code lookup by string concatenation.
+//! `sqli` builds the code lookup by string concatenation; `nosqli` takes a query operator
+//! (`{"$ne": null}`) for a code.
 
 use axum::extract::State;
 use axum::response::IntoResponse;
@@ -12,7 +13,7 @@ use crate::auth::AuthUser;
 use crate::config::Vuln;
 use crate::db::now;
 use crate::error::{ApiError, ApiResult};
-use crate::extract::Json;
+use crate::extract::{Json, RawJson, parse_json};
 use crate::state::AppState;
 
 #[derive(Debug, Deserialize)]
@@ -31,8 +32,33 @@ enum Outcome {
 pub async fn redeem(
     State(state): State<AppState>,
     user: AuthUser,
-    Json(Redeem { code }): Json<Redeem>,
+    RawJson(body): RawJson,
 ) -> ApiResult<impl IntoResponse> {
+    let code = match serde_json::from_slice::<serde_json::Value>(&body) {
+        // The `nosqli` weakness: an operator object picks whichever code it matches.
+        Ok(serde_json::Value::Object(m))
+            if state.config.vulns.has(Vuln::Nosqli)
+                && m.len() == 1
+                && m.get("code").is_some_and(serde_json::Value::is_object) =>
+        {
+            let filter = m.get("code").cloned().unwrap_or_default();
+            let codes: Vec<String> = state
+                .db
+                .call(|c| {
+                    const SQL: &str = "SELECT code FROM promo_codes ORDER BY code";
+                    let mut stmt = c.prepare(SQL).map_err(|e| ApiError::db(SQL, &e))?;
+                    stmt.query_map([], |r| r.get(0))
+                        .and_then(Iterator::collect::<Result<Vec<_>, _>>)
+                        .map_err(|e| ApiError::db(SQL, &e))
+                })
+                .await?;
+            codes
+                .into_iter()
+                .find(|c| crate::routes::matches_filter(&filter, c))
+                .ok_or_else(|| ApiError::unprocessable("`code` is not a valid promo code"))?
+        }
+        _ => parse_json::<Redeem>(&body)?.code,
+    };
     if code.is_empty() || code.len() > 20 {
         return Err(ApiError::unprocessable(
             "`code` must have 1 to 20 characters",
