@@ -336,6 +336,7 @@ impl Validators {
                 kinds.push((name, p.location, kind));
             }
             bound(&mut groups, &self.bounds);
+            no_markup(&mut groups);
             let root = json!({
                 "$schema": "https://json-schema.org/draft/2020-12/schema",
                 "type": "object",
@@ -344,6 +345,7 @@ impl Validators {
             });
             match jsonschema::options()
                 .with_pattern_options(jsonschema::PatternOptions::regex())
+                .should_validate_formats(true)
                 .build(&root)
             {
                 Ok(v) => Some(Arc::new(ParamValidator {
@@ -381,7 +383,12 @@ impl Validators {
                 close_objects(&mut root);
             }
             bound(&mut root, &self.bounds);
-            match jsonschema::options().with_pattern_options(jsonschema::PatternOptions::regex()).build(&root) {
+            no_markup(&mut root);
+            match jsonschema::options()
+                .with_pattern_options(jsonschema::PatternOptions::regex())
+                .should_validate_formats(true)
+                .build(&root)
+            {
                 Ok(v) => Some(Arc::new(v)),
                 Err(e) => {
                     // A schema the validator cannot compile is not enforced; the log says so.
@@ -391,6 +398,30 @@ impl Validators {
             }
         })
         .clone()
+    }
+}
+
+/// What `x-portcullis-no-markup: true` forbids in a string: `<`, `>` or `javascript:`.
+const MARKUP: &str = "(?i)[<>]|javascript:";
+
+/// Strings marked `x-portcullis-no-markup: true` must not carry markup (defense in depth
+/// against stored XSS; the service still has to encode its output).
+fn no_markup(v: &mut Value) {
+    match v {
+        Value::Object(map) => {
+            if map.get("x-portcullis-no-markup") == Some(&Value::Bool(true)) {
+                let rule = json!({ "not": { "pattern": MARKUP } });
+                match map.get_mut("allOf") {
+                    Some(Value::Array(all)) => all.push(rule),
+                    _ => {
+                        map.insert("allOf".into(), Value::Array(vec![rule]));
+                    }
+                }
+            }
+            map.values_mut().for_each(no_markup);
+        }
+        Value::Array(items) => items.iter_mut().for_each(no_markup),
+        _ => {}
     }
 }
 
@@ -530,6 +561,11 @@ fn strip_read_only(v: &mut Value, root: &Value) {
 }
 
 /// The first violation, as `` `/field`: rule `` — never the value.
+/// The same test as [`MARKUP`], for naming the refusal.
+fn has_markup(s: &str) -> bool {
+    s.contains(['<', '>']) || s.to_ascii_lowercase().contains("javascript:")
+}
+
 pub fn check(validator: &jsonschema::Validator, body: &Value) -> Result<(), String> {
     let Some(err) = validator.iter_errors(body).next() else {
         return Ok(());
@@ -547,6 +583,11 @@ pub fn check(validator: &jsonschema::Validator, body: &Value) -> Result<(), Stri
                 .map(|n| format!("`{}`", n.chars().take(64).collect::<String>()))
                 .collect();
             format!("`{path}`: unknown field {}", names.join(", "))
+        }
+        jsonschema::error::ValidationErrorKind::Not { .. }
+            if err.instance().as_str().is_some_and(has_markup) =>
+        {
+            format!("`{path}`: markup (`<`, `>` or `javascript:`) is not allowed")
         }
         kind => format!("`{path}`: breaks `{}`", kind.keyword()),
     })

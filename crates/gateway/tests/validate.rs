@@ -678,3 +678,77 @@ async fn responses_that_break_their_schema_are_refused() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn formats_and_no_markup_fields_are_enforced_at_the_boundary() {
+    let app = axum::Router::new().route(
+        "/notes",
+        axum::routing::post(|| async { (axum::http::StatusCode::CREATED, "{}") }),
+    );
+    let up = serve_router(app).await;
+    let dir = std::env::temp_dir().join(format!("portcullis-formats-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("notes.yaml"),
+        "openapi: 3.1.0\ninfo: { title: notes, version: \"1\" }\npaths:\n  /notes:\n    post:\n      parameters: [{ name: since, in: query, schema: { type: string, format: date } }]\n      requestBody:\n        content:\n          application/json:\n            schema:\n              type: object\n              properties:\n                email: { type: string, format: email, maxLength: 100 }\n                ref: { type: string, format: uuid }\n                text: { type: string, maxLength: 100, x-portcullis-no-markup: true }\n      responses: { '201': { description: ok } }\n",
+    )
+    .unwrap();
+    let gw = Gw::start(&format!(
+        "listen: 127.0.0.1:0\nupstream: http://{up}\nopenapi: {}\nstate: {{ backend: memory }}\n",
+        dir.join("notes.yaml").display()
+    ))
+    .await;
+    let c = client();
+    let post = |path: &str, body: serde_json::Value| {
+        let (c, url) = (c.clone(), gw.url(path));
+        async move { send(&c, Method::POST, &url, None, Some(body)).await }
+    };
+    let ok = post(
+        "/notes?since=2026-11-29",
+        json!({ "email": "a@example.com", "ref": "7d8c1a52-3f0e-4c55-9a5e-2b6a1e0f9c11", "text": "Tea at 5, don't be late" }),
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::CREATED, "{}", ok.text);
+    for (path, body, status, detail) in [
+        (
+            "/notes",
+            json!({ "email": "not an address" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "`/email`: breaks `format`",
+        ),
+        (
+            "/notes",
+            json!({ "ref": "12345" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "`/ref`: breaks `format`",
+        ),
+        (
+            "/notes",
+            json!({ "text": "<img src=x onerror=alert(1)>" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "`/text`: markup",
+        ),
+        (
+            "/notes",
+            json!({ "text": "JavaScript:alert(1)" }),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "`/text`: markup",
+        ),
+        (
+            "/notes?since=yesterday",
+            json!({}),
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "`/query/since`: breaks `format`",
+        ),
+    ] {
+        let r = post(path, body.clone()).await;
+        assert_eq!(r.status, status, "{body}: {}", r.text);
+        assert!(r.text.contains(detail), "{body}: {}", r.text);
+        assert!(
+            !r.text.contains("alert") && !r.text.contains("yesterday"),
+            "the value is never echoed: {}",
+            r.text
+        );
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
