@@ -8,7 +8,6 @@ use std::time::Duration;
 
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
-use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use portcullis_policy::{Limits, Tls};
 use tokio::net::{TcpListener, TcpStream};
@@ -60,15 +59,18 @@ pub fn tls_acceptor(tls: &Tls) -> Result<tokio_rustls::TlsAcceptor, StartError> 
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
-fn builder(limits: &Limits) -> auto::Builder<TokioExecutor> {
-    let mut b = auto::Builder::new(TokioExecutor::new());
-    b.http1()
-        .timer(TokioTimer::new())
+fn http1_builder(limits: &Limits) -> hyper::server::conn::http1::Builder {
+    let mut b = hyper::server::conn::http1::Builder::new();
+    b.timer(TokioTimer::new())
         .header_read_timeout(limits.header_read_timeout)
         .max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(true);
-    b.http2()
-        .timer(TokioTimer::new())
+    b
+}
+
+fn http2_builder(limits: &Limits) -> hyper::server::conn::http2::Builder<TokioExecutor> {
+    let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+    b.timer(TokioTimer::new())
         .max_concurrent_streams(limits.max_concurrent_streams)
         .max_header_list_size(u32::try_from(limits.max_header_bytes).unwrap_or(u32::MAX))
         .keep_alive_interval(Some(limits.idle_timeout))
@@ -131,31 +133,39 @@ pub async fn serve(
         let _ = stream.set_nodelay(true);
         let limits = shared.current.runtime.load().policy.limits.clone();
         let shared = shared.clone();
-        let tls = tls.clone();
         let watcher = graceful.watcher();
-        tokio::spawn(async move {
-            let _permit = permit;
-            match tls {
-                None => serve_conn(stream, peer, false, &limits, shared, watcher).await,
-                Some(acceptor) => {
+        // One task shape per transport: a plain connection's task does not carry room for a
+        // TLS session it will never have.
+        match tls.clone() {
+            None => {
+                tokio::spawn(async move {
+                    let _permit = permit;
+                    serve_plain(stream, peer, &limits, shared, watcher).await;
+                });
+            }
+            Some(acceptor) => {
+                tokio::spawn(async move {
+                    let _permit = permit;
                     let Ok(Ok(tls_stream)) =
                         tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
                             .await
                     else {
                         return;
                     };
+                    let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
                     serve_io(
                         TokioIo::new(tls_stream),
                         peer,
                         true,
+                        h2,
                         &limits,
                         shared,
                         watcher,
                     )
                     .await;
-                }
+                });
             }
-        });
+        }
     }
     drop(listener);
     tokio::select! {
@@ -166,21 +176,60 @@ pub async fn serve(
     }
 }
 
-async fn serve_conn(
+/// The HTTP/2 connection preface (RFC 9113, section 3.4).
+const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Whether a cleartext client opens with the HTTP/2 preface (prior knowledge), from the bytes
+/// waiting on the socket, without taking them; `None` if it closes or says nothing in time.
+async fn opens_with_h2_preface(stream: &TcpStream, within: Duration) -> Option<bool> {
+    let mut buf = [0u8; 24];
+    tokio::time::timeout(within, async {
+        loop {
+            let n = stream.peek(&mut buf).await.ok()?;
+            if n == 0 {
+                return None;
+            }
+            if buf[..n] != PREFACE[..n] {
+                return Some(false);
+            }
+            if n == PREFACE.len() {
+                return Some(true);
+            }
+            // Part of the preface so far: wait for the rest.
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    })
+    .await
+    .ok()?
+}
+
+async fn serve_plain(
     stream: TcpStream,
     peer: SocketAddr,
-    tls: bool,
     limits: &Limits,
     shared: Arc<Shared>,
     watcher: hyper_util::server::graceful::Watcher,
 ) {
-    serve_io(TokioIo::new(stream), peer, tls, limits, shared, watcher).await;
+    let Some(h2) = opens_with_h2_preface(&stream, limits.header_read_timeout).await else {
+        return;
+    };
+    serve_io(
+        TokioIo::new(stream),
+        peer,
+        false,
+        h2,
+        limits,
+        shared,
+        watcher,
+    )
+    .await;
 }
 
 async fn serve_io<I>(
     io: TokioIo<I>,
     peer: SocketAddr,
     tls: bool,
+    h2: bool,
     limits: &Limits,
     shared: Arc<Shared>,
     watcher: hyper_util::server::graceful::Watcher,
@@ -191,9 +240,17 @@ async fn serve_io<I>(
     // to the last, busy or idle; boxed, that room is one pointer instead of the whole pipeline's
     // state (several KiB), paid per request instead of per connection.
     let svc = service_fn(move |req| Box::pin(handle(shared.clone(), peer, tls, req)));
-    let b = builder(limits);
-    let conn = b.serve_connection(io, svc);
-    if let Err(e) = watcher.watch(conn.into_owned()).await {
+    // HTTP/1 and HTTP/2 connections are served by their own builders (not hyper-util's
+    // auto-detecting one), so an HTTP/1 connection does not hold room for HTTP/2 state.
+    let ended = if h2 {
+        // Boxed: the task's size is then the HTTP/1 connection's.
+        Box::pin(watcher.watch(http2_builder(limits).serve_connection(io, svc))).await
+    } else {
+        watcher
+            .watch(http1_builder(limits).serve_connection(io, svc))
+            .await
+    };
+    if let Err(e) = ended {
         tracing::debug!(target: "portcullis::accept", %peer, error = %e, "connection ended with an error");
     }
 }
