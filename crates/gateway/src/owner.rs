@@ -62,7 +62,8 @@ mod tests {
                 .enumerate()
                 .map(|(i, o)| {
                     let mut m = serde_json::Map::new();
-                    m.insert("i".into(), json!(i));
+                    // A key the field names cannot be (they have no digits).
+                    m.insert("n0".into(), json!(i));
                     if let Some(o) = o {
                         m.insert(field.clone(), o.clone());
                     }
