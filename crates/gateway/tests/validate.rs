@@ -15,6 +15,35 @@ async fn gateway(shop: &Shop) -> Gw {
     Gw::verifying_shop_tokens(shop, "", "").await
 }
 
+/// A gateway with the description `spec` (YAML text, written to a folder of its own named
+/// after `name`) in front of `app` on loopback, with `extra` policy lines. Returns the gateway,
+/// the upstream's address and the folder.
+async fn described(
+    name: &str,
+    spec: &str,
+    app: axum::Router,
+    extra: &str,
+) -> (Gw, std::net::SocketAddr, std::path::PathBuf) {
+    let up = serve_router(app).await;
+    let dir = std::env::temp_dir().join(format!("portcullis-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("api.yaml"), spec).unwrap();
+    let gw = Gw::start(&format!(
+        "listen: 127.0.0.1:0\nupstream: http://{up}\nopenapi: {}\nstate: {{ backend: memory }}\n{extra}",
+        dir.join("api.yaml").display()
+    ))
+    .await;
+    (gw, up, dir)
+}
+
+/// An upstream that answers `POST path` with 201.
+fn accepting(path: &str) -> axum::Router {
+    axum::Router::new().route(
+        path,
+        axum::routing::post(|| async { (axum::http::StatusCode::CREATED, "{}") }),
+    )
+}
+
 #[tokio::test]
 async fn mass_assignment_is_refused_and_honest_bodies_pass() {
     let shop = Shop::with(&[Vuln::MassAssignment]).await;
@@ -451,22 +480,12 @@ async fn openapi_30_dialect_read_only_write_only_and_open_objects() {
 
 #[tokio::test]
 async fn fields_the_description_leaves_unbounded_get_the_default_bounds() {
-    let app = axum::Router::new().route(
-        "/notes",
-        axum::routing::post(|| async { (axum::http::StatusCode::CREATED, "{}") }),
-    );
-    let up = serve_router(app).await;
-    let dir = std::env::temp_dir().join(format!("portcullis-bounds-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("notes.yaml"),
+    let (gw, _, dir) = described(
+        "bounds",
         "openapi: 3.1.0\ninfo: { title: notes, version: \"1\" }\npaths:\n  /notes:\n    post:\n      requestBody:\n        content:\n          application/json:\n            schema:\n              type: object\n              properties:\n                text: { type: string }\n                tags: { type: array, items: { type: string, maxLength: 5 } }\n                count: { type: integer }\n                meta: { type: object, x-portcullis-open: true }\n      responses: { '201': { description: ok } }\n",
+        accepting("/notes"),
+        "validation:\n  defaults: { max_string_length: 10, max_array_items: 2, max_integer: 100, max_depth: 3 }\n",
     )
-    .unwrap();
-    let gw = Gw::start(&format!(
-        "listen: 127.0.0.1:0\nupstream: http://{up}\nopenapi: {}\nstate: {{ backend: memory }}\nvalidation:\n  defaults: {{ max_string_length: 10, max_array_items: 2, max_integer: 100, max_depth: 3 }}\n",
-        dir.join("notes.yaml").display()
-    ))
     .await;
     let c = client();
     let post = |body: serde_json::Value| {
@@ -632,19 +651,7 @@ async fn responses_that_break_their_schema_are_refused() {
             },
         ),
     );
-    let up = serve_router(app).await;
-    let dir = std::env::temp_dir().join(format!("portcullis-drift-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("items.yaml"),
-        "openapi: 3.1.0\ninfo: { title: items, version: \"1\" }\npaths:\n  /items/{id}:\n    get:\n      parameters: [{ name: id, in: path, required: true, schema: { type: string } }]\n      responses:\n        '200':\n          description: ok\n          content:\n            application/json:\n              schema:\n                type: object\n                required: [id, state]\n                properties:\n                  id: { type: string }\n                  state: { type: string, enum: [open, closed] }\n",
-    )
-    .unwrap();
-    let gw = Gw::start(&format!(
-        "listen: 127.0.0.1:0\nupstream: http://{up}\nopenapi: {}\nstate: {{ backend: memory }}\n",
-        dir.join("items.yaml").display()
-    ))
-    .await;
+    let (gw, up, dir) = described("drift", "openapi: 3.1.0\ninfo: { title: items, version: \"1\" }\npaths:\n  /items/{id}:\n    get:\n      parameters: [{ name: id, in: path, required: true, schema: { type: string } }]\n      responses:\n        '200':\n          description: ok\n          content:\n            application/json:\n              schema:\n                type: object\n                required: [id, state]\n                properties:\n                  id: { type: string }\n                  state: { type: string, enum: [open, closed] }\n", app, "").await;
     let c = client();
     let good = send(&c, Method::GET, &gw.url("/items/good"), None, None).await;
     assert_eq!(good.status, StatusCode::OK);
@@ -681,23 +688,7 @@ async fn responses_that_break_their_schema_are_refused() {
 
 #[tokio::test]
 async fn formats_and_no_markup_fields_are_enforced_at_the_boundary() {
-    let app = axum::Router::new().route(
-        "/notes",
-        axum::routing::post(|| async { (axum::http::StatusCode::CREATED, "{}") }),
-    );
-    let up = serve_router(app).await;
-    let dir = std::env::temp_dir().join(format!("portcullis-formats-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(
-        dir.join("notes.yaml"),
-        "openapi: 3.1.0\ninfo: { title: notes, version: \"1\" }\npaths:\n  /notes:\n    post:\n      parameters: [{ name: since, in: query, schema: { type: string, format: date } }]\n      requestBody:\n        content:\n          application/json:\n            schema:\n              type: object\n              properties:\n                email: { type: string, format: email, maxLength: 100 }\n                ref: { type: string, format: uuid }\n                text: { type: string, maxLength: 100, x-portcullis-no-markup: true }\n      responses: { '201': { description: ok } }\n",
-    )
-    .unwrap();
-    let gw = Gw::start(&format!(
-        "listen: 127.0.0.1:0\nupstream: http://{up}\nopenapi: {}\nstate: {{ backend: memory }}\n",
-        dir.join("notes.yaml").display()
-    ))
-    .await;
+    let (gw, _, dir) = described("formats", "openapi: 3.1.0\ninfo: { title: notes, version: \"1\" }\npaths:\n  /notes:\n    post:\n      parameters: [{ name: since, in: query, schema: { type: string, format: date } }]\n      requestBody:\n        content:\n          application/json:\n            schema:\n              type: object\n              properties:\n                email: { type: string, format: email, maxLength: 100 }\n                ref: { type: string, format: uuid }\n                text: { type: string, maxLength: 100, x-portcullis-no-markup: true }\n      responses: { '201': { description: ok } }\n", accepting("/notes"), "").await;
     let c = client();
     let post = |path: &str, body: serde_json::Value| {
         let (c, url) = (c.clone(), gw.url(path));
