@@ -28,7 +28,6 @@ pub(crate) async fn run(port: u16, shop_port: u16) -> ExitCode {
     // verifies with the key set the shop publishes, pinned to RS256. (With the shop's
     // dictionary-word HMAC key, `jwt-weak-secret`, the gateway would refuse to start, as it
     // should: that weakness stays off.)
-    let secret = portcullis_shop::state::hex(&portcullis_shop::state::random_bytes(32));
     let policy_text = format!(
         "{policy_text}\nstate: {{ backend: memory }}\nauth:\n  jwt:\n    jwks: {{ url: http://127.0.0.1:{shop_port}/.well-known/jwks.json, algs: [RS256] }}\n    require: [exp, iat, sub, jti]\n    token_type: {{ claim: type, value: access }}\n  refresh: {{ route: POST /v2/auth/refresh, token_pointer: /refresh_token }}\n  login: {{ route: POST /v2/auth/login, account_pointer: /email }}\n  passwords:\n    - {{ route: POST /v2/auth/register, pointer: /password, account_pointer: /email }}\n"
     );
@@ -52,7 +51,6 @@ pub(crate) async fn run(port: u16, shop_port: u16) -> ExitCode {
     );
     let config = ShopConfig {
         vulns,
-        jwt_secret: Some(secret.into_bytes()),
         admin_password: format!("{admin_password}-password"),
         ..ShopConfig::default()
     };

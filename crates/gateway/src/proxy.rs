@@ -598,11 +598,10 @@ fn filter_response(
         tracing::warn!(target: "portcullis::validate", request_id = &*ctx.id, problem = %problem, "upstream 2xx body does not match its declared schema; refused");
         return Err(Rejection::UpstreamError(http::StatusCode::BAD_GATEWAY));
     }
-    // Then the caller's view: declared properties their roles may not see.
+    // Then the caller's view: declared properties their roles may not see (`roles` is only
+    // known when the description has per-role views).
     let hidden = match roles {
-        Some(roles) if ctx.runtime.validators.views => {
-            crate::validate::prune(&mut value, schema, doc, 0, Some(roles)).hidden
-        }
+        Some(roles) => crate::validate::prune(&mut value, schema, doc, 0, Some(roles)).hidden,
         _ => 0,
     };
     if pruned.undeclared + hidden > 0 {
@@ -748,12 +747,14 @@ async fn forward(
     };
     // Authorize.
     let mut owner_after = None;
-    // The caller's roles, for the per-role view of responses (`None`: every view).
+    // The caller's roles, for the per-role view of responses (`None`: every view, or no view
+    // in the description).
     let mut viewer: Option<Vec<String>> = None;
     if let (Some(authz), Some(id)) = (&policy.authz, *route) {
         let path_now = changed.as_deref().unwrap_or(parts.uri.path()).to_owned();
         owner_after = authorize(deps, ctx, authz, id, &parts, &path_now).await?;
-        if policy.undeclared_response_fields != ResponseFields::Pass {
+        if policy.undeclared_response_fields != ResponseFields::Pass && ctx.runtime.validators.views
+        {
             viewer = Some(
                 parts
                     .extensions

@@ -24,7 +24,7 @@ pub struct Validators {
     pub views: bool,
     /// Response validators by schema pointer (a route has one per declared status).
     responses:
-        std::sync::Mutex<std::collections::HashMap<String, Option<Arc<jsonschema::Validator>>>>,
+        std::sync::RwLock<std::collections::HashMap<String, Option<Arc<jsonschema::Validator>>>>,
 }
 
 /// The parameters of one operation: how to turn each raw value into JSON, and one validator
@@ -33,7 +33,7 @@ pub struct Validators {
 #[derive(Debug)]
 pub struct ParamValidator {
     params: Vec<(String, ParamIn, Kind)>,
-    validator: jsonschema::Validator,
+    validator: Arc<jsonschema::Validator>,
 }
 
 /// What a raw parameter value becomes.
@@ -256,30 +256,18 @@ impl Validators {
     /// types, formats, enums and required properties as written (undeclared properties are
     /// the allowlist's job, and no default bounds apply to what the upstream sends).
     pub fn response(&self, pointer: &str) -> Option<Arc<jsonschema::Validator>> {
-        let mut cache = self.responses.lock().ok()?;
-        if let Some(v) = cache.get(pointer) {
+        if let Some(v) = self.responses.read().ok()?.get(pointer) {
             return v.clone();
         }
-        let compiled = (|| {
-            let doc = self.doc.as_ref()?;
-            let root = json!({
-                "$schema": "https://json-schema.org/draft/2020-12/schema",
-                "$ref": "#/$defs/response",
-                "$defs": { "response": doc.pointer(pointer)?.clone() },
-                "components": doc.get("components").cloned().unwrap_or(Value::Null),
-            });
-            match jsonschema::options()
-                .with_pattern_options(jsonschema::PatternOptions::regex())
-                .build(&root)
-            {
-                Ok(v) => Some(Arc::new(v)),
-                Err(e) => {
-                    tracing::error!(target: "portcullis::validate", pointer, error = %e, "response schema not compiled");
-                    None
-                }
-            }
-        })();
-        cache.insert(pointer.to_owned(), compiled.clone());
+        let compiled = self
+            .doc
+            .as_deref()
+            .and_then(|doc| schema_root(doc, pointer))
+            .and_then(|root| compile(&root, false, pointer, "response schema"));
+        self.responses
+            .write()
+            .ok()?
+            .insert(pointer.to_owned(), compiled.clone());
         compiled
     }
 
@@ -306,7 +294,10 @@ impl Validators {
                 let schema = doc.pointer(&p.schema)?;
                 let resolved = resolve(schema, doc);
                 let kind = if resolved.get("type").and_then(Value::as_str) == Some("array") {
-                    Kind::Array(scalar_of(resolve(resolved.get("items").unwrap_or(&Value::Null), doc)))
+                    Kind::Array(scalar_of(resolve(
+                        resolved.get("items").unwrap_or(&Value::Null),
+                        doc,
+                    )))
                 } else {
                     match scalar_of(resolved) {
                         Scalar::Integer => Kind::Integer,
@@ -343,20 +334,11 @@ impl Validators {
                 "properties": groups,
                 "components": doc.get("components").cloned().unwrap_or(Value::Null),
             });
-            match jsonschema::options()
-                .with_pattern_options(jsonschema::PatternOptions::regex())
-                .should_validate_formats(true)
-                .build(&root)
-            {
-                Ok(v) => Some(Arc::new(ParamValidator {
-                    params: kinds,
-                    validator: v,
-                })),
-                Err(e) => {
-                    tracing::error!(target: "portcullis::validate", route, error = %e, "parameter schemas not compiled");
-                    None
-                }
-            }
+            let validator = compile(&root, true, &format!("route {route}"), "parameter schemas")?;
+            Some(Arc::new(ParamValidator {
+                params: kinds,
+                validator,
+            }))
         })
         .clone()
     }
@@ -366,12 +348,7 @@ impl Validators {
         let slot = self.slots.get(route)?;
         slot.get_or_init(|| {
             let doc = self.doc.as_ref()?;
-            let mut root = json!({
-                "$schema": "https://json-schema.org/draft/2020-12/schema",
-                "$ref": "#/$defs/request",
-                "$defs": { "request": doc.pointer(pointer)?.clone() },
-                "components": doc.get("components").cloned().unwrap_or(Value::Null),
-            });
+            let mut root = schema_root(doc, pointer)?;
             drop_read_only(&mut root);
             // `x-portcullis-open: true` on the operation opts its whole body out of closing.
             let op_open = pointer
@@ -384,20 +361,41 @@ impl Validators {
             }
             bound(&mut root, &self.bounds);
             no_markup(&mut root);
-            match jsonschema::options()
-                .with_pattern_options(jsonschema::PatternOptions::regex())
-                .should_validate_formats(true)
-                .build(&root)
-            {
-                Ok(v) => Some(Arc::new(v)),
-                Err(e) => {
-                    // A schema the validator cannot compile is not enforced; the log says so.
-                    tracing::error!(target: "portcullis::validate", pointer, error = %e, "request schema not compiled");
-                    None
-                }
-            }
+            compile(&root, true, pointer, "request schema")
         })
         .clone()
+    }
+}
+
+/// The schema at `pointer` as a document of its own (JSON Schema 2020-12), with the
+/// description's `components` along for its `$ref`s.
+fn schema_root(doc: &Value, pointer: &str) -> Option<Value> {
+    Some(json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$ref": "#/$defs/schema",
+        "$defs": { "schema": doc.pointer(pointer)?.clone() },
+        "components": doc.get("components").cloned().unwrap_or(Value::Null),
+    }))
+}
+
+/// Compiles a schema (patterns on a linear-time engine; `formats` enforced or not). A schema
+/// the validator cannot compile is not enforced, and the log says so.
+fn compile(
+    root: &Value,
+    formats: bool,
+    at: &str,
+    what: &str,
+) -> Option<Arc<jsonschema::Validator>> {
+    match jsonschema::options()
+        .with_pattern_options(jsonschema::PatternOptions::regex())
+        .should_validate_formats(formats)
+        .build(root)
+    {
+        Ok(v) => Some(Arc::new(v)),
+        Err(e) => {
+            tracing::error!(target: "portcullis::validate", at, error = %e, "{what} not compiled");
+            None
+        }
     }
 }
 

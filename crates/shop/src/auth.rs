@@ -119,10 +119,6 @@ impl Keys {
         })
     }
 
-    pub fn hmac(secret: &[u8]) -> Result<Self, jsonwebtoken::errors::Error> {
-        Self::new(secret, None, false, false)
-    }
-
     /// The RSA key, when the shop has one.
     pub fn rsa(&self) -> Option<&RsaKeys> {
         self.rsa.as_ref()

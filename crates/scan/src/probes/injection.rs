@@ -57,22 +57,22 @@ impl Point<'_> {
     async fn send(&self, ctx: &Ctx, who: Option<usize>, value: String) -> Option<(Req, Resp)> {
         let op = self.op;
         let req = match &self.body {
-            Some(body) => {
-                let mut body = body.clone();
-                body[self.name.as_str()] = Value::String(value);
-                let mut req = ctx.request(op, who);
-                req.body = None;
-                req.json(body)
-            }
+            Some(_) => self.with_field(ctx, who, Value::String(value))?,
             None => Req::new(
                 op.method.clone(),
                 ctx.target(op, who, &[(self.name.as_str(), value)]),
             ),
         };
-        match (op.secured, who) {
-            (true, Some(w)) => ctx.send_as(req, w).await,
-            _ => ctx.send(&req).await.map(|r| (req, r)),
-        }
+        send_for(ctx, op, who, req).await
+    }
+
+    /// The operation's request with the JSON field set to `value` (`None` for a parameter).
+    fn with_field(&self, ctx: &Ctx, who: Option<usize>, value: Value) -> Option<Req> {
+        let mut body = self.body.clone()?;
+        body[self.name.as_str()] = value;
+        let mut req = ctx.request(self.op, who);
+        req.body = None;
+        Some(req.json(body))
     }
 
     /// Sends and times it.
@@ -85,6 +85,14 @@ impl Point<'_> {
         let t = Instant::now();
         let (req, resp) = self.send(ctx, who, value).await?;
         Some((req, resp, t.elapsed()))
+    }
+}
+
+/// Sends as `who` when the operation is secured, else anonymously.
+async fn send_for(ctx: &Ctx, op: &Op, who: Option<usize>, req: Req) -> Option<(Req, Resp)> {
+    match (op.secured, who) {
+        (true, Some(w)) => ctx.send_as(req, w).await,
+        _ => ctx.send(&req).await.map(|r| (req, r)),
     }
 }
 
@@ -324,19 +332,9 @@ async fn nosql_operator(ctx: &Ctx, point: &Point<'_>, who: Option<usize>) -> Opt
     let (_, plain) = point.send(ctx, who, nothing.clone()).await?;
     let op = point.op;
     let (req, resp) = match &point.body {
-        Some(body) => {
-            let mut body = body.clone();
-            body[point.name.as_str()] = json!({ "$ne": nothing });
-            let mut req = ctx.request(op, who);
-            req.body = None;
-            let req = req.json(body);
-            match (op.secured, who) {
-                (true, Some(w)) => ctx.send_as(req, w).await?,
-                _ => {
-                    let r = ctx.send(&req).await?;
-                    (req, r)
-                }
-            }
+        Some(_) => {
+            let req = point.with_field(ctx, who, json!({ "$ne": nothing }))?;
+            send_for(ctx, op, who, req).await?
         }
         None => {
             // `name=<mark>` becomes `name[$ne]=<nothing>`.
@@ -349,13 +347,7 @@ async fn nosql_operator(ctx: &Ctx, point: &Point<'_>, who: Option<usize>) -> Opt
                 crate::ctx::encode(&nothing)
             );
             let req = Req::new(op.method.clone(), path.replace(&from, &to));
-            match (op.secured, who) {
-                (true, Some(w)) => ctx.send_as(req, w).await?,
-                _ => {
-                    let r = ctx.send(&req).await?;
-                    (req, r)
-                }
-            }
+            send_for(ctx, op, who, req).await?
         }
     };
     let more = |r: &Resp| {
