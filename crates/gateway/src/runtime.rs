@@ -13,6 +13,8 @@ use crate::metrics::{Metrics, RouteMetrics};
 #[derive(Debug)]
 pub struct Runtime {
     pub policy: Policy,
+    /// The policy's limits, shared with every connection accepted under this policy.
+    pub limits: Arc<portcullis_policy::Limits>,
     /// `Deprecation`/`Sunset`/`Link` per version, in [`Policy::inventory`] version order.
     pub version_headers: Vec<Vec<(HeaderName, HeaderValue)>>,
     /// The response rules of each route: the global rules with the route's override applied.
@@ -83,6 +85,7 @@ impl Runtime {
         let rate_limits = crate::ratelimit::RateLimits::new(&policy);
         let ssrf = policy.ssrf.as_ref().map(crate::ssrf::Guard::new);
         Ok(Self {
+            limits: Arc::new(policy.limits.clone()),
             ssrf,
             rate_limits,
             validators,

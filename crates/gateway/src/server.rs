@@ -2,6 +2,7 @@
 //! (header read timeout against slowloris, header size, HTTP/2 stream limits), graceful
 //! shutdown; and the admin listener.
 
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,6 +14,7 @@ use portcullis_policy::{Limits, Tls};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, watch};
 
+use crate::park::{self, Track, Tracked};
 use crate::proxy::{Shared, handle};
 
 /// Why the gateway could not start.
@@ -131,16 +133,17 @@ pub async fn serve(
             continue;
         };
         let _ = stream.set_nodelay(true);
-        let limits = shared.current.runtime.load().policy.limits.clone();
+        let limits = shared.current.runtime.load().limits.clone();
         let shared = shared.clone();
         let watcher = graceful.watcher();
         // One task shape per transport: a plain connection's task does not carry room for a
         // TLS session it will never have.
         match tls.clone() {
             None => {
+                let stop = shutdown.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
-                    serve_plain(stream, peer, &limits, shared, watcher).await;
+                    serve_plain(stream, peer, &limits, shared, watcher, stop).await;
                 });
             }
             Some(acceptor) => {
@@ -209,20 +212,52 @@ async fn serve_plain(
     limits: &Limits,
     shared: Arc<Shared>,
     watcher: hyper_util::server::graceful::Watcher,
+    stop: watch::Receiver<bool>,
 ) {
-    let Some(h2) = opens_with_h2_preface(&stream, limits.header_read_timeout).await else {
+    // Boxed (in a statement of its own, or the task keeps room for it anyway): the sniffing is
+    // over before the connection is served.
+    let sniff = Box::pin(opens_with_h2_preface(&stream, limits.header_read_timeout));
+    let Some(h2) = sniff.await else {
         return;
     };
-    serve_io(
-        TokioIo::new(stream),
-        peer,
-        false,
-        h2,
-        limits,
-        shared,
-        watcher,
+    if h2 {
+        // Boxed, likewise: the HTTP/1 task does not keep room for the other protocol's state.
+        let h2 = Box::pin(serve_io(
+            TokioIo::new(stream),
+            peer,
+            false,
+            true,
+            limits,
+            shared,
+            watcher,
+        ));
+        return h2.await;
+    }
+    // HTTP/1 keep-alive connections give their buffers back between requests (see `park`);
+    // the watcher only holds the drain open until the connection is gone.
+    let _draining = watcher;
+    let service = |track: Arc<Track>| {
+        let shared = shared.clone();
+        service_fn(move |req| {
+            track.request();
+            let (shared, track) = (shared.clone(), track.clone());
+            Box::pin(async move {
+                let resp = handle(shared, peer, false, req).await?;
+                Ok::<_, Infallible>(resp.map(|b| Tracked::new(b, track)))
+            })
+        })
+    };
+    let ended = park::serve(
+        stream,
+        || http1_builder(limits),
+        limits.idle_timeout,
+        stop,
+        service,
     )
     .await;
+    if let Err(e) = ended {
+        tracing::debug!(target: "portcullis::accept", %peer, error = %e, "connection ended with an error");
+    }
 }
 
 async fn serve_io<I>(

@@ -18,6 +18,27 @@ fn recorder_policy(up: &Recorder, extra: &str) -> String {
     )
 }
 
+/// An upstream that answers each request (a GET, in one read) after `delay`.
+async fn slow_upstream(delay: Duration) -> std::net::SocketAddr {
+    let slow = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = slow.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = slow.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(1..) = s.read(&mut buf).await {
+                    tokio::time::sleep(delay).await;
+                    let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow";
+                    if s.write_all(reply).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
 /// Sends raw bytes and reads until the server closes or `wait` passes.
 async fn raw(addr: &str, bytes: &[u8], wait: Duration) -> String {
     let mut s = TcpStream::connect(addr.trim_start_matches("http://"))
@@ -329,20 +350,7 @@ async fn hot_reload_applies_valid_policies_and_keeps_the_old_one_otherwise() {
 #[tokio::test]
 async fn in_flight_requests_survive_a_reload() {
     // An upstream that answers after a pause, so a reload happens mid-request.
-    let slow = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = slow.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = slow.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let _ = s.read(&mut buf).await;
-                tokio::time::sleep(Duration::from_millis(700)).await;
-                let _ = s
-                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow")
-                    .await;
-            });
-        }
-    });
+    let addr = slow_upstream(Duration::from_millis(700)).await;
     let policy = |extra: &str| {
         format!("listen: 127.0.0.1:0\nupstream: http://{addr}\nroutes: [GET /slow{extra}]\n")
     };
@@ -457,4 +465,177 @@ async fn the_connection_cap_holds() {
     )
     .await;
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+/// Reads one HTTP/1 response (head and `Content-Length` body) from `s`; `None` if the server
+/// closed first.
+async fn one_response(s: &mut TcpStream) -> Option<String> {
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    while buf.len() < head_end + len {
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    // Whatever follows belongs to the next response: this test never pipelines past it.
+    assert_eq!(buf.len(), head_end + len, "bytes past the response");
+    Some(head)
+}
+
+#[tokio::test]
+async fn idle_keep_alive_connections_are_served_again_and_closed_after_idle_timeout() {
+    let up = Recorder::start().await;
+    let gw = Gw::start(&recorder_policy(
+        &up,
+        "limits: { idle_timeout: 1s, header_read_timeout: 10s, workers: 1 }\n",
+    ))
+    .await;
+    let mut s = TcpStream::connect(gw.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let get = |id: u32| format!("GET /api/items/{id} HTTP/1.1\r\nHost: x\r\n\r\n");
+    s.write_all(get(1).as_bytes()).await.unwrap();
+    assert!(
+        one_response(&mut s)
+            .await
+            .unwrap()
+            .starts_with("HTTP/1.1 200")
+    );
+    // Quiet long enough for the connection to give its buffers back, then used again.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.write_all(get(2).as_bytes()).await.unwrap();
+    assert!(
+        one_response(&mut s)
+            .await
+            .unwrap()
+            .starts_with("HTTP/1.1 200")
+    );
+    // A head that arrives in two parts, with a pause between them.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let third = get(3);
+    let (a, b) = third.as_bytes().split_at(9);
+    s.write_all(a).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.write_all(b).await.unwrap();
+    assert!(
+        one_response(&mut s)
+            .await
+            .unwrap()
+            .starts_with("HTTP/1.1 200")
+    );
+    // Two requests in one write.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    s.write_all(format!("{}{}", get(4), get(5)).as_bytes())
+        .await
+        .unwrap();
+    let mut both = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_millis(500), async {
+        let mut chunk = [0u8; 4096];
+        while let Ok(n) = s.read(&mut chunk).await {
+            if n == 0 {
+                break;
+            }
+            both.extend_from_slice(&chunk[..n]);
+        }
+    })
+    .await;
+    assert_eq!(
+        String::from_utf8_lossy(&both)
+            .matches("HTTP/1.1 200")
+            .count(),
+        2
+    );
+    let paths: Vec<String> = up.seen().iter().map(|r| r.target.clone()).collect();
+    assert_eq!(
+        paths,
+        [
+            "/api/items/1",
+            "/api/items/2",
+            "/api/items/3",
+            "/api/items/4",
+            "/api/items/5"
+        ]
+    );
+    // Then silence: closed after the idle timeout (1 s), not the header-read timeout (10 s).
+    let start = Instant::now();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(8), s.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "still open after 8 s");
+    assert!(rest.is_empty(), "{}", String::from_utf8_lossy(&rest));
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "closed after {:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn stopping_closes_idle_connections_and_finishes_busy_ones() {
+    let slow = slow_upstream(Duration::from_millis(700)).await;
+    let policy = format!(
+        "listen: 127.0.0.1:0\nupstream: http://{slow}\nlimits: {{ workers: 1 }}\nroutes:\n  - GET /api/items\n"
+    );
+    let mut gw = Gw::start(&policy).await;
+    let addr = gw.base.trim_start_matches("http://").to_owned();
+    let mut idle = TcpStream::connect(&addr).await.unwrap();
+    idle.write_all(b"GET /api/items HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(
+        one_response(&mut idle)
+            .await
+            .unwrap()
+            .starts_with("HTTP/1.1 200")
+    );
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut busy = TcpStream::connect(&addr).await.unwrap();
+    busy.write_all(b"GET /api/items HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let start = Instant::now();
+    let gateway = gw.gateway.take().unwrap();
+    let stopped = tokio::spawn(gateway.stop());
+    // The request in flight is answered; the idle connection is closed without a word.
+    assert!(
+        one_response(&mut busy)
+            .await
+            .unwrap()
+            .starts_with("HTTP/1.1 200")
+    );
+    let mut rest = Vec::new();
+    tokio::time::timeout(Duration::from_secs(2), idle.read_to_end(&mut rest))
+        .await
+        .expect("the idle connection is closed")
+        .unwrap();
+    assert!(rest.is_empty());
+    tokio::time::timeout(Duration::from_secs(5), stopped)
+        .await
+        .expect("the gateway stops")
+        .unwrap();
+    assert!(start.elapsed() < Duration::from_secs(5));
 }

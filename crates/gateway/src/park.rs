@@ -1,0 +1,274 @@
+//! Idle HTTP/1 keep-alive connections hold no buffers.
+//!
+//! hyper gives every HTTP/1 connection an 8 KiB read buffer and an 8 KiB write buffer and keeps
+//! both for the connection's whole life, so 10,000 idle keep-alive clients cost 160 MiB of
+//! buffers that hold nothing. nginx frees its buffers between requests instead; this does the
+//! same on top of hyper. A connection is served in *spells*: a hyper connection is built when
+//! the socket becomes readable, serves requests while the client keeps sending, and is taken
+//! apart ([`hyper::server::conn::http1::Connection::into_parts`], after a graceful shutdown that
+//! hyper completes at once on an idle connection) as soon as it is idle. The socket then waits
+//! for the next request with nothing allocated but the task, and a keep-alive connection that
+//! stays silent for `idle_timeout` is closed.
+//!
+//! "Idle" is observed from outside hyper, by [`Track`]: every response handed to hyper has been
+//! dropped by it (sent), nothing was read since the last one ended (no partial head is being
+//! received; a slow head keeps hyper's header-read timer running), hyper's last read found the
+//! socket empty, and its last write was flushed. Should those ever disagree with hyper's own
+//! state, the graceful shutdown degrades to `Connection: close` after the response in flight,
+//! which is still correct HTTP.
+
+use std::future::{Future, poll_fn};
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering::Relaxed};
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes};
+use http_body::{Frame, SizeHint};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+/// What a spell's hyper connection has done, as seen by its socket, service and bodies. All of
+/// it lives on one worker thread; the atomics only make it `Sync`.
+#[derive(Debug, Default)]
+pub struct Track {
+    /// Requests handed to the service.
+    calls: AtomicU32,
+    /// Responses hyper has finished with.
+    done: AtomicU32,
+    /// Bytes read from the socket, and that count when the last response was finished.
+    read: AtomicU64,
+    read_at_done: AtomicU64,
+    /// Whether hyper's last read found nothing to read.
+    read_waiting: AtomicBool,
+    /// Whether something was written since hyper's last flush.
+    unflushed: AtomicBool,
+}
+
+impl Track {
+    /// Called by the service for each request.
+    pub fn request(&self) {
+        self.calls.fetch_add(1, Relaxed);
+    }
+
+    fn idle(&self) -> bool {
+        self.calls.load(Relaxed) == self.done.load(Relaxed)
+            && self.read.load(Relaxed) == self.read_at_done.load(Relaxed)
+            && self.read_waiting.load(Relaxed)
+            && !self.unflushed.load(Relaxed)
+    }
+}
+
+/// A response body that tells the [`Track`] when hyper is done with it.
+#[derive(Debug)]
+pub struct Tracked<B> {
+    body: B,
+    track: Arc<Track>,
+}
+
+impl<B> Tracked<B> {
+    pub fn new(body: B, track: Arc<Track>) -> Self {
+        Tracked { body, track }
+    }
+}
+
+impl<B> Drop for Tracked<B> {
+    fn drop(&mut self) {
+        let t = &self.track;
+        t.read_at_done.store(t.read.load(Relaxed), Relaxed);
+        t.done.fetch_add(1, Relaxed);
+    }
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
+        Pin::new(&mut self.body).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+/// The socket as one spell's hyper connection sees it: the bytes the previous spell read but
+/// did not parse come first, and every read, write and flush is noted in the [`Track`].
+struct Watched<'a> {
+    stream: &'a mut TcpStream,
+    carry: Bytes,
+    track: Arc<Track>,
+}
+
+impl AsyncRead for Watched<'_> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = &mut *self;
+        let before = buf.filled().len();
+        if !this.carry.is_empty() {
+            let n = this.carry.len().min(buf.remaining());
+            buf.put_slice(&this.carry[..n]);
+            this.carry.advance(n);
+        } else {
+            let r = Pin::new(&mut *this.stream).poll_read(cx, buf);
+            this.track.read_waiting.store(r.is_pending(), Relaxed);
+            if r.is_pending() {
+                return r;
+            }
+            if let Poll::Ready(Err(_)) = r {
+                return r;
+            }
+        }
+        let n = (buf.filled().len() - before) as u64;
+        this.track.read.fetch_add(n, Relaxed);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Watched<'_> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        self.track.unflushed.store(true, Relaxed);
+        Pin::new(&mut *self.stream).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        self.track.unflushed.store(true, Relaxed);
+        Pin::new(&mut *self.stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let r = Pin::new(&mut *self.stream).poll_flush(cx);
+        if let Poll::Ready(Ok(())) = r {
+            self.track.unflushed.store(false, Relaxed);
+        }
+        r
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut *self.stream).poll_shutdown(cx)
+    }
+}
+
+/// How long a connection stays idle before its buffers go back. Taking a connection apart and
+/// building it again costs about a microsecond; a client that sends request after request (a
+/// load test, a busy service) keeps its connection whole and pays nothing, while at most one
+/// rebuild per 20 ms of a connection's life is a negligible share of any request rate.
+const GRACE: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Serves cleartext HTTP/1 on `stream` until the client leaves, the connection idles past
+/// `idle_timeout`, or `stop` turns true (requests in flight then finish first). `service`
+/// builds the service for one spell from that spell's [`Track`], and `builder` its hyper
+/// builder (made per spell rather than kept, so the parked task is smaller).
+pub async fn serve<S, F>(
+    mut stream: TcpStream,
+    builder: impl Fn() -> hyper::server::conn::http1::Builder,
+    idle_timeout: std::time::Duration,
+    mut stop: watch::Receiver<bool>,
+    mut service: F,
+) -> Result<(), hyper::Error>
+where
+    F: FnMut(Arc<Track>) -> S,
+    S: hyper::service::HttpService<hyper::body::Incoming> + Unpin,
+    S::Future: Unpin,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let mut carry = Bytes::new();
+    // One timer, reset for each use: the idle timeout while parked, the grace while serving.
+    let mut timer = std::pin::pin!(tokio::time::sleep(idle_timeout));
+    loop {
+        if carry.is_empty() {
+            // Parked: nothing is held for this connection but its task.
+            timer.as_mut().reset(Instant::now() + idle_timeout);
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|s| *s) => return Ok(()),
+                _ = timer.as_mut() => return Ok(()),
+                r = stream.readable() => if r.is_err() { return Ok(()) },
+            }
+        }
+        let track = Arc::new(Track::default());
+        let io = Watched {
+            stream: &mut stream,
+            carry: std::mem::take(&mut carry),
+            track: track.clone(),
+        };
+        let conn =
+            builder().serve_connection(hyper_util::rt::TokioIo::new(io), service(track.clone()));
+        // Boxed: a parked connection's task does not keep room for hyper's connection state.
+        let mut conn = Box::new(conn);
+        let mut parting = false;
+        let mut stopping = false;
+        // The grace is armed when the connection goes idle, for the count of responses it had
+        // sent then.
+        let mut armed_at = None;
+        // Whether the spell ended with the connection idle (else the client left, or the
+        // gateway is stopping).
+        let parted = poll_fn(|cx| {
+            loop {
+                if !stopping
+                    && !parting
+                    && stop.has_changed().unwrap_or(true)
+                    && *stop.borrow_and_update()
+                {
+                    stopping = true;
+                    Pin::new(&mut *conn).graceful_shutdown();
+                }
+                match conn.poll_without_shutdown(cx) {
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Ready(Ok(())) => return Poll::Ready(Ok(parting && !stopping)),
+                    Poll::Pending if !parting && !stopping && track.idle() => {
+                        let done = track.done.load(Relaxed);
+                        if armed_at != Some(done) {
+                            armed_at = Some(done);
+                            timer.as_mut().reset(Instant::now() + GRACE);
+                        }
+                        if timer.as_mut().poll(cx).is_pending() {
+                            return Poll::Pending;
+                        }
+                        parting = true;
+                        Pin::new(&mut *conn).graceful_shutdown();
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
+            }
+        })
+        .await?;
+        if !parted {
+            return Ok(());
+        }
+        // What hyper had read and not parsed yet (usually nothing), copied out: it is a view
+        // into hyper's 8 KiB read buffer, which it would keep alive (even an empty view does).
+        let rest = conn.into_parts().read_buf;
+        if !rest.is_empty() {
+            carry = Bytes::copy_from_slice(&rest);
+        }
+    }
+}
