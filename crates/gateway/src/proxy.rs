@@ -738,8 +738,12 @@ async fn forward(
     if content_length(&req).is_some_and(|n| n > limits.max_body_bytes) {
         return Err(Rejection::PayloadTooLarge);
     }
+    // The phases a policy may leave out (authentication, authorization, limits, quotas, SSRF,
+    // login, response reading) are boxed where they are awaited: inline, their state would
+    // make every request's future 10.7 KiB, allocated and copied whether or not they run;
+    // boxed, it is 3.6 KiB and each phase costs an allocation only when it runs.
     let (mut parts, mut body) = match (&policy.auth, *route) {
-        (Some(auth), Some(id)) => authenticate(deps, ctx, auth, id, req).await?,
+        (Some(auth), Some(id)) => Box::pin(authenticate(deps, ctx, auth, id, req)).await?,
         _ => {
             let (p, b) = req.into_parts();
             (p, Pending::Incoming(b))
@@ -752,7 +756,7 @@ async fn forward(
     let mut viewer: Option<Vec<String>> = None;
     if let (Some(authz), Some(id)) = (&policy.authz, *route) {
         let path_now = changed.as_deref().unwrap_or(parts.uri.path()).to_owned();
-        owner_after = authorize(deps, ctx, authz, id, &parts, &path_now).await?;
+        owner_after = Box::pin(authorize(deps, ctx, authz, id, &parts, &path_now)).await?;
         if policy.undeclared_response_fields != ResponseFields::Pass && ctx.runtime.validators.views
         {
             viewer = Some(
@@ -774,7 +778,7 @@ async fn forward(
         // A limit keyed on a body field (the account a login names) needs the body first.
         let keyed_on_body = ctx.runtime.rate_limits.keyed_on_body(id);
         let json = if keyed_on_body {
-            let bytes = body.read(limits).await?;
+            let bytes = Box::pin(body.read(limits)).await?;
             let json = serde_json::from_slice::<serde_json::Value>(&bytes).ok();
             body = Pending::Read(bytes);
             json
@@ -787,11 +791,13 @@ async fn forward(
             headers: &parts.headers,
             body: json.as_ref(),
         };
-        if let Some(h) = ctx
-            .runtime
-            .rate_limits
-            .check(id, &facts, &deps.limiter, deps.redis.as_deref())
-            .await?
+        if let Some(h) = Box::pin(ctx.runtime.rate_limits.check(
+            id,
+            &facts,
+            &deps.limiter,
+            deps.redis.as_deref(),
+        ))
+        .await?
         {
             headroom
                 .entries
@@ -833,7 +839,13 @@ async fn forward(
                     }
                 }
             }
-            crate::ratelimit::quota::check(deps.store.as_ref(), q, &key, now).await?;
+            Box::pin(crate::ratelimit::quota::check(
+                deps.store.as_ref(),
+                q,
+                &key,
+                now,
+            ))
+            .await?;
             quota_uses.push((q, key));
         }
     }
@@ -844,7 +856,7 @@ async fn forward(
         .as_ref()
         .and_then(|a| a.passwords.iter().find(|p| Some(p.route) == *route))
     {
-        let bytes = body.read(limits).await?;
+        let bytes = Box::pin(body.read(limits)).await?;
         portcullis_guard::password::check(rule, &bytes).map_err(Rejection::Unprocessable)?;
         body = Pending::Read(bytes);
     }
@@ -852,8 +864,8 @@ async fn forward(
     if let (Some(guard), Some(id)) = (&ctx.runtime.ssrf, *route)
         && guard.guards(id)
     {
-        let bytes = body.read(limits).await?;
-        guard.check(id, &bytes).await?;
+        let bytes = Box::pin(body.read(limits)).await?;
+        Box::pin(guard.check(id, &bytes)).await?;
         body = Pending::Read(bytes);
     }
     // Validate the JSON body against the operation's schema.
@@ -892,7 +904,7 @@ async fn forward(
                 essence == "application/json"
                     || (essence.starts_with("application/") && essence.ends_with("+json"))
             });
-        let bytes = body.read(limits).await?;
+        let bytes = Box::pin(body.read(limits)).await?;
         if !bytes.is_empty() || json_type {
             if !json_type {
                 return Err(Rejection::UnsupportedMediaType);
@@ -916,7 +928,7 @@ async fn forward(
         .filter(|l| Some(l.route) == *route);
     let mut login_account = None;
     if let Some(rule) = login_rule {
-        let (b, account) = login_check(deps, ctx, rule, body).await?;
+        let (b, account) = Box::pin(login_check(deps, ctx, rule, body)).await?;
         body = b;
         login_account = account;
     }
@@ -978,11 +990,23 @@ async fn forward(
     let now = portcullis_guard::jwt::now();
     let mut taken: Vec<(&portcullis_policy::QuotaRule, String, u32)> = Vec::new();
     for (q, key) in quota_uses {
-        match crate::ratelimit::quota::take(deps.store.as_ref(), q, &key, now).await {
+        match Box::pin(crate::ratelimit::quota::take(
+            deps.store.as_ref(),
+            q,
+            &key,
+            now,
+        ))
+        .await
+        {
             Ok(used) => taken.push((q, key, used)),
             Err(rej) => {
                 for (q, key, _) in &taken {
-                    crate::ratelimit::quota::give_back(deps.store.as_ref(), q, key).await;
+                    Box::pin(crate::ratelimit::quota::give_back(
+                        deps.store.as_ref(),
+                        q,
+                        key,
+                    ))
+                    .await;
                 }
                 return Err(rej);
             }
@@ -997,7 +1021,12 @@ async fn forward(
         Ok(Ok(r)) => r,
         failed => {
             for (q, key, _) in &taken {
-                crate::ratelimit::quota::give_back(deps.store.as_ref(), q, key).await;
+                Box::pin(crate::ratelimit::quota::give_back(
+                    deps.store.as_ref(),
+                    q,
+                    key,
+                ))
+                .await;
             }
             return Err(match failed {
                 Err(_) => {
@@ -1016,7 +1045,12 @@ async fn forward(
     // Respond (upstream side).
     for (q, key, used) in taken {
         if q.count_success_only && !resp.status().is_success() {
-            crate::ratelimit::quota::give_back(deps.store.as_ref(), q, &key).await;
+            Box::pin(crate::ratelimit::quota::give_back(
+                deps.store.as_ref(),
+                q,
+                &key,
+            ))
+            .await;
         } else {
             headroom.entries.push((
                 q.name.clone(),
@@ -1027,7 +1061,7 @@ async fn forward(
         }
     }
     if let (Some(rule), Some(account)) = (login_rule, login_account) {
-        login_record(deps, ctx, rule, account, resp.status()).await?;
+        Box::pin(login_record(deps, ctx, rule, account, resp.status())).await?;
     }
     let (mut parts, body) = resp.into_parts();
     // Ownership found in the response, and undeclared properties: both need the body whole;
@@ -1040,7 +1074,7 @@ async fn forward(
             None
         };
     if owner_check.is_some() || schema.is_some() {
-        let mut bytes = read_response(body).await?;
+        let mut bytes = Box::pin(read_response(body)).await?;
         if let Some((pointer, me)) = owner_check
             && let Some(kept) = check_owner(ctx, &bytes, &pointer, &me)?
         {
@@ -1063,7 +1097,7 @@ async fn forward(
         return Ok(Response::from_parts(parts, Body::bytes(bytes)));
     }
     if parts.status.is_server_error() && !policy.expose_upstream_errors {
-        let snippet = snippet(body).await;
+        let snippet = Box::pin(snippet(body)).await;
         tracing::warn!(
             target: "portcullis::upstream",
             request_id = &*ctx.id,
@@ -1082,7 +1116,7 @@ async fn forward(
     // reflecting upstream cannot widen the policy.
     strip_cors(&mut parts.headers);
     if parts.status.is_client_error() && !policy.expose_upstream_errors {
-        return scrub_client_error(ctx, parts, body).await;
+        return Box::pin(scrub_client_error(ctx, parts, body)).await;
     }
     Ok(Response::from_parts(parts, Body::Upstream(body)))
 }
