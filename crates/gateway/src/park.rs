@@ -6,9 +6,9 @@
 //! same on top of hyper. A connection is served in *spells*: a hyper connection is built when
 //! the socket becomes readable, serves requests while the client keeps sending, and is taken
 //! apart ([`hyper::server::conn::http1::Connection::into_parts`], after a graceful shutdown that
-//! hyper completes at once on an idle connection) as soon as it is idle. The socket then waits
-//! for the next request with nothing allocated but the task, and a keep-alive connection that
-//! stays silent for `idle_timeout` is closed.
+//! hyper completes at once on an idle connection) once it has been idle for `GRACE` (20 ms). The
+//! socket then waits for the next request with nothing allocated but the task, and a keep-alive
+//! connection that stays silent for `idle_timeout` is closed.
 //!
 //! "Idle" is observed from outside hyper, by [`Track`]: every response handed to hyper has been
 //! dropped by it (sent), nothing was read since the last one ended (no partial head is being
