@@ -39,6 +39,13 @@ async fn slow_upstream(delay: Duration) -> std::net::SocketAddr {
     addr
 }
 
+/// A raw connection to the gateway.
+async fn connect(gw: &Gw) -> TcpStream {
+    TcpStream::connect(gw.base.trim_start_matches("http://"))
+        .await
+        .unwrap()
+}
+
 /// Sends raw bytes and reads until the server closes or `wait` passes.
 async fn raw(addr: &str, bytes: &[u8], wait: Duration) -> String {
     let mut s = TcpStream::connect(addr.trim_start_matches("http://"))
@@ -133,9 +140,7 @@ async fn slowloris_connections_are_cut() {
         "limits: { header_read_timeout: 1s }\n",
     ))
     .await;
-    let mut s = TcpStream::connect(gw.base.trim_start_matches("http://"))
-        .await
-        .unwrap();
+    let mut s = connect(&gw).await;
     s.write_all(b"GET /api/items HTTP/1.1\r\nHost: x\r\nX-Slow: ")
         .await
         .unwrap();
@@ -514,9 +519,7 @@ async fn idle_keep_alive_connections_are_served_again_and_closed_after_idle_time
         "limits: { idle_timeout: 1s, header_read_timeout: 10s, workers: 1 }\n",
     ))
     .await;
-    let mut s = TcpStream::connect(gw.base.trim_start_matches("http://"))
-        .await
-        .unwrap();
+    let mut s = connect(&gw).await;
     let get = |id: u32| format!("GET /api/items/{id} HTTP/1.1\r\nHost: x\r\n\r\n");
     s.write_all(get(1).as_bytes()).await.unwrap();
     assert!(
