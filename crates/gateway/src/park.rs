@@ -1,4 +1,4 @@
-//! Idle HTTP/1 keep-alive connections hold no buffers.
+//! Idle HTTP/1 keep-alive connections (cleartext or TLS) hold no hyper buffers.
 //!
 //! hyper gives every HTTP/1 connection an 8 KiB read buffer and an 8 KiB write buffer and keeps
 //! both for the connection's whole life, so 10,000 idle keep-alive clients cost 160 MiB of
@@ -30,6 +30,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
 
 /// What a spell's hyper connection has done, as seen by its socket, service and bodies. All of
 /// it lives on one worker thread; the atomics only make it `Sync`.
@@ -103,15 +104,34 @@ impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
     }
 }
 
+/// A connection that can wait for its client's next bytes without reading them.
+pub trait Park: AsyncRead + AsyncWrite + Unpin {
+    fn readable(&self) -> impl Future<Output = io::Result<()>>;
+}
+
+impl Park for TcpStream {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> {
+        TcpStream::readable(self)
+    }
+}
+
+/// Parked only after hyper's read came back empty, when rustls holds no plaintext either: the
+/// next bytes can only come from the socket.
+impl Park for TlsStream<TcpStream> {
+    fn readable(&self) -> impl Future<Output = io::Result<()>> {
+        self.get_ref().0.readable()
+    }
+}
+
 /// The socket as one spell's hyper connection sees it: the bytes the previous spell read but
 /// did not parse come first, and every read, write and flush is noted in the [`Track`].
-struct Watched<'a> {
-    stream: &'a mut TcpStream,
+struct Watched<'a, S> {
+    stream: &'a mut S,
     carry: Bytes,
     track: Arc<Track>,
 }
 
-impl AsyncRead for Watched<'_> {
+impl<S: Park> AsyncRead for Watched<'_, S> {
     fn poll_read(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -139,7 +159,7 @@ impl AsyncRead for Watched<'_> {
     }
 }
 
-impl AsyncWrite for Watched<'_> {
+impl<S: Park> AsyncWrite for Watched<'_, S> {
     fn poll_write(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -181,12 +201,12 @@ impl AsyncWrite for Watched<'_> {
 /// rebuild per 20 ms of a connection's life is a negligible share of any request rate.
 const GRACE: std::time::Duration = std::time::Duration::from_millis(20);
 
-/// Serves cleartext HTTP/1 on `stream` until the client leaves, the connection idles past
+/// Serves HTTP/1 on `stream` until the client leaves, the connection idles past
 /// `idle_timeout`, or `stop` turns true (requests in flight then finish first). `service`
 /// builds the service for one spell from that spell's [`Track`], and `builder` its hyper
 /// builder (made per spell rather than kept, so the parked task is smaller).
-pub async fn serve<S, F>(
-    mut stream: TcpStream,
+pub async fn serve<C: Park, S, F>(
+    mut stream: C,
     builder: impl Fn() -> hyper::server::conn::http1::Builder,
     idle_timeout: std::time::Duration,
     mut stop: watch::Receiver<bool>,

@@ -147,6 +147,7 @@ pub async fn serve(
                 });
             }
             Some(acceptor) => {
+                let stop = shutdown.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
                     let Ok(Ok(tls_stream)) =
@@ -155,17 +156,13 @@ pub async fn serve(
                     else {
                         return;
                     };
-                    let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                    serve_io(
-                        TokioIo::new(tls_stream),
-                        peer,
-                        true,
-                        h2,
-                        &limits,
-                        shared,
-                        watcher,
-                    )
-                    .await;
+                    if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
+                        let h2 =
+                            Box::pin(serve_h2(tls_stream, peer, true, &limits, shared, watcher));
+                        h2.await;
+                    } else {
+                        serve_h1(tls_stream, peer, true, &limits, shared, watcher, stop).await;
+                    }
                 });
             }
         }
@@ -222,27 +219,34 @@ async fn serve_plain(
     };
     if h2 {
         // Boxed, likewise: the HTTP/1 task does not keep room for the other protocol's state.
-        let h2 = Box::pin(serve_io(
-            TokioIo::new(stream),
-            peer,
-            false,
-            true,
-            limits,
-            shared,
-            watcher,
-        ));
+        let h2 = Box::pin(serve_h2(stream, peer, false, limits, shared, watcher));
         return h2.await;
     }
-    // HTTP/1 keep-alive connections give their buffers back between requests (see `park`);
-    // the watcher only holds the drain open until the connection is gone.
+    serve_h1(stream, peer, false, limits, shared, watcher, stop).await;
+}
+
+/// HTTP/1 keep-alive connections give their buffers back between requests (see `park`).
+async fn serve_h1<C: park::Park>(
+    stream: C,
+    peer: SocketAddr,
+    tls: bool,
+    limits: &Limits,
+    shared: Arc<Shared>,
+    watcher: hyper_util::server::graceful::Watcher,
+    stop: watch::Receiver<bool>,
+) {
+    // The watcher only holds the drain open until the connection is gone; `stop` is what
+    // closes a parked connection and ends a busy one after its response.
     let _draining = watcher;
     let service = |track: Arc<Track>| {
         let shared = shared.clone();
+        // hyper keeps room for one request future in the connection; boxed, that room is a
+        // pointer instead of the whole pipeline's state, paid per request.
         service_fn(move |req| {
             track.request();
             let (shared, track) = (shared.clone(), track.clone());
             Box::pin(async move {
-                let resp = handle(shared, peer, false, req).await?;
+                let resp = handle(shared, peer, tls, req).await?;
                 Ok::<_, Infallible>(resp.map(|b| Tracked::new(b, track)))
             })
         })
@@ -260,32 +264,21 @@ async fn serve_plain(
     }
 }
 
-async fn serve_io<I>(
-    io: TokioIo<I>,
+/// HTTP/2 is served by its own builder (not hyper-util's auto-detecting one), so an HTTP/1
+/// connection does not hold room for HTTP/2 state.
+async fn serve_h2<I>(
+    io: I,
     peer: SocketAddr,
     tls: bool,
-    h2: bool,
     limits: &Limits,
     shared: Arc<Shared>,
     watcher: hyper_util::server::graceful::Watcher,
 ) where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    // hyper keeps room for one request future inline in every connection, from the first byte
-    // to the last, busy or idle; boxed, that room is one pointer instead of the whole pipeline's
-    // state (several KiB), paid per request instead of per connection.
     let svc = service_fn(move |req| Box::pin(handle(shared.clone(), peer, tls, req)));
-    // HTTP/1 and HTTP/2 connections are served by their own builders (not hyper-util's
-    // auto-detecting one), so an HTTP/1 connection does not hold room for HTTP/2 state.
-    let ended = if h2 {
-        // Boxed: the task's size is then the HTTP/1 connection's.
-        Box::pin(watcher.watch(http2_builder(limits).serve_connection(io, svc))).await
-    } else {
-        watcher
-            .watch(http1_builder(limits).serve_connection(io, svc))
-            .await
-    };
-    if let Err(e) = ended {
+    let conn = http2_builder(limits).serve_connection(TokioIo::new(io), svc);
+    if let Err(e) = watcher.watch(conn).await {
         tracing::debug!(target: "portcullis::accept", %peer, error = %e, "connection ended with an error");
     }
 }

@@ -3,14 +3,21 @@
 
 #![allow(clippy::unwrap_used)]
 
+use std::sync::Arc;
+use std::time::Duration;
+
 use portcullis_test_support::reqwest::StatusCode;
 use portcullis_test_support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-#[tokio::test]
-async fn terminates_tls_with_hsts() {
-    let up = Recorder::start().await;
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let dir = std::env::temp_dir().join(format!("portcullis-tls-{}", std::process::id()));
+/// A gateway serving TLS with `cert` in front of `up`; `tag` keeps the files of concurrent
+/// tests apart.
+async fn gateway_with_tls(
+    up: &Recorder,
+    cert: &rcgen::CertifiedKey<rcgen::KeyPair>,
+    tag: &str,
+) -> (Gw, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("portcullis-tls-{}-{tag}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
     std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
@@ -21,6 +28,14 @@ async fn terminates_tls_with_hsts() {
         dir.join("key.pem").display()
     );
     let gw = Gw::start(&policy).await;
+    (gw, dir)
+}
+
+#[tokio::test]
+async fn terminates_tls_with_hsts() {
+    let up = Recorder::start().await;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (gw, dir) = gateway_with_tls(&up, &cert, "h2").await;
     let port = gw.base.rsplit(':').next().unwrap().to_owned();
     let root = reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap();
     let c = reqwest::Client::builder()
@@ -50,5 +65,53 @@ async fn terminates_tls_with_hsts() {
         .send()
         .await;
     assert!(plain.is_err() || plain.unwrap().status() != StatusCode::OK);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test]
+async fn http1_over_tls_keeps_its_connection_across_quiet_spells() {
+    let up = Recorder::start().await;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (gw, dir) = gateway_with_tls(&up, &cert, "h1").await;
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::aws_lc_rs::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(gw.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut s = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    // Three requests on one connection, each after a pause long enough for the gateway to
+    // give the connection's buffers back in between.
+    for _ in 0..3 {
+        s.write_all(b"GET /api/items HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            .await
+            .unwrap();
+        let head = read_response(&mut s)
+            .await
+            .expect("answered on the same connection");
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(
+            head.to_ascii_lowercase()
+                .contains("strict-transport-security")
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    assert_eq!(up.seen().len(), 3);
+    // The client says goodbye; the gateway closes its side too.
+    s.shutdown().await.unwrap();
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "still open");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -472,45 +472,6 @@ async fn the_connection_cap_holds() {
     assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
 }
 
-/// Reads one HTTP/1 response (head and `Content-Length` body) from `s`; `None` if the server
-/// closed first.
-async fn one_response(s: &mut TcpStream) -> Option<String> {
-    let mut buf = Vec::new();
-    let mut chunk = [0u8; 4096];
-    let head_end = loop {
-        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
-        }
-        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
-            .await
-            .ok()?
-            .ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    };
-    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
-    let len: usize = head
-        .lines()
-        .find_map(|l| {
-            let (k, v) = l.split_once(':')?;
-            k.eq_ignore_ascii_case("content-length")
-                .then(|| v.trim().parse().ok())?
-        })
-        .unwrap_or(0);
-    while buf.len() < head_end + len {
-        let n = s.read(&mut chunk).await.ok()?;
-        if n == 0 {
-            return None;
-        }
-        buf.extend_from_slice(&chunk[..n]);
-    }
-    // Whatever follows belongs to the next response: this test never pipelines past it.
-    assert_eq!(buf.len(), head_end + len, "bytes past the response");
-    Some(head)
-}
-
 #[tokio::test]
 async fn idle_keep_alive_connections_are_served_again_and_closed_after_idle_timeout() {
     let up = Recorder::start().await;
@@ -523,7 +484,7 @@ async fn idle_keep_alive_connections_are_served_again_and_closed_after_idle_time
     let get = |id: u32| format!("GET /api/items/{id} HTTP/1.1\r\nHost: x\r\n\r\n");
     s.write_all(get(1).as_bytes()).await.unwrap();
     assert!(
-        one_response(&mut s)
+        read_response(&mut s)
             .await
             .unwrap()
             .starts_with("HTTP/1.1 200")
@@ -532,7 +493,7 @@ async fn idle_keep_alive_connections_are_served_again_and_closed_after_idle_time
     tokio::time::sleep(Duration::from_millis(200)).await;
     s.write_all(get(2).as_bytes()).await.unwrap();
     assert!(
-        one_response(&mut s)
+        read_response(&mut s)
             .await
             .unwrap()
             .starts_with("HTTP/1.1 200")
@@ -545,7 +506,7 @@ async fn idle_keep_alive_connections_are_served_again_and_closed_after_idle_time
     tokio::time::sleep(Duration::from_millis(200)).await;
     s.write_all(b).await.unwrap();
     assert!(
-        one_response(&mut s)
+        read_response(&mut s)
             .await
             .unwrap()
             .starts_with("HTTP/1.1 200")
@@ -609,7 +570,7 @@ async fn stopping_closes_idle_connections_and_finishes_busy_ones() {
         .await
         .unwrap();
     assert!(
-        one_response(&mut idle)
+        read_response(&mut idle)
             .await
             .unwrap()
             .starts_with("HTTP/1.1 200")
@@ -625,7 +586,7 @@ async fn stopping_closes_idle_connections_and_finishes_busy_ones() {
     let stopped = tokio::spawn(gateway.stop());
     // The request in flight is answered; the idle connection is closed without a word.
     assert!(
-        one_response(&mut busy)
+        read_response(&mut busy)
             .await
             .unwrap()
             .starts_with("HTTP/1.1 200")

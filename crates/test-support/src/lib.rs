@@ -738,3 +738,43 @@ impl Served {
         panic!("`{needle}` never logged:\n{}", self.log());
     }
 }
+
+/// Reads one HTTP/1 response (head and `Content-Length` body) from `s`; `None` if the server
+/// closed first.
+pub async fn read_response<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option<String> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+            .await
+            .ok()?
+            .ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).into_owned();
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().ok())?
+        })
+        .unwrap_or(0);
+    while buf.len() < head_end + len {
+        let n = s.read(&mut chunk).await.ok()?;
+        if n == 0 {
+            return None;
+        }
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    // Whatever follows would belong to the next response: callers never pipeline past it.
+    assert_eq!(buf.len(), head_end + len, "bytes past the response");
+    Some(head)
+}
