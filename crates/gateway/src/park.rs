@@ -223,17 +223,9 @@ where
     let mut carry = Bytes::new();
     // One timer, reset for each use: the idle timeout while parked, the grace while serving.
     let mut timer = std::pin::pin!(tokio::time::sleep(idle_timeout));
+    // The first spell starts at once: bytes may already wait in a TLS session, where the
+    // socket's readiness cannot tell. A spell parts only after hyper's read found nothing.
     loop {
-        if carry.is_empty() {
-            // Parked: nothing is held for this connection but its task.
-            timer.as_mut().reset(Instant::now() + idle_timeout);
-            tokio::select! {
-                biased;
-                _ = stop.wait_for(|s| *s) => return Ok(()),
-                _ = timer.as_mut() => return Ok(()),
-                r = stream.readable() => if r.is_err() { return Ok(()) },
-            }
-        }
         let track = Arc::new(Track::default());
         let io = Watched {
             stream: &mut stream,
@@ -285,10 +277,22 @@ where
             return Ok(());
         }
         // What hyper had read and not parsed yet (usually nothing), copied out: it is a view
-        // into hyper's 8 KiB read buffer, which it would keep alive (even an empty view does).
+        // into hyper's 8 KiB read buffer, which it would keep alive (even an empty view does,
+        // hence the drop before parking).
         let rest = conn.into_parts().read_buf;
+        drop(track);
         if !rest.is_empty() {
             carry = Bytes::copy_from_slice(&rest);
+            continue;
+        }
+        drop(rest);
+        // Parked: nothing is held for this connection but its task.
+        timer.as_mut().reset(Instant::now() + idle_timeout);
+        tokio::select! {
+            biased;
+            _ = stop.wait_for(|s| *s) => return Ok(()),
+            _ = timer.as_mut() => return Ok(()),
+            r = stream.readable() => if r.is_err() { return Ok(()) },
         }
     }
 }

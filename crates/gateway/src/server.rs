@@ -157,9 +157,7 @@ pub async fn serve(
                         return;
                     };
                     if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                        let h2 =
-                            Box::pin(serve_h2(tls_stream, peer, true, &limits, shared, watcher));
-                        h2.await;
+                        serve_h2(tls_stream, peer, true, &limits, shared, watcher).await;
                     } else {
                         serve_h1(tls_stream, peer, true, &limits, shared, watcher, stop).await;
                     }
@@ -218,9 +216,7 @@ async fn serve_plain(
         return;
     };
     if h2 {
-        // Boxed, likewise: the HTTP/1 task does not keep room for the other protocol's state.
-        let h2 = Box::pin(serve_h2(stream, peer, false, limits, shared, watcher));
-        return h2.await;
+        return serve_h2(stream, peer, false, limits, shared, watcher).await;
     }
     serve_h1(stream, peer, false, limits, shared, watcher, stop).await;
 }
@@ -278,7 +274,10 @@ async fn serve_h2<I>(
 {
     let svc = service_fn(move |req| Box::pin(handle(shared.clone(), peer, tls, req)));
     let conn = http2_builder(limits).serve_connection(TokioIo::new(io), svc);
-    if let Err(e) = watcher.watch(conn).await {
+    // Boxed: the HTTP/2 connection's state is several KiB, which a task that may serve HTTP/1
+    // would otherwise keep room for.
+    let conn = Box::pin(watcher.watch(conn));
+    if let Err(e) = conn.await {
         tracing::debug!(target: "portcullis::accept", %peer, error = %e, "connection ended with an error");
     }
 }
