@@ -136,18 +136,17 @@ pub async fn serve(
         let limits = shared.current.runtime.load().limits.clone();
         let shared = shared.clone();
         let watcher = graceful.watcher();
+        let stop = shutdown.clone();
         // One task shape per transport: a plain connection's task does not carry room for a
         // TLS session it will never have.
         match tls.clone() {
             None => {
-                let stop = shutdown.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
                     serve_plain(stream, peer, &limits, shared, watcher, stop).await;
                 });
             }
             Some(acceptor) => {
-                let stop = shutdown.clone();
                 tokio::spawn(async move {
                     let _permit = permit;
                     let Ok(Ok(tls_stream)) =

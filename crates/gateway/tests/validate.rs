@@ -409,15 +409,7 @@ async fn openapi_30_dialect_read_only_write_only_and_open_objects() {
                 axum::Json(json!({ "id": 1, "name": "x", "password": "hunter2", "extra": 1 }))
             }),
         );
-    let up = serve_router(app).await;
-    let dir = std::env::temp_dir().join(format!("portcullis-oas30-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("things.yaml"), SPEC_30).unwrap();
-    let gw = Gw::start(&format!(
-        "listen: 127.0.0.1:0\nupstream: http://{up}\nopenapi: {}\nstate: {{ backend: memory }}\n",
-        dir.join("things.yaml").display()
-    ))
-    .await;
+    let (gw, _, dir) = described("oas30", SPEC_30, app, "").await;
     let c = client();
     let post = |path: &'static str, body: serde_json::Value| {
         let (c, url) = (c.clone(), gw.url(path));
