@@ -35,6 +35,7 @@ pub mod reload;
 pub mod runtime;
 pub mod server;
 pub mod ssrf;
+pub mod upstream;
 pub mod validate;
 
 use std::net::SocketAddr;
@@ -180,7 +181,7 @@ impl Gateway {
             let shared = Arc::new(Shared {
                 current: current.clone(),
                 deps: Arc::new(Deps {
-                    client: proxy::upstream_client(policy.limits.upstream_connect_timeout),
+                    upstream: upstream::Upstream::default(),
                     metrics: metrics.clone(),
                     store: store.clone(),
                     redis: redis.clone(),

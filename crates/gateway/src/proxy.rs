@@ -30,8 +30,6 @@ use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, Uri, Version};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use hyper_util::client::legacy::Client;
-use hyper_util::client::legacy::connect::HttpConnector;
 use portcullis_guard::Rejection;
 use portcullis_guard::forward::{self, X_REQUEST_ID};
 use portcullis_guard::jwt::AuthFailure;
@@ -88,12 +86,12 @@ impl http_body::Body for UpBody {
         }
     }
 }
-pub type UpstreamClient = Client<HttpConnector, UpBody>;
 
 /// What the pipeline needs beyond the policy.
 #[derive(Debug)]
 pub struct Deps {
-    pub client: UpstreamClient,
+    /// This worker's upstream connections.
+    pub upstream: crate::upstream::Upstream,
     pub metrics: Arc<Metrics>,
     pub store: Arc<dyn portcullis_guard::store::Store>,
     /// The local rate-limit table (shared by the workers, kept across reloads).
@@ -138,18 +136,6 @@ pub struct Decision {
     pub reason: &'static str,
 }
 
-pub fn upstream_client(connect_timeout: Duration) -> UpstreamClient {
-    let mut http = HttpConnector::new();
-    http.set_connect_timeout(Some(connect_timeout));
-    http.set_nodelay(true);
-    http.enforce_http(true);
-    Client::builder(hyper_util::rt::TokioExecutor::new())
-        .pool_timer(hyper_util::rt::TokioTimer::new())
-        .pool_idle_timeout(Duration::from_secs(60))
-        .pool_max_idle_per_host(128)
-        .build(http)
-}
-
 /// The pipeline as a tower service, so the CORS layer can sit in front of it. It holds
 /// nothing: each request carries its worker's dependencies in its [`Ctx`].
 #[derive(Clone, Copy, Debug)]
@@ -175,7 +161,10 @@ async fn pipeline(req: Request<Incoming>) -> Response<Body> {
     };
     let mut route = None;
     let mut limits = Headroom::default();
-    let result = forward(&ctx.deps, &ctx, req, &mut route, &mut limits).await;
+    // The pipeline's state (about 3 KiB) lives on the heap, built in place once: the futures
+    // around it stay small, and moving them (hyper and tower move a request's future a few
+    // times) copies pointers rather than kilobytes.
+    let result = Box::pin(forward(&ctx.deps, &ctx, req, &mut route, &mut limits)).await;
     let (mut resp, reason) = match result {
         Ok(mut resp) => {
             limits.apply(resp.headers_mut());
@@ -473,12 +462,11 @@ async fn lookup_owner(
     me: &str,
 ) -> Result<bool, Rejection> {
     let policy = &ctx.runtime.policy;
-    let mut uri = http::uri::Parts::default();
-    uri.scheme = Some(policy.upstream.scheme.clone());
-    uri.authority = Some(policy.upstream.authority.clone());
-    uri.path_and_query = Some(path.parse().map_err(|_| Rejection::NotOwner)?);
     let mut req = Request::new(UpBody::Empty);
-    *req.uri_mut() = Uri::from_parts(uri).map_err(|_| Rejection::NotOwner)?;
+    *req.uri_mut() = Uri::from(
+        path.parse::<PathAndQuery>()
+            .map_err(|_| Rejection::NotOwner)?,
+    );
     for name in [http::header::AUTHORIZATION, http::header::COOKIE] {
         if let Some(v) = parts.headers.get(&name) {
             req.headers_mut().insert(name, v.clone());
@@ -490,9 +478,12 @@ async fn lookup_owner(
     if let Ok(v) = HeaderValue::from_str(&ctx.id) {
         req.headers_mut().insert(X_REQUEST_ID, v);
     }
-    let resp = match tokio::time::timeout(policy.limits.upstream_timeout, deps.client.request(req))
-        .await
-    {
+    let sent = deps.upstream.send(
+        &policy.upstream.authority,
+        policy.limits.upstream_connect_timeout,
+        req,
+    );
+    let resp = match tokio::time::timeout(policy.limits.upstream_timeout, sent).await {
         Ok(Ok(r)) => r,
         Ok(Err(_)) => return Err(Rejection::UpstreamUnavailable),
         Err(_) => return Err(Rejection::UpstreamTimeout),
@@ -968,12 +959,8 @@ async fn forward(
             .parse()
             .map_err(|_| Rejection::BadRequest("the request target is malformed"))?,
     };
-    let mut target = http::uri::Parts::default();
-    target.scheme = Some(policy.upstream.scheme.clone());
-    target.authority = Some(policy.upstream.authority.clone());
-    target.path_and_query = Some(path_and_query);
-    parts.uri = Uri::from_parts(target)
-        .map_err(|_| Rejection::BadRequest("the request target is malformed"))?;
+    // Origin-form, as an HTTP/1.1 server expects from a client that is not a proxy.
+    parts.uri = Uri::from(path_and_query);
     parts.version = Version::HTTP_11;
     let max = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
     let body = match body {
@@ -1014,7 +1001,11 @@ async fn forward(
     }
     let sent = tokio::time::timeout(
         limits.upstream_timeout,
-        deps.client.request(Request::from_parts(parts, body)),
+        deps.upstream.send(
+            &policy.upstream.authority,
+            limits.upstream_connect_timeout,
+            Request::from_parts(parts, body),
+        ),
     )
     .await;
     let resp = match sent {
@@ -1239,7 +1230,7 @@ fn scrub(v: &mut serde_json::Value) -> usize {
 }
 
 /// Sorts an upstream request failure into whose fault it was.
-fn classify(deps: &Deps, ctx: &Ctx, e: &hyper_util::client::legacy::Error) -> Rejection {
+fn classify(deps: &Deps, ctx: &Ctx, e: &crate::upstream::UpstreamError) -> Rejection {
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
     while let Some(err) = source {
         if err.is::<http_body_util::LengthLimitError>() {
