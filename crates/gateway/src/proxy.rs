@@ -150,30 +150,35 @@ impl Service<Request<Incoming>> for Pipeline {
         Poll::Ready(Ok(()))
     }
 
+    /// Behind the CORS layer the request carries its [`Ctx`], and the answer its [`Decision`],
+    /// as extensions.
     fn call(&mut self, req: Request<Incoming>) -> Self::Future {
-        Box::pin(async move { Ok(pipeline(req).await) })
+        Box::pin(async move {
+            let Some(ctx) = req.extensions().get::<Ctx>().cloned() else {
+                return Ok(from_guard(Rejection::Internal.response("-")));
+            };
+            let (mut resp, decision) = pipeline(ctx, req).await;
+            resp.extensions_mut().insert(decision);
+            Ok(resp)
+        })
     }
 }
 
-async fn pipeline(req: Request<Incoming>) -> Response<Body> {
-    let Some(ctx) = req.extensions().get::<Ctx>().cloned() else {
-        return from_guard(Rejection::Internal.response("-"));
-    };
+async fn pipeline(ctx: Ctx, req: Request<Incoming>) -> (Response<Body>, Decision) {
     let mut route = None;
     let mut limits = Headroom::default();
     // The pipeline's state (about 3 KiB) lives on the heap, built in place once: the futures
     // around it stay small, and moving them (hyper and tower move a request's future a few
     // times) copies pointers rather than kilobytes.
     let result = Box::pin(forward(&ctx.deps, &ctx, req, &mut route, &mut limits)).await;
-    let (mut resp, reason) = match result {
+    let (resp, reason) = match result {
         Ok(mut resp) => {
             limits.apply(resp.headers_mut());
             (resp, "allowed")
         }
         Err(rej) => (from_guard(rej.response(&ctx.id)), rej.reason()),
     };
-    resp.extensions_mut().insert(Decision { route, reason });
-    resp
+    (resp, Decision { route, reason })
 }
 
 /// The authenticate phase. Client-sent copies of the claim headers go first, whatever happens.
@@ -1278,34 +1283,37 @@ pub async fn handle(
             req.uri().query().map(redact::query),
         )
     });
-    req.extensions_mut().insert(Ctx {
+    let ctx = Ctx {
         id: id.clone(),
         peer,
         client,
         tls,
         runtime: runtime.clone(),
         deps: shared.deps.clone(),
-    });
+    };
 
     let cors = shared.current.cors.load();
-    let mut resp = match &**cors {
+    let (mut resp, decision) = match &**cors {
         Some(svc) => {
+            req.extensions_mut().insert(ctx);
             let mut svc = svc.clone();
-            match svc.call(req).await {
+            let resp = match svc.call(req).await {
                 Ok(r) => r,
                 Err(never) => match never {},
-            }
+            };
+            // No decision: the CORS layer answered a preflight itself.
+            let decision = resp
+                .extensions()
+                .get::<Decision>()
+                .copied()
+                .unwrap_or(Decision {
+                    route: None,
+                    reason: "cors_preflight",
+                });
+            (resp, decision)
         }
-        None => pipeline(req).await,
+        None => pipeline(ctx, req).await,
     };
-    let decision = resp
-        .extensions()
-        .get::<Decision>()
-        .copied()
-        .unwrap_or(Decision {
-            route: None,
-            reason: "cors_preflight",
-        });
     // tower-http adds `Access-Control-Allow-Credentials` whatever the origin; a disallowed
     // origin gets no CORS header at all.
     if !resp

@@ -60,6 +60,13 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, proxies: &[IpNet]) -> IpAddr
 
 /// Removes hop-by-hop headers, including those named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names (comparisons, no hashing) says so.
+    if !headers
+        .keys()
+        .any(|n| *n == header::TRANSFER_ENCODING || HOP_BY_HOP.contains(n))
+    {
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -84,6 +91,7 @@ pub fn set_forwarded(
     request_id: &str,
 ) {
     let from_trusted = trusted(peer, proxies);
+    let client_value = ip_value(client);
     let xff = if from_trusted {
         // Keep the chain our trusted proxies built and add the hop we saw.
         let prior: Vec<&str> = headers
@@ -96,44 +104,50 @@ pub fn set_forwarded(
             chain.push_str(", ");
         }
         chain.push_str(&peer.to_canonical().to_string());
-        chain
+        HeaderValue::from_str(&chain).ok()
     } else {
-        client.to_string()
+        client_value.clone()
     };
-    let proto = if from_trusted {
-        headers
-            .get(&X_FORWARDED_PROTO)
-            .and_then(|v| v.to_str().ok())
-            .filter(|p| matches!(*p, "http" | "https"))
-            .map(str::to_owned)
-    } else {
-        None
-    }
-    .unwrap_or_else(|| if tls { "https" } else { "http" }.to_owned());
-    let fwd_host = if from_trusted {
-        headers.get(&X_FORWARDED_HOST).cloned()
-    } else {
-        None
-    }
-    .or_else(|| host.cloned());
+    let proto = from_trusted
+        .then(|| headers.get(&X_FORWARDED_PROTO))
+        .flatten()
+        .filter(|p| matches!(p.as_bytes(), b"http" | b"https"))
+        .cloned()
+        .unwrap_or_else(|| HeaderValue::from_static(if tls { "https" } else { "http" }));
+    let fwd_host = from_trusted
+        .then(|| headers.get(&X_FORWARDED_HOST).cloned())
+        .flatten()
+        .or_else(|| host.cloned());
+    // `insert` replaces every earlier value; what is not set is removed.
     headers.remove(FORWARDED);
-    headers.remove(&X_FORWARDED_FOR);
-    headers.remove(&X_FORWARDED_HOST);
-    if let Ok(v) = HeaderValue::from_str(&xff) {
-        headers.insert(X_FORWARDED_FOR, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(&proto) {
-        headers.insert(X_FORWARDED_PROTO, v);
-    }
-    if let Some(h) = fwd_host {
-        headers.insert(X_FORWARDED_HOST, h);
-    }
-    if let Ok(v) = HeaderValue::from_str(&client.to_string()) {
-        headers.insert(X_REAL_IP, v);
-    }
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        headers.insert(X_REQUEST_ID, v);
-    }
+    match xff {
+        Some(v) => headers.insert(X_FORWARDED_FOR, v),
+        None => headers.remove(&X_FORWARDED_FOR),
+    };
+    headers.insert(X_FORWARDED_PROTO, proto);
+    match fwd_host {
+        Some(h) => headers.insert(X_FORWARDED_HOST, h),
+        None => headers.remove(&X_FORWARDED_HOST),
+    };
+    match client_value {
+        Some(v) => headers.insert(X_REAL_IP, v),
+        None => headers.remove(&X_REAL_IP),
+    };
+    match HeaderValue::from_str(request_id) {
+        Ok(v) => headers.insert(X_REQUEST_ID, v),
+        Err(_) => headers.remove(&X_REQUEST_ID),
+    };
+}
+
+/// An address as a header value, formatted without a heap string.
+fn ip_value(ip: IpAddr) -> Option<HeaderValue> {
+    use std::io::Write;
+    // The longest IPv6 text form is 45 bytes.
+    let mut buf = [0u8; 48];
+    let mut at = &mut buf[..];
+    write!(at, "{ip}").ok()?;
+    let n = 48 - at.len();
+    HeaderValue::from_bytes(&buf[..n]).ok()
 }
 
 #[cfg(test)]

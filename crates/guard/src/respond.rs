@@ -13,6 +13,9 @@ pub fn apply(headers: &mut HeaderMap, rules: &HeaderRules) {
     for n in &rules.remove {
         headers.remove(n);
     }
+    // Room for all of them at once: the map would otherwise grow (and rehash) a few times.
+    // (At the map's size limit the inserts below fail one by one instead, as they would.)
+    let _ = headers.try_reserve(rules.set.len());
     for (n, v) in &rules.set {
         headers.insert(n.clone(), v.clone());
     }
