@@ -787,13 +787,15 @@ async fn forward(
             headers: &parts.headers,
             body: json.as_ref(),
         };
-        if let Some(h) = Box::pin(ctx.runtime.rate_limits.check(
-            id,
-            &facts,
-            &deps.limiter,
-            deps.redis.as_deref(),
-        ))
-        .await?
+        // Only routes under a rate rule build (and box) the check's future.
+        if ctx.runtime.rate_limits.applies(id)
+            && let Some(h) = Box::pin(ctx.runtime.rate_limits.check(
+                id,
+                &facts,
+                &deps.limiter,
+                deps.redis.as_deref(),
+            ))
+            .await?
         {
             headroom
                 .entries

@@ -295,6 +295,11 @@ impl RateLimits {
 
     /// Counts this request against every rule of its route: in Redis when the gateway has it
     /// and it answers, in the process otherwise. `Ok` carries the tightest rule's headroom.
+    /// Whether any rate rule covers `route`.
+    pub fn applies(&self, route: usize) -> bool {
+        self.per_route.get(route).is_some_and(|l| !l.is_empty())
+    }
+
     pub async fn check(
         &self,
         route: usize,
@@ -324,7 +329,8 @@ impl RateLimits {
                     }
                 })
                 .collect();
-            answers = r.rate(&checks).await.ok();
+            // Boxed: the Redis exchange's state is most of this future's size.
+            answers = Box::pin(r.rate(&checks)).await.ok();
         }
         let answers = match answers {
             Some(a) => a,

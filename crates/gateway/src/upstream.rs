@@ -82,27 +82,30 @@ impl Upstream {
         &self,
         authority: &Authority,
         connect_timeout: Duration,
-        mut req: Request<UpBody>,
+        req: Request<UpBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        if let Some((mut tx, idle)) = self.checkout(authority) {
-            // On a connection that sat idle, an upstream closing it and our request may cross:
-            // the request is written, the answer is an end of stream. A bodiless idempotent
-            // request is then safe to send again, so a copy is kept (busy connections, the hot
-            // path, pay nothing).
-            let again = (idle > STALE_AFTER).then(|| replay(&req)).flatten();
-            match tx.try_send_request(req).await {
-                Ok(resp) => {
-                    self.checkin(authority, tx);
-                    return Ok(resp);
+        let req = match self.checkout(authority) {
+            None => req,
+            Some((mut tx, idle)) => {
+                // On a connection that sat idle, an upstream closing it and our request may
+                // cross: the request is written, the answer is an end of stream. A bodiless
+                // idempotent request is then safe to send again, so a copy is kept (busy
+                // connections, the hot path, pay nothing).
+                let again = (idle > STALE_AFTER).then(|| replay(&req)).flatten();
+                match tx.try_send_request(req).await {
+                    Ok(resp) => {
+                        self.checkin(authority, tx);
+                        return Ok(resp);
+                    }
+                    Err(mut e) => match (e.take_message(), again) {
+                        // Never written: the connection had closed under it.
+                        (Some(unsent), _) => unsent,
+                        (None, Some(copy)) if e.error().is_incomplete_message() => *copy,
+                        (None, _) => return Err(UpstreamError::Exchange(e.into_error())),
+                    },
                 }
-                Err(mut e) => match (e.take_message(), again) {
-                    // Never written: the connection had closed under it.
-                    (Some(unsent), _) => req = unsent,
-                    (None, Some(copy)) if e.error().is_incomplete_message() => req = copy,
-                    (None, _) => return Err(UpstreamError::Exchange(e.into_error())),
-                },
             }
-        }
+        };
         // Boxed: opening a connection is the rare path, and its state would otherwise sit in
         // every request's future.
         let mut tx = Box::pin(connect(authority, connect_timeout)).await?;
@@ -156,7 +159,7 @@ impl Upstream {
 }
 
 /// A copy of a bodiless idempotent request (RFC 9110, 9.2.2), to send again.
-fn replay(req: &Request<UpBody>) -> Option<Request<UpBody>> {
+fn replay(req: &Request<UpBody>) -> Option<Box<Request<UpBody>>> {
     use http::Method;
     let idempotent = matches!(
         *req.method(),
@@ -170,7 +173,7 @@ fn replay(req: &Request<UpBody>) -> Option<Request<UpBody>> {
     *copy.uri_mut() = req.uri().clone();
     *copy.version_mut() = req.version();
     *copy.headers_mut() = req.headers().clone();
-    Some(copy)
+    Some(Box::new(copy))
 }
 
 /// Opens a connection (every resolved address in turn, all within `timeout`) and starts its
