@@ -483,15 +483,19 @@ async fn lookup_owner(
     if let Ok(v) = HeaderValue::from_str(&ctx.id) {
         req.headers_mut().insert(X_REQUEST_ID, v);
     }
-    let sent = deps.upstream.send(
-        &policy.upstream.authority,
-        policy.limits.upstream_connect_timeout,
-        req,
-    );
-    let resp = match tokio::time::timeout(policy.limits.upstream_timeout, sent).await {
-        Ok(Ok(r)) => r,
-        Ok(Err(_)) => return Err(Rejection::UpstreamUnavailable),
-        Err(_) => return Err(Rejection::UpstreamTimeout),
+    let sent = deps
+        .upstream
+        .send(
+            &policy.upstream.authority,
+            policy.limits.upstream_connect_timeout,
+            policy.limits.upstream_timeout,
+            req,
+        )
+        .await;
+    let resp = match sent {
+        Ok(r) => r,
+        Err(crate::upstream::UpstreamError::Timeout) => return Err(Rejection::UpstreamTimeout),
+        Err(_) => return Err(Rejection::UpstreamUnavailable),
     };
     if !resp.status().is_success() {
         return Ok(false);
@@ -1006,18 +1010,18 @@ async fn forward(
             }
         }
     }
-    let sent = tokio::time::timeout(
-        limits.upstream_timeout,
-        deps.upstream.send(
+    let sent = deps
+        .upstream
+        .send(
             &policy.upstream.authority,
             limits.upstream_connect_timeout,
+            limits.upstream_timeout,
             Request::from_parts(parts, body),
-        ),
-    )
-    .await;
+        )
+        .await;
     let resp = match sent {
-        Ok(Ok(r)) => r,
-        failed => {
+        Ok(r) => r,
+        Err(e) => {
             for (q, key, _) in &taken {
                 Box::pin(crate::ratelimit::quota::give_back(
                     deps.store.as_ref(),
@@ -1026,17 +1030,7 @@ async fn forward(
                 ))
                 .await;
             }
-            return Err(match failed {
-                Err(_) => {
-                    deps.metrics
-                        .upstream_errors
-                        .get_or_create(&crate::metrics::KindLabel { kind: "timeout" })
-                        .inc();
-                    Rejection::UpstreamTimeout
-                }
-                Ok(Err(e)) => classify(deps, ctx, &e),
-                Ok(Ok(_)) => Rejection::Internal,
-            });
+            return Err(classify(deps, ctx, &e));
         }
     };
 
@@ -1247,6 +1241,13 @@ fn classify(deps: &Deps, ctx: &Ctx, e: &crate::upstream::UpstreamError) -> Rejec
             return Rejection::RequestTimeout;
         }
         source = err.source();
+    }
+    if matches!(e, crate::upstream::UpstreamError::Timeout) {
+        deps.metrics
+            .upstream_errors
+            .get_or_create(&crate::metrics::KindLabel { kind: "timeout" })
+            .inc();
+        return Rejection::UpstreamTimeout;
     }
     let kind = if e.is_connect() { "connect" } else { "io" };
     deps.metrics

@@ -45,6 +45,8 @@ pub enum UpstreamError {
     ConnectTimeout,
     #[error("the upstream exchange failed: {0}")]
     Exchange(#[from] hyper::Error),
+    #[error("the upstream did not answer in time")]
+    Timeout,
 }
 
 impl UpstreamError {
@@ -77,13 +79,20 @@ struct Pooled {
 
 impl Upstream {
     /// Sends `req` (origin-form target, `Host` set) to `authority` and returns the answer's
-    /// head; the body streams from the connection, which is pooled again once it is read.
+    /// head, within `answer_timeout` in all (opening a connection, within `connect_timeout`,
+    /// included); the body streams from the connection, which is pooled again once it is read.
+    ///
+    /// The deadline is applied to each step here rather than around this future: the
+    /// future is then built and moved once instead of three times (it is over a kilobyte,
+    /// and every request pays for each move).
     pub async fn send(
         &self,
         authority: &Authority,
         connect_timeout: Duration,
+        answer_timeout: Duration,
         req: Request<UpBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
+        let deadline = tokio::time::Instant::now() + answer_timeout;
         let req = match self.checkout(authority) {
             None => req,
             Some((mut tx, idle)) => {
@@ -92,7 +101,8 @@ impl Upstream {
                 // idempotent request is then safe to send again, so a copy is kept (busy
                 // connections, the hot path, pay nothing).
                 let again = (idle > STALE_AFTER).then(|| replay(&req)).flatten();
-                match tx.try_send_request(req).await {
+                let sent = tokio::time::timeout_at(deadline, tx.try_send_request(req)).await;
+                match sent.map_err(|_| UpstreamError::Timeout)? {
                     Ok(resp) => {
                         self.checkin(authority, tx);
                         return Ok(resp);
@@ -108,8 +118,13 @@ impl Upstream {
         };
         // Boxed: opening a connection is the rare path, and its state would otherwise sit in
         // every request's future.
-        let mut tx = Box::pin(connect(authority, connect_timeout)).await?;
-        let resp = tx.send_request(req).await?;
+        let opened = Box::pin(connect(authority, connect_timeout));
+        let mut tx = tokio::time::timeout_at(deadline, opened)
+            .await
+            .map_err(|_| UpstreamError::Timeout)??;
+        let resp = tokio::time::timeout_at(deadline, tx.send_request(req))
+            .await
+            .map_err(|_| UpstreamError::Timeout)??;
         self.checkin(authority, tx);
         Ok(resp)
     }
@@ -257,7 +272,12 @@ mod tests {
     /// next request is written to it.
     async fn first_then_stale(up: &Upstream, authority: &Authority) {
         let first = up
-            .send(authority, Duration::from_secs(2), get())
+            .send(
+                authority,
+                Duration::from_secs(2),
+                Duration::from_secs(5),
+                get(),
+            )
             .await
             .unwrap();
         assert_eq!(
@@ -276,7 +296,12 @@ mod tests {
         let up = Upstream::default();
         first_then_stale(&up, &authority).await;
         let second = up
-            .send(&authority, Duration::from_secs(2), get())
+            .send(
+                &authority,
+                Duration::from_secs(2),
+                Duration::from_secs(5),
+                get(),
+            )
             .await
             .unwrap();
         assert_eq!(second.status(), http::StatusCode::OK);
@@ -297,7 +322,12 @@ mod tests {
         *post.method_mut() = http::Method::POST;
         *post.body_mut() = UpBody::Bytes(Some(bytes::Bytes::from_static(b"{}")));
         let e = up
-            .send(&authority, Duration::from_secs(2), post)
+            .send(
+                &authority,
+                Duration::from_secs(2),
+                Duration::from_secs(5),
+                post,
+            )
             .await
             .unwrap_err();
         assert!(!e.is_connect(), "{e}");
