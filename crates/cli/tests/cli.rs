@@ -187,6 +187,61 @@ async fn serve_reloads_on_sighup_and_on_file_change() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// Hot reload follows the files the policy is built from (here its OpenAPI description), and
+/// nothing else in their directory: a log or a database beside the policy, written on every
+/// request, must not recompile the policy each time.
+#[cfg(unix)]
+#[tokio::test]
+async fn serve_reloads_when_a_source_changes_and_not_for_other_files_beside_it() {
+    let up = Recorder::start().await;
+    let dir = temp_dir("sources");
+    let spec = |paths: &[&str]| {
+        let ops: String = paths
+            .iter()
+            .map(|p| {
+                format!(
+                    "  {p}:\n    get:\n      responses:\n        '200': {{ description: ok }}\n"
+                )
+            })
+            .collect();
+        format!("openapi: 3.1.0\ninfo: {{ title: t, version: '1' }}\npaths:\n{ops}")
+    };
+    std::fs::write(dir.join("spec.yaml"), spec(&["/a"])).unwrap();
+    let policy = dir.join("p.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "listen: 127.0.0.1:0\nupstream: http://{}\nopenapi: spec.yaml\nstate: {{ backend: memory }}\n",
+            up.addr
+        ),
+    )
+    .unwrap();
+    let served = serve(&policy).await;
+    let c = client();
+    let status = |path: &'static str| {
+        let (c, url) = (c.clone(), format!("{}{path}", served.base));
+        async move { c.get(url).send().await.unwrap().status() }
+    };
+    assert_eq!(status("/a").await, StatusCode::OK);
+    assert_eq!(status("/b").await, StatusCode::NOT_FOUND);
+    for i in 0..5 {
+        std::fs::write(dir.join("access.log"), format!("line {i}\n")).unwrap();
+        std::fs::write(dir.join("shop.db"), [i; 16]).unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Past the debounce: a reload would have been logged by now.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        !served.log().contains("policy reloaded"),
+        "other files triggered a reload:\n{}",
+        served.log()
+    );
+    std::fs::write(dir.join("spec.yaml"), spec(&["/a", "/b"])).unwrap();
+    served.wait_for_log("policy reloaded").await;
+    assert_eq!(status("/b").await, StatusCode::OK);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn serve_refuses_a_broken_policy_before_binding() {
     let dir = temp_dir("refuse");

@@ -226,6 +226,18 @@ impl Gateway {
         })
     }
 
+    /// Whether the running policy was built from a file named `name` (the policy file, the
+    /// OpenAPI description, a key or secret file, the TLS certificate or key).
+    pub fn reads_file_named(&self, name: &std::ffi::OsStr) -> bool {
+        self.current
+            .runtime
+            .load()
+            .policy
+            .sources
+            .iter()
+            .any(|p| p.file_name() == Some(name))
+    }
+
     /// Loads the policy file again; a valid policy replaces the running one (requests in
     /// flight finish on the old one), an invalid one is refused and the old one stays.
     /// Listener addresses, TLS and the worker count are fixed at start.

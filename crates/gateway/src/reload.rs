@@ -1,6 +1,11 @@
-//! Hot reload triggers: `SIGHUP`, and changes to the policy file (the directory is watched,
-//! not the file, so editors that replace the file by rename are seen too). Bursts of events
-//! are debounced into one reload.
+//! Hot reload triggers: `SIGHUP`, and changes to the files the running policy was built from
+//! that sit in the policy file's directory (the directory is watched, not the files, so
+//! editors that replace a file by rename are seen too). Other files there (logs, the embedded
+//! store, an upstream's database) never trigger a reload. Bursts of events are debounced into
+//! one reload.
+//!
+//! A file the running policy does not use yet (an OpenAPI description a refused edit named
+//! before it existed) is picked up at the next change of the policy file, or on `SIGHUP`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -10,17 +15,23 @@ use tokio::sync::mpsc;
 
 use crate::Gateway;
 
-/// Reloads `gateway` on SIGHUP and on changes to its policy file (and the files beside it,
-/// such as the OpenAPI description) until the gateway is dropped. Returns the watcher, which
-/// must be kept alive.
+/// What asked for a reload.
+enum Trigger {
+    Signal,
+    /// Files changed in the watched directory.
+    Files(Vec<std::path::PathBuf>),
+}
+
+/// Reloads `gateway` on SIGHUP and on changes to the files its policy is built from, until
+/// the gateway is dropped. Returns the watcher, which must be kept alive.
 pub fn watch(gateway: Arc<Gateway>) -> notify::Result<notify::RecommendedWatcher> {
-    let (tx, mut rx) = mpsc::unbounded_channel::<()>();
+    let (tx, mut rx) = mpsc::unbounded_channel::<Trigger>();
     let file_tx = tx.clone();
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
         if let Ok(ev) = ev
             && (ev.kind.is_modify() || ev.kind.is_create() || ev.kind.is_remove())
         {
-            let _ = file_tx.send(());
+            let _ = file_tx.send(Trigger::Files(ev.paths));
         }
     })?;
     let dir = gateway
@@ -44,7 +55,7 @@ pub fn watch(gateway: Arc<Gateway>) -> notify::Result<notify::RecommendedWatcher
                 return;
             };
             while hup.recv().await.is_some() {
-                if tx.send(()).is_err() {
+                if tx.send(Trigger::Signal).is_err() {
                     return;
                 }
             }
@@ -53,7 +64,19 @@ pub fn watch(gateway: Arc<Gateway>) -> notify::Result<notify::RecommendedWatcher
     let weak = Arc::downgrade(&gateway);
     drop(gateway);
     tokio::spawn(async move {
-        while rx.recv().await.is_some() {
+        while let Some(trigger) = rx.recv().await {
+            let Some(g) = weak.upgrade() else { return };
+            let wanted = match trigger {
+                Trigger::Signal => true,
+                Trigger::Files(paths) => paths
+                    .iter()
+                    .filter_map(|p| p.file_name())
+                    .any(|name| g.reads_file_named(name)),
+            };
+            drop(g);
+            if !wanted {
+                continue;
+            }
             // Debounce: editors write in several steps.
             tokio::time::sleep(Duration::from_millis(200)).await;
             while rx.try_recv().is_ok() {}

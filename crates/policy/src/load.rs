@@ -572,6 +572,7 @@ pub fn load_str(file: &Path, text: &str) -> Result<Loaded, Problems> {
         file,
         problems: Problems::default(),
         described: Vec::new(),
+        sources: vec![file.to_owned()],
     }
     .compile(raw)
 }
@@ -616,6 +617,8 @@ struct Compiler<'a> {
     problems: Problems,
     /// Rules written in the description (`x-portcullis-owner`, `x-portcullis-rate-limit`).
     described: Vec<Described>,
+    /// The files read to build the policy.
+    sources: Vec<PathBuf>,
 }
 
 /// Where a rule from the description came from: its key, the description, the operation.
@@ -642,6 +645,15 @@ impl Compiler<'_> {
     fn warn<T>(&mut self, at: &Spanned<T>, key: impl Into<String>, msg: impl Into<String>) {
         self.problems
             .push(Problem::warning(self.file, pos(at), key, msg));
+    }
+
+    /// A file the policy is built from (`relative`, and remembered as a source).
+    fn source(&mut self, p: &str) -> PathBuf {
+        let p = self.relative(p);
+        if !self.sources.contains(&p) {
+            self.sources.push(p.clone());
+        }
+        p
     }
 
     fn relative(&self, p: &str) -> PathBuf {
@@ -858,6 +870,7 @@ impl Compiler<'_> {
                 default_bounds,
                 undeclared_response_fields,
                 state,
+                sources: self.sources,
             },
             warnings: self.problems,
         })
@@ -919,7 +932,7 @@ impl Compiler<'_> {
     }
 
     fn readable(&mut self, s: &Spanned<String>, key: &str) -> PathBuf {
-        let p = self.relative(&s.value);
+        let p = self.source(&s.value);
         if let Err(e) = std::fs::metadata(&p) {
             self.err(s, key, format!("cannot read `{}`: {e}", p.display()));
         }
@@ -1432,7 +1445,7 @@ impl Compiler<'_> {
                     return None;
                 }
             },
-            (None, Some(f), None) => match std::fs::read(self.relative(&f.value)) {
+            (None, Some(f), None) => match std::fs::read(self.source(&f.value)) {
                 Ok(mut v) => {
                     while v.last().is_some_and(|b| b.is_ascii_whitespace()) {
                         v.pop();
@@ -1553,7 +1566,7 @@ impl Compiler<'_> {
                         );
                         None
                     }
-                    Some(f) => match std::fs::read(self.relative(&f.value)) {
+                    Some(f) => match std::fs::read(self.source(&f.value)) {
                         Ok(pem)
                             if pem.starts_with(b"-----BEGIN")
                                 && !pem.windows(7).any(|w| w == b"PRIVATE") =>
@@ -2262,7 +2275,7 @@ impl Compiler<'_> {
         if !requests && !responses {
             return None;
         }
-        let path = self.relative(&spec.value);
+        let path = self.source(&spec.value);
         let mut doc = match openapi::document(&path) {
             Ok(d) => d,
             Err(e) => {
@@ -2574,7 +2587,7 @@ impl Compiler<'_> {
             });
         }
         if let Some(spec) = &raw.openapi {
-            let spec_path = self.relative(&spec.value);
+            let spec_path = self.source(&spec.value);
             match openapi::operations(&spec_path) {
                 Ok(ops) => {
                     for op in ops {

@@ -513,6 +513,10 @@ pub struct Policy {
     /// What to do with response properties the description does not declare.
     pub undeclared_response_fields: ResponseFields,
     pub state: StateBackend,
+    /// The files the policy was built from: this file first, then the OpenAPI description,
+    /// key and secret files, TLS certificate and key. Hot reload watches these (not the
+    /// embedded store's directory, nor anything else that happens to sit beside them).
+    pub sources: Vec<PathBuf>,
 }
 
 /// What an unbounded request field may hold at most: applied to string, array and integer
