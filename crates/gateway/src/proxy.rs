@@ -477,8 +477,8 @@ async fn lookup_owner(
             req.headers_mut().insert(name, v.clone());
         }
     }
-    if let Ok(h) = HeaderValue::from_str(policy.upstream.authority.as_str()) {
-        req.headers_mut().insert(HOST, h);
+    if let Some(h) = &ctx.runtime.upstream_host {
+        req.headers_mut().insert(HOST, h.clone());
     }
     if let Ok(v) = HeaderValue::from_str(&ctx.id) {
         req.headers_mut().insert(X_REQUEST_ID, v);
@@ -952,8 +952,8 @@ async fn forward(
         host.as_ref(),
         &ctx.id,
     );
-    if let Ok(h) = HeaderValue::from_str(policy.upstream.authority.as_str()) {
-        parts.headers.insert(HOST, h);
+    if let Some(h) = &ctx.runtime.upstream_host {
+        parts.headers.insert(HOST, h.clone());
     }
     // The upstream gets the normalised path; when normalising changed nothing, the original
     // bytes are reused.

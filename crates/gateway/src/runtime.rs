@@ -34,6 +34,8 @@ pub struct Runtime {
     pub validators: crate::validate::Validators,
     /// The provider's key set, when the policy names a JWKS.
     pub jwks: Option<Arc<crate::jwks::JwksCache>>,
+    /// The `Host` the upstream is sent (its authority), built once.
+    pub upstream_host: Option<HeaderValue>,
 }
 
 impl Runtime {
@@ -85,6 +87,7 @@ impl Runtime {
         let rate_limits = crate::ratelimit::RateLimits::new(&policy);
         let ssrf = policy.ssrf.as_ref().map(crate::ssrf::Guard::new);
         Ok(Self {
+            upstream_host: HeaderValue::from_str(policy.upstream.authority.as_str()).ok(),
             limits: Arc::new(policy.limits.clone()),
             ssrf,
             rate_limits,
