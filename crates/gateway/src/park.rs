@@ -6,9 +6,9 @@
 //! same on top of hyper. A connection is served in *spells*: a hyper connection is built when
 //! the socket becomes readable, serves requests while the client keeps sending, and is taken
 //! apart ([`hyper::server::conn::http1::Connection::into_parts`], after a graceful shutdown that
-//! hyper completes at once on an idle connection) once it has been idle for `GRACE` (20 ms). The
-//! socket then waits for the next request with nothing allocated but the task, and a keep-alive
-//! connection that stays silent for `idle_timeout` is closed.
+//! hyper completes at once on an idle connection) once it has been idle for `GRACE` to twice
+//! that (20 to 40 ms). The socket then waits for the next request with nothing allocated but
+//! the task, and a keep-alive connection that stays silent for `idle_timeout` is closed.
 //!
 //! "Idle" is observed from outside hyper, by [`Track`]: every response handed to hyper has been
 //! dropped by it (sent), nothing was read since the last one ended (no partial head is being
@@ -238,8 +238,11 @@ where
         let mut conn = Box::new(conn);
         let mut parting = false;
         let mut stopping = false;
-        // The grace is armed when the connection goes idle, for the count of responses it had
-        // sent then.
+        // The grace timer is armed once, when the connection first goes idle, for the count of
+        // responses sent then; when it fires, the connection parts only if it is idle and sent
+        // nothing since, else it is armed again. A busy connection so resets it at most once
+        // per `GRACE` rather than after every response, and parks after `GRACE` to
+        // 2 x `GRACE` of quiet.
         let mut armed_at = None;
         // Whether the spell ended with the connection idle (else the client left, or the
         // gateway is stopping).
@@ -258,12 +261,18 @@ where
                     Poll::Ready(Ok(())) => return Poll::Ready(Ok(parting && !stopping)),
                     Poll::Pending if !parting && !stopping && track.idle() => {
                         let done = track.done.load(Relaxed);
-                        if armed_at != Some(done) {
+                        if armed_at.is_none() {
                             armed_at = Some(done);
                             timer.as_mut().reset(Instant::now() + GRACE);
                         }
                         if timer.as_mut().poll(cx).is_pending() {
                             return Poll::Pending;
+                        }
+                        if armed_at != Some(done) {
+                            // Responses went out since it was armed: a fresh grace.
+                            armed_at = Some(done);
+                            timer.as_mut().reset(Instant::now() + GRACE);
+                            continue;
                         }
                         parting = true;
                         Pin::new(&mut *conn).graceful_shutdown();
