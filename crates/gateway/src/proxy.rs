@@ -122,6 +122,8 @@ pub struct Shared {
 #[derive(Clone, Debug)]
 pub struct Ctx {
     pub id: Arc<str>,
+    /// When the request's head was handed to the pipeline (deadlines count from it).
+    pub start: Instant,
     pub peer: SocketAddr,
     pub client: std::net::IpAddr,
     pub tls: bool,
@@ -488,7 +490,8 @@ async fn lookup_owner(
         .send(
             &policy.upstream.authority,
             policy.limits.upstream_connect_timeout,
-            policy.limits.upstream_timeout,
+            ctx.start,
+            Instant::now() + policy.limits.upstream_timeout,
             req,
         )
         .await;
@@ -1015,7 +1018,9 @@ async fn forward(
         .send(
             &policy.upstream.authority,
             limits.upstream_connect_timeout,
-            limits.upstream_timeout,
+            ctx.start,
+            // From now: reading a body for a phase may have taken a while.
+            Instant::now() + limits.upstream_timeout,
             Request::from_parts(parts, body),
         )
         .await;
@@ -1288,6 +1293,7 @@ pub async fn handle(
     });
     let ctx = Ctx {
         id: id.clone(),
+        start,
         peer,
         client,
         tls,

@@ -79,8 +79,9 @@ struct Pooled {
 
 impl Upstream {
     /// Sends `req` (origin-form target, `Host` set) to `authority` and returns the answer's
-    /// head, within `answer_timeout` in all (opening a connection, within `connect_timeout`,
-    /// included); the body streams from the connection, which is pooled again once it is read.
+    /// head by `deadline` (opening a connection, within `connect_timeout`, included); the body
+    /// streams from the connection, which is pooled again once it is read. `now` is a recent
+    /// reading of the clock (the request's start), for the pool's bookkeeping.
     ///
     /// The deadline is applied to each step here rather than around this future: the
     /// future is then built and moved once instead of three times (it is over a kilobyte,
@@ -89,11 +90,12 @@ impl Upstream {
         &self,
         authority: &Authority,
         connect_timeout: Duration,
-        answer_timeout: Duration,
+        now: Instant,
+        deadline: Instant,
         req: Request<UpBody>,
     ) -> Result<Response<Incoming>, UpstreamError> {
-        let deadline = tokio::time::Instant::now() + answer_timeout;
-        let req = match self.checkout(authority) {
+        let deadline = tokio::time::Instant::from_std(deadline);
+        let req = match self.checkout(authority, now) {
             None => req,
             Some((mut tx, idle)) => {
                 // On a connection that sat idle, an upstream closing it and our request may
@@ -104,7 +106,7 @@ impl Upstream {
                 let sent = tokio::time::timeout_at(deadline, tx.try_send_request(req)).await;
                 match sent.map_err(|_| UpstreamError::Timeout)? {
                     Ok(resp) => {
-                        self.checkin(authority, tx);
+                        self.checkin(authority, tx, now);
                         return Ok(resp);
                     }
                     Err(mut e) => match (e.take_message(), again) {
@@ -125,13 +127,17 @@ impl Upstream {
         let resp = tokio::time::timeout_at(deadline, tx.send_request(req))
             .await
             .map_err(|_| UpstreamError::Timeout)??;
-        self.checkin(authority, tx);
+        self.checkin(authority, tx, Instant::now());
         Ok(resp)
     }
 
     /// The most recently used connection that is ready, and how long it was unused; closed and
     /// expired ones are dropped, busy ones stay.
-    fn checkout(&self, authority: &Authority) -> Option<(SendRequest<UpBody>, Duration)> {
+    fn checkout(
+        &self,
+        authority: &Authority,
+        now: Instant,
+    ) -> Option<(SendRequest<UpBody>, Duration)> {
         let mut pool = self
             .pool
             .lock()
@@ -139,12 +145,11 @@ impl Upstream {
         if pool.authority.as_ref() != Some(authority) {
             return None;
         }
-        let now = Instant::now();
         let mut i = pool.conns.len();
         while i > 0 {
             i -= 1;
             let c = &pool.conns[i];
-            let idle = now.duration_since(c.since);
+            let idle = now.saturating_duration_since(c.since);
             if c.tx.is_closed() || idle > IDLE_TIMEOUT {
                 pool.conns.remove(i);
             } else if c.tx.is_ready() {
@@ -154,7 +159,7 @@ impl Upstream {
         None
     }
 
-    fn checkin(&self, authority: &Authority, tx: SendRequest<UpBody>) {
+    fn checkin(&self, authority: &Authority, tx: SendRequest<UpBody>, now: Instant) {
         let mut pool = self
             .pool
             .lock()
@@ -166,10 +171,7 @@ impl Upstream {
         if pool.conns.len() >= MAX_IDLE {
             pool.conns.pop_front();
         }
-        pool.conns.push_back(Pooled {
-            tx,
-            since: Instant::now(),
-        });
+        pool.conns.push_back(Pooled { tx, since: now });
     }
 }
 
@@ -275,7 +277,8 @@ mod tests {
             .send(
                 authority,
                 Duration::from_secs(2),
-                Duration::from_secs(5),
+                Instant::now(),
+                Instant::now() + Duration::from_secs(5),
                 get(),
             )
             .await
@@ -299,7 +302,8 @@ mod tests {
             .send(
                 &authority,
                 Duration::from_secs(2),
-                Duration::from_secs(5),
+                Instant::now(),
+                Instant::now() + Duration::from_secs(5),
                 get(),
             )
             .await
@@ -325,7 +329,8 @@ mod tests {
             .send(
                 &authority,
                 Duration::from_secs(2),
-                Duration::from_secs(5),
+                Instant::now(),
+                Instant::now() + Duration::from_secs(5),
                 post,
             )
             .await
