@@ -55,6 +55,15 @@ impl Track {
         self.calls.fetch_add(1, Relaxed);
     }
 
+    /// Whether a request head is being received (bytes came after the last response, and no
+    /// request was dispatched from them yet), with the count of requests before it.
+    fn head_pending(&self) -> Option<u32> {
+        let calls = self.calls.load(Relaxed);
+        (calls == self.done.load(Relaxed)
+            && self.read.load(Relaxed) > self.read_at_done.load(Relaxed))
+        .then_some(calls)
+    }
+
     fn idle(&self) -> bool {
         self.calls.load(Relaxed) == self.done.load(Relaxed)
             && self.read.load(Relaxed) == self.read_at_done.load(Relaxed)
@@ -201,13 +210,29 @@ impl<S: Park> AsyncWrite for Watched<'_, S> {
 /// rebuild per 20 ms of a connection's life is a negligible share of any request rate.
 const GRACE: std::time::Duration = std::time::Duration::from_millis(20);
 
+/// What the spell's timer is armed for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Armed {
+    Nothing,
+    /// The grace, for the count of responses sent when it was armed.
+    Grace(u32),
+    /// The head-read deadline, for the head that follows this many requests.
+    Head(u32),
+}
+
 /// Serves HTTP/1 on `stream` until the client leaves, the connection idles past
-/// `idle_timeout`, or `stop` turns true (requests in flight then finish first). `service`
-/// builds the service for one spell from that spell's [`Track`], and `builder` its hyper
-/// builder (made per spell rather than kept, so the parked task is smaller).
+/// `idle_timeout`, a request head takes longer than `header_read_timeout` to arrive
+/// (slowloris), or `stop` turns true (requests in flight then finish first). `service` builds
+/// the service for one spell from that spell's [`Track`], and `builder` its hyper builder
+/// (made per spell rather than kept, so the parked task is smaller).
+///
+/// The head-read deadline is kept here, not by hyper: hyper allocates and registers a fresh
+/// timer for every request it reads, while here the timer is armed only when a head is seen
+/// arriving in pieces (a whole head is dispatched in the poll that reads it).
 pub async fn serve<C: Park, S, F>(
     mut stream: C,
     builder: impl Fn() -> hyper::server::conn::http1::Builder,
+    header_read_timeout: std::time::Duration,
     idle_timeout: std::time::Duration,
     mut stop: watch::Receiver<bool>,
     mut service: F,
@@ -221,7 +246,8 @@ where
     <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let mut carry = Bytes::new();
-    // One timer, reset for each use: the idle timeout while parked, the grace while serving.
+    // One timer, reset for each use: the idle timeout while parked; while serving, the grace
+    // or the head-read deadline.
     let mut timer = std::pin::pin!(tokio::time::sleep(idle_timeout));
     // The first spell starts at once: bytes may already wait in a TLS session, where the
     // socket's readiness cannot tell. A spell parts only after hyper's read found nothing.
@@ -243,7 +269,7 @@ where
         // nothing since, else it is armed again. A busy connection so resets it at most once
         // per `GRACE` rather than after every response, and parks after `GRACE` to
         // 2 x `GRACE` of quiet.
-        let mut armed_at = None;
+        let mut armed = Armed::Nothing;
         // Whether the spell ended with the connection idle (else the client left, or the
         // gateway is stopping).
         let parted = poll_fn(|cx| {
@@ -259,26 +285,38 @@ where
                 match conn.poll_without_shutdown(cx) {
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Ready(Ok(())) => return Poll::Ready(Ok(parting && !stopping)),
-                    Poll::Pending if !parting && !stopping && track.idle() => {
-                        let done = track.done.load(Relaxed);
-                        if armed_at.is_none() {
-                            armed_at = Some(done);
-                            timer.as_mut().reset(Instant::now() + GRACE);
-                        }
-                        if timer.as_mut().poll(cx).is_pending() {
-                            return Poll::Pending;
-                        }
-                        if armed_at != Some(done) {
-                            // Responses went out since it was armed: a fresh grace.
-                            armed_at = Some(done);
-                            timer.as_mut().reset(Instant::now() + GRACE);
-                            continue;
-                        }
-                        parting = true;
-                        Pin::new(&mut *conn).graceful_shutdown();
-                    }
-                    Poll::Pending => return Poll::Pending,
+                    Poll::Pending => {}
                 }
+                if let Some(before) = track.head_pending() {
+                    if armed != Armed::Head(before) {
+                        armed = Armed::Head(before);
+                        timer.as_mut().reset(Instant::now() + header_read_timeout);
+                    }
+                    if timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    tracing::debug!(target: "portcullis::accept", "request head not received in time; connection closed");
+                    return Poll::Ready(Ok(false));
+                }
+                if parting || stopping || !track.idle() {
+                    return Poll::Pending;
+                }
+                let done = track.done.load(Relaxed);
+                if !matches!(armed, Armed::Grace(_)) {
+                    armed = Armed::Grace(done);
+                    timer.as_mut().reset(Instant::now() + GRACE);
+                }
+                if timer.as_mut().poll(cx).is_pending() {
+                    return Poll::Pending;
+                }
+                if armed != Armed::Grace(done) {
+                    // Responses went out since it was armed: a fresh grace.
+                    armed = Armed::Grace(done);
+                    timer.as_mut().reset(Instant::now() + GRACE);
+                    continue;
+                }
+                parting = true;
+                Pin::new(&mut *conn).graceful_shutdown();
             }
         })
         .await?;

@@ -61,10 +61,10 @@ pub fn tls_acceptor(tls: &Tls) -> Result<tokio_rustls::TlsAcceptor, StartError> 
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
+/// No timer and no header-read timeout: [`park::serve`] keeps that deadline.
 fn http1_builder(limits: &Limits) -> hyper::server::conn::http1::Builder {
     let mut b = hyper::server::conn::http1::Builder::new();
-    b.timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+    b.header_read_timeout(None)
         .max_buf_size(limits.max_header_bytes.max(8192))
         .keep_alive(true);
     b
@@ -249,6 +249,7 @@ async fn serve_h1<C: park::Park>(
     let ended = park::serve(
         stream,
         || http1_builder(limits),
+        limits.header_read_timeout,
         limits.idle_timeout,
         stop,
         service,

@@ -170,6 +170,36 @@ async fn slowloris_connections_are_cut() {
     assert!(up.seen().is_empty());
 }
 
+/// The unfinished head arrived with a whole request before it, so no read follows it: the
+/// deadline still runs from the bytes already received.
+#[tokio::test]
+async fn a_head_left_unfinished_behind_a_pipelined_request_is_cut() {
+    let up = Recorder::start().await;
+    let gw = Gw::start(&recorder_policy(
+        &up,
+        "limits: { header_read_timeout: 1s }\n",
+    ))
+    .await;
+    let mut s = connect(&gw).await;
+    s.write_all(
+        b"GET /api/items HTTP/1.1\r\nHost: x\r\n\r\nGET /api/items HTTP/1.1\r\nHost: x\r\nX-Slow: ",
+    )
+    .await
+    .unwrap();
+    let start = Instant::now();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    let waited = start.elapsed();
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(text.matches("HTTP/1.1 200").count(), 1, "{text}");
+    assert!(waited < Duration::from_secs(5), "cut after {waited:?}");
+    assert!(
+        waited >= Duration::from_millis(900),
+        "cut before the deadline: {waited:?}"
+    );
+    assert_eq!(up.seen().len(), 1);
+}
+
 #[tokio::test]
 async fn oversized_bodies_are_refused_declared_or_streamed() {
     let up = Recorder::start().await;
