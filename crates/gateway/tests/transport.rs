@@ -132,18 +132,24 @@ async fn the_normalised_path_is_what_the_upstream_receives() {
     }
 }
 
-#[tokio::test]
-async fn slowloris_connections_are_cut() {
-    let up = Recorder::start().await;
+/// A gateway with a 1 s head-read deadline, and a connection to it that has sent `bytes`
+/// (ending in an unfinished head).
+async fn unfinished_head(up: &Recorder, bytes: &[u8]) -> (Gw, TcpStream) {
     let gw = Gw::start(&recorder_policy(
-        &up,
+        up,
         "limits: { header_read_timeout: 1s }\n",
     ))
     .await;
     let mut s = connect(&gw).await;
-    s.write_all(b"GET /api/items HTTP/1.1\r\nHost: x\r\nX-Slow: ")
-        .await
-        .unwrap();
+    s.write_all(bytes).await.unwrap();
+    (gw, s)
+}
+
+#[tokio::test]
+async fn slowloris_connections_are_cut() {
+    let up = Recorder::start().await;
+    let (_gw, mut s) =
+        unfinished_head(&up, b"GET /api/items HTTP/1.1\r\nHost: x\r\nX-Slow: ").await;
     let start = Instant::now();
     let mut buf = Vec::new();
     let read = tokio::time::timeout(Duration::from_secs(10), async {
@@ -175,17 +181,11 @@ async fn slowloris_connections_are_cut() {
 #[tokio::test]
 async fn a_head_left_unfinished_behind_a_pipelined_request_is_cut() {
     let up = Recorder::start().await;
-    let gw = Gw::start(&recorder_policy(
+    let (_gw, mut s) = unfinished_head(
         &up,
-        "limits: { header_read_timeout: 1s }\n",
-    ))
-    .await;
-    let mut s = connect(&gw).await;
-    s.write_all(
         b"GET /api/items HTTP/1.1\r\nHost: x\r\n\r\nGET /api/items HTTP/1.1\r\nHost: x\r\nX-Slow: ",
     )
-    .await
-    .unwrap();
+    .await;
     let start = Instant::now();
     let mut out = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
