@@ -168,6 +168,15 @@ impl Upstream {
             pool.conns.clear();
             pool.authority = Some(authority.clone());
         }
+        // The oldest go first: past the idle timeout (a scan from the recent end may never
+        // reach them), and beyond the cap.
+        while pool
+            .conns
+            .front()
+            .is_some_and(|c| now.saturating_duration_since(c.since) > IDLE_TIMEOUT)
+        {
+            pool.conns.pop_front();
+        }
         if pool.conns.len() >= MAX_IDLE {
             pool.conns.pop_front();
         }
