@@ -169,7 +169,7 @@ impl Service<Request<Incoming>> for Pipeline {
 async fn pipeline(ctx: Ctx, req: Request<Incoming>) -> (Response<Body>, Decision) {
     let mut route = None;
     let mut limits = Headroom::default();
-    // The pipeline's state (about 3 KiB) lives on the heap, built in place once: the futures
+    // The pipeline's state (about 3 KiB) lives on the heap, copied there once: the futures
     // around it stay small, and moving them (hyper and tower move a request's future a few
     // times) copies pointers rather than kilobytes.
     let result = Box::pin(forward(&ctx.deps, &ctx, req, &mut route, &mut limits)).await;
@@ -1001,14 +1001,7 @@ async fn forward(
         {
             Ok(used) => taken.push((q, key, used)),
             Err(rej) => {
-                for (q, key, _) in &taken {
-                    Box::pin(crate::ratelimit::quota::give_back(
-                        deps.store.as_ref(),
-                        q,
-                        key,
-                    ))
-                    .await;
-                }
+                Box::pin(give_back_all(deps, &taken)).await;
                 return Err(rej);
             }
         }
@@ -1027,14 +1020,7 @@ async fn forward(
     let resp = match sent {
         Ok(r) => r,
         Err(e) => {
-            for (q, key, _) in &taken {
-                Box::pin(crate::ratelimit::quota::give_back(
-                    deps.store.as_ref(),
-                    q,
-                    key,
-                ))
-                .await;
-            }
+            Box::pin(give_back_all(deps, &taken)).await;
             return Err(classify(deps, ctx, &e));
         }
     };
@@ -1116,6 +1102,13 @@ async fn forward(
         return Box::pin(scrub_client_error(ctx, parts, body)).await;
     }
     Ok(Response::from_parts(parts, Body::Upstream(body)))
+}
+
+/// Gives back every quota use taken for a request that will not be forwarded after all.
+async fn give_back_all(deps: &Deps, taken: &[(&portcullis_policy::QuotaRule, String, u32)]) {
+    for (q, key, _) in taken {
+        crate::ratelimit::quota::give_back(deps.store.as_ref(), q, key).await;
+    }
 }
 
 /// The values of a template's whole-segment parameters (`/orders/{order_id}`) in a path,
