@@ -1,4 +1,4 @@
-//! The response body: an upstream stream passed through untouched, or bytes the gateway wrote
+//! The response body: an upstream stream passed through untouched (or read whole with its head), or bytes the gateway wrote
 //! (a problem, a preflight answer). An enum rather than a boxed trait object: no allocation
 //! per response on the hot path.
 
@@ -7,7 +7,6 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use http_body::{Frame, SizeHint};
-use hyper::body::Incoming;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -16,7 +15,8 @@ pub enum Body {
     #[default]
     Empty,
     Bytes(Option<Bytes>),
-    Upstream(Incoming),
+    /// An upstream answer's body still on its connection.
+    Upstream(Box<crate::upstream::Streaming>),
 }
 
 impl Body {
@@ -36,7 +36,7 @@ impl http_body::Body for Body {
         match &mut *self {
             Body::Empty => Poll::Ready(None),
             Body::Bytes(b) => Poll::Ready(b.take().map(|b| Ok(Frame::data(b)))),
-            Body::Upstream(inc) => Pin::new(inc).poll_frame(cx).map_err(Into::into),
+            Body::Upstream(s) => Pin::new(&mut **s).poll_frame(cx),
         }
     }
 
@@ -44,7 +44,7 @@ impl http_body::Body for Body {
         match self {
             Body::Empty => true,
             Body::Bytes(b) => b.is_none(),
-            Body::Upstream(inc) => inc.is_end_stream(),
+            Body::Upstream(s) => s.is_end_stream(),
         }
     }
 
@@ -52,7 +52,7 @@ impl http_body::Body for Body {
         match self {
             Body::Empty => SizeHint::with_exact(0),
             Body::Bytes(b) => SizeHint::with_exact(b.as_ref().map_or(0, |b| b.len() as u64)),
-            Body::Upstream(inc) => inc.size_hint(),
+            Body::Upstream(s) => s.size_hint(),
         }
     }
 }

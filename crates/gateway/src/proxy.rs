@@ -492,6 +492,7 @@ async fn lookup_owner(
             policy.limits.upstream_connect_timeout,
             ctx.start,
             Instant::now() + policy.limits.upstream_timeout,
+            policy.limits.upstream_timeout,
             req,
         )
         .await;
@@ -526,7 +527,7 @@ fn response_schema(route: &portcullis_policy::Route, status: http::StatusCode) -
 }
 
 /// Reads an upstream body that a respond-phase rule must see whole (1 MiB, 5 s).
-async fn read_response(body: Incoming) -> Result<bytes::Bytes, Rejection> {
+async fn read_response(body: Body) -> Result<bytes::Bytes, Rejection> {
     Ok(tokio::time::timeout(
         Duration::from_secs(5),
         Limited::new(body, 1 << 20).collect(),
@@ -1014,6 +1015,7 @@ async fn forward(
             ctx.start,
             // From now: reading a body for a phase may have taken a while.
             Instant::now() + limits.upstream_timeout,
+            limits.upstream_timeout,
             Request::from_parts(parts, body),
         )
         .await;
@@ -1101,7 +1103,7 @@ async fn forward(
     if parts.status.is_client_error() && !policy.expose_upstream_errors {
         return Box::pin(scrub_client_error(ctx, parts, body)).await;
     }
-    Ok(Response::from_parts(parts, Body::Upstream(body)))
+    Ok(Response::from_parts(parts, body))
 }
 
 /// Gives back every quota use taken for a request that will not be forwarded after all.
@@ -1170,7 +1172,7 @@ const DEBUG_KEYS: &[&str] = &[
 async fn scrub_client_error(
     ctx: &Ctx,
     mut parts: http::response::Parts,
-    body: Incoming,
+    body: Body,
 ) -> Result<Response<Body>, Rejection> {
     let is_json = parts
         .headers
@@ -1257,7 +1259,7 @@ fn classify(deps: &Deps, ctx: &Ctx, e: &crate::upstream::UpstreamError) -> Rejec
 }
 
 /// The first bytes of an upstream error body, for the log; bounded in size and time.
-async fn snippet(body: Incoming) -> String {
+async fn snippet(body: Body) -> String {
     let limited = Limited::new(body, 2048);
     match tokio::time::timeout(Duration::from_secs(1), limited.collect()).await {
         Ok(Ok(c)) => String::from_utf8_lossy(&c.to_bytes()).into_owned(),

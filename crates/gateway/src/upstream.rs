@@ -1,31 +1,45 @@
-//! A worker's connections to the upstream: HTTP/1.1 over TCP, opened by the worker and
-//! reused only by it.
+//! A worker's connections to the upstream: HTTP/1.1 over TCP, opened by the worker and used
+//! only by it, driven by the request that holds them.
 //!
-//! hyper-util's pooled client does the same job for any number of hosts and schemes, at a
-//! price measured on this gateway's path: a hashed pool key, a checkout future and a
-//! background task that returns each connection, about 2 µs of CPU per request (a quarter of
-//! a bare proxy's user time). One upstream authority per policy and one thread per pool make
-//! all of that unnecessary: the pool is a short list, scanned from the most recently used end.
+//! A general client (hyper's) runs each connection as a task of its own and hands requests and
+//! answers to it through channels: a wake-up and a task switch each way, for every request.
+//! Measured on this gateway's path that was a third of its user CPU. Here the request's own
+//! task writes the request and reads the answer's head; an answer whose body arrived with its
+//! head (the usual case for an API) is returned whole and the connection is back in the pool
+//! before the response leaves the gateway. A longer body streams from the connection, which
+//! goes back once the body's end is read.
 //!
-//! A connection goes back on the list as soon as its answer's head is in; it is taken again
-//! only once hyper reports it ready (the answer's body fully read), so a slow body never
-//! holds up another request. A request that meets a connection the upstream has just closed
-//! is sent again on a fresh one, which is safe because hyper hands back a request it never
-//! wrote.
+//! Framing follows RFC 9112 strictly, because a proxy that reads an answer's length
+//! differently from its client is a smuggling channel: one `Content-Length` (or repeats of the
+//! same value), `chunked` as the final transfer coding, or the connection's end; an answer
+//! with both `Transfer-Encoding` and `Content-Length`, an unparsable length, or a malformed
+//! chunk is refused (502), and its connection closed. Whatever the upstream sends beyond an
+//! answer's end also closes the connection.
+//!
+//! A request that meets a connection the upstream has just closed is sent again on a fresh
+//! one when that is safe: when the connection took none of it, or when it is a bodiless
+//! idempotent request (RFC 9110, 9.2.2) on a connection that had sat idle and gave no byte of
+//! answer.
 
 use std::collections::VecDeque;
-use std::io;
+use std::future::Future as _;
+use std::io::{self, Write as _};
 use std::net::{IpAddr, SocketAddr};
-use std::sync::Mutex;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker, ready};
 use std::time::{Duration, Instant};
 
+use bytes::{Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, HeaderName, TRANSFER_ENCODING};
 use http::uri::Authority;
-use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
-use hyper::{Request, Response};
-use hyper_util::rt::TokioIo;
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body::{Body as _, Frame, SizeHint};
+use http_body_util::BodyExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
+use crate::body::{Body, BoxError};
 use crate::proxy::UpBody;
 
 /// Idle connections kept per worker, like nginx's `keepalive`.
@@ -35,6 +49,17 @@ pub const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 /// A connection unused for this long may be closing under the next request: upstream
 /// keep-alive timeouts are seconds (Node 5 s, gunicorn 2 s, nginx 75 s).
 const STALE_AFTER: Duration = Duration::from_secs(1);
+/// The largest answer head read (hyper's client allows about as much).
+const MAX_HEAD: usize = 64 * 1024;
+/// The most header fields in an answer head.
+const MAX_HEADERS: usize = 100;
+/// The most trailer bytes after a chunked body (they are read and dropped).
+const MAX_TRAILERS: usize = 16 * 1024;
+/// A request body up to this size is written with its head, in one call.
+const INLINE_BODY: usize = 16 * 1024;
+/// Read buffer: a connection's first size, and the least room left before a read.
+const READ_BUF: usize = 8 * 1024;
+const READ_ROOM: usize = 2 * 1024;
 
 /// Why a request did not reach the upstream, or got no answer from it.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +69,11 @@ pub enum UpstreamError {
     #[error("connecting to the upstream timed out")]
     ConnectTimeout,
     #[error("the upstream exchange failed: {0}")]
-    Exchange(#[from] hyper::Error),
+    Exchange(#[source] io::Error),
+    #[error("the upstream's answer is malformed: {0}")]
+    Malformed(&'static str),
+    #[error("reading the request body failed: {0}")]
+    Body(#[source] BoxError),
     #[error("the upstream did not answer in time")]
     Timeout,
 }
@@ -60,7 +89,7 @@ impl UpstreamError {
 /// request futures must be `Send`.
 #[derive(Debug, Default)]
 pub struct Upstream {
-    pool: Mutex<Pool>,
+    pool: Arc<Mutex<Pool>>,
 }
 
 #[derive(Debug, Default)]
@@ -68,149 +97,507 @@ struct Pool {
     /// The authority the pooled connections lead to; a reload may change it.
     authority: Option<Authority>,
     /// Oldest first.
-    conns: VecDeque<Pooled>,
+    conns: VecDeque<Conn>,
 }
 
 #[derive(Debug)]
-struct Pooled {
-    tx: SendRequest<UpBody>,
+struct Conn {
+    io: TcpStream,
+    /// What the upstream sent that is not consumed yet.
+    buf: BytesMut,
+    /// When it was last put back in the pool.
     since: Instant,
 }
 
+/// How a request failed on a connection, for the decision to send it again.
+struct Failed {
+    /// The connection accepted no byte of the request.
+    unsent: bool,
+    /// Not one byte of an answer came.
+    unanswered: bool,
+    error: UpstreamError,
+}
+
+impl From<UpstreamError> for Failed {
+    fn from(error: UpstreamError) -> Self {
+        Failed {
+            unsent: false,
+            unanswered: false,
+            error,
+        }
+    }
+}
+
+/// An answer's head, and how its body is framed.
+struct Head {
+    status: StatusCode,
+    headers: HeaderMap,
+    framing: Framing,
+    /// The connection may carry another request after this answer.
+    keep_alive: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Framing {
+    /// No body (HEAD, 1xx, 204, 304).
+    None,
+    Length(u64),
+    Chunked,
+    /// Until the upstream closes the connection.
+    Close,
+}
+
 impl Upstream {
-    /// Sends `req` (origin-form target, `Host` set) to `authority` and returns the answer's
-    /// head by `deadline` (opening a connection, within `connect_timeout`, included); the body
-    /// streams from the connection, which is pooled again once it is read. `now` is a recent
-    /// reading of the clock (the request's start), for the pool's bookkeeping.
-    ///
-    /// The deadline is applied to each step here rather than around this future: the
-    /// future is then built and moved once instead of three times (it is over a kilobyte,
-    /// and every request pays for each move).
+    /// Sends `req` (origin-form target, `Host` set) to `authority` and returns the answer with
+    /// its head read by `deadline` (opening a connection, within `connect_timeout`, included).
+    /// `now` is a recent reading of the clock (the request's start), for the pool's
+    /// bookkeeping; `read_timeout` bounds each wait for more of a streamed body.
     pub async fn send(
         &self,
         authority: &Authority,
         connect_timeout: Duration,
         now: Instant,
         deadline: Instant,
+        read_timeout: Duration,
         req: Request<UpBody>,
-    ) -> Result<Response<Incoming>, UpstreamError> {
+    ) -> Result<Response<Body>, UpstreamError> {
+        let (parts, body) = req.into_parts();
+        let head_request = parts.method == Method::HEAD;
+        let mut out = Vec::with_capacity(256 + parts.headers.len() * 48);
+        let mut body = encode_head(&parts, body, &mut out);
         let deadline = tokio::time::Instant::from_std(deadline);
-        let req = match self.checkout(authority, now) {
-            None => req,
-            Some((mut tx, idle)) => {
-                // On a connection that sat idle, an upstream closing it and our request may
-                // cross: the request is written, the answer is an end of stream. A bodiless
-                // idempotent request is then safe to send again, so a copy is kept (busy
-                // connections, the hot path, pay nothing).
-                let again = (idle > STALE_AFTER).then(|| replay(&req)).flatten();
-                let sent = tokio::time::timeout_at(deadline, tx.try_send_request(req)).await;
-                match sent.map_err(|_| UpstreamError::Timeout)? {
-                    Ok(resp) => {
-                        self.checkin(authority, tx, now);
-                        return Ok(resp);
+        if let Some((mut conn, idle)) = self.checkout(authority, now) {
+            let sent = tokio::time::timeout_at(
+                deadline,
+                exchange(&mut conn, &out, body.as_mut(), head_request),
+            )
+            .await
+            .map_err(|_| UpstreamError::Timeout)?;
+            match sent {
+                Ok(head) => return Ok(self.answer(authority, conn, head, now, read_timeout)),
+                Err(f) => {
+                    // A streamed body may be partly consumed: never again. A bodiless request
+                    // written to a connection that was closing may have been read; only an
+                    // idempotent one goes again, and only when the connection had been idle.
+                    let again = body.is_none()
+                        && (f.unsent
+                            || (f.unanswered && idle > STALE_AFTER && idempotent(&parts.method)));
+                    if !again {
+                        return Err(f.error);
                     }
-                    Err(mut e) => match (e.take_message(), again) {
-                        // Never written: the connection had closed under it.
-                        (Some(unsent), _) => unsent,
-                        (None, Some(copy)) if e.error().is_incomplete_message() => *copy,
-                        (None, _) => return Err(UpstreamError::Exchange(e.into_error())),
-                    },
                 }
             }
-        };
+        }
         // Boxed: opening a connection is the rare path, and its state would otherwise sit in
         // every request's future.
         let opened = Box::pin(connect(authority, connect_timeout));
-        let mut tx = tokio::time::timeout_at(deadline, opened)
+        let mut conn = tokio::time::timeout_at(deadline, opened)
             .await
             .map_err(|_| UpstreamError::Timeout)??;
-        let resp = tokio::time::timeout_at(deadline, tx.send_request(req))
-            .await
-            .map_err(|_| UpstreamError::Timeout)??;
-        self.checkin(authority, tx, Instant::now());
-        Ok(resp)
+        let head = tokio::time::timeout_at(
+            deadline,
+            exchange(&mut conn, &out, body.as_mut(), head_request),
+        )
+        .await
+        .map_err(|_| UpstreamError::Timeout)?
+        .map_err(|f| f.error)?;
+        Ok(self.answer(authority, conn, head, now, read_timeout))
     }
 
-    /// The most recently used connection that is ready, and how long it was unused; closed and
-    /// expired ones are dropped, busy ones stay.
-    fn checkout(
+    /// The response for a head: its body taken whole from what was read with it when it is
+    /// all there (the connection goes back to the pool now), else streamed.
+    fn answer(
         &self,
         authority: &Authority,
+        mut conn: Conn,
+        head: Head,
         now: Instant,
-    ) -> Option<(SendRequest<UpBody>, Duration)> {
-        let mut pool = self
-            .pool
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        read_timeout: Duration,
+    ) -> Response<Body> {
+        let body = match head.framing {
+            Framing::None => Some(Body::Empty),
+            Framing::Length(n) => usize::try_from(n)
+                .ok()
+                .filter(|&n| n <= conn.buf.len())
+                .map(|n| Body::Bytes(Some(conn.buf.split_to(n).freeze()))),
+            Framing::Chunked | Framing::Close => None,
+        };
+        let body = match body {
+            Some(body) => {
+                if head.keep_alive {
+                    self.checkin(authority, conn, now);
+                }
+                body
+            }
+            None => Body::Upstream(Box::new(Streaming {
+                conn: Some(conn),
+                state: match head.framing {
+                    Framing::Length(n) => State::Length(n),
+                    Framing::Chunked => State::ChunkSize,
+                    Framing::None | Framing::Close => State::Close,
+                },
+                keep_alive: head.keep_alive,
+                trailers: 0,
+                pool: Arc::clone(&self.pool),
+                authority: authority.clone(),
+                read_timeout,
+                timer: None,
+            })),
+        };
+        let mut resp = Response::new(body);
+        *resp.status_mut() = head.status;
+        *resp.headers_mut() = head.headers;
+        resp
+    }
+
+    /// The most recently used connection that is still open, and how long it was unused;
+    /// closed and expired ones are dropped.
+    fn checkout(&self, authority: &Authority, now: Instant) -> Option<(Conn, Duration)> {
+        let mut pool = self.pool.lock().unwrap_or_else(PoisonError::into_inner);
         if pool.authority.as_ref() != Some(authority) {
             return None;
         }
-        let mut i = pool.conns.len();
-        while i > 0 {
-            i -= 1;
-            let c = &pool.conns[i];
-            let idle = now.saturating_duration_since(c.since);
-            if c.tx.is_closed() || idle > IDLE_TIMEOUT {
-                pool.conns.remove(i);
-            } else if c.tx.is_ready() {
-                return pool.conns.remove(i).map(|c| (c.tx, idle));
+        while let Some(conn) = pool.conns.pop_back() {
+            let idle = now.saturating_duration_since(conn.since);
+            if idle <= IDLE_TIMEOUT && still_open(&conn.io) {
+                return Some((conn, idle));
             }
         }
         None
     }
 
-    fn checkin(&self, authority: &Authority, tx: SendRequest<UpBody>, now: Instant) {
-        let mut pool = self
-            .pool
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        if pool.authority.as_ref() != Some(authority) {
-            pool.conns.clear();
-            pool.authority = Some(authority.clone());
-        }
-        // The oldest go first: past the idle timeout (a scan from the recent end may never
-        // reach them), and beyond the cap.
-        while pool
-            .conns
-            .front()
-            .is_some_and(|c| now.saturating_duration_since(c.since) > IDLE_TIMEOUT)
-        {
-            pool.conns.pop_front();
-        }
-        if pool.conns.len() >= MAX_IDLE {
-            pool.conns.pop_front();
-        }
-        pool.conns.push_back(Pooled { tx, since: now });
+    fn checkin(&self, authority: &Authority, conn: Conn, now: Instant) {
+        checkin(&self.pool, authority, conn, now);
     }
 }
 
-/// A copy of a bodiless idempotent request (RFC 9110, 9.2.2), to send again.
-fn replay(req: &Request<UpBody>) -> Option<Box<Request<UpBody>>> {
-    use http::Method;
-    let idempotent = matches!(
-        *req.method(),
+fn checkin(pool: &Mutex<Pool>, authority: &Authority, mut conn: Conn, now: Instant) {
+    if !conn.buf.is_empty() {
+        // Bytes beyond the answer's end: the upstream and the gateway disagree on where
+        // an answer ends, so nothing more is read from it.
+        return;
+    }
+    let mut pool = pool.lock().unwrap_or_else(PoisonError::into_inner);
+    if pool.authority.as_ref() != Some(authority) {
+        pool.conns.clear();
+        pool.authority = Some(authority.clone());
+    }
+    // The oldest go first: past the idle timeout (a checkout from the recent end may never
+    // reach them), and beyond the cap.
+    while pool
+        .conns
+        .front()
+        .is_some_and(|c| now.saturating_duration_since(c.since) > IDLE_TIMEOUT)
+    {
+        pool.conns.pop_front();
+    }
+    if pool.conns.len() >= MAX_IDLE {
+        pool.conns.pop_front();
+    }
+    conn.since = now;
+    pool.conns.push_back(conn);
+}
+
+/// Whether an idle connection is still open, from what the worker's event loop has seen of
+/// it (no system call when nothing arrived). Anything that did arrive on an idle connection,
+/// an end of stream or bytes nobody asked for, ends it.
+fn still_open(io: &TcpStream) -> bool {
+    let mut cx = Context::from_waker(Waker::noop());
+    match io.poll_read_ready(&mut cx) {
+        Poll::Pending => true,
+        Poll::Ready(Err(_)) => false,
+        // Readiness may be left over from the last read; a read tells.
+        Poll::Ready(Ok(())) => {
+            let mut probe = [0u8; 1];
+            matches!(io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+        }
+    }
+}
+
+fn idempotent(m: &Method) -> bool {
+    matches!(
+        *m,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
-    );
-    if !idempotent || !matches!(req.body(), UpBody::Empty) {
+    )
+}
+
+/// Writes the request head into `out`, with the body too when it is small and already read;
+/// returns the body left to stream, if any. The framing headers are the gateway's own: the
+/// client's `Content-Length`, `Transfer-Encoding` and `Expect` are not passed on (the gateway
+/// answered any `100-continue` itself).
+fn encode_head(parts: &http::request::Parts, body: UpBody, out: &mut Vec<u8>) -> Option<UpBody> {
+    out.extend_from_slice(parts.method.as_str().as_bytes());
+    out.push(b' ');
+    let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in &parts.headers {
+        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING || name == EXPECT {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    let rest = match body {
+        UpBody::Empty | UpBody::Bytes(None) => {
+            if matches!(parts.method, Method::POST | Method::PUT | Method::PATCH)
+                || parts.headers.contains_key(CONTENT_LENGTH)
+            {
+                out.extend_from_slice(b"content-length: 0\r\n");
+            }
+            out.extend_from_slice(b"\r\n");
+            return None;
+        }
+        UpBody::Bytes(Some(b)) if b.len() <= INLINE_BODY => {
+            let _ = write!(out, "content-length: {}\r\n\r\n", b.len());
+            out.extend_from_slice(&b);
+            return None;
+        }
+        rest => rest,
+    };
+    match rest.size_hint().exact() {
+        Some(n) => {
+            let _ = write!(out, "content-length: {n}\r\n");
+        }
+        None => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+    }
+    out.extend_from_slice(b"\r\n");
+    Some(rest)
+}
+
+/// One request and its answer's head on `conn`.
+async fn exchange(
+    conn: &mut Conn,
+    out: &[u8],
+    body: Option<&mut UpBody>,
+    head_request: bool,
+) -> Result<Head, Failed> {
+    // The first write tells whether the connection took any of the request.
+    let n = conn.io.write(out).await.map_err(|e| Failed {
+        unsent: true,
+        unanswered: true,
+        error: UpstreamError::Exchange(e),
+    })?;
+    if n == 0 {
+        return Err(Failed {
+            unsent: true,
+            unanswered: true,
+            error: UpstreamError::Exchange(io::ErrorKind::WriteZero.into()),
+        });
+    }
+    if n < out.len() {
+        conn.io
+            .write_all(&out[n..])
+            .await
+            .map_err(UpstreamError::Exchange)?;
+    }
+    let mut keep_alive = true;
+    if let Some(body) = body {
+        keep_alive = Box::pin(send_body(conn, body)).await?;
+    }
+    loop {
+        if let Some(mut head) = parse_head(&mut conn.buf, head_request)? {
+            if head.status.is_informational() {
+                if head.status == StatusCode::SWITCHING_PROTOCOLS {
+                    return Err(UpstreamError::Malformed("an upgrade nobody asked for").into());
+                }
+                continue;
+            }
+            head.keep_alive &= keep_alive;
+            return Ok(head);
+        }
+        if conn.buf.len() >= MAX_HEAD {
+            return Err(UpstreamError::Malformed("the answer's head is too large").into());
+        }
+        conn.buf.reserve(READ_BUF);
+        let answered = !conn.buf.is_empty();
+        match conn.io.read_buf(&mut conn.buf).await {
+            Ok(0) => {
+                return Err(Failed {
+                    unsent: false,
+                    unanswered: !answered,
+                    error: UpstreamError::Exchange(io::ErrorKind::UnexpectedEof.into()),
+                });
+            }
+            Ok(_) => {}
+            Err(e) => {
+                return Err(Failed {
+                    unsent: false,
+                    unanswered: !answered,
+                    error: UpstreamError::Exchange(e),
+                });
+            }
+        }
+    }
+}
+
+/// Streams a request body after its head, framed as the head said. Stops early when the
+/// upstream answers (or closes) before the body's end; the connection is then not reused.
+/// Returns whether it may be.
+async fn send_body(conn: &mut Conn, body: &mut UpBody) -> Result<bool, Failed> {
+    let chunked = body.size_hint().exact().is_none();
+    let mut framed = Vec::new();
+    loop {
+        let frame = tokio::select! {
+            biased;
+            f = body.frame() => f,
+            _ = conn.io.readable() => return Ok(false),
+        };
+        match frame {
+            None => break,
+            Some(Err(e)) => return Err(UpstreamError::Body(e).into()),
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else {
+                    continue; // trailers are not passed on
+                };
+                if data.is_empty() {
+                    continue;
+                }
+                if chunked {
+                    framed.clear();
+                    let _ = write!(framed, "{:x}\r\n", data.len());
+                    framed.extend_from_slice(&data);
+                    framed.extend_from_slice(b"\r\n");
+                    conn.io.write_all(&framed).await
+                } else {
+                    conn.io.write_all(&data).await
+                }
+                .map_err(UpstreamError::Exchange)?;
+            }
+        }
+    }
+    if chunked {
+        conn.io
+            .write_all(b"0\r\n\r\n")
+            .await
+            .map_err(UpstreamError::Exchange)?;
+    }
+    Ok(true)
+}
+
+/// Parses an answer head off the front of `buf`, if it is all there.
+fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, UpstreamError> {
+    // Uninitialised slots: zeroing them would cost more than the parse of a small head.
+    let mut slots =
+        [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+    let mut res = httparse::Response::new(&mut []);
+    let base = buf.as_ptr() as usize;
+    // Each field as offsets into the head (it is under `MAX_HEAD`): name start, name end,
+    // value start, value end.
+    let mut fields = [[0u32; 4]; MAX_HEADERS];
+    let offset = |p: *const u8| u32::try_from(p as usize - base).unwrap_or(u32::MAX);
+    let parsed = httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut res, buf, &mut slots);
+    let (len, code, version, count) = match parsed {
+        Ok(httparse::Status::Complete(len)) if len <= MAX_HEAD => {
+            for (slot, h) in fields.iter_mut().zip(res.headers.iter()) {
+                let (n, v) = (offset(h.name.as_ptr()), offset(h.value.as_ptr()));
+                *slot = [n, n + h.name.len() as u32, v, v + h.value.len() as u32];
+            }
+            (
+                len,
+                res.code.unwrap_or(0),
+                res.version.unwrap_or(1),
+                res.headers.len(),
+            )
+        }
+        Ok(httparse::Status::Complete(_)) => {
+            return Err(UpstreamError::Malformed("the answer's head is too large"));
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(UpstreamError::Malformed("too many header fields"));
+        }
+        Err(_) => return Err(UpstreamError::Malformed("the answer's head does not parse")),
+    };
+    let status = StatusCode::from_u16(code)
+        .map_err(|_| UpstreamError::Malformed("the status is invalid"))?;
+    let head = buf.split_to(len).freeze();
+    let mut headers = HeaderMap::with_capacity(count);
+    let mut length: Option<u64> = None;
+    let mut coded = false;
+    let mut chunked = false;
+    // HTTP/1.0 closes unless told otherwise; kept simple: a 1.0 connection is not reused.
+    let mut keep_alive = version == 1;
+    for &[n0, n1, v0, v1] in &fields[..count] {
+        let (n0, n1, v0, v1) = (n0 as usize, n1 as usize, v0 as usize, v1 as usize);
+        let name = HeaderName::from_bytes(&head[n0..n1])
+            .map_err(|_| UpstreamError::Malformed("a header name is invalid"))?;
+        let value = HeaderValue::from_maybe_shared(head.slice(v0..v1))
+            .map_err(|_| UpstreamError::Malformed("a header value is invalid"))?;
+        if name == CONTENT_LENGTH {
+            for part in value.as_bytes().split(|&b| b == b',') {
+                let n = content_length(part.trim_ascii())
+                    .ok_or(UpstreamError::Malformed("the Content-Length is invalid"))?;
+                if length.is_some_and(|l| l != n) {
+                    return Err(UpstreamError::Malformed("Content-Length values differ"));
+                }
+                length = Some(n);
+            }
+        } else if name == TRANSFER_ENCODING {
+            coded = true;
+            // Only the final coding decides; a later field follows an earlier one.
+            chunked = value
+                .as_bytes()
+                .rsplit(|&b| b == b',')
+                .next()
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name == CONNECTION
+            && value
+                .as_bytes()
+                .split(|&b| b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
+        {
+            keep_alive = false;
+        }
+        headers.append(name, value);
+    }
+    let framing = if head_request
+        || status.is_informational()
+        || status == StatusCode::NO_CONTENT
+        || status == StatusCode::NOT_MODIFIED
+    {
+        Framing::None
+    } else if coded {
+        if length.is_some() {
+            return Err(UpstreamError::Malformed(
+                "both Transfer-Encoding and Content-Length",
+            ));
+        }
+        if chunked {
+            Framing::Chunked
+        } else {
+            Framing::Close
+        }
+    } else {
+        length.map_or(Framing::Close, Framing::Length)
+    };
+    if matches!(framing, Framing::Close) {
+        keep_alive = false;
+    }
+    Ok(Some(Head {
+        status,
+        headers,
+        framing,
+        keep_alive,
+    }))
+}
+
+/// A `Content-Length` value: digits only (no sign, no spaces), within `u64`.
+fn content_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    let mut copy = Request::new(UpBody::Empty);
-    *copy.method_mut() = req.method().clone();
-    *copy.uri_mut() = req.uri().clone();
-    *copy.version_mut() = req.version();
-    *copy.headers_mut() = req.headers().clone();
-    Some(Box::new(copy))
+    std::str::from_utf8(v).ok()?.parse().ok()
 }
 
-/// Opens a connection (every resolved address in turn, all within `timeout`) and starts its
-/// task on the current worker.
-async fn connect(
-    authority: &Authority,
-    timeout: Duration,
-) -> Result<SendRequest<UpBody>, UpstreamError> {
+/// Opens a connection (every resolved address in turn, all within `timeout`).
+async fn connect(authority: &Authority, timeout: Duration) -> Result<Conn, UpstreamError> {
     let port = authority.port_u16().unwrap_or(80);
     let host = authority.host();
-    let stream = tokio::time::timeout(timeout, async {
+    let io = tokio::time::timeout(timeout, async {
         let addrs: Vec<SocketAddr> = match host.trim_matches(['[', ']']).parse::<IpAddr>() {
             Ok(ip) => vec![SocketAddr::new(ip, port)],
             Err(_) => tokio::net::lookup_host((host, port)).await?.collect(),
@@ -229,14 +616,242 @@ async fn connect(
     .await
     .map_err(|_| UpstreamError::ConnectTimeout)?
     .map_err(UpstreamError::Connect)?;
-    stream.set_nodelay(true).map_err(UpstreamError::Connect)?;
-    let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
-    tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::debug!(target: "portcullis::upstream", error = %e, "upstream connection ended");
+    io.set_nodelay(true).map_err(UpstreamError::Connect)?;
+    Ok(Conn {
+        io,
+        buf: BytesMut::with_capacity(READ_BUF),
+        since: Instant::now(),
+    })
+}
+
+/// An answer's body read from its connection as the client takes it. The connection goes
+/// back to the pool at the body's end; a body dropped before its end closes it.
+pub struct Streaming {
+    conn: Option<Conn>,
+    state: State,
+    keep_alive: bool,
+    /// Trailer bytes read so far (they are dropped).
+    trailers: usize,
+    pool: Arc<Mutex<Pool>>,
+    authority: Authority,
+    read_timeout: Duration,
+    /// Armed while waiting for the upstream; reset when bytes come.
+    timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl std::fmt::Debug for Streaming {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Streaming")
+            .field("state", &self.state)
+            .field("keep_alive", &self.keep_alive)
+            .finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// This many bytes to go.
+    Length(u64),
+    /// A chunk-size line is next.
+    ChunkSize,
+    /// This many bytes of a chunk to go.
+    ChunkData(u64),
+    /// The CRLF after a chunk's data.
+    ChunkEnd,
+    /// Trailer lines, up to an empty one.
+    Trailers,
+    /// Until the upstream closes.
+    Close,
+    Done,
+}
+
+fn malformed(what: &'static str) -> BoxError {
+    Box::new(UpstreamError::Malformed(what))
+}
+
+impl Streaming {
+    /// The body's end: the connection goes back when it can carry another request.
+    fn finish(&mut self) {
+        self.state = State::Done;
+        self.timer = None;
+        if let Some(conn) = self.conn.take()
+            && self.keep_alive
+        {
+            checkin(&self.pool, &self.authority, conn, Instant::now());
         }
-    });
-    Ok(tx)
+    }
+
+    /// Reads more from the upstream into the buffer; `Ok(0)` is its end of stream.
+    fn poll_fill(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let Some(conn) = self.conn.as_mut() else {
+            return Poll::Ready(Ok(0));
+        };
+        if conn.buf.capacity() - conn.buf.len() < READ_ROOM {
+            conn.buf.reserve(READ_BUF);
+        }
+        match tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.buf) {
+            Poll::Ready(r) => {
+                if let Some(t) = self.timer.as_mut() {
+                    t.as_mut()
+                        .reset(tokio::time::Instant::now() + self.read_timeout);
+                }
+                Poll::Ready(r)
+            }
+            Poll::Pending => {
+                let timeout = self.read_timeout;
+                let timer = self
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                ready!(timer.as_mut().poll(cx));
+                Poll::Ready(Err(io::ErrorKind::TimedOut.into()))
+            }
+        }
+    }
+}
+
+/// What the buffer holds next.
+enum Step {
+    /// Nothing yet: read more.
+    More,
+    Data(Bytes),
+    End,
+}
+
+/// The next step of a body from what is buffered.
+fn decode(state: &mut State, buf: &mut BytesMut, trailers: &mut usize) -> Result<Step, BoxError> {
+    loop {
+        match *state {
+            State::Done | State::Length(0) => return Ok(Step::End),
+            State::Length(n) | State::ChunkData(n) => {
+                if buf.is_empty() {
+                    return Ok(Step::More);
+                }
+                let take = usize::try_from(n).unwrap_or(usize::MAX).min(buf.len());
+                let data = buf.split_to(take).freeze();
+                let left = n - take as u64;
+                *state = match *state {
+                    State::Length(_) => State::Length(left),
+                    _ if left == 0 => State::ChunkEnd,
+                    _ => State::ChunkData(left),
+                };
+                return Ok(Step::Data(data));
+            }
+            State::ChunkSize => match httparse::parse_chunk_size(buf) {
+                Ok(httparse::Status::Complete((used, size))) => {
+                    let _ = buf.split_to(used);
+                    *state = if size == 0 {
+                        State::Trailers
+                    } else {
+                        State::ChunkData(size)
+                    };
+                }
+                // A size line is short; a long partial one is garbage.
+                Ok(httparse::Status::Partial) if buf.len() < 1024 => return Ok(Step::More),
+                _ => return Err(malformed("a chunk size is invalid")),
+            },
+            State::ChunkEnd => {
+                if buf.len() < 2 {
+                    return Ok(Step::More);
+                }
+                if &buf[..2] != b"\r\n" {
+                    return Err(malformed("a chunk does not end with CRLF"));
+                }
+                let _ = buf.split_to(2);
+                *state = State::ChunkSize;
+            }
+            State::Trailers => {
+                let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else {
+                    if *trailers + buf.len() > MAX_TRAILERS {
+                        return Err(malformed("the trailers are too large"));
+                    }
+                    return Ok(Step::More);
+                };
+                *trailers += eol + 2;
+                if *trailers > MAX_TRAILERS {
+                    return Err(malformed("the trailers are too large"));
+                }
+                let _ = buf.split_to(eol + 2);
+                if eol == 0 {
+                    return Ok(Step::End);
+                }
+            }
+            State::Close => {
+                if buf.is_empty() {
+                    return Ok(Step::More);
+                }
+                let n = buf.len();
+                return Ok(Step::Data(buf.split_to(n).freeze()));
+            }
+        }
+    }
+}
+
+impl http_body::Body for Streaming {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        let this = &mut *self;
+        loop {
+            let step = match this.conn.as_mut() {
+                Some(conn) => decode(&mut this.state, &mut conn.buf, &mut this.trailers),
+                None => Ok(Step::End),
+            };
+            match step {
+                Err(e) => {
+                    this.conn = None;
+                    this.state = State::Done;
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Ok(Step::Data(data)) => {
+                    if this.state == State::Length(0) {
+                        this.finish();
+                    }
+                    return Poll::Ready(Some(Ok(Frame::data(data))));
+                }
+                Ok(Step::End) => {
+                    this.finish();
+                    return Poll::Ready(None);
+                }
+                Ok(Step::More) => {}
+            }
+            match ready!(this.poll_fill(cx)) {
+                Ok(0) if this.state == State::Close => {
+                    this.conn = None;
+                    this.state = State::Done;
+                    return Poll::Ready(None);
+                }
+                Ok(0) => {
+                    this.conn = None;
+                    this.state = State::Done;
+                    return Poll::Ready(Some(Err(malformed(
+                        "the upstream closed before the body's end",
+                    ))));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    this.conn = None;
+                    this.state = State::Done;
+                    return Poll::Ready(Some(Err(Box::new(UpstreamError::Exchange(e)))));
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.state == State::Done
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self.state {
+            State::Length(n) => SizeHint::with_exact(n),
+            State::Done => SizeHint::with_exact(0),
+            _ => SizeHint::default(),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -286,6 +901,7 @@ mod tests {
                 Duration::from_secs(2),
                 Instant::now(),
                 Instant::now() + Duration::from_secs(5),
+                Duration::from_secs(5),
                 get(),
             )
             .await
@@ -330,6 +946,7 @@ mod tests {
                 Duration::from_secs(2),
                 Instant::now(),
                 Instant::now() + Duration::from_secs(5),
+                Duration::from_secs(5),
                 post,
             )
             .await
