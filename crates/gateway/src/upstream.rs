@@ -325,7 +325,7 @@ fn idempotent(m: &Method) -> bool {
 /// returns the body left to stream, if any. The framing headers are the gateway's own: the
 /// client's `Content-Length`, `Transfer-Encoding` and `Expect` are not passed on (the gateway
 /// answered any `100-continue` itself).
-fn encode_head(parts: &http::request::Parts, body: UpBody, out: &mut Vec<u8>) -> Option<UpBody> {
+fn encode_head(parts: &http::request::Parts, body: UpBody, out: &mut Vec<u8>) -> Option<Outgoing> {
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
@@ -357,21 +357,36 @@ fn encode_head(parts: &http::request::Parts, body: UpBody, out: &mut Vec<u8>) ->
         }
         rest => rest,
     };
-    match rest.size_hint().exact() {
+    // The client's length (hyper read the body by it, so it holds) when the body's wrappers
+    // do not pass their size on.
+    let declared = || {
+        parts
+            .headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| content_length(v.as_bytes()))
+    };
+    let length = rest.size_hint().exact().or_else(declared);
+    match length {
         Some(n) => {
             let _ = write!(out, "content-length: {n}\r\n");
         }
         None => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
     }
     out.extend_from_slice(b"\r\n");
-    Some(rest)
+    Some(Outgoing { body: rest, length })
+}
+
+/// A request body to stream after the head, and its length when known (else it goes chunked).
+struct Outgoing {
+    body: UpBody,
+    length: Option<u64>,
 }
 
 /// One request and its answer's head on `conn`.
 async fn exchange(
     conn: &mut Conn,
     out: &[u8],
-    body: Option<&mut UpBody>,
+    body: Option<&mut Outgoing>,
     head_request: bool,
 ) -> Result<Head, Failed> {
     // The first write tells whether the connection took any of the request.
@@ -395,7 +410,7 @@ async fn exchange(
     }
     let mut keep_alive = true;
     if let Some(body) = body {
-        keep_alive = Box::pin(send_body(conn, body)).await?;
+        keep_alive = Box::pin(send_body(conn, &mut body.body, body.length)).await?;
     }
     loop {
         if let Some(mut head) = parse_head(&mut conn.buf, head_request)? {
@@ -436,43 +451,62 @@ async fn exchange(
 /// Streams a request body after its head, framed as the head said. Stops early when the
 /// upstream answers (or closes) before the body's end; the connection is then not reused.
 /// Returns whether it may be.
-async fn send_body(conn: &mut Conn, body: &mut UpBody) -> Result<bool, Failed> {
-    let chunked = body.size_hint().exact().is_none();
+async fn send_body(
+    conn: &mut Conn,
+    body: &mut UpBody,
+    length: Option<u64>,
+) -> Result<bool, Failed> {
+    let chunked = length.is_none();
+    let mut sent: u64 = 0;
     let mut framed = Vec::new();
+    let (rd, mut wr) = conn.io.split();
+    // Raced against every wait: an upstream may answer (or close) without reading the body,
+    // and then a write would wait forever.
+    let answered = rd.readable();
+    tokio::pin!(answered);
     loop {
         let frame = tokio::select! {
             biased;
             f = body.frame() => f,
-            _ = conn.io.readable() => return Ok(false),
+            _ = &mut answered => return Ok(false),
         };
-        match frame {
+        let data = match frame {
             None => break,
             Some(Err(e)) => return Err(UpstreamError::Body(e).into()),
-            Some(Ok(frame)) => {
-                let Ok(data) = frame.into_data() else {
-                    continue; // trailers are not passed on
-                };
-                if data.is_empty() {
-                    continue;
-                }
-                if chunked {
-                    framed.clear();
-                    let _ = write!(framed, "{:x}\r\n", data.len());
-                    framed.extend_from_slice(&data);
-                    framed.extend_from_slice(b"\r\n");
-                    conn.io.write_all(&framed).await
-                } else {
-                    conn.io.write_all(&data).await
-                }
-                .map_err(UpstreamError::Exchange)?;
-            }
+            // Trailers are not passed on.
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) if !data.is_empty() => data,
+                _ => continue,
+            },
+        };
+        sent += data.len() as u64;
+        if length.is_some_and(|n| sent > n) {
+            return Err(UpstreamError::Body("the body is longer than its length".into()).into());
+        }
+        let bytes: &[u8] = if chunked {
+            framed.clear();
+            let _ = write!(framed, "{:x}\r\n", data.len());
+            framed.extend_from_slice(&data);
+            framed.extend_from_slice(b"\r\n");
+            &framed
+        } else {
+            &data
+        };
+        tokio::select! {
+            biased;
+            w = wr.write_all(bytes) => w.map_err(UpstreamError::Exchange)?,
+            _ = &mut answered => return Ok(false),
         }
     }
+    if length.is_some_and(|n| sent != n) {
+        return Err(UpstreamError::Body("the body is shorter than its length".into()).into());
+    }
     if chunked {
-        conn.io
-            .write_all(b"0\r\n\r\n")
-            .await
-            .map_err(UpstreamError::Exchange)?;
+        tokio::select! {
+            biased;
+            w = wr.write_all(b"0\r\n\r\n") => w.map_err(UpstreamError::Exchange)?,
+            _ = &mut answered => return Ok(false),
+        }
     }
     Ok(true)
 }

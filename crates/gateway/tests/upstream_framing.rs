@@ -1,0 +1,389 @@
+//! How the gateway reads its upstream's answers and frames what it sends there (RFC 9112):
+//! every framing an upstream may use is passed on, an ambiguous one is refused rather than
+//! guessed at, and a connection is reused only when both sides agree where each answer ended.
+
+#![allow(clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use portcullis_test_support::reqwest::{Method, StatusCode};
+use portcullis_test_support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// What the upstream does for a request: bytes to write, with a pause before each, then
+/// whether to close the connection.
+struct Script {
+    parts: Vec<(u64, Vec<u8>)>,
+    close: bool,
+}
+
+fn answer(bytes: &[u8]) -> Script {
+    Script {
+        parts: vec![(0, bytes.to_vec())],
+        close: false,
+    }
+}
+
+/// A raw upstream: reads each request whole (by its `Content-Length` or chunked framing),
+/// records it, and follows the script its path selects.
+struct Upstream {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+impl Upstream {
+    async fn start(script: fn(&str) -> Script) -> Upstream {
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let (count, log) = (accepted.clone(), seen.clone());
+        tokio::spawn(async move {
+            while let Ok((s, _)) = l.accept().await {
+                count.fetch_add(1, Ordering::SeqCst);
+                tokio::spawn(serve(s, script, log.clone()));
+            }
+        });
+        Upstream {
+            addr,
+            accepted,
+            seen,
+        }
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
+    fn seen(&self) -> Vec<String> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+async fn serve(mut s: TcpStream, script: fn(&str) -> Script, seen: Arc<Mutex<Vec<String>>>) {
+    let mut buf = Vec::new();
+    loop {
+        let Some(request) = read_request(&mut s, &mut buf).await else {
+            return;
+        };
+        let path = request.split(' ').nth(1).unwrap_or("/").to_owned();
+        seen.lock().unwrap().push(request);
+        let plan = script(&path);
+        for (pause, bytes) in plan.parts {
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+            if s.write_all(&bytes).await.is_err() {
+                return;
+            }
+        }
+        if plan.close {
+            return;
+        }
+    }
+}
+
+/// One request, head and body, as text; `None` at the connection's end.
+async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
+    let mut chunk = [0u8; 8192];
+    let head_end = loop {
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+        let n = s.read(&mut chunk).await.ok().filter(|&n| n > 0)?;
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
+    if head.starts_with("post /early ") {
+        // Answered on its head alone; its body is never read.
+        return Some(head);
+    }
+    let length = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    let chunked = head.contains("transfer-encoding: chunked");
+    let end = loop {
+        match (length, chunked) {
+            (Some(n), _) if buf.len() >= head_end + n => break head_end + n,
+            (None, true) => {
+                if let Some(i) = buf[head_end..].windows(5).position(|w| w == b"0\r\n\r\n") {
+                    break head_end + i + 5;
+                }
+            }
+            (None, false) => break head_end,
+            _ => {}
+        }
+        let n = s.read(&mut chunk).await.ok().filter(|&n| n > 0)?;
+        buf.extend_from_slice(&chunk[..n]);
+    };
+    let request = String::from_utf8_lossy(&buf[..end]).into_owned();
+    buf.drain(..end);
+    Some(request)
+}
+
+fn policy(up: &Upstream, extra: &str) -> String {
+    // One worker: every request meets the same pool.
+    format!(
+        "listen: 127.0.0.1:0\nupstream: http://{}\nroutes: [\"GET /{{what}}\", \"POST /{{what}}\"]\nlimits: {{ workers: 1{extra} }}\n",
+        up.addr
+    )
+}
+
+async fn get(gw: &Gw, path: &str) -> Reply {
+    send(&client(), Method::GET, &gw.url(path), None, None).await
+}
+
+fn refused(r: &Reply) {
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text);
+    assert_eq!(
+        r.header("content-type"),
+        Some("application/problem+json"),
+        "{}",
+        r.text
+    );
+    assert!(r.json()["request_id"].is_string(), "{}", r.text);
+}
+
+fn by_path(path: &str) -> Script {
+    match path {
+        "/chunked" => answer(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n6;ext=1\r\n world\r\n0\r\nx-trailer: dropped\r\n\r\n",
+        ),
+        "/length" => answer(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"),
+        // For a HEAD request: the length of the body it does not carry.
+        "/head" => answer(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n"),
+        "/until-close" => Script {
+            parts: vec![
+                (0, b"HTTP/1.1 200 OK\r\n\r\nread ".to_vec()),
+                (50, b"to the end".to_vec()),
+            ],
+            close: true,
+        },
+        "/both" => answer(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\ntransfer-encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\n\r\n",
+        ),
+        "/two-lengths" => {
+            answer(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nokk")
+        }
+        "/signed-length" => answer(b"HTTP/1.1 200 OK\r\ncontent-length: +2\r\n\r\nok"),
+        "/garbage" => answer(b"HTTP/1.1 two hundred\r\n\r\n"),
+        "/huge-head" => {
+            let mut a = b"HTTP/1.1 200 OK\r\nx-big: ".to_vec();
+            a.extend(std::iter::repeat_n(b'a', 70 * 1024));
+            a.extend_from_slice(b"\r\ncontent-length: 2\r\n\r\nok");
+            answer(&a)
+        }
+        "/extra" => answer(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nokHTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nextra"),
+        "/continue" => answer(
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok",
+        ),
+        "/stall" => Script {
+            parts: vec![
+                (0, b"HTTP/1.1 200 OK\r\ncontent-length: 8\r\n\r\nhalf".to_vec()),
+                (10_000, b"done".to_vec()),
+            ],
+            close: false,
+        },
+        "/bad-chunk" => answer(b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"),
+        "/early" => Script {
+            parts: vec![(0, b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n".to_vec())],
+            close: false,
+        },
+        "/closes" => answer(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"),
+        _ => answer(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"),
+    }
+}
+
+#[tokio::test]
+async fn chunked_and_length_framed_answers_pass_and_keep_their_connection() {
+    let up = Upstream::start(by_path).await;
+    let gw = Gw::start(&policy(&up, "")).await;
+    let r = get(&gw, "/chunked").await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(r.text, "hello world");
+    assert_eq!(r.header("x-trailer"), None);
+    assert_eq!(get(&gw, "/length").await.text, "ok");
+    assert_eq!(get(&gw, "/chunked").await.text, "hello world");
+    let head = client().head(gw.url("/head")).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(get(&gw, "/length").await.text, "ok");
+    assert_eq!(up.accepted(), 1, "one connection carries them all");
+}
+
+#[tokio::test]
+async fn an_answer_read_to_the_connections_end_passes_and_the_connection_is_not_reused() {
+    let up = Upstream::start(by_path).await;
+    let gw = Gw::start(&policy(&up, "")).await;
+    for _ in 0..2 {
+        let r = get(&gw, "/until-close").await;
+        assert_eq!(r.status, StatusCode::OK);
+        assert_eq!(r.text, "read to the end");
+    }
+    assert_eq!(get(&gw, "/closes").await.text, "ok");
+    assert_eq!(get(&gw, "/length").await.text, "ok");
+    assert_eq!(up.accepted(), 4);
+}
+
+/// Response smuggling: an answer whose length two parsers could read differently is refused,
+/// and nothing after it is read from its connection.
+#[tokio::test]
+async fn ambiguous_or_malformed_answers_are_refused_with_a_problem() {
+    let up = Upstream::start(by_path).await;
+    let gw = Gw::start(&policy(&up, "")).await;
+    for path in [
+        "/both",
+        "/two-lengths",
+        "/signed-length",
+        "/garbage",
+        "/huge-head",
+    ] {
+        refused(&get(&gw, path).await);
+        let r = get(&gw, "/length").await;
+        assert_eq!((r.status, &*r.text), (StatusCode::OK, "ok"), "after {path}");
+    }
+    assert!(
+        !up.seen().iter().any(|r| r.contains("/smuggled")),
+        "the smuggled request went nowhere"
+    );
+    // Each refused answer cost its connection: the first request opened one, and each good
+    // request after a refusal another, which the next refusal then closed.
+    assert_eq!(up.accepted(), 6);
+}
+
+#[tokio::test]
+async fn bytes_beyond_an_answers_end_close_its_connection() {
+    let up = Upstream::start(by_path).await;
+    let gw = Gw::start(&policy(&up, "")).await;
+    for _ in 0..3 {
+        let r = get(&gw, "/extra").await;
+        assert_eq!((r.status, &*r.text), (StatusCode::OK, "ok"));
+    }
+    assert_eq!(up.accepted(), 3, "no answer was taken from the extra bytes");
+}
+
+#[tokio::test]
+async fn interim_answers_are_skipped() {
+    let up = Upstream::start(by_path).await;
+    let gw = Gw::start(&policy(&up, "")).await;
+    let r = get(&gw, "/continue").await;
+    assert_eq!((r.status, &*r.text), (StatusCode::OK, "ok"));
+    assert_eq!(r.header("link"), None);
+}
+
+/// A body that stops coming is cut after `upstream_timeout` of silence, and a malformed chunk
+/// ends the body: the client sees a broken answer, never a wrong one.
+#[tokio::test]
+async fn a_stalled_or_malformed_body_is_cut() {
+    let up = Upstream::start(by_path).await;
+    let gw = Gw::start(&policy(&up, ", upstream_timeout: 1s")).await;
+    let started = Instant::now();
+    let resp = client().get(gw.url("/stall")).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert!(resp.text().await.is_err(), "the body was not cut");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    // Cut before or after the head went out, as the chunk came with it or after.
+    if let Ok(resp) = client().get(gw.url("/bad-chunk")).send().await {
+        assert!(
+            resp.text().await.is_err(),
+            "the malformed chunk was passed on"
+        );
+    }
+    assert_eq!(get(&gw, "/length").await.text, "ok");
+}
+
+/// The gateway frames what it sends: a length when it knows it, chunked otherwise; a client's
+/// own framing headers are not passed on.
+#[tokio::test]
+async fn request_bodies_are_framed_by_the_gateway() {
+    let up = Upstream::start(by_path).await;
+    let gw = Gw::start(&policy(&up, "")).await;
+    let c = client();
+    let r = c
+        .post(gw.url("/json"))
+        .header("content-type", "application/json")
+        .body("{\"a\":1}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    // A chunked upload, written raw: three chunks, the middle one large.
+    let mut raw = TcpStream::connect(gw.url("").trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let mut upload =
+        b"POST /streamed HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n5\r\n{\"b\":\r\n4e20\r\n".to_vec();
+    upload.extend(std::iter::repeat_n(b'2', 20_000));
+    upload.extend_from_slice(b"\r\n1\r\n}\r\n0\r\n\r\n");
+    raw.write_all(&upload).await.unwrap();
+    let mut reply = String::new();
+    raw.read_to_string(&mut reply).await.unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
+    let seen = up.seen();
+    let json = seen.iter().find(|r| r.starts_with("POST /json ")).unwrap();
+    assert!(json.contains("\r\ncontent-length: 7\r\n"), "{json}");
+    assert!(json.ends_with("\r\n\r\n{\"a\":1}"), "{json}");
+    let streamed = seen
+        .iter()
+        .find(|r| r.starts_with("POST /streamed "))
+        .unwrap();
+    assert!(
+        streamed.contains("\r\ntransfer-encoding: chunked\r\n"),
+        "{}",
+        &streamed[..streamed.find("\r\n\r\n").unwrap()]
+    );
+    assert!(!streamed.contains("content-length"));
+    let body = dechunk(&streamed[streamed.find("\r\n\r\n").unwrap() + 4..]);
+    assert_eq!(body, format!("{{\"b\":{}}}", "2".repeat(20_000)));
+    assert_eq!(up.accepted(), 1);
+}
+
+/// An upstream that refuses an upload on its head alone, without reading the body, is heard:
+/// the gateway stops sending the body and passes the refusal on.
+#[tokio::test]
+async fn an_answer_before_the_request_body_ends_is_passed_on() {
+    let up = Upstream::start(by_path).await;
+    // A body larger than every socket buffer between the client and the upstream.
+    let gw = Gw::start(&policy(&up, ", max_body_bytes: 67108864")).await;
+    let raw = TcpStream::connect(gw.url("").trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let (mut rd, mut wr) = raw.into_split();
+    let size = 48 << 20;
+    let upload = tokio::spawn(async move {
+        let head = format!("POST /early HTTP/1.1\r\nhost: gw\r\ncontent-length: {size}\r\n\r\n");
+        let _ = wr.write_all(head.as_bytes()).await;
+        let _ = wr.write_all(&vec![b'x'; size]).await;
+        // Kept open: a client that half-closes has given up on its answer.
+        wr
+    });
+    let mut reply = vec![0u8; 1024];
+    let n = tokio::time::timeout(Duration::from_secs(5), rd.read(&mut reply))
+        .await
+        .expect("no answer while the body was still being sent")
+        .unwrap();
+    let reply = String::from_utf8_lossy(&reply[..n]);
+    assert!(reply.starts_with("HTTP/1.1 403 "), "{reply}");
+    upload.abort();
+    // The connection that answered early is not reused.
+    assert_eq!(get(&gw, "/length").await.text, "ok");
+    assert_eq!(up.accepted(), 2);
+}
+
+/// The data of a chunked body (sizes without extensions, no trailers).
+fn dechunk(mut body: &str) -> String {
+    let mut out = String::new();
+    loop {
+        let (size, rest) = body.split_once("\r\n").unwrap();
+        let size = usize::from_str_radix(size, 16).unwrap();
+        if size == 0 {
+            assert_eq!(rest, "\r\n");
+            return out;
+        }
+        out.push_str(&rest[..size]);
+        body = rest[size..].strip_prefix("\r\n").unwrap();
+    }
+}
