@@ -42,6 +42,8 @@ use tokio::net::TcpStream;
 use crate::body::{Body, BoxError};
 use crate::proxy::UpBody;
 
+/// Not in `http`'s list of standard names.
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
 /// Idle connections kept per worker, like nginx's `keepalive`.
 pub const MAX_IDLE: usize = 64;
 /// How long an unused connection is kept.
@@ -426,7 +428,12 @@ async fn exchange(
         if conn.buf.len() >= MAX_HEAD {
             return Err(UpstreamError::Malformed("the answer's head is too large").into());
         }
-        conn.buf.reserve(READ_BUF);
+        // Reserved only when little room is left: the answers before this one may still be
+        // on their way to clients, holding the buffer's block, and a reserve would then
+        // allocate a new one for every request.
+        if conn.buf.capacity() - conn.buf.len() < READ_ROOM {
+            conn.buf.reserve(READ_BUF);
+        }
         let answered = !conn.buf.is_empty();
         match conn.io.read_buf(&mut conn.buf).await {
             Ok(0) => {
@@ -549,7 +556,9 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Up
     let status = StatusCode::from_u16(code)
         .map_err(|_| UpstreamError::Malformed("the status is invalid"))?;
     let head = buf.split_to(len).freeze();
-    let mut headers = HeaderMap::with_capacity(count);
+    // Room for the headers the gateway adds on the way out (security, request id, version):
+    // growing the map later would rehash it.
+    let mut headers = HeaderMap::with_capacity(count + 16);
     let mut length: Option<u64> = None;
     let mut coded = false;
     let mut chunked = false;
@@ -578,13 +587,28 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Up
                 .rsplit(|&b| b == b',')
                 .next()
                 .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
-        } else if name == CONNECTION
-            && value
+            // The framing is the gateway's to choose toward its client.
+            continue;
+        } else if name == CONNECTION {
+            let mut others = false;
+            for t in value
                 .as_bytes()
                 .split(|&b| b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(b"close"))
-        {
-            keep_alive = false;
+                .map(<[u8]>::trim_ascii)
+            {
+                if t.eq_ignore_ascii_case(b"close") {
+                    keep_alive = false;
+                } else if !t.eq_ignore_ascii_case(b"keep-alive") {
+                    others = true;
+                }
+            }
+            // Hop-by-hop, and removed on the way out; kept only when it names other fields
+            // to remove with it.
+            if !others {
+                continue;
+            }
+        } else if name == KEEP_ALIVE {
+            continue;
         }
         headers.append(name, value);
     }
