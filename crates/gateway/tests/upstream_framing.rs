@@ -194,6 +194,21 @@ fn by_path(path: &str) -> Script {
             close: false,
         },
         "/closes" => answer(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"),
+        "/large" => {
+            let mut a = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", LARGE).into_bytes();
+            a.extend(large_body());
+            answer(&a)
+        }
+        "/large-chunked" => {
+            let mut a = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n".to_vec();
+            for piece in large_body().chunks(100_003) {
+                a.extend(format!("{:x}\r\n", piece.len()).into_bytes());
+                a.extend_from_slice(piece);
+                a.extend_from_slice(b"\r\n");
+            }
+            a.extend_from_slice(b"0\r\n\r\n");
+            answer(&a)
+        }
         _ => answer(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok"),
     }
 }
@@ -212,6 +227,28 @@ async fn chunked_and_length_framed_answers_pass_and_keep_their_connection() {
     assert_eq!(head.status(), StatusCode::OK);
     assert_eq!(get(&gw, "/length").await.text, "ok");
     assert_eq!(up.accepted(), 1, "one connection carries them all");
+}
+
+const LARGE: usize = 3 << 20;
+
+/// 3 MiB that no two offsets of a misread would agree on.
+fn large_body() -> Vec<u8> {
+    (0..LARGE as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect()
+}
+
+#[tokio::test]
+async fn large_answers_stream_whole_in_either_framing() {
+    let up = Upstream::start(by_path).await;
+    let gw = Gw::start(&policy(&up, "")).await;
+    for path in ["/large", "/large-chunked", "/large"] {
+        let resp = client().get(gw.url(path)).send().await.unwrap();
+        assert_eq!(resp.status(), StatusCode::OK);
+        let body = resp.bytes().await.unwrap();
+        assert!(body[..] == large_body()[..], "{path}: {} bytes", body.len());
+    }
+    assert_eq!(up.accepted(), 1);
 }
 
 #[tokio::test]
