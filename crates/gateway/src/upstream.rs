@@ -153,14 +153,12 @@ enum Framing {
 
 impl Upstream {
     /// Sends `req` (origin-form target, `Host` set) to `authority` and returns the answer with
-    /// its head read by `deadline` (opening a connection, within `connect_timeout`, included).
-    /// `now` is a recent reading of the clock (the request's start), for the pool's
-    /// bookkeeping; `read_timeout` bounds each wait for more of a streamed body.
+    /// its head read by `deadline` (opening a connection, within `connect_timeout`, included);
+    /// `read_timeout` bounds each wait for more of a streamed body.
     pub async fn send(
         &self,
         authority: &Authority,
         connect_timeout: Duration,
-        now: Instant,
         deadline: Instant,
         read_timeout: Duration,
         req: Request<UpBody>,
@@ -170,7 +168,7 @@ impl Upstream {
         let mut out = Vec::with_capacity(256 + parts.headers.len() * 48);
         let mut body = encode_head(&parts, body, &mut out);
         let deadline = tokio::time::Instant::from_std(deadline);
-        if let Some((mut conn, idle)) = self.checkout(authority, now) {
+        if let Some((mut conn, idle)) = self.checkout(authority, Instant::now()) {
             let sent = tokio::time::timeout_at(
                 deadline,
                 exchange(&mut conn, &out, body.as_mut(), head_request),
@@ -178,7 +176,7 @@ impl Upstream {
             .await
             .map_err(|_| UpstreamError::Timeout)?;
             match sent {
-                Ok(head) => return Ok(self.answer(authority, conn, head, now, read_timeout)),
+                Ok(head) => return Ok(self.answer(authority, conn, head, read_timeout)),
                 Err(f) => {
                     // A streamed body may be partly consumed: never again. A bodiless request
                     // written to a connection that was closing may have been read; only an
@@ -205,7 +203,7 @@ impl Upstream {
         .await
         .map_err(|_| UpstreamError::Timeout)?
         .map_err(|f| f.error)?;
-        Ok(self.answer(authority, conn, head, now, read_timeout))
+        Ok(self.answer(authority, conn, head, read_timeout))
     }
 
     /// The response for a head: its body taken whole from what was read with it when it is
@@ -215,7 +213,6 @@ impl Upstream {
         authority: &Authority,
         mut conn: Conn,
         head: Head,
-        now: Instant,
         read_timeout: Duration,
     ) -> Response<Body> {
         let body = match head.framing {
@@ -229,7 +226,7 @@ impl Upstream {
         let body = match body {
             Some(body) => {
                 if head.keep_alive {
-                    self.checkin(authority, conn, now);
+                    self.checkin(authority, conn, Instant::now());
                 }
                 body
             }
@@ -246,6 +243,7 @@ impl Upstream {
                 authority: authority.clone(),
                 read_timeout,
                 timer: None,
+                waiting: false,
             })),
         };
         let mut resp = Response::new(body);
@@ -413,8 +411,17 @@ async fn exchange(
             .map_err(UpstreamError::Exchange)?;
     }
     let mut keep_alive = true;
+    // An interim answer came: the upstream took the request.
+    let mut interim = false;
     if let Some(body) = body {
-        keep_alive = Box::pin(send_body(conn, &mut body.body, body.length)).await?;
+        match Box::pin(send_body(conn, &mut body.body, body.length, head_request)).await? {
+            Upload::Sent => {}
+            Upload::Stopped(None) => keep_alive = false,
+            Upload::Stopped(Some(mut head)) => {
+                head.keep_alive = false;
+                return Ok(head);
+            }
+        }
     }
     loop {
         // Nothing to parse before the first read (the buffer is empty unless an interim answer
@@ -426,6 +433,7 @@ async fn exchange(
                 if head.status == StatusCode::SWITCHING_PROTOCOLS {
                     return Err(UpstreamError::Malformed("an upgrade nobody asked for").into());
                 }
+                interim = true;
                 continue;
             }
             head.keep_alive &= keep_alive;
@@ -440,7 +448,7 @@ async fn exchange(
         if conn.buf.capacity() - conn.buf.len() < READ_ROOM {
             conn.buf.reserve(READ_BUF);
         }
-        let answered = !conn.buf.is_empty();
+        let answered = interim || !conn.buf.is_empty();
         match conn.io.read_buf(&mut conn.buf).await {
             Ok(0) => {
                 return Err(Failed {
@@ -461,29 +469,74 @@ async fn exchange(
     }
 }
 
-/// Streams a request body after its head, framed as the head said. Stops early when the
-/// upstream answers (or closes) before the body's end; the connection is then not reused.
-/// Returns whether it may be.
+/// How an upload ended.
+enum Upload {
+    Sent,
+    /// The upstream answered (the head, when it is all in), closed, or stopped taking the body
+    /// before its end: the rest is not sent and the connection is not reused.
+    Stopped(Option<Head>),
+}
+
+/// Streams a request body after its head, framed as the head said. Every wait is raced
+/// against the upstream's side of the connection: an interim answer (`100`, `103`) is read and
+/// dropped; a final one, an end of stream or a failed write stops the upload (an upstream may
+/// refuse a body without reading it, and a write would then wait forever).
 async fn send_body(
     conn: &mut Conn,
     body: &mut UpBody,
     length: Option<u64>,
-) -> Result<bool, Failed> {
+    head_request: bool,
+) -> Result<Upload, Failed> {
     let chunked = length.is_none();
     let mut sent: u64 = 0;
     let mut framed = Vec::new();
-    let (rd, mut wr) = conn.io.split();
-    // Raced against every wait: an upstream may answer (or close) without reading the body,
-    // and then a write would wait forever.
+    let Conn { io, buf, .. } = conn;
+    let (rd, mut wr) = io.split();
     let answered = rd.readable();
     tokio::pin!(answered);
-    loop {
+    // What came while sending: `None` to go on, else how the upload ends.
+    let heard = |buf: &mut BytesMut| -> Result<Option<Upload>, Failed> {
+        if buf.capacity() - buf.len() < READ_ROOM {
+            buf.reserve(READ_BUF);
+        }
+        match rd.try_read_buf(buf) {
+            Ok(0) => return Ok(Some(Upload::Stopped(None))),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
+            Err(_) => return Ok(Some(Upload::Stopped(None))),
+        }
+        loop {
+            match parse_head(buf, head_request)? {
+                None if buf.len() >= MAX_HEAD => {
+                    return Err(UpstreamError::Malformed("the answer's head is too large").into());
+                }
+                None => return Ok(None),
+                Some(h) if h.status == StatusCode::SWITCHING_PROTOCOLS => {
+                    return Err(UpstreamError::Malformed("an upgrade nobody asked for").into());
+                }
+                Some(h) if h.status.is_informational() => {}
+                Some(h) => return Ok(Some(Upload::Stopped(Some(h)))),
+            }
+        }
+    };
+    let mut end = false;
+    while !end {
         let frame = tokio::select! {
             biased;
             f = body.frame() => f,
-            _ = &mut answered => return Ok(false),
+            _ = &mut answered => {
+                if let Some(stop) = heard(buf)? {
+                    return Ok(stop);
+                }
+                answered.set(rd.readable());
+                continue;
+            }
         };
         let data = match frame {
+            None if chunked => {
+                end = true;
+                bytes::Bytes::from_static(b"0\r\n\r\n")
+            }
             None => break,
             Some(Err(e)) => return Err(UpstreamError::Body(e).into()),
             // Trailers are not passed on.
@@ -492,36 +545,44 @@ async fn send_body(
                 _ => continue,
             },
         };
-        sent += data.len() as u64;
-        if length.is_some_and(|n| sent > n) {
-            return Err(UpstreamError::Body("the body is longer than its length".into()).into());
-        }
-        let bytes: &[u8] = if chunked {
+        let bytes: &[u8] = if end || !chunked {
+            &data
+        } else {
             framed.clear();
             let _ = write!(framed, "{:x}\r\n", data.len());
             framed.extend_from_slice(&data);
             framed.extend_from_slice(b"\r\n");
             &framed
-        } else {
-            &data
         };
-        tokio::select! {
-            biased;
-            w = wr.write_all(bytes) => w.map_err(UpstreamError::Exchange)?,
-            _ = &mut answered => return Ok(false),
+        if !end {
+            sent += data.len() as u64;
+            if length.is_some_and(|n| sent > n) {
+                return Err(
+                    UpstreamError::Body("the body is longer than its length".into()).into(),
+                );
+            }
+        }
+        loop {
+            tokio::select! {
+                biased;
+                w = wr.write_all(bytes) => match w {
+                    Ok(()) => break,
+                    // The answer, if any, tells why.
+                    Err(_) => return Ok(Upload::Stopped(None)),
+                },
+                _ = &mut answered => {
+                    if let Some(stop) = heard(buf)? {
+                        return Ok(stop);
+                    }
+                    answered.set(rd.readable());
+                }
+            }
         }
     }
     if length.is_some_and(|n| sent != n) {
         return Err(UpstreamError::Body("the body is shorter than its length".into()).into());
     }
-    if chunked {
-        tokio::select! {
-            biased;
-            w = wr.write_all(b"0\r\n\r\n") => w.map_err(UpstreamError::Exchange)?,
-            _ = &mut answered => return Ok(false),
-        }
-    }
-    Ok(true)
+    Ok(Upload::Sent)
 }
 
 /// Parses an answer head off the front of `buf`, if it is all there.
@@ -577,6 +638,7 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Up
         let value = HeaderValue::from_maybe_shared(head.slice(v0..v1))
             .map_err(|_| UpstreamError::Malformed("a header value is invalid"))?;
         if name == CONTENT_LENGTH {
+            let repeat = length.is_some();
             for part in value.as_bytes().split(|&b| b == b',') {
                 let n = content_length(part.trim_ascii())
                     .ok_or_else(|| UpstreamError::Malformed("the Content-Length is invalid"))?;
@@ -584,6 +646,14 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Up
                     return Err(UpstreamError::Malformed("Content-Length values differ"));
                 }
                 length = Some(n);
+            }
+            // Repeats of one value (RFC 9110, 8.6) go on as that value, once.
+            if repeat {
+                continue;
+            }
+            if let Some(n) = length.filter(|_| value.as_bytes().contains(&b',')) {
+                headers.append(CONTENT_LENGTH, HeaderValue::from(n));
+                continue;
             }
         } else if name == TRANSFER_ENCODING {
             coded = true;
@@ -699,8 +769,10 @@ pub struct Streaming {
     pool: Arc<Mutex<Pool>>,
     authority: Authority,
     read_timeout: Duration,
-    /// Armed while waiting for the upstream; reset when bytes come.
+    /// Armed while waiting for the upstream.
     timer: Option<Pin<Box<tokio::time::Sleep>>>,
+    /// The timer runs for the current wait.
+    waiting: bool,
 }
 
 impl std::fmt::Debug for Streaming {
@@ -755,17 +827,24 @@ impl Streaming {
         }
         match tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.buf) {
             Poll::Ready(r) => {
-                if let Some(t) = self.timer.as_mut() {
-                    t.as_mut()
-                        .reset(tokio::time::Instant::now() + self.read_timeout);
-                }
+                self.waiting = false;
                 Poll::Ready(r)
             }
             Poll::Pending => {
-                let timeout = self.read_timeout;
-                let timer = self
-                    .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+                // Counted from the first wait after bytes came, not from when they came: a
+                // client slow to take the body is not the upstream's silence.
+                let deadline = tokio::time::Instant::now() + self.read_timeout;
+                let timer = match self.timer.as_mut() {
+                    Some(t) if self.waiting => t,
+                    Some(t) => {
+                        t.as_mut().reset(deadline);
+                        t
+                    }
+                    None => self
+                        .timer
+                        .insert(Box::pin(tokio::time::sleep_until(deadline))),
+                };
+                self.waiting = true;
                 ready!(timer.as_mut().poll(cx));
                 Poll::Ready(Err(io::ErrorKind::TimedOut.into()))
             }
@@ -800,7 +879,19 @@ fn decode(state: &mut State, buf: &mut BytesMut, trailers: &mut usize) -> Result
                 };
                 return Ok(Step::Data(data));
             }
+            // RFC 9112, 7.1: at least one hex digit, then extensions up to CRLF, no bare CR
+            // or LF (httparse also takes an empty size as 0, and a bare LF in an extension).
+            State::ChunkSize if buf.first().is_some_and(|b| !b.is_ascii_hexdigit()) => {
+                return Err(malformed("a chunk size is invalid"));
+            }
             State::ChunkSize => match httparse::parse_chunk_size(buf) {
+                Ok(httparse::Status::Complete((used, _)))
+                    if used < 2
+                        || &buf[used - 2..used] != b"\r\n"
+                        || buf[..used - 2].iter().any(|&b| b == b'\r' || b == b'\n') =>
+                {
+                    return Err(malformed("a chunk size line is malformed"));
+                }
                 Ok(httparse::Status::Complete((used, size))) => {
                     let _ = buf.split_to(used);
                     *state = if size == 0 {
@@ -963,7 +1054,6 @@ mod tests {
             .send(
                 authority,
                 Duration::from_secs(2),
-                Instant::now(),
                 Instant::now() + Duration::from_secs(5),
                 Duration::from_secs(5),
                 get(),
@@ -1008,7 +1098,6 @@ mod tests {
             .send(
                 &authority,
                 Duration::from_secs(2),
-                Instant::now(),
                 Instant::now() + Duration::from_secs(5),
                 Duration::from_secs(5),
                 post,

@@ -72,7 +72,13 @@ async fn serve(mut s: TcpStream, script: fn(&str) -> Script, seen: Arc<Mutex<Vec
             return;
         };
         let path = request.split(' ').nth(1).unwrap_or("/").to_owned();
-        seen.lock().unwrap().push(request);
+        seen.lock().unwrap().push(request.clone());
+        if path == "/hints" && !hints(&mut s, &mut buf, &request).await {
+            return;
+        }
+        if path == "/hints" {
+            continue;
+        }
         let plan = script(&path);
         for (pause, bytes) in plan.parts {
             tokio::time::sleep(Duration::from_millis(pause)).await;
@@ -86,6 +92,34 @@ async fn serve(mut s: TcpStream, script: fn(&str) -> Script, seen: Arc<Mutex<Vec
     }
 }
 
+/// An interim answer on a request's head alone, then its body read whole, then the answer
+/// (the body's length); false when the connection ended.
+async fn hints(s: &mut TcpStream, buf: &mut Vec<u8>, head: &str) -> bool {
+    let early = b"HTTP/1.1 103 Early Hints\r\nlink: </a.css>\r\n\r\n";
+    if s.write_all(early).await.is_err() {
+        return false;
+    }
+    let want: usize = head
+        .lines()
+        .find_map(|l| l.strip_prefix("content-length: "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0);
+    let mut chunk = [0u8; 8192];
+    while buf.len() < want {
+        match s.read(&mut chunk).await {
+            Ok(n @ 1..) => buf.extend_from_slice(&chunk[..n]),
+            _ => return false,
+        }
+    }
+    buf.drain(..want);
+    let text = want.to_string();
+    let reply = format!(
+        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{text}",
+        text.len()
+    );
+    s.write_all(reply.as_bytes()).await.is_ok()
+}
+
 /// One request, head and body, as text; `None` at the connection's end.
 async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
     let mut chunk = [0u8; 8192];
@@ -97,7 +131,7 @@ async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
         buf.extend_from_slice(&chunk[..n]);
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
-    if head.starts_with("post /early ") {
+    if head.starts_with("post /early ") || head.starts_with("post /hints ") {
         // Answered on its head alone; its body is never read.
         return Some(head);
     }
@@ -193,6 +227,12 @@ fn by_path(path: &str) -> Script {
             parts: vec![(0, b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n".to_vec())],
             close: false,
         },
+        "/empty-chunk-size" => answer(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n5\r\nhello\r\n\r\n\r\nHTTP/1.1 200 OK\r\n\r\n",
+        ),
+        "/repeated-length" => answer(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2, 2\r\ncontent-length: 2\r\n\r\nok",
+        ),
         "/closes" => answer(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"),
         "/large" => {
             let mut a = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", LARGE).into_bytes();
@@ -311,6 +351,42 @@ async fn interim_answers_are_skipped() {
     assert_eq!(r.header("link"), None);
 }
 
+/// An interim answer that comes while the client's body is still on its way does not stop
+/// the upload: the upstream reads the whole body before its final answer.
+#[tokio::test]
+async fn an_interim_answer_during_an_upload_does_not_stop_it() {
+    let up = Upstream::start(by_path).await;
+    let gw = Gw::start(&policy(&up, ", upstream_timeout: 3s")).await;
+    let mut raw = TcpStream::connect(gw.url("").trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head =
+        "POST /hints HTTP/1.1\r\nhost: gw\r\ncontent-length: 200000\r\nconnection: close\r\n\r\n";
+    raw.write_all(head.as_bytes()).await.unwrap();
+    raw.write_all(&[b'x'; 100_000]).await.unwrap();
+    // The 103 reaches the gateway while it waits for the rest.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    raw.write_all(&[b'x'; 100_000]).await.unwrap();
+    let mut reply = String::new();
+    tokio::time::timeout(Duration::from_secs(10), raw.read_to_string(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
+    assert!(reply.ends_with("\r\n\r\n200000"), "{reply}");
+}
+
+/// Repeats of one length (RFC 9110, 8.6) are accepted and passed on as one.
+#[tokio::test]
+async fn a_repeated_length_goes_on_once() {
+    let up = Upstream::start(by_path).await;
+    let gw = Gw::start(&policy(&up, "")).await;
+    let r = get(&gw, "/repeated-length").await;
+    assert_eq!((r.status, &*r.text), (StatusCode::OK, "ok"));
+    let lengths: Vec<_> = r.headers.get_all("content-length").iter().collect();
+    assert_eq!(lengths, ["2"]);
+}
+
 /// A body that stops coming is cut after `upstream_timeout` of silence, and a malformed chunk
 /// ends the body: the client sees a broken answer, never a wrong one.
 #[tokio::test]
@@ -322,12 +398,15 @@ async fn a_stalled_or_malformed_body_is_cut() {
     assert_eq!(resp.status(), StatusCode::OK);
     assert!(resp.text().await.is_err(), "the body was not cut");
     assert!(started.elapsed() < Duration::from_secs(5));
-    // Cut before or after the head went out, as the chunk came with it or after.
-    if let Ok(resp) = client().get(gw.url("/bad-chunk")).send().await {
-        assert!(
-            resp.text().await.is_err(),
-            "the malformed chunk was passed on"
-        );
+    // Cut before or after the head went out, as the chunk came with it or after. An empty
+    // size line is not the last chunk (httparse alone would read it as one).
+    for path in ["/bad-chunk", "/empty-chunk-size"] {
+        if let Ok(resp) = client().get(gw.url(path)).send().await {
+            assert!(
+                resp.text().await.is_err(),
+                "{path}: the malformed chunk was passed on"
+            );
+        }
     }
     assert_eq!(get(&gw, "/length").await.text, "ok");
 }
