@@ -1247,7 +1247,12 @@ fn classify(deps: &Deps, ctx: &Ctx, e: &crate::upstream::UpstreamError) -> Rejec
             .inc();
         return Rejection::UpstreamTimeout;
     }
-    let kind = if e.is_connect() { "connect" } else { "io" };
+    let kind = match e {
+        _ if e.is_connect() => "connect",
+        // An answer refused for its framing: a broken upstream, or one trying to smuggle.
+        crate::upstream::UpstreamError::Malformed(_) => "malformed",
+        _ => "io",
+    };
     deps.metrics
         .upstream_errors
         .get_or_create(&crate::metrics::KindLabel { kind })

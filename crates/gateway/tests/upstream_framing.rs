@@ -171,6 +171,10 @@ async fn get(gw: &Gw, path: &str) -> Reply {
     send(&client(), Method::GET, &gw.url(path), None, None).await
 }
 
+async fn get_text(url: &str) -> String {
+    send(&client(), Method::GET, url, None, None).await.text
+}
+
 fn refused(r: &Reply) {
     assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text);
     assert_eq!(
@@ -310,7 +314,7 @@ async fn an_answer_read_to_the_connections_end_passes_and_the_connection_is_not_
 #[tokio::test]
 async fn ambiguous_or_malformed_answers_are_refused_with_a_problem() {
     let up = Upstream::start(by_path).await;
-    let gw = Gw::start(&policy(&up, "")).await;
+    let gw = Gw::start(&(policy(&up, "") + "admin: { listen: 127.0.0.1:0 }\n")).await;
     for path in [
         "/both",
         "/two-lengths",
@@ -329,6 +333,10 @@ async fn ambiguous_or_malformed_answers_are_refused_with_a_problem() {
     // Each refused answer cost its connection: the first request opened one, and each good
     // request after a refusal another, which the next refusal then closed.
     assert_eq!(up.accepted(), 6);
+    // Counted apart from other upstream failures, for an operator to see.
+    let metrics = get_text(&format!("{}/metrics", gw.admin.clone().unwrap())).await;
+    let line = "portcullis_upstream_errors_total{kind=\"malformed\"} 5";
+    assert!(metrics.contains(line), "missing `{line}` in\n{metrics}");
 }
 
 #[tokio::test]
