@@ -3,7 +3,8 @@
 //!
 //! A general client (hyper's) runs each connection as a task of its own and hands requests and
 //! answers to it through channels: a wake-up and a task switch each way, for every request.
-//! Measured on this gateway's path that was a third of its user CPU. Here the request's own
+//! Measured on this gateway's path that was a sixth of the instructions it executes per
+//! request (callgrind: 43.8k with hyper's client, 37.1k with this one). Here the request's own
 //! task writes the request and reads the answer's head; an answer whose body arrived with its
 //! head (the usual case for an API) is returned whole and the connection is back in the pool
 //! before the response leaves the gateway. A longer body streams from the connection, which
