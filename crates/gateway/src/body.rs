@@ -1,6 +1,6 @@
-//! The response body: an upstream stream passed through untouched (or read whole with its head), or bytes the gateway wrote
-//! (a problem, a preflight answer). An enum rather than a boxed trait object: no allocation
-//! per response on the hot path.
+//! The response body: an upstream answer's body (read whole with its head, or streamed from
+//! its connection), or bytes the gateway wrote (a problem, a preflight answer). An enum
+//! rather than a boxed trait object: no allocation per response on the hot path.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};

@@ -490,7 +490,6 @@ async fn lookup_owner(
         .send(
             &policy.upstream.authority,
             policy.limits.upstream_connect_timeout,
-            Instant::now() + policy.limits.upstream_timeout,
             policy.limits.upstream_timeout,
             req,
         )
@@ -1012,7 +1011,6 @@ async fn forward(
             &policy.upstream.authority,
             limits.upstream_connect_timeout,
             // From now: reading a body for a phase may have taken a while.
-            Instant::now() + limits.upstream_timeout,
             limits.upstream_timeout,
             Request::from_parts(parts, body),
         )

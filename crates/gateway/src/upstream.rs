@@ -154,21 +154,21 @@ enum Framing {
 
 impl Upstream {
     /// Sends `req` (origin-form target, `Host` set) to `authority` and returns the answer with
-    /// its head read by `deadline` (opening a connection, within `connect_timeout`, included);
-    /// `read_timeout` bounds each wait for more of a streamed body.
+    /// its head read within `timeout` from now (opening a connection, within
+    /// `connect_timeout`, included); `timeout` also bounds each wait for more of a streamed
+    /// body.
     pub async fn send(
         &self,
         authority: &Authority,
         connect_timeout: Duration,
-        deadline: Instant,
-        read_timeout: Duration,
+        timeout: Duration,
         req: Request<UpBody>,
     ) -> Result<Response<Body>, UpstreamError> {
         let (parts, body) = req.into_parts();
         let head_request = parts.method == Method::HEAD;
         let mut out = Vec::with_capacity(256 + parts.headers.len() * 48);
         let mut body = encode_head(&parts, body, &mut out);
-        let deadline = tokio::time::Instant::from_std(deadline);
+        let deadline = tokio::time::Instant::now() + timeout;
         if let Some((mut conn, idle)) = self.checkout(authority, Instant::now()) {
             let sent = tokio::time::timeout_at(
                 deadline,
@@ -177,7 +177,7 @@ impl Upstream {
             .await
             .map_err(|_| UpstreamError::Timeout)?;
             match sent {
-                Ok(head) => return Ok(self.answer(authority, conn, head, read_timeout)),
+                Ok(head) => return Ok(self.answer(authority, conn, head, timeout)),
                 Err(f) => {
                     // A streamed body may be partly consumed: never again. A bodiless request
                     // written to a connection that was closing may have been read; only an
@@ -204,7 +204,7 @@ impl Upstream {
         .await
         .map_err(|_| UpstreamError::Timeout)?
         .map_err(|f| f.error)?;
-        Ok(self.answer(authority, conn, head, read_timeout))
+        Ok(self.answer(authority, conn, head, timeout))
     }
 
     /// The response for a head: its body taken whole from what was read with it when it is
@@ -227,7 +227,7 @@ impl Upstream {
         let body = match body {
             Some(body) => {
                 if head.keep_alive {
-                    self.checkin(authority, conn, Instant::now());
+                    checkin(&self.pool, authority, conn, Instant::now());
                 }
                 body
             }
@@ -267,10 +267,6 @@ impl Upstream {
             }
         }
         None
-    }
-
-    fn checkin(&self, authority: &Authority, conn: Conn, now: Instant) {
-        checkin(&self.pool, authority, conn, now);
     }
 }
 
@@ -393,18 +389,15 @@ async fn exchange(
     head_request: bool,
 ) -> Result<Head, Failed> {
     // The first write tells whether the connection took any of the request.
-    let n = conn.io.write(out).await.map_err(|e| Failed {
+    let n = match conn.io.write(out).await {
+        Ok(0) => Err(io::ErrorKind::WriteZero.into()),
+        written => written,
+    }
+    .map_err(|e| Failed {
         unsent: true,
         unanswered: true,
         error: UpstreamError::Exchange(e),
     })?;
-    if n == 0 {
-        return Err(Failed {
-            unsent: true,
-            unanswered: true,
-            error: UpstreamError::Exchange(io::ErrorKind::WriteZero.into()),
-        });
-    }
     if n < out.len() {
         conn.io
             .write_all(&out[n..])
@@ -428,45 +421,51 @@ async fn exchange(
         // Nothing to parse before the first read (the buffer is empty unless an interim answer
         // came with more behind it).
         if !conn.buf.is_empty()
-            && let Some(mut head) = parse_head(&mut conn.buf, head_request)?
+            && let Some(mut head) = final_head(&mut conn.buf, head_request, &mut interim)?
         {
-            if head.status.is_informational() {
-                if head.status == StatusCode::SWITCHING_PROTOCOLS {
-                    return Err(UpstreamError::Malformed("an upgrade nobody asked for").into());
-                }
-                interim = true;
-                continue;
-            }
             head.keep_alive &= keep_alive;
             return Ok(head);
-        }
-        if conn.buf.len() >= MAX_HEAD {
-            return Err(UpstreamError::Malformed("the answer's head is too large").into());
         }
         // Reserved only when little room is left: the answers before this one may still be
         // on their way to clients, holding the buffer's block, and a reserve would then
         // allocate a new one for every request.
-        if conn.buf.capacity() - conn.buf.len() < READ_ROOM {
-            conn.buf.reserve(READ_BUF);
-        }
+        make_room(&mut conn.buf, READ_BUF);
         let answered = interim || !conn.buf.is_empty();
-        match conn.io.read_buf(&mut conn.buf).await {
-            Ok(0) => {
-                return Err(Failed {
-                    unsent: false,
-                    unanswered: !answered,
-                    error: UpstreamError::Exchange(io::ErrorKind::UnexpectedEof.into()),
-                });
+        let error = match conn.io.read_buf(&mut conn.buf).await {
+            Ok(0) => io::ErrorKind::UnexpectedEof.into(),
+            Ok(_) => continue,
+            Err(e) => e,
+        };
+        return Err(Failed {
+            unsent: false,
+            unanswered: !answered,
+            error: UpstreamError::Exchange(error),
+        });
+    }
+}
+
+/// The first final answer's head off the front of `buf`, if it is all there; interim answers
+/// (`100`, `103`) before it are dropped, and `interim` set when one was.
+fn final_head(
+    buf: &mut BytesMut,
+    head_request: bool,
+    interim: &mut bool,
+) -> Result<Option<Head>, UpstreamError> {
+    loop {
+        match parse_head(buf, head_request)? {
+            Some(h) if h.status == StatusCode::SWITCHING_PROTOCOLS => {
+                return Err(UpstreamError::Malformed("an upgrade nobody asked for"));
             }
-            Ok(_) => {}
-            Err(e) => {
-                return Err(Failed {
-                    unsent: false,
-                    unanswered: !answered,
-                    error: UpstreamError::Exchange(e),
-                });
-            }
+            Some(h) if h.status.is_informational() => *interim = true,
+            head => return Ok(head),
         }
+    }
+}
+
+/// At least `READ_ROOM` free in `buf`, reserving `more` when there is less.
+fn make_room(buf: &mut BytesMut, more: usize) {
+    if buf.capacity() - buf.len() < READ_ROOM {
+        buf.reserve(more);
     }
 }
 
@@ -497,28 +496,15 @@ async fn send_body(
     tokio::pin!(answered);
     // What came while sending: `None` to go on, else how the upload ends.
     let heard = |buf: &mut BytesMut| -> Result<Option<Upload>, Failed> {
-        if buf.capacity() - buf.len() < READ_ROOM {
-            buf.reserve(READ_BUF);
-        }
+        make_room(buf, READ_BUF);
         match rd.try_read_buf(buf) {
             Ok(0) => return Ok(Some(Upload::Stopped(None))),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
             Err(_) => return Ok(Some(Upload::Stopped(None))),
         }
-        loop {
-            match parse_head(buf, head_request)? {
-                None if buf.len() >= MAX_HEAD => {
-                    return Err(UpstreamError::Malformed("the answer's head is too large").into());
-                }
-                None => return Ok(None),
-                Some(h) if h.status == StatusCode::SWITCHING_PROTOCOLS => {
-                    return Err(UpstreamError::Malformed("an upgrade nobody asked for").into());
-                }
-                Some(h) if h.status.is_informational() => {}
-                Some(h) => return Ok(Some(Upload::Stopped(Some(h)))),
-            }
-        }
+        let head = final_head(buf, head_request, &mut false)?;
+        Ok(head.map(|h| Upload::Stopped(Some(h))))
     };
     let mut end = false;
     while !end {
@@ -615,7 +601,10 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Up
         Ok(httparse::Status::Complete(_)) => {
             return Err(UpstreamError::Malformed("the answer's head is too large"));
         }
-        Ok(httparse::Status::Partial) => return Ok(None),
+        Ok(httparse::Status::Partial) if buf.len() < MAX_HEAD => return Ok(None),
+        Ok(httparse::Status::Partial) => {
+            return Err(UpstreamError::Malformed("the answer's head is too large"));
+        }
         Err(httparse::Error::TooManyHeaders) => {
             return Err(UpstreamError::Malformed("too many header fields"));
         }
@@ -640,8 +629,8 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Up
             .map_err(|_| UpstreamError::Malformed("a header value is invalid"))?;
         if name == CONTENT_LENGTH {
             let repeat = length.is_some();
-            for part in value.as_bytes().split(|&b| b == b',') {
-                let n = content_length(part.trim_ascii())
+            for part in tokens(&value) {
+                let n = content_length(part)
                     .ok_or_else(|| UpstreamError::Malformed("the Content-Length is invalid"))?;
                 if length.is_some_and(|l| l != n) {
                     return Err(UpstreamError::Malformed("Content-Length values differ"));
@@ -659,20 +648,14 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Up
         } else if name == TRANSFER_ENCODING {
             coded = true;
             // Only the final coding decides; a later field follows an earlier one.
-            chunked = value
-                .as_bytes()
-                .rsplit(|&b| b == b',')
-                .next()
-                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            chunked = tokens(&value)
+                .last()
+                .is_some_and(|last| last.eq_ignore_ascii_case(b"chunked"));
             // The framing is the gateway's to choose toward its client.
             continue;
         } else if name == CONNECTION {
             let mut others = false;
-            for t in value
-                .as_bytes()
-                .split(|&b| b == b',')
-                .map(<[u8]>::trim_ascii)
-            {
+            for t in tokens(&value) {
                 if t.eq_ignore_ascii_case(b"close") {
                     keep_alive = false;
                 } else if !t.eq_ignore_ascii_case(b"keep-alive") {
@@ -718,6 +701,11 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Up
         framing,
         keep_alive,
     }))
+}
+
+/// The items of a comma-separated field value, trimmed.
+fn tokens(v: &HeaderValue) -> impl Iterator<Item = &[u8]> {
+    v.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii)
 }
 
 /// A `Content-Length` value: digits only (no sign, no spaces), within `u64`.
@@ -807,6 +795,12 @@ fn malformed(what: &'static str) -> BoxError {
 }
 
 impl Streaming {
+    /// The body ends short (an error, the upstream's close): its connection is dropped.
+    fn abandon(&mut self) {
+        self.conn = None;
+        self.state = State::Done;
+    }
+
     /// The body's end: the connection goes back when it can carry another request.
     fn finish(&mut self) {
         self.state = State::Done;
@@ -823,9 +817,7 @@ impl Streaming {
         let Some(conn) = self.conn.as_mut() else {
             return Poll::Ready(Ok(0));
         };
-        if conn.buf.capacity() - conn.buf.len() < READ_ROOM {
-            conn.buf.reserve(STREAM_BUF);
-        }
+        make_room(&mut conn.buf, STREAM_BUF);
         match tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.buf) {
             Poll::Ready(r) => {
                 self.waiting = false;
@@ -958,8 +950,7 @@ impl http_body::Body for Streaming {
             };
             match step {
                 Err(e) => {
-                    this.conn = None;
-                    this.state = State::Done;
+                    this.abandon();
                     return Poll::Ready(Some(Err(e)));
                 }
                 Ok(Step::Data(data)) => {
@@ -974,26 +965,14 @@ impl http_body::Body for Streaming {
                 }
                 Ok(Step::More) => {}
             }
-            match ready!(this.poll_fill(cx)) {
-                Ok(0) if this.state == State::Close => {
-                    this.conn = None;
-                    this.state = State::Done;
-                    return Poll::Ready(None);
-                }
-                Ok(0) => {
-                    this.conn = None;
-                    this.state = State::Done;
-                    return Poll::Ready(Some(Err(malformed(
-                        "the upstream closed before the body's end",
-                    ))));
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    this.conn = None;
-                    this.state = State::Done;
-                    return Poll::Ready(Some(Err(Box::new(UpstreamError::Exchange(e)))));
-                }
-            }
+            let end = match ready!(this.poll_fill(cx)) {
+                Ok(0) if this.state == State::Close => None,
+                Ok(0) => Some(Err(malformed("the upstream closed before the body's end"))),
+                Ok(_) => continue,
+                Err(e) => Some(Err::<_, BoxError>(Box::new(UpstreamError::Exchange(e)))),
+            };
+            this.abandon();
+            return Poll::Ready(end);
         }
     }
 
@@ -1055,7 +1034,6 @@ mod tests {
             .send(
                 authority,
                 Duration::from_secs(2),
-                Instant::now() + Duration::from_secs(5),
                 Duration::from_secs(5),
                 get(),
             )
@@ -1099,7 +1077,6 @@ mod tests {
             .send(
                 &authority,
                 Duration::from_secs(2),
-                Instant::now() + Duration::from_secs(5),
                 Duration::from_secs(5),
                 post,
             )
