@@ -121,7 +121,7 @@ pub struct Shared {
 /// Per-request facts every phase may read.
 #[derive(Clone, Debug)]
 pub struct Ctx {
-    pub id: Arc<str>,
+    pub id: RequestId,
     /// When the request's head was handed to the pipeline (deadlines count from it).
     pub start: Instant,
     pub peer: SocketAddr,
@@ -136,6 +136,9 @@ pub struct Ctx {
 pub struct Decision {
     pub route: Option<RouteId>,
     pub reason: &'static str,
+    /// The answer is the upstream's, its map started from the route's hardening: the
+    /// respond phase has no security fields left to set.
+    pub hardened: bool,
 }
 
 /// The pipeline as a tower service, so the CORS layer can sit in front of it. It holds
@@ -173,14 +176,23 @@ async fn pipeline(ctx: Ctx, req: Request<Incoming>) -> (Response<Body>, Decision
     // around it stay small, and moving them (hyper and tower move a request's future a few
     // times) copies pointers rather than kilobytes.
     let result = Box::pin(forward(&ctx.deps, &ctx, req, &mut route, &mut limits)).await;
-    let (resp, reason) = match result {
+    // Every answer `forward` returns is the upstream's, its map started from the route's
+    // hardening; every refusal is the gateway's own.
+    let (resp, reason, hardened) = match result {
         Ok(mut resp) => {
             limits.apply(resp.headers_mut());
-            (resp, "allowed")
+            (resp, "allowed", true)
         }
-        Err(rej) => (from_guard(rej.response(&ctx.id)), rej.reason()),
+        Err(rej) => (from_guard(rej.response(&ctx.id)), rej.reason(), false),
     };
-    (resp, Decision { route, reason })
+    (
+        resp,
+        Decision {
+            route,
+            reason,
+            hardened,
+        },
+    )
 }
 
 /// The authenticate phase. Client-sent copies of the claim headers go first, whatever happens.
@@ -431,7 +443,7 @@ async fn authorize(
                     .params
                     .iter()
                     .cloned()
-                    .zip(params.into_iter().map(str::to_owned))
+                    .zip(params.values().map(str::to_owned))
                     .collect(),
                 _ => Vec::new(),
             }
@@ -482,9 +494,8 @@ async fn lookup_owner(
     if let Some(h) = &ctx.runtime.upstream_host {
         req.headers_mut().insert(HOST, h.clone());
     }
-    if let Ok(v) = HeaderValue::from_str(&ctx.id) {
-        req.headers_mut().insert(X_REQUEST_ID, v);
-    }
+    req.headers_mut()
+        .insert(X_REQUEST_ID, ctx.id.value().clone());
     let sent = deps
         .upstream
         .send(
@@ -492,6 +503,8 @@ async fn lookup_owner(
             policy.limits.upstream_connect_timeout,
             policy.limits.upstream_timeout,
             req,
+            &[],
+            None,
         )
         .await;
     let resp = match sent {
@@ -822,8 +835,8 @@ async fn forward(
                 retry_after: 1,
             })?);
         }
-        let now = portcullis_guard::jwt::now();
         for q in policy.quotas.iter().filter(|q| q.routes.contains(&id)) {
+            let now = portcullis_guard::jwt::now();
             let key = crate::ratelimit::key_of(&q.key, &facts);
             if let Some(rule) = &q.bursts {
                 let now_ms = u64::try_from(now).unwrap_or(0) * 1000;
@@ -945,18 +958,25 @@ async fn forward(
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
     forward::strip_hop_by_hop(&mut parts.headers);
-    forward::set_forwarded(
-        &mut parts.headers,
+    // Written as the request goes out, in place of the client's fields of those names.
+    let [a, b, c, d, e, f] = forward::forwarding(
+        &parts.headers,
         ctx.peer.ip(),
         ctx.client,
         &policy.trusted_proxies,
         ctx.tls,
         host.as_ref(),
-        &ctx.id,
+        ctx.id.value(),
     );
-    if let Some(h) = &ctx.runtime.upstream_host {
-        parts.headers.insert(HOST, h.clone());
-    }
+    let set = [
+        (HOST, ctx.runtime.upstream_host.clone().or(host)),
+        a,
+        b,
+        c,
+        d,
+        e,
+        f,
+    ];
     // The upstream gets the normalised path; when normalising changed nothing, the original
     // bytes are reused.
     let path_and_query = match (changed, parts.uri.query()) {
@@ -987,8 +1007,13 @@ async fn forward(
     // Quotas: each use is taken before forwarding, atomically, so parallel requests cannot
     // all slip under the limit; a use that must not count (a failure on a success-counted
     // quota, an upstream that never answered) is given back after.
-    let now = portcullis_guard::jwt::now();
     let mut taken: Vec<(&portcullis_policy::QuotaRule, String, u32)> = Vec::new();
+    // (The clock is read only for a request under a quota.)
+    let now = if quota_uses.is_empty() {
+        0
+    } else {
+        portcullis_guard::jwt::now()
+    };
     for (q, key) in quota_uses {
         match Box::pin(crate::ratelimit::quota::take(
             deps.store.as_ref(),
@@ -1013,6 +1038,9 @@ async fn forward(
             // From now: reading a body for a phase may have taken a while.
             limits.upstream_timeout,
             Request::from_parts(parts, body),
+            &set,
+            // The answer's map starts as the route's hardened one (see `handle`).
+            Some(ctx.runtime.hardening(*route)),
         )
         .await;
     let resp = match sent {
@@ -1073,7 +1101,6 @@ async fn forward(
             _ => bytes,
         };
         forward::strip_hop_by_hop(&mut parts.headers);
-        strip_cors(&mut parts.headers);
         parts.headers.remove(CONTENT_LENGTH);
         return Ok(Response::from_parts(parts, Body::bytes(bytes)));
     }
@@ -1092,10 +1119,8 @@ async fn forward(
             .inc();
         return Err(Rejection::UpstreamError(parts.status));
     }
+    // (Its CORS fields never entered the map: the route's hardening refused them.)
     forward::strip_hop_by_hop(&mut parts.headers);
-    // The gateway owns CORS: whatever the upstream says about origins is dropped, so a
-    // reflecting upstream cannot widen the policy.
-    strip_cors(&mut parts.headers);
     if parts.status.is_client_error() && !policy.expose_upstream_errors {
         return Box::pin(scrub_client_error(ctx, parts, body)).await;
     }
@@ -1277,7 +1302,7 @@ pub async fn handle(
 ) -> Result<Response<Body>, Infallible> {
     let start = Instant::now();
     let runtime = shared.current.runtime.load_full();
-    let id = request_id();
+    let id = RequestId::new();
     let client = forward::client_ip(peer.ip(), req.headers(), &runtime.policy.trusted_proxies);
     // Only copied when the access log is on.
     let logged = tracing::enabled!(target: "portcullis::access", tracing::Level::INFO).then(|| {
@@ -1302,7 +1327,7 @@ pub async fn handle(
         Some(svc) => {
             req.extensions_mut().insert(ctx);
             let mut svc = svc.clone();
-            let resp = match svc.call(req).await {
+            let mut resp = match svc.call(req).await {
                 Ok(r) => r,
                 Err(never) => match never {},
             };
@@ -1314,26 +1339,26 @@ pub async fn handle(
                 .unwrap_or(Decision {
                     route: None,
                     reason: "cors_preflight",
+                    hardened: false,
                 });
+            // tower-http adds `Access-Control-Allow-Credentials` whatever the origin; a
+            // disallowed origin gets no CORS header at all.
+            if !resp
+                .headers()
+                .contains_key(http::header::ACCESS_CONTROL_ALLOW_ORIGIN)
+            {
+                strip_cors(resp.headers_mut());
+            }
             (resp, decision)
         }
         None => pipeline(ctx, req).await,
     };
-    // tower-http adds `Access-Control-Allow-Credentials` whatever the origin; a disallowed
-    // origin gets no CORS header at all.
-    if !resp
-        .headers()
-        .contains_key(http::header::ACCESS_CONTROL_ALLOW_ORIGIN)
-    {
-        strip_cors(resp.headers_mut());
-    }
 
-    // Respond (client side).
-    let rules = decision
-        .route
-        .and_then(|r| runtime.route_headers.get(r))
-        .unwrap_or(&runtime.default_headers);
-    portcullis_guard::respond::apply(resp.headers_mut(), rules);
+    // Respond (client side): the gateway's own answers get the route's fields now, the
+    // upstream's got them when their map was started.
+    if !decision.hardened {
+        runtime.hardening(decision.route).apply(resp.headers_mut());
+    }
     if let Some(v) = decision
         .route
         .and_then(|r| runtime.policy.inventory.routes[r].version)
@@ -1343,9 +1368,7 @@ pub async fn handle(
             resp.headers_mut().insert(n.clone(), val.clone());
         }
     }
-    if let Ok(v) = HeaderValue::from_str(&id) {
-        resp.headers_mut().insert(X_REQUEST_ID, v);
-    }
+    resp.headers_mut().insert(X_REQUEST_ID, id.value().clone());
 
     // Log.
     let elapsed = start.elapsed();
@@ -1372,18 +1395,37 @@ pub async fn handle(
     Ok(resp)
 }
 
-/// 96 random bits as 24 hex digits.
-fn request_id() -> Arc<str> {
-    use rand::RngCore;
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut b = [0u8; 12];
-    rand::rng().fill_bytes(&mut b);
-    let mut out = [0u8; 24];
-    for (i, x) in b.iter().enumerate() {
-        out[2 * i] = HEX[usize::from(x >> 4)];
-        out[2 * i + 1] = HEX[usize::from(x & 15)];
+/// A request's id: 96 random bits as 24 hex digits, kept as the header value it goes out as
+/// (upstream, and to the client), and read as text (`&*id`) for logs and problems.
+#[derive(Clone, Debug)]
+pub struct RequestId(HeaderValue);
+
+impl RequestId {
+    fn new() -> Self {
+        use rand::RngCore;
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let mut b = [0u8; 12];
+        rand::rng().fill_bytes(&mut b);
+        let mut out = [0u8; 24];
+        for (i, x) in b.iter().enumerate() {
+            out[2 * i] = HEX[usize::from(x >> 4)];
+            out[2 * i + 1] = HEX[usize::from(x & 15)];
+        }
+        Self(
+            HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(&out))
+                .unwrap_or(HeaderValue::from_static("000000000000000000000000")),
+        )
     }
-    std::str::from_utf8(&out)
-        .unwrap_or("000000000000000000000000")
-        .into()
+
+    pub fn value(&self) -> &HeaderValue {
+        &self.0
+    }
+}
+
+impl std::ops::Deref for RequestId {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        self.0.to_str().unwrap_or("-")
+    }
 }

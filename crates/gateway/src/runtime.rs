@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use http::{HeaderName, HeaderValue};
+use portcullis_guard::respond::Hardening;
 use portcullis_policy::Policy;
-use portcullis_policy::model::HeaderRules;
 
 use crate::metrics::{Metrics, RouteMetrics};
 
@@ -18,8 +18,8 @@ pub struct Runtime {
     /// `Deprecation`/`Sunset`/`Link` per version, in [`Policy::inventory`] version order.
     pub version_headers: Vec<Vec<(HeaderName, HeaderValue)>>,
     /// The response rules of each route: the global rules with the route's override applied.
-    pub route_headers: Vec<Arc<HeaderRules>>,
-    pub default_headers: Arc<HeaderRules>,
+    pub route_headers: Vec<Arc<Hardening>>,
+    pub default_headers: Arc<Hardening>,
     /// Metric handles (and log labels) per route, resolved once per policy.
     pub route_metrics: Vec<RouteMetrics>,
     pub unmatched: RouteMetrics,
@@ -39,6 +39,13 @@ pub struct Runtime {
 }
 
 impl Runtime {
+    /// The response rules of a route (the global ones for an answer with no route).
+    pub fn hardening(&self, route: Option<portcullis_policy::RouteId>) -> &Hardening {
+        route
+            .and_then(|r| self.route_headers.get(r))
+            .unwrap_or(&self.default_headers)
+    }
+
     /// Fails when a key in the policy cannot be used (a malformed PEM, say).
     pub fn new(policy: Policy, metrics: &Metrics) -> Result<Self, String> {
         let version_headers = policy
@@ -47,18 +54,18 @@ impl Runtime {
             .iter()
             .map(portcullis_guard::respond::version_headers)
             .collect();
-        let default_headers = Arc::new(policy.headers.all.clone());
+        let default_headers = Arc::new(Hardening::new(policy.headers.all.clone()));
         let route_headers = (0..policy.inventory.len())
             .map(|id| match policy.headers.for_route(id) {
                 None => default_headers.clone(),
                 Some(over) => {
-                    let mut merged = (*default_headers).clone();
+                    let mut merged = policy.headers.all.clone();
                     merged.set.retain(|(n, _)| {
                         !over.set.iter().any(|(o, _)| o == n) && !over.remove.contains(n)
                     });
                     merged.set.extend(over.set.iter().cloned());
                     merged.remove.extend(over.remove.iter().cloned());
-                    Arc::new(merged)
+                    Arc::new(Hardening::new(merged))
                 }
             })
             .collect();

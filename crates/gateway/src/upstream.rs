@@ -40,6 +40,8 @@ use http_body_util::BodyExt as _;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
+use portcullis_guard::respond::Hardening;
+
 use crate::body::{Body, BoxError};
 use crate::proxy::UpBody;
 
@@ -153,29 +155,37 @@ enum Framing {
 }
 
 impl Upstream {
-    /// Sends `req` (origin-form target, `Host` set) to `authority` and returns the answer with
-    /// its head read within `timeout` from now (opening a connection, within
-    /// `connect_timeout`, included); `timeout` also bounds each wait for more of a streamed
-    /// body.
+    /// Sends `req` (origin-form target) to `authority` and returns the answer with its head
+    /// read within `timeout` from now (opening a connection, within `connect_timeout`,
+    /// included); `timeout` also bounds each wait for more of a streamed body.
+    ///
+    /// The fields of `set` replace the request's own of those names (written as they go out,
+    /// without touching the request's map). With a `hardening`, the answer's map starts from
+    /// it, and takes only the answer's fields that it [passes](Hardening::passes).
     pub async fn send(
         &self,
         authority: &Authority,
         connect_timeout: Duration,
         timeout: Duration,
         req: Request<UpBody>,
+        set: &[(HeaderName, Option<HeaderValue>)],
+        hardening: Option<&Hardening>,
     ) -> Result<Response<Body>, UpstreamError> {
         let (parts, body) = req.into_parts();
-        let head_request = parts.method == Method::HEAD;
-        let mut out = Vec::with_capacity(256 + parts.headers.len() * 48);
-        let mut body = encode_head(&parts, body, &mut out);
-        let deadline = tokio::time::Instant::now() + timeout;
-        if let Some((mut conn, idle)) = self.checkout(authority, Instant::now()) {
-            let sent = tokio::time::timeout_at(
-                deadline,
-                exchange(&mut conn, &out, body.as_mut(), head_request),
-            )
-            .await
-            .map_err(|_| UpstreamError::Timeout)?;
+        let asked = Asked {
+            head: parts.method == Method::HEAD,
+            hardening,
+        };
+        let mut out = Vec::with_capacity(256 + (parts.headers.len() + set.len()) * 48);
+        let mut body = encode_head(&parts, set, body, &mut out);
+        // One clock read for both (each is a measurable cost per request).
+        let now = Instant::now();
+        let deadline = tokio::time::Instant::from_std(now) + timeout;
+        if let Some((mut conn, idle)) = self.checkout(authority, now) {
+            let sent =
+                tokio::time::timeout_at(deadline, exchange(&mut conn, &out, body.as_mut(), asked))
+                    .await
+                    .map_err(|_| UpstreamError::Timeout)?;
             match sent {
                 Ok(head) => return Ok(self.answer(authority, conn, head, timeout)),
                 Err(f) => {
@@ -197,13 +207,11 @@ impl Upstream {
         let mut conn = tokio::time::timeout_at(deadline, opened)
             .await
             .map_err(|_| UpstreamError::Timeout)??;
-        let head = tokio::time::timeout_at(
-            deadline,
-            exchange(&mut conn, &out, body.as_mut(), head_request),
-        )
-        .await
-        .map_err(|_| UpstreamError::Timeout)?
-        .map_err(|f| f.error)?;
+        let head =
+            tokio::time::timeout_at(deadline, exchange(&mut conn, &out, body.as_mut(), asked))
+                .await
+                .map_err(|_| UpstreamError::Timeout)?
+                .map_err(|f| f.error)?;
         Ok(self.answer(authority, conn, head, timeout))
     }
 
@@ -324,20 +332,38 @@ fn idempotent(m: &Method) -> bool {
 /// returns the body left to stream, if any. The framing headers are the gateway's own: the
 /// client's `Content-Length`, `Transfer-Encoding` and `Expect` are not passed on (the gateway
 /// answered any `100-continue` itself).
-fn encode_head(parts: &http::request::Parts, body: UpBody, out: &mut Vec<u8>) -> Option<Outgoing> {
+fn encode_head(
+    parts: &http::request::Parts,
+    set: &[(HeaderName, Option<HeaderValue>)],
+    body: UpBody,
+    out: &mut Vec<u8>,
+) -> Option<Outgoing> {
     out.extend_from_slice(parts.method.as_str().as_bytes());
     out.push(b' ');
     let target = parts.uri.path_and_query().map_or("/", |p| p.as_str());
     out.extend_from_slice(target.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    for (name, value) in &parts.headers {
-        if name == CONTENT_LENGTH || name == TRANSFER_ENCODING || name == EXPECT {
-            continue;
-        }
+    let mut field = |name: &HeaderName, value: &HeaderValue| {
         out.extend_from_slice(name.as_str().as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
+    };
+    // The gateway's fields first (`Host` leads, when it is one of them).
+    for (name, value) in set {
+        if let Some(value) = value {
+            field(name, value);
+        }
+    }
+    for (name, value) in &parts.headers {
+        if name == CONTENT_LENGTH
+            || name == TRANSFER_ENCODING
+            || name == EXPECT
+            || set.iter().any(|(n, _)| n == name)
+        {
+            continue;
+        }
+        field(name, value);
     }
     let rest = match body {
         UpBody::Empty | UpBody::Bytes(None) => {
@@ -375,6 +401,15 @@ fn encode_head(parts: &http::request::Parts, body: UpBody, out: &mut Vec<u8>) ->
     Some(Outgoing { body: rest, length })
 }
 
+/// What reading an answer's head needs to know of its request.
+#[derive(Clone, Copy)]
+struct Asked<'a> {
+    /// A `HEAD` request: the answer has no body, whatever its head says.
+    head: bool,
+    /// The map the answer starts from, and the fields it refuses.
+    hardening: Option<&'a Hardening>,
+}
+
 /// A request body to stream after the head, and its length when known (else it goes chunked).
 struct Outgoing {
     body: UpBody,
@@ -386,7 +421,7 @@ async fn exchange(
     conn: &mut Conn,
     out: &[u8],
     body: Option<&mut Outgoing>,
-    head_request: bool,
+    asked: Asked<'_>,
 ) -> Result<Head, Failed> {
     // The first write tells whether the connection took any of the request.
     let n = match conn.io.write(out).await {
@@ -408,7 +443,7 @@ async fn exchange(
     // An interim answer came: the upstream took the request.
     let mut interim = false;
     if let Some(body) = body {
-        match Box::pin(send_body(conn, &mut body.body, body.length, head_request)).await? {
+        match Box::pin(send_body(conn, &mut body.body, body.length, asked)).await? {
             Upload::Sent => {}
             Upload::Stopped(None) => keep_alive = false,
             Upload::Stopped(Some(mut head)) => {
@@ -421,7 +456,7 @@ async fn exchange(
         // Nothing to parse before the first read (the buffer is empty unless an interim answer
         // came with more behind it).
         if !conn.buf.is_empty()
-            && let Some(mut head) = final_head(&mut conn.buf, head_request, &mut interim)?
+            && let Some(mut head) = final_head(&mut conn.buf, asked, &mut interim)?
         {
             head.keep_alive &= keep_alive;
             return Ok(head);
@@ -448,11 +483,11 @@ async fn exchange(
 /// (`100`, `103`) before it are dropped, and `interim` set when one was.
 fn final_head(
     buf: &mut BytesMut,
-    head_request: bool,
+    asked: Asked<'_>,
     interim: &mut bool,
 ) -> Result<Option<Head>, UpstreamError> {
     loop {
-        match parse_head(buf, head_request)? {
+        match parse_head(buf, asked)? {
             Some(h) if h.status == StatusCode::SWITCHING_PROTOCOLS => {
                 return Err(UpstreamError::Malformed("an upgrade nobody asked for"));
             }
@@ -485,7 +520,7 @@ async fn send_body(
     conn: &mut Conn,
     body: &mut UpBody,
     length: Option<u64>,
-    head_request: bool,
+    asked: Asked<'_>,
 ) -> Result<Upload, Failed> {
     let chunked = length.is_none();
     let mut sent: u64 = 0;
@@ -503,7 +538,7 @@ async fn send_body(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
             Err(_) => return Ok(Some(Upload::Stopped(None))),
         }
-        let head = final_head(buf, head_request, &mut false)?;
+        let head = final_head(buf, asked, &mut false)?;
         Ok(head.map(|h| Upload::Stopped(Some(h))))
     };
     let mut end = false;
@@ -573,7 +608,7 @@ async fn send_body(
 }
 
 /// Parses an answer head off the front of `buf`, if it is all there.
-fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, UpstreamError> {
+fn parse_head(buf: &mut BytesMut, asked: Asked<'_>) -> Result<Option<Head>, UpstreamError> {
     // Uninitialised slots: zeroing them would cost more than the parse of a small head.
     let mut slots =
         [const { std::mem::MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
@@ -613,9 +648,12 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Up
     let status = StatusCode::from_u16(code)
         .map_err(|_| UpstreamError::Malformed("the status is invalid"))?;
     let head = buf.split_to(len).freeze();
-    // Room for the headers the gateway adds on the way out (security, request id, version):
+    // Room for the headers the gateway adds on the way out (request id, version, limits):
     // growing the map later would rehash it.
-    let mut headers = HeaderMap::with_capacity(count + 16);
+    let mut headers = match asked.hardening {
+        Some(h) => h.start(count + 8),
+        None => HeaderMap::with_capacity(count + 16),
+    };
     let mut length: Option<u64> = None;
     let mut coded = false;
     let mut chunked = false;
@@ -670,9 +708,12 @@ fn parse_head(buf: &mut BytesMut, head_request: bool) -> Result<Option<Head>, Up
         } else if name == KEEP_ALIVE {
             continue;
         }
+        if asked.hardening.is_some_and(|h| !h.passes(&name)) {
+            continue;
+        }
         headers.append(name, value);
     }
-    let framing = if head_request
+    let framing = if asked.head
         || status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED
@@ -1036,6 +1077,8 @@ mod tests {
                 Duration::from_secs(2),
                 Duration::from_secs(5),
                 get(),
+                &[],
+                None,
             )
             .await
             .unwrap();
@@ -1079,6 +1122,8 @@ mod tests {
                 Duration::from_secs(2),
                 Duration::from_secs(5),
                 post,
+                &[],
+                None,
             )
             .await
             .unwrap_err();

@@ -266,6 +266,10 @@ async fn forwarding_headers_cannot_be_spoofed() {
     assert!(h.get("forwarded").is_none());
     assert_ne!(h["x-forwarded-host"], "evil.example");
     assert!(h["x-request-id"].to_str().unwrap().len() >= 16);
+    // Each set once: the client's copies are gone, not kept beside the gateway's.
+    for name in ["x-forwarded-for", "x-real-ip", "x-forwarded-host", "host"] {
+        assert_eq!(h.get_all(name).iter().count(), 1, "{name}");
+    }
     // Loopback declared a trusted proxy: its chain is believed and extended.
     let trusting = Gw::start(&recorder_policy(&up, "trusted_proxies: [127.0.0.0/8]\n")).await;
     send_spoofed(trusting.url("/api/items")).await.unwrap();

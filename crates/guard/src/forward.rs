@@ -58,12 +58,20 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, proxies: &[IpNet]) -> IpAddr
         .unwrap_or(peer.to_canonical())
 }
 
+/// The lengths of the hop-by-hop names and `transfer-encoding` (2, 7, 10, 16, 17, 18, 19), as
+/// bits: a name of another length is none of them.
+const HOP_LENGTHS: u32 = 1 << 2 | 1 << 7 | 1 << 10 | 1 << 16 | 1 << 17 | 1 << 18 | 1 << 19;
+
 /// Removes hop-by-hop headers, including those named in `Connection`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     // One pass over the names (comparisons, no hashing) finds which are present; most
     // messages carry none, and an upstream's answer usually just `Connection: keep-alive`.
     let mut present = 0u16;
     for n in headers.keys() {
+        let len = n.as_str().len();
+        if len >= 32 || HOP_LENGTHS & (1 << len) == 0 {
+            continue;
+        }
         if let Some(i) = HOP_BY_HOP.iter().position(|h| h == n) {
             present |= 1 << i;
         } else if n == header::TRANSFER_ENCODING {
@@ -102,16 +110,22 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
 }
 
-/// Sets the forwarding headers of a request going upstream.
-pub fn set_forwarded(
-    headers: &mut HeaderMap,
+/// The fields the gateway sets on a request going upstream. Each replaces whatever the client
+/// sent under that name; a `None` value just removes the client's.
+pub type Forwarding = [(HeaderName, Option<HeaderValue>); 6];
+
+/// The forwarding fields of a request going upstream: `X-Forwarded-For` (the chain our
+/// trusted proxies built, when the peer is one, plus the hop we saw), `X-Forwarded-Proto`,
+/// `X-Forwarded-Host`, `X-Real-IP` (the client), `X-Request-Id`, and no `Forwarded`.
+pub fn forwarding(
+    headers: &HeaderMap,
     peer: IpAddr,
     client: IpAddr,
     proxies: &[IpNet],
     tls: bool,
     host: Option<&HeaderValue>,
-    request_id: &str,
-) {
+    request_id: &HeaderValue,
+) -> Forwarding {
     let from_trusted = trusted(peer, proxies);
     let client_value = ip_value(client);
     let xff = if from_trusted {
@@ -140,25 +154,14 @@ pub fn set_forwarded(
         .then(|| headers.get(&X_FORWARDED_HOST).cloned())
         .flatten()
         .or_else(|| host.cloned());
-    // `insert` replaces every earlier value; what is not set is removed.
-    headers.remove(FORWARDED);
-    match xff {
-        Some(v) => headers.insert(X_FORWARDED_FOR, v),
-        None => headers.remove(&X_FORWARDED_FOR),
-    };
-    headers.insert(X_FORWARDED_PROTO, proto);
-    match fwd_host {
-        Some(h) => headers.insert(X_FORWARDED_HOST, h),
-        None => headers.remove(&X_FORWARDED_HOST),
-    };
-    match client_value {
-        Some(v) => headers.insert(X_REAL_IP, v),
-        None => headers.remove(&X_REAL_IP),
-    };
-    match HeaderValue::from_str(request_id) {
-        Ok(v) => headers.insert(X_REQUEST_ID, v),
-        Err(_) => headers.remove(&X_REQUEST_ID),
-    };
+    [
+        (X_FORWARDED_FOR, xff),
+        (X_FORWARDED_PROTO, Some(proto)),
+        (X_FORWARDED_HOST, fwd_host),
+        (X_REAL_IP, client_value),
+        (X_REQUEST_ID, Some(request_id.clone())),
+        (FORWARDED, None),
+    ]
 }
 
 /// An address as a header value, formatted without a heap string (an IPv4 address, the
@@ -267,6 +270,13 @@ mod tests {
     }
 
     #[test]
+    fn the_length_mask_covers_every_hop_by_hop_name() {
+        for n in HOP_BY_HOP.iter().chain([&header::TRANSFER_ENCODING]) {
+            assert_ne!(HOP_LENGTHS & (1 << n.as_str().len()), 0, "{n}");
+        }
+    }
+
+    #[test]
     fn every_connection_header_value_names_headers_to_remove() {
         let mut m = h(&[
             ("connection", "close"),
@@ -298,26 +308,36 @@ mod tests {
 
     #[test]
     fn forwarded_headers_are_set_not_trusted() {
-        let mut m = h(&[
+        let m = h(&[
             ("x-forwarded-for", "1.2.3.4"),
             ("x-forwarded-host", "evil.example"),
             ("forwarded", "for=1.2.3.4"),
             ("x-forwarded-proto", "https"),
         ]);
         let host = HeaderValue::from_static("shop.example");
-        set_forwarded(
-            &mut m,
-            ip("127.0.0.5"),
-            ip("127.0.0.5"),
-            &[],
-            false,
-            Some(&host),
-            "rid",
-        );
-        assert_eq!(m["x-forwarded-for"], "127.0.0.5");
-        assert_eq!(m["x-forwarded-host"], "shop.example");
-        assert_eq!(m["x-forwarded-proto"], "http");
-        assert_eq!(m["x-request-id"], "rid");
-        assert!(!m.contains_key("forwarded"));
+        let proxies: Vec<IpNet> = vec!["10.0.0.0/8".parse().expect("net")];
+        let set = |m: &HeaderMap, peer: &str| {
+            let rid = HeaderValue::from_static("rid");
+            let f = forwarding(m, ip(peer), ip(peer), &proxies, false, Some(&host), &rid);
+            let mut out = HeaderMap::new();
+            for (n, v) in f {
+                if let Some(v) = v {
+                    out.insert(n, v);
+                }
+            }
+            out
+        };
+        let out = set(&m, "127.0.0.5");
+        assert_eq!(out["x-forwarded-for"], "127.0.0.5");
+        assert_eq!(out["x-real-ip"], "127.0.0.5");
+        assert_eq!(out["x-forwarded-host"], "shop.example");
+        assert_eq!(out["x-forwarded-proto"], "http");
+        assert_eq!(out["x-request-id"], "rid");
+        assert!(!out.contains_key("forwarded"));
+        // From a trusted proxy, its chain, scheme and host go on.
+        let out = set(&m, "10.0.0.1");
+        assert_eq!(out["x-forwarded-for"], "1.2.3.4, 10.0.0.1");
+        assert_eq!(out["x-forwarded-host"], "evil.example");
+        assert_eq!(out["x-forwarded-proto"], "https");
     }
 }

@@ -8,24 +8,88 @@ use portcullis_policy::{Version, VersionStatus, units};
 pub const DEPRECATION: HeaderName = HeaderName::from_static("deprecation");
 pub const SUNSET: HeaderName = HeaderName::from_static("sunset");
 
-/// Applies removals, then settings (which override what the upstream sent).
-pub fn apply(headers: &mut HeaderMap, rules: &HeaderRules) {
-    // One pass over the names present (an answer has a handful), then a lookup only for
-    // those to remove: a lookup per rule costs more than the whole pass.
-    let mut present = headers.keys().filter(|k| rules.remove.contains(k)).count();
-    for n in &rules.remove {
-        if present == 0 {
-            break;
+/// The response rules of a route, ready for both kinds of answer: applied to the map of an
+/// answer the gateway makes itself, or as the map an upstream answer starts from (its own
+/// fields are then added unless [`Hardening::passes`] refuses them).
+#[derive(Clone, Debug, Default)]
+pub struct Hardening {
+    rules: HeaderRules,
+    /// The fields the rules set, with room for an answer's own: cloning it costs less than
+    /// inserting each field into every answer.
+    base: HeaderMap,
+    /// The names an answer's own field may not have (set or removed by the rules), and a
+    /// mask of their lengths (bit `min(len, 63)`): most names asked about are let through by
+    /// the mask alone, without comparing bytes.
+    refused: Vec<Box<str>>,
+    refused_lengths: u64,
+}
+
+fn length_bit(name: &str) -> u64 {
+    1 << name.len().min(63)
+}
+
+impl Hardening {
+    pub fn new(rules: HeaderRules) -> Self {
+        let mut base = HeaderMap::with_capacity(rules.set.len() + 24);
+        for (n, v) in &rules.set {
+            base.insert(n.clone(), v.clone());
         }
-        if headers.remove(n).is_some() {
-            present -= 1;
+        let refused: Vec<Box<str>> = (rules.set.iter().map(|(n, _)| n))
+            .chain(&rules.remove)
+            .map(|n| n.as_str().into())
+            .collect();
+        let refused_lengths = refused.iter().fold(0, |m, n| m | length_bit(n));
+        Self {
+            rules,
+            base,
+            refused,
+            refused_lengths,
         }
     }
-    // Room for all of them at once: the map would otherwise grow (and rehash) a few times.
-    // (At the map's size limit the inserts below fail one by one instead, as they would.)
-    let _ = headers.try_reserve(rules.set.len());
-    for (n, v) in &rules.set {
-        headers.insert(n.clone(), v.clone());
+
+    pub fn rules(&self) -> &HeaderRules {
+        &self.rules
+    }
+
+    /// Applies removals, then settings (which override what was there).
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        let rules = &self.rules;
+        // One pass over the names present (an answer has a handful), then a lookup only for
+        // those to remove: a lookup per rule costs more than the whole pass.
+        let mut present = headers.keys().filter(|k| rules.remove.contains(k)).count();
+        for n in &rules.remove {
+            if present == 0 {
+                break;
+            }
+            if headers.remove(n).is_some() {
+                present -= 1;
+            }
+        }
+        // Room for all of them at once: the map would otherwise grow (and rehash) a few times.
+        // (At the map's size limit the inserts below fail one by one instead, as they would.)
+        let _ = headers.try_reserve(rules.set.len());
+        for (n, v) in &rules.set {
+            headers.insert(n.clone(), v.clone());
+        }
+    }
+
+    /// The map an upstream answer starts from: the fields the rules set, and room for `more`.
+    pub fn start(&self, more: usize) -> HeaderMap {
+        let mut map = self.base.clone();
+        // The clone's index has the base's room; only its list of entries grows here.
+        let _ = map.try_reserve(more);
+        map
+    }
+
+    /// Whether an upstream answer's field goes on into a map from [`Hardening::start`]: not
+    /// when the rules set that name (theirs wins) or remove it, nor a CORS field (the gateway
+    /// owns CORS: a reflecting upstream cannot widen the policy).
+    pub fn passes(&self, name: &HeaderName) -> bool {
+        let name = name.as_str();
+        if name.starts_with("access-control-") {
+            return false;
+        }
+        self.refused_lengths & length_bit(name) == 0 || !self.refused.iter().any(|n| **n == *name)
     }
 }
 
@@ -63,6 +127,59 @@ pub fn version_headers(v: &Version) -> Vec<(HeaderName, HeaderValue)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn rules() -> HeaderRules {
+        HeaderRules {
+            set: vec![
+                (
+                    HeaderName::from_static("x-frame-options"),
+                    HeaderValue::from_static("DENY"),
+                ),
+                (
+                    HeaderName::from_static("x-content-type-options"),
+                    HeaderValue::from_static("nosniff"),
+                ),
+            ],
+            remove: vec![HeaderName::from_static("server")],
+        }
+    }
+
+    /// Both ways of hardening an answer give the same fields.
+    #[test]
+    fn a_started_answer_matches_an_applied_one() {
+        let h = Hardening::new(rules());
+        let upstream = [
+            ("server", "nginx"),
+            ("x-frame-options", "ALLOWALL"),
+            ("content-type", "application/json"),
+            ("access-control-allow-origin", "*"),
+            ("vary", "a"),
+            ("vary", "b"),
+        ];
+        let mut started = h.start(upstream.len());
+        let mut applied = HeaderMap::new();
+        for (n, v) in upstream {
+            let (n, v) = (HeaderName::from_static(n), HeaderValue::from_static(v));
+            if h.passes(&n) {
+                started.append(n.clone(), v.clone());
+            }
+            applied.append(n, v);
+        }
+        h.apply(&mut applied);
+        applied.remove("access-control-allow-origin");
+        let sorted = |m: &HeaderMap| {
+            let mut v: Vec<(String, Vec<u8>)> = m
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(sorted(&started), sorted(&applied));
+        assert_eq!(started["x-frame-options"], "DENY");
+        assert!(!started.contains_key("server"));
+        assert_eq!(started.get_all("vary").iter().count(), 2);
+    }
 
     #[test]
     fn deprecated_versions_say_when_and_where_to() {

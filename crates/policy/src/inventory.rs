@@ -118,14 +118,25 @@ struct PathEntry {
     methods: Vec<(Method, RouteId)>,
 }
 
+/// The parameter values of a match, read when asked for (most lookups only want the route).
+#[derive(Debug, PartialEq, Eq)]
+pub struct Params<'a>(matchit::Params<'a, 'a>);
+
+impl<'a> Params<'a> {
+    /// The values, in path order.
+    pub fn values(&self) -> impl Iterator<Item = &'a str> + '_ {
+        self.0.iter().map(|(_, v)| v)
+    }
+}
+
 /// The outcome of a lookup.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Lookup<'a> {
-    /// A declared route; parameter values in path order.
+    /// A declared route, and its parameter values.
     Found {
         id: RouteId,
         route: &'a Route,
-        params: Vec<&'a str>,
+        params: Params<'a>,
     },
     /// The path is declared, the method is not (405 with `Allow`).
     MethodNotAllowed { allow: Vec<Method> },
@@ -328,7 +339,7 @@ impl Inventory {
             Some(&(_, id)) => Lookup::Found {
                 id,
                 route: &self.routes[id],
-                params: m.params.iter().map(|(_, v)| v).collect(),
+                params: Params(m.params),
             },
             None if entry.methods.iter().any(|(rm, _)| rm == method) => Lookup::NotFound,
             None => {
@@ -398,7 +409,7 @@ mod tests {
             Lookup::Found { route, params, .. } => {
                 assert_eq!(route.template, "/v2/orders/{order_id}");
                 assert_eq!(route.params, ["order_id"]);
-                assert_eq!(params, ["ord_1"]);
+                assert_eq!(params.values().collect::<Vec<_>>(), ["ord_1"]);
             }
             other => panic!("{other:?}"),
         }
@@ -500,7 +511,10 @@ mod tests {
             match inv.lookup(&Method::GET, &format!("/{a}/{x}/{b}/{y}")) {
                 Lookup::Found { route, params, .. } => {
                     prop_assert_eq!(&route.template, &t);
-                    prop_assert_eq!(params, vec![x.as_str(), y.as_str()]);
+                    prop_assert_eq!(
+                        params.values().collect::<Vec<_>>(),
+                        vec![x.as_str(), y.as_str()]
+                    );
                 }
                 other => prop_assert!(false, "{:?}", other),
             }
