@@ -401,6 +401,27 @@ fn encode_head(
     Some(Outgoing { body: rest, length })
 }
 
+/// The names nearly every answer carries (any case of them), with their text.
+const COMMON_NAMES: [(&[u8], HeaderName); 6] = [
+    (b"content-length", CONTENT_LENGTH),
+    (b"content-type", http::header::CONTENT_TYPE),
+    (b"date", http::header::DATE),
+    (b"server", http::header::SERVER),
+    (b"connection", CONNECTION),
+    (b"transfer-encoding", TRANSFER_ENCODING),
+];
+
+/// A field's name: one of [`COMMON_NAMES`] by a comparison of its bytes, else by the general
+/// parse (which lowercases the name into a buffer, then matches it among all the standard
+/// names: three times the cost, for each field of each answer).
+fn field_name(raw: &[u8]) -> Option<HeaderName> {
+    COMMON_NAMES
+        .iter()
+        .find(|(text, _)| text.len() == raw.len() && text.eq_ignore_ascii_case(raw))
+        .map(|(_, name)| name.clone())
+        .or_else(|| HeaderName::from_bytes(raw).ok())
+}
+
 /// What reading an answer's head needs to know of its request.
 #[derive(Clone, Copy)]
 struct Asked<'a> {
@@ -661,8 +682,8 @@ fn parse_head(buf: &mut BytesMut, asked: Asked<'_>) -> Result<Option<Head>, Upst
     let mut keep_alive = version == 1;
     for &[n0, n1, v0, v1] in &fields[..count] {
         let (n0, n1, v0, v1) = (n0 as usize, n1 as usize, v0 as usize, v1 as usize);
-        let name = HeaderName::from_bytes(&head[n0..n1])
-            .map_err(|_| UpstreamError::Malformed("a header name is invalid"))?;
+        let name = field_name(&head[n0..n1])
+            .ok_or(UpstreamError::Malformed("a header name is invalid"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(v0..v1))
             .map_err(|_| UpstreamError::Malformed("a header value is invalid"))?;
         if name == CONTENT_LENGTH {
@@ -1036,6 +1057,30 @@ mod tests {
     use super::*;
     use http_body_util::BodyExt;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    #[test]
+    fn field_names_read_as_the_general_parse_reads_them() {
+        for (text, name) in &COMMON_NAMES {
+            assert_eq!(text, &name.as_str().as_bytes());
+        }
+        for raw in [
+            "Content-Length",
+            "content-type",
+            "DATE",
+            "Server",
+            "connection",
+            "Transfer-Encoding",
+            "X-Custom",
+            "etag",
+        ] {
+            let general = HeaderName::from_bytes(raw.as_bytes()).ok();
+            assert!(general.is_some());
+            assert_eq!(field_name(raw.as_bytes()), general, "{raw}");
+        }
+        for bad in ["content type", "dat\0", "", "d\u{e9}te"] {
+            assert_eq!(field_name(bad.as_bytes()), None, "{bad:?}");
+        }
+    }
 
     fn get() -> Request<UpBody> {
         let mut req = Request::new(UpBody::Empty);
