@@ -183,7 +183,11 @@ async fn pipeline(ctx: Ctx, req: Request<Incoming>) -> (Response<Body>, Decision
             limits.apply(resp.headers_mut());
             (resp, "allowed", true)
         }
-        Err(rej) => (from_guard(rej.response(&ctx.id)), rej.reason(), false),
+        Err(rej) => (
+            from_guard(rej.response(ctx.id.as_str())),
+            rej.reason(),
+            false,
+        ),
     };
     (
         resp,
@@ -258,11 +262,11 @@ async fn authenticate(
         }
         .await
         .map_err(|e| {
-            tracing::error!(target: "portcullis::auth", request_id = &*ctx.id, error = %e, "state store failed");
+            tracing::error!(target: "portcullis::auth", request_id = ctx.id.as_str(), error = %e, "state store failed");
             Rejection::Unavailable
         })?;
         if !first {
-            tracing::warn!(target: "portcullis::auth", request_id = &*ctx.id, "refresh token reused: the subject's tokens are revoked");
+            tracing::warn!(target: "portcullis::auth", request_id = ctx.id.as_str(), "refresh token reused: the subject's tokens are revoked");
             return Err(refuse(AuthFailure::RefreshReused));
         }
         return Ok((parts, Pending::Read(bytes)));
@@ -305,7 +309,7 @@ async fn revoked(
     iat: Option<i64>,
 ) -> Result<bool, Rejection> {
     deps.store.is_revoked(jti, sub, iat).await.map_err(|e| {
-        tracing::error!(target: "portcullis::auth", request_id = &*ctx.id, error = %e, "revocation check failed: request refused");
+        tracing::error!(target: "portcullis::auth", request_id = ctx.id.as_str(), error = %e, "revocation check failed: request refused");
         Rejection::Unavailable
     })
 }
@@ -355,7 +359,7 @@ async fn login_check(
                 return Err(Rejection::TooManyRequests(s));
             }
             Err(portcullis_guard::login::Held::Unknown) => {
-                tracing::error!(target: "portcullis::auth", request_id = &*ctx.id, "login holds could not be read: attempt refused");
+                tracing::error!(target: "portcullis::auth", request_id = ctx.id.as_str(), "login holds could not be read: attempt refused");
                 return Err(Rejection::Unavailable);
             }
         }
@@ -385,7 +389,7 @@ async fn login_record(
         )
         .await;
         if stored.is_err() {
-            tracing::error!(target: "portcullis::auth", request_id = &*ctx.id, "login outcome not stored");
+            tracing::error!(target: "portcullis::auth", request_id = ctx.id.as_str(), "login outcome not stored");
         }
     }
     if failed && rule.uniform_failures {
@@ -429,7 +433,7 @@ async fn authorize(
     if !needed.is_empty() {
         let held = held_roles(claims, &authz.roles_claim);
         if !needed.iter().any(|n| held.contains(n)) {
-            tracing::warn!(target: "portcullis::authz", request_id = &*ctx.id, route = ctx.runtime.policy.inventory.routes[id].template.as_str(), "role missing");
+            tracing::warn!(target: "portcullis::authz", request_id = ctx.id.as_str(), route = ctx.runtime.policy.inventory.routes[id].template.as_str(), "role missing");
             return Err(Rejection::Forbidden);
         }
     }
@@ -451,7 +455,7 @@ async fn authorize(
         match &rule.check {
             portcullis_policy::OwnerCheck::Param(name) => {
                 if !params().iter().any(|(n, v)| n == name && *v == me) {
-                    tracing::warn!(target: "portcullis::authz", request_id = &*ctx.id, "object of another subject requested (path parameter)");
+                    tracing::warn!(target: "portcullis::authz", request_id = ctx.id.as_str(), "object of another subject requested (path parameter)");
                     return Err(Rejection::NotOwner);
                 }
             }
@@ -462,7 +466,7 @@ async fn authorize(
                     target = target.replace(&format!("{{{n}}}"), &v);
                 }
                 if !lookup_owner(deps, ctx, parts, &target, pointer, &me).await? {
-                    tracing::warn!(target: "portcullis::authz", request_id = &*ctx.id, "write to an object of another subject refused");
+                    tracing::warn!(target: "portcullis::authz", request_id = ctx.id.as_str(), "write to an object of another subject refused");
                     return Err(Rejection::NotOwner);
                 }
             }
@@ -561,7 +565,7 @@ fn check_owner(
 ) -> Result<Option<bytes::Bytes>, Rejection> {
     if !pointer.contains("/*/") {
         if !owns(bytes, pointer, me) {
-            tracing::warn!(target: "portcullis::authz", request_id = &*ctx.id, "object of another subject in the response; answered 404");
+            tracing::warn!(target: "portcullis::authz", request_id = ctx.id.as_str(), "object of another subject in the response; answered 404");
             return Err(Rejection::NotOwner);
         }
         return Ok(None);
@@ -569,13 +573,13 @@ fn check_owner(
     let mut value: serde_json::Value =
         serde_json::from_slice(bytes).map_err(|_| Rejection::NotOwner)?;
     let Some(removed) = crate::owner::keep_owned(&mut value, pointer, me) else {
-        tracing::warn!(target: "portcullis::authz", request_id = &*ctx.id, "owner rule names a list the response does not have; answered 404");
+        tracing::warn!(target: "portcullis::authz", request_id = ctx.id.as_str(), "owner rule names a list the response does not have; answered 404");
         return Err(Rejection::NotOwner);
     };
     if removed == 0 {
         return Ok(None);
     }
-    tracing::warn!(target: "portcullis::authz", request_id = &*ctx.id, removed, "objects of other subjects taken out of a list");
+    tracing::warn!(target: "portcullis::authz", request_id = ctx.id.as_str(), removed, "objects of other subjects taken out of a list");
     serde_json::to_vec(&value)
         .map(|v| Some(bytes::Bytes::from(v)))
         .map_err(|_| Rejection::NotOwner)
@@ -592,7 +596,7 @@ fn filter_response(
     roles: Option<&[String]>,
 ) -> Result<bytes::Bytes, Rejection> {
     let mut value: serde_json::Value = serde_json::from_slice(bytes).map_err(|_| {
-        tracing::warn!(target: "portcullis::validate", request_id = &*ctx.id, "upstream 2xx body is not JSON; refused");
+        tracing::warn!(target: "portcullis::validate", request_id = ctx.id.as_str(), "upstream 2xx body is not JSON; refused");
         Rejection::UpstreamError(http::StatusCode::BAD_GATEWAY)
     })?;
     let Some(schema) = doc.pointer(pointer) else {
@@ -600,7 +604,7 @@ fn filter_response(
     };
     let pruned = crate::validate::prune(&mut value, schema, doc, 0, None);
     if pruned.undeclared > 0 {
-        tracing::warn!(target: "portcullis::validate", request_id = &*ctx.id, removed = pruned.undeclared, "undeclared response properties");
+        tracing::warn!(target: "portcullis::validate", request_id = ctx.id.as_str(), removed = pruned.undeclared, "undeclared response properties");
         if mode == ResponseFields::Refuse {
             return Err(Rejection::UpstreamError(http::StatusCode::BAD_GATEWAY));
         }
@@ -610,7 +614,7 @@ fn filter_response(
     if let Some(validator) = ctx.runtime.validators.response(pointer)
         && let Err(problem) = crate::validate::check(&validator, &value)
     {
-        tracing::warn!(target: "portcullis::validate", request_id = &*ctx.id, problem = %problem, "upstream 2xx body does not match its declared schema; refused");
+        tracing::warn!(target: "portcullis::validate", request_id = ctx.id.as_str(), problem = %problem, "upstream 2xx body does not match its declared schema; refused");
         return Err(Rejection::UpstreamError(http::StatusCode::BAD_GATEWAY));
     }
     // Then the caller's view: declared properties their roles may not see (`roles` is only
@@ -835,8 +839,10 @@ async fn forward(
                 retry_after: 1,
             })?);
         }
+        // Read once, and only for a route under a quota.
+        let mut clock = None;
         for q in policy.quotas.iter().filter(|q| q.routes.contains(&id)) {
-            let now = portcullis_guard::jwt::now();
+            let now = *clock.get_or_insert_with(portcullis_guard::jwt::now);
             let key = crate::ratelimit::key_of(&q.key, &facts);
             if let Some(rule) = &q.bursts {
                 let now_ms = u64::try_from(now).unwrap_or(0) * 1000;
@@ -846,7 +852,7 @@ async fn forward(
                 {
                     if first {
                         deps.metrics.burst_flagged(&q.name);
-                        tracing::warn!(target: "portcullis::abuse", request_id = &*ctx.id, rule = %q.name, key = %crate::ratelimit::loggable_key(&key), blocked = rule.block, "burst on a sensitive flow: far above this key's own pace");
+                        tracing::warn!(target: "portcullis::abuse", request_id = ctx.id.as_str(), rule = %q.name, key = %crate::ratelimit::loggable_key(&key), blocked = rule.block, "burst on a sensitive flow: far above this key's own pace");
                     }
                     if rule.block {
                         return Err(Rejection::Held {
@@ -968,6 +974,8 @@ async fn forward(
         host.as_ref(),
         ctx.id.value(),
     );
+    // The upstream's own authority as `Host` (the client's, or an HTTP/2 client's
+    // `:authority`, only if that could not be a header value).
     let set = [
         (HOST, ctx.runtime.upstream_host.clone().or(host)),
         a,
@@ -1040,7 +1048,7 @@ async fn forward(
             Request::from_parts(parts, body),
             &set,
             // The answer's map starts as the route's hardened one (see `handle`).
-            Some(ctx.runtime.hardening(*route)),
+            Some(&ctx.runtime.respond_rules(*route).hardening),
         )
         .await;
     let resp = match sent {
@@ -1073,6 +1081,14 @@ async fn forward(
         Box::pin(login_record(deps, ctx, rule, account, resp.status())).await?;
     }
     let (mut parts, body) = resp.into_parts();
+    // (The answer's CORS fields never entered its map: the route's hardening refused them.) A
+    // `Connection` field may name any field, the hardening's own among them: they go back.
+    if forward::strip_hop_by_hop(&mut parts.headers) {
+        ctx.runtime
+            .respond_rules(*route)
+            .hardening
+            .apply(&mut parts.headers);
+    }
     // Ownership found in the response, and undeclared properties: both need the body whole;
     // only routes with such a rule pay for reading it.
     let owner_check = owner_after.filter(|_| parts.status.is_success());
@@ -1100,7 +1116,6 @@ async fn forward(
             )?,
             _ => bytes,
         };
-        forward::strip_hop_by_hop(&mut parts.headers);
         parts.headers.remove(CONTENT_LENGTH);
         return Ok(Response::from_parts(parts, Body::bytes(bytes)));
     }
@@ -1108,7 +1123,7 @@ async fn forward(
         let snippet = Box::pin(snippet(body)).await;
         tracing::warn!(
             target: "portcullis::upstream",
-            request_id = &*ctx.id,
+            request_id = ctx.id.as_str(),
             status = parts.status.as_u16(),
             body = %redact::text(&snippet),
             "upstream server error replaced by a generic problem"
@@ -1119,8 +1134,6 @@ async fn forward(
             .inc();
         return Err(Rejection::UpstreamError(parts.status));
     }
-    // (Its CORS fields never entered the map: the route's hardening refused them.)
-    forward::strip_hop_by_hop(&mut parts.headers);
     if parts.status.is_client_error() && !policy.expose_upstream_errors {
         return Box::pin(scrub_client_error(ctx, parts, body)).await;
     }
@@ -1224,7 +1237,7 @@ async fn scrub_client_error(
     match cleaned {
         Some((v, removed)) => {
             if removed > 0 {
-                tracing::warn!(target: "portcullis::upstream", request_id = &*ctx.id, status = parts.status.as_u16(), removed, "debug detail removed from an upstream error");
+                tracing::warn!(target: "portcullis::upstream", request_id = ctx.id.as_str(), status = parts.status.as_u16(), removed, "debug detail removed from an upstream error");
             }
             let out = serde_json::to_vec(&v).map_err(|_| Rejection::Internal)?;
             parts.headers.remove(CONTENT_LENGTH);
@@ -1280,7 +1293,7 @@ fn classify(deps: &Deps, ctx: &Ctx, e: &crate::upstream::UpstreamError) -> Rejec
         .upstream_errors
         .get_or_create(&crate::metrics::KindLabel { kind })
         .inc();
-    tracing::warn!(target: "portcullis::upstream", request_id = &*ctx.id, kind, error = %e, "upstream request failed");
+    tracing::warn!(target: "portcullis::upstream", request_id = ctx.id.as_str(), kind, error = %e, "upstream request failed");
     Rejection::UpstreamUnavailable
 }
 
@@ -1355,9 +1368,11 @@ pub async fn handle(
     };
 
     // Respond (client side): the gateway's own answers get the route's fields now, the
-    // upstream's got them when their map was started.
-    if !decision.hardened {
-        runtime.hardening(decision.route).apply(resp.headers_mut());
+    // upstream's got them when their map was started (and again now when the rules name a
+    // field added since).
+    let rules = runtime.respond_rules(decision.route);
+    if !decision.hardened || rules.again {
+        rules.hardening.apply(resp.headers_mut());
     }
     if let Some(v) = decision
         .route
@@ -1381,7 +1396,7 @@ pub async fn handle(
     if let Some((method, path, query)) = logged {
         tracing::info!(
             target: "portcullis::access",
-            request_id = &*id,
+            request_id = id.as_str(),
             client_ip = %client,
             method = %method,
             path = %path,
@@ -1396,7 +1411,7 @@ pub async fn handle(
 }
 
 /// A request's id: 96 random bits as 24 hex digits, kept as the header value it goes out as
-/// (upstream, and to the client), and read as text (`&*id`) for logs and problems.
+/// (upstream, and to the client), and read as text for logs and problems.
 #[derive(Clone, Debug)]
 pub struct RequestId(HeaderValue);
 
@@ -1411,21 +1426,15 @@ impl RequestId {
             out[2 * i] = HEX[usize::from(x >> 4)];
             out[2 * i + 1] = HEX[usize::from(x & 15)];
         }
-        Self(
-            HeaderValue::from_maybe_shared(bytes::Bytes::copy_from_slice(&out))
-                .unwrap_or(HeaderValue::from_static("000000000000000000000000")),
-        )
+        // (Hex digits are always a valid value.)
+        Self(HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static("-")))
     }
 
     pub fn value(&self) -> &HeaderValue {
         &self.0
     }
-}
 
-impl std::ops::Deref for RequestId {
-    type Target = str;
-
-    fn deref(&self) -> &str {
+    pub fn as_str(&self) -> &str {
         self.0.to_str().unwrap_or("-")
     }
 }

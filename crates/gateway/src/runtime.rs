@@ -18,8 +18,8 @@ pub struct Runtime {
     /// `Deprecation`/`Sunset`/`Link` per version, in [`Policy::inventory`] version order.
     pub version_headers: Vec<Vec<(HeaderName, HeaderValue)>>,
     /// The response rules of each route: the global rules with the route's override applied.
-    pub route_headers: Vec<Arc<Hardening>>,
-    pub default_headers: Arc<Hardening>,
+    pub route_rules: Vec<Arc<RespondRules>>,
+    pub default_rules: Arc<RespondRules>,
     /// Metric handles (and log labels) per route, resolved once per policy.
     pub route_metrics: Vec<RouteMetrics>,
     pub unmatched: RouteMetrics,
@@ -38,12 +38,33 @@ pub struct Runtime {
     pub upstream_host: Option<HeaderValue>,
 }
 
+/// A route's response rules, and whether the respond phase applies them (again) to an
+/// upstream answer whose map already started from them.
+#[derive(Debug)]
+pub struct RespondRules {
+    pub hardening: Hardening,
+    /// The rules name a field the gateway adds after the upstream's head is read (rate-limit
+    /// headroom, CORS): applied once more, last, they keep the last word.
+    pub again: bool,
+}
+
+impl RespondRules {
+    fn new(rules: portcullis_policy::model::HeaderRules) -> Self {
+        let hardening = Hardening::new(rules);
+        let again = hardening.names().any(|n| {
+            matches!(n, "ratelimit" | "ratelimit-policy" | "vary")
+                || n.starts_with("access-control-")
+        });
+        Self { hardening, again }
+    }
+}
+
 impl Runtime {
     /// The response rules of a route (the global ones for an answer with no route).
-    pub fn hardening(&self, route: Option<portcullis_policy::RouteId>) -> &Hardening {
+    pub fn respond_rules(&self, route: Option<portcullis_policy::RouteId>) -> &RespondRules {
         route
-            .and_then(|r| self.route_headers.get(r))
-            .unwrap_or(&self.default_headers)
+            .and_then(|r| self.route_rules.get(r))
+            .unwrap_or(&self.default_rules)
     }
 
     /// Fails when a key in the policy cannot be used (a malformed PEM, say).
@@ -54,10 +75,10 @@ impl Runtime {
             .iter()
             .map(portcullis_guard::respond::version_headers)
             .collect();
-        let default_headers = Arc::new(Hardening::new(policy.headers.all.clone()));
-        let route_headers = (0..policy.inventory.len())
+        let default_rules = Arc::new(RespondRules::new(policy.headers.all.clone()));
+        let route_rules = (0..policy.inventory.len())
             .map(|id| match policy.headers.for_route(id) {
-                None => default_headers.clone(),
+                None => default_rules.clone(),
                 Some(over) => {
                     let mut merged = policy.headers.all.clone();
                     merged.set.retain(|(n, _)| {
@@ -65,7 +86,7 @@ impl Runtime {
                     });
                     merged.set.extend(over.set.iter().cloned());
                     merged.remove.extend(over.remove.iter().cloned());
-                    Arc::new(Hardening::new(merged))
+                    Arc::new(RespondRules::new(merged))
                 }
             })
             .collect();
@@ -103,10 +124,39 @@ impl Runtime {
             verifier,
             policy,
             version_headers,
-            route_headers,
-            default_headers,
+            route_rules,
+            default_rules,
             route_metrics,
             unmatched: metrics.route(Arc::from("-")),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use portcullis_policy::model::HeaderRules;
+
+    /// Rules naming a field the gateway adds after the upstream's head (CORS, `Vary`,
+    /// rate-limit headroom) are applied again at the end; others once, at the start.
+    #[test]
+    fn rules_naming_late_fields_apply_again() {
+        let rules = |name: &'static str| {
+            RespondRules::new(HeaderRules {
+                set: vec![(HeaderName::from_static(name), HeaderValue::from_static("x"))],
+                remove: vec![],
+            })
+        };
+        for late in [
+            "vary",
+            "ratelimit",
+            "ratelimit-policy",
+            "access-control-max-age",
+        ] {
+            assert!(rules(late).again, "{late}");
+        }
+        for early in ["x-frame-options", "cache-control", "varying"] {
+            assert!(!rules(early).again, "{early}");
+        }
     }
 }

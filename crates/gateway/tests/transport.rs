@@ -249,6 +249,8 @@ async fn forwarding_headers_cannot_be_spoofed() {
         ("x-real-ip", "203.0.113.66"),
         ("forwarded", "for=203.0.113.66"),
         ("x-forwarded-host", "evil.example"),
+        ("x-forwarded-proto", "https"),
+        ("x-request-id", "chosen-by-the-client"),
     ];
     let send_spoofed = |url: String| {
         let mut req = c.get(url);
@@ -266,8 +268,17 @@ async fn forwarding_headers_cannot_be_spoofed() {
     assert!(h.get("forwarded").is_none());
     assert_ne!(h["x-forwarded-host"], "evil.example");
     assert!(h["x-request-id"].to_str().unwrap().len() >= 16);
+    assert_ne!(h["x-request-id"], "chosen-by-the-client");
+    assert_eq!(h["x-forwarded-proto"], "http");
     // Each set once: the client's copies are gone, not kept beside the gateway's.
-    for name in ["x-forwarded-for", "x-real-ip", "x-forwarded-host", "host"] {
+    for name in [
+        "x-forwarded-for",
+        "x-forwarded-proto",
+        "x-forwarded-host",
+        "x-real-ip",
+        "x-request-id",
+        "host",
+    ] {
         assert_eq!(h.get_all(name).iter().count(), 1, "{name}");
     }
     // Loopback declared a trusted proxy: its chain is believed and extended.
@@ -276,6 +287,8 @@ async fn forwarding_headers_cannot_be_spoofed() {
     let h = up.seen().last().unwrap().headers.clone();
     assert_eq!(h["x-forwarded-for"], "203.0.113.66, 127.0.0.1");
     assert_eq!(h["x-real-ip"], "203.0.113.66");
+    assert_eq!(h["x-forwarded-proto"], "https");
+    assert_eq!(h["x-forwarded-host"], "evil.example");
 }
 
 #[tokio::test]

@@ -237,6 +237,9 @@ fn by_path(path: &str) -> Script {
         "/repeated-length" => answer(
             b"HTTP/1.1 200 OK\r\ncontent-length: 2, 2\r\ncontent-length: 2\r\n\r\nok",
         ),
+        "/undoes-hardening" => answer(
+            b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nConnection: x-frame-options, X-Content-Type-Options, x-hop\r\nX-Frame-Options: ALLOWALL\r\nx-hop: 1\r\nServer: up/1.0\r\nAccess-Control-Allow-Origin: *\r\nx-kept: yes\r\n\r\nok",
+        ),
         "/closes" => answer(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close\r\n\r\nok"),
         "/large" => {
             let mut a = format!("HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n", LARGE).into_bytes();
@@ -382,6 +385,30 @@ async fn an_interim_answer_during_an_upload_does_not_stop_it() {
         .unwrap();
     assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
     assert!(reply.ends_with("\r\n\r\n200000"), "{reply}");
+}
+
+/// An answer's own fields cannot weaken its hardening: not by setting a security field to
+/// something else, not by naming security fields in `Connection` (which removes the fields it
+/// names), and not with a banner or a CORS field of its own.
+#[tokio::test]
+async fn an_answers_own_fields_cannot_undo_its_hardening() {
+    let up = Upstream::start(by_path).await;
+    let gw = Gw::start(&policy(&up, "")).await;
+    let r = get(&gw, "/undoes-hardening").await;
+    assert_eq!((r.status, &*r.text), (StatusCode::OK, "ok"));
+    let all = |n: &str| -> Vec<&str> {
+        r.headers
+            .get_all(n)
+            .iter()
+            .map(|v| v.to_str().unwrap())
+            .collect()
+    };
+    assert_eq!(all("x-frame-options"), ["DENY"]);
+    assert_eq!(all("x-content-type-options"), ["nosniff"]);
+    assert_eq!(all("x-kept"), ["yes"]);
+    for gone in ["x-hop", "server", "access-control-allow-origin"] {
+        assert!(all(gone).is_empty(), "{gone}: {:?}", r.headers);
+    }
 }
 
 /// Repeats of one length (RFC 9110, 8.6) are accepted and passed on as one.

@@ -62,8 +62,9 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, proxies: &[IpNet]) -> IpAddr
 /// bits: a name of another length is none of them.
 const HOP_LENGTHS: u32 = 1 << 2 | 1 << 7 | 1 << 10 | 1 << 16 | 1 << 17 | 1 << 18 | 1 << 19;
 
-/// Removes hop-by-hop headers, including those named in `Connection`.
-pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+/// Removes hop-by-hop headers, including those named in `Connection`; true when a
+/// `Connection` field was there (it may have named any field, and taken it out).
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
     // One pass over the names (comparisons, no hashing) finds which are present; most
     // messages carry none, and an upstream's answer usually just `Connection: keep-alive`.
     let mut present = 0u16;
@@ -79,7 +80,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
         }
     }
     if present == 0 {
-        return;
+        return false;
     }
     // `Connection` (the first of the list) names more: its values are taken out of the map,
     // then each name removed by its text, without copying names.
@@ -108,6 +109,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if present & (1 << HOP_BY_HOP.len()) != 0 {
         headers.remove(header::TRANSFER_ENCODING);
     }
+    present & 1 != 0
 }
 
 /// The fields the gateway sets on a request going upstream. Each replaces whatever the client

@@ -34,7 +34,10 @@ impl Hardening {
         for (n, v) in &rules.set {
             base.insert(n.clone(), v.clone());
         }
-        let refused: Vec<Box<str>> = (rules.set.iter().map(|(n, _)| n))
+        let refused: Vec<Box<str>> = rules
+            .set
+            .iter()
+            .map(|(n, _)| n)
             .chain(&rules.remove)
             .map(|n| n.as_str().into())
             .collect();
@@ -49,6 +52,11 @@ impl Hardening {
 
     pub fn rules(&self) -> &HeaderRules {
         &self.rules
+    }
+
+    /// The names the rules set or remove.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.refused.iter().map(|n| &**n)
     }
 
     /// Applies removals, then settings (which override what was there).

@@ -237,14 +237,17 @@ mod tests {
             }
         }
 
-        /// The one-pass check says "canonical" exactly when the full rewrite would give the
-        /// path back unchanged.
+        /// What the one-pass check calls canonical, the full rewrite gives back unchanged;
+        /// without escapes (which it leaves to the rewrite), the converse holds too.
         #[test]
         fn the_fast_check_agrees_with_the_rewrite(
             raw in "/[a-zA-Z0-9%./;:@!$&'()*+,= ~_\\-]{0,30}"
         ) {
             let unchanged = rewrite(&raw).is_ok_and(|p| p == raw);
-            prop_assert_eq!(is_canonical(&raw), unchanged, "{}", raw);
+            prop_assert!(!is_canonical(&raw) || unchanged, "{}", raw);
+            if !raw.contains('%') {
+                prop_assert_eq!(is_canonical(&raw), unchanged, "{}", raw);
+            }
         }
     }
 }
