@@ -1426,8 +1426,13 @@ impl RequestId {
             out[2 * i] = HEX[usize::from(x >> 4)];
             out[2 * i + 1] = HEX[usize::from(x & 15)];
         }
+        // Owned by its bytes' own allocation: each copy (upstream, answer, problem) is then a
+        // count, where a `Vec`'s bytes would be moved to a shared block at the first copy.
         // (Hex digits are always a valid value.)
-        Self(HeaderValue::from_bytes(&out).unwrap_or(HeaderValue::from_static("-")))
+        Self(
+            HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(out))
+                .unwrap_or(HeaderValue::from_static("-")),
+        )
     }
 
     pub fn value(&self) -> &HeaderValue {
