@@ -166,6 +166,19 @@ pub fn forwarding(
     ]
 }
 
+/// An address's text, owning the allocation of the header value made of it: that value's
+/// copies (`X-Forwarded-For` and `X-Real-IP` are usually the same) are then counts.
+struct IpText {
+    buf: [u8; 48],
+    len: usize,
+}
+
+impl AsRef<[u8]> for IpText {
+    fn as_ref(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
 /// An address as a header value, formatted without a heap string (an IPv4 address, the
 /// usual case, without the formatting machinery either: it costs more than the rest of the
 /// header work).
@@ -200,7 +213,7 @@ fn ip_value(ip: IpAddr) -> Option<HeaderValue> {
             48 - at.len()
         }
     };
-    HeaderValue::from_bytes(&buf[..n]).ok()
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(IpText { buf, len: n })).ok()
 }
 
 #[cfg(test)]

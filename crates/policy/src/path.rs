@@ -146,21 +146,24 @@ fn is_canonical(raw: &str) -> bool {
     if raw == "/" {
         return true;
     }
-    let bytes = raw.as_bytes();
-    // Where the segment being read started (just past its `/`).
-    let mut start = 1;
-    for i in 1..=bytes.len() {
-        let b = bytes.get(i).copied().unwrap_or(b'/');
+    // The segment being read: its length, and how many of its bytes are dots.
+    let (mut len, mut dots) = (0u32, 0u32);
+    // A segment that is empty, `.` or `..`.
+    let void = |len: u32, dots: u32| len == 0 || (dots == len && len <= 2);
+    for &b in raw.as_bytes().iter().skip(1) {
         if b == b'/' {
-            if matches!(&bytes[start..i], b"" | b"." | b"..") {
+            if void(len, dots) {
                 return false;
             }
-            start = i + 1;
-        } else if !PLAIN[usize::from(b)] {
+            (len, dots) = (0, 0);
+        } else if PLAIN[usize::from(b)] {
+            len += 1;
+            dots += u32::from(b == b'.');
+        } else {
             return false;
         }
     }
-    true
+    !void(len, dots)
 }
 
 #[cfg(test)]
