@@ -1011,13 +1011,10 @@ async fn forward(
     // all slip under the limit; a use that must not count (a failure on a success-counted
     // quota, an upstream that never answered) is given back after.
     let mut taken: Vec<(&portcullis_policy::QuotaRule, String, u32)> = Vec::new();
-    // (The clock is read only for a request under a quota.)
-    let now = if quota_uses.is_empty() {
-        0
-    } else {
-        portcullis_guard::jwt::now()
-    };
+    // Read once, and only for a request under a quota (as when they were checked).
+    let mut clock = None;
     for (q, key) in quota_uses {
+        let now = *clock.get_or_insert_with(portcullis_guard::jwt::now);
         match Box::pin(crate::ratelimit::quota::take(
             deps.store.as_ref(),
             q,

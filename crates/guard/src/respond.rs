@@ -11,7 +11,7 @@ pub const SUNSET: HeaderName = HeaderName::from_static("sunset");
 /// The response rules of a route, ready for both kinds of answer: applied to the map of an
 /// answer the gateway makes itself, or as the map an upstream answer starts from (its own
 /// fields are then added unless [`Hardening::passes`] refuses them).
-#[derive(Clone, Debug, Default)]
+#[derive(Debug)]
 pub struct Hardening {
     rules: HeaderRules,
     /// The fields the rules set, with room for an answer's own: cloning it costs less than
@@ -50,10 +50,6 @@ impl Hardening {
         }
     }
 
-    pub fn rules(&self) -> &HeaderRules {
-        &self.rules
-    }
-
     /// The names the rules set or remove.
     pub fn names(&self) -> impl Iterator<Item = &str> {
         self.refused.iter().map(|n| &**n)
@@ -84,7 +80,8 @@ impl Hardening {
     /// The map an upstream answer starts from: the fields the rules set, and room for `more`.
     pub fn start(&self, more: usize) -> HeaderMap {
         let mut map = self.base.clone();
-        // The clone's index has the base's room; only its list of entries grows here.
+        // The base was built with room to spare: this grows the index (once) only for an
+        // answer with more fields than that.
         let _ = map.try_reserve(more);
         map
     }
