@@ -328,71 +328,82 @@ async fn read_body(
     }
 }
 
-/// The login phase, before forwarding: the account the body names, or a 429.
-async fn login_check(
+/// A login attempt let through, to be settled when it ends.
+struct Login<'p> {
+    rule: &'p portcullis_policy::LoginRule,
+    account: String,
+    attempt: portcullis_guard::login::Attempt,
+}
+
+/// The login phase, before forwarding: the account the body names, counted as trying, or a
+/// 429.
+async fn login_check<'p>(
     deps: &Deps,
     ctx: &Ctx,
-    rule: &portcullis_policy::LoginRule,
+    rule: &'p portcullis_policy::LoginRule,
     body: Pending,
-) -> Result<(Pending, Option<String>), Rejection> {
+) -> Result<(Pending, Login<'p>), Rejection> {
     let bytes = body.read(&ctx.runtime.policy.limits).await?;
-    let account = portcullis_guard::login::account(&bytes, &rule.account_pointer);
     // An attempt that names no account where the policy looks for it would escape every
     // count (an upstream may read `Email` or a form body): it is refused, not forwarded.
-    if account.is_none() {
+    let Some(account) = portcullis_guard::login::account(&bytes, &rule.account_pointer) else {
         return Err(Rejection::BadRequest(
             "the login body does not name an account",
         ));
-    }
-    if let Some(a) = &account {
-        let client = ctx.client.to_string();
-        let held = portcullis_guard::login::check(
-            deps.store.as_ref(),
-            a,
-            &client,
-            portcullis_guard::jwt::now(),
-        )
-        .await;
-        match held {
-            Ok(()) => {}
-            Err(portcullis_guard::login::Held::Wait(s)) => {
-                return Err(Rejection::TooManyRequests(s));
-            }
-            Err(portcullis_guard::login::Held::Unknown) => {
-                tracing::error!(target: "portcullis::auth", request_id = ctx.id.as_str(), "login holds could not be read: attempt refused");
-                return Err(Rejection::Unavailable);
-            }
+    };
+    let held = portcullis_guard::login::check(
+        deps.store.as_ref(),
+        rule,
+        &account,
+        &ctx.client.to_string(),
+        portcullis_guard::jwt::now(),
+    )
+    .await;
+    match held {
+        Ok(attempt) => Ok((
+            Pending::Read(bytes),
+            Login {
+                rule,
+                account,
+                attempt,
+            },
+        )),
+        Err(portcullis_guard::login::Held::Wait(s)) => Err(Rejection::TooManyRequests(s)),
+        Err(portcullis_guard::login::Held::Unknown) => {
+            tracing::error!(target: "portcullis::auth", request_id = ctx.id.as_str(), "login holds could not be read: attempt refused");
+            Err(Rejection::Unavailable)
         }
     }
-    Ok((Pending::Read(bytes), account))
 }
 
-/// The login phase, after the upstream answered: count the outcome; one answer for failures.
-async fn login_record(
+/// The login phase, once the attempt has ended: its outcome counted (`None`: it never got an
+/// answer from the upstream, and does not count); one answer for every failure.
+async fn login_settle(
     deps: &Deps,
     ctx: &Ctx,
-    rule: &portcullis_policy::LoginRule,
-    account: String,
-    status: http::StatusCode,
+    login: Login<'_>,
+    status: Option<http::StatusCode>,
 ) -> Result<(), Rejection> {
-    let failed = rule.failure_statuses.contains(&status.as_u16());
-    if failed || status.is_success() {
-        let client = ctx.client.to_string();
-        let now = portcullis_guard::jwt::now();
-        let stored = portcullis_guard::login::record(
-            deps.store.as_ref(),
-            rule,
-            &account,
-            &client,
-            !failed,
-            now,
-        )
-        .await;
-        if stored.is_err() {
-            tracing::error!(target: "portcullis::auth", request_id = ctx.id.as_str(), "login outcome not stored");
-        }
+    use portcullis_guard::login::Outcome;
+    let outcome = match status {
+        Some(s) if login.rule.failure_statuses.contains(&s.as_u16()) => Outcome::Failed,
+        Some(s) if s.is_success() => Outcome::Succeeded,
+        _ => Outcome::Undecided,
+    };
+    let stored = portcullis_guard::login::settle(
+        deps.store.as_ref(),
+        login.rule,
+        &login.account,
+        &ctx.client.to_string(),
+        login.attempt,
+        outcome,
+        portcullis_guard::jwt::now(),
+    )
+    .await;
+    if stored.is_err() {
+        tracing::error!(target: "portcullis::auth", request_id = ctx.id.as_str(), "login outcome not stored");
     }
-    if failed && rule.uniform_failures {
+    if outcome == Outcome::Failed && login.rule.uniform_failures {
         return Err(Rejection::LoginFailed);
     }
     Ok(())
@@ -939,17 +950,6 @@ async fn forward(
         }
         body = Pending::Read(bytes);
     }
-    let login_rule = policy
-        .auth
-        .as_ref()
-        .and_then(|a| a.login.as_ref())
-        .filter(|l| Some(l.route) == *route);
-    let mut login_account = None;
-    if let Some(rule) = login_rule {
-        let (b, account) = Box::pin(login_check(deps, ctx, rule, body)).await?;
-        body = b;
-        login_account = account;
-    }
 
     // Proxy.
     let host = parts.headers.get(HOST).cloned().or_else(|| {
@@ -998,6 +998,18 @@ async fn forward(
     // Origin-form, as an HTTP/1.1 server expects from a client that is not a proxy.
     parts.uri = Uri::from(path_and_query);
     parts.version = Version::HTTP_11;
+    // A login attempt counts from here: each way out below settles it.
+    let mut login = None;
+    if let Some(rule) = policy
+        .auth
+        .as_ref()
+        .and_then(|a| a.login.as_ref())
+        .filter(|l| Some(l.route) == *route)
+    {
+        let (b, attempt) = Box::pin(login_check(deps, ctx, rule, body)).await?;
+        body = b;
+        login = Some(attempt);
+    }
     let max = usize::try_from(limits.max_body_bytes).unwrap_or(usize::MAX);
     let body = match body {
         Pending::Read(b) => UpBody::Bytes(Some(b)),
@@ -1026,6 +1038,9 @@ async fn forward(
             Ok(used) => taken.push((q, key, used)),
             Err(rej) => {
                 Box::pin(give_back_all(deps, &taken)).await;
+                if let Some(l) = login {
+                    Box::pin(login_settle(deps, ctx, l, None)).await?;
+                }
                 return Err(rej);
             }
         }
@@ -1047,6 +1062,9 @@ async fn forward(
         Ok(r) => r,
         Err(e) => {
             Box::pin(give_back_all(deps, &taken)).await;
+            if let Some(l) = login {
+                Box::pin(login_settle(deps, ctx, l, None)).await?;
+            }
             return Err(classify(deps, ctx, &e));
         }
     };
@@ -1069,8 +1087,8 @@ async fn forward(
             ));
         }
     }
-    if let (Some(rule), Some(account)) = (login_rule, login_account) {
-        Box::pin(login_record(deps, ctx, rule, account, resp.status())).await?;
+    if let Some(l) = login {
+        Box::pin(login_settle(deps, ctx, l, Some(resp.status()))).await?;
     }
     let (mut parts, body) = resp.into_parts();
     // (The answer's CORS fields never entered its map: the route's hardening refused them.) A

@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
-use portcullis_guard::store::{LocalStore, MemoryStore, Revocations, Store, StoreError};
+use portcullis_guard::store::{Backoff, LocalStore, MemoryStore, Revocations, Store, StoreError};
 use portcullis_policy::{RedisServers, RedisState, SecretSource};
 use redis::aio::{
     ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
@@ -79,6 +79,25 @@ if limit > 0 and n >= limit then
   if until_ > held then redis.call('SET', KEYS[2], until_, 'EXAT', until_) end
 end
 return n
+";
+
+/// One attempt on a counter KEYS[1] and its hold KEYS[2] (see `Store::attempt`): refused while
+/// held; else counted in a window of ARGV[1] seconds and, from the ARGV[2]-th count, held for
+/// ARGV[3] seconds doubled per further count, at most ARGV[4]. ARGV[5] is now. Returns
+/// {1, count} or {0, held until}.
+const ATTEMPT: &str = r"
+local now = tonumber(ARGV[5])
+local held = tonumber(redis.call('GET', KEYS[2]) or '0')
+if held > now then return {0, held} end
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
+local limit = tonumber(ARGV[2])
+if n >= limit then
+  local d = math.min(tonumber(ARGV[3]) * 2 ^ math.min(n - limit, 30), tonumber(ARGV[4]))
+  local until_ = string.format('%d', now + d)
+  if tonumber(until_) > held then redis.call('SET', KEYS[2], until_, 'EXAT', until_) end
+end
+return {1, n}
 ";
 
 /// Gives one use of KEYS[1] back (never below 0); below ARGV[1] again, the hold KEYS[2] goes.
@@ -203,6 +222,7 @@ pub struct RedisStore {
     count: Script,
     raise: Script,
     release: Script,
+    attempt: Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -305,6 +325,7 @@ impl RedisStore {
             count: Script::new(COUNT),
             raise: Script::new(RAISE),
             release: Script::new(RELEASE),
+            attempt: Script::new(ATTEMPT),
         })
     }
 
@@ -537,6 +558,41 @@ impl Store for RedisStore {
                 }
                 Ok(c)
             }
+        }
+    }
+
+    async fn attempt(
+        &self,
+        key: &str,
+        now: i64,
+        backoff: Backoff,
+    ) -> Result<Result<u32, i64>, StoreError> {
+        // Holds made locally while Redis was away still count.
+        let local = LocalStore::blocked_until(&self.fallback, key);
+        if local > now {
+            return Ok(Err(local));
+        }
+        let (n, b) = self.throttle_keys(key);
+        let inv = {
+            let mut i = self.attempt.prepare_invoke();
+            i.key(&n)
+                .key(&b)
+                .arg(backoff.window.max(1))
+                .arg(backoff.limit.max(1))
+                .arg(backoff.base.max(1))
+                .arg(backoff.max.max(1))
+                .arg(now);
+            i
+        };
+        match self
+            .call("attempt", async |mut h| {
+                inv.invoke_async::<(i64, i64)>(&mut h).await
+            })
+            .await
+        {
+            Ok((1, count)) => Ok(Ok(u32::try_from(count).unwrap_or(u32::MAX))),
+            Ok((_, until)) => Ok(Err(until)),
+            Err(_) => LocalStore::attempt(&self.fallback, key, now, backoff),
         }
     }
 

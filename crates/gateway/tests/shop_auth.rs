@@ -233,6 +233,61 @@ async fn brute_force_from_100_addresses_is_stopped_and_the_owner_still_gets_in()
     );
 }
 
+/// Sends `count` wrong-password logins for `email` at once, each from `from(i)`; returns how
+/// many the upstream judged (401) and how many waited (429).
+async fn parallel_guesses(
+    url: String,
+    email: &str,
+    count: u8,
+    from: impl Fn(u8) -> [u8; 4],
+) -> (usize, usize) {
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..count {
+        let (url, email, addr) = (url.clone(), email.to_owned(), from(i));
+        set.spawn(async move {
+            try_login(addr, &url, &email, &format!("parallel-guess-{i}"))
+                .await
+                .status
+        });
+    }
+    let (mut judged, mut waited) = (0, 0);
+    while let Some(s) = set.join_next().await {
+        match s.unwrap() {
+            StatusCode::UNAUTHORIZED => judged += 1,
+            StatusCode::TOO_MANY_REQUESTS => waited += 1,
+            other => panic!("unexpected {other}"),
+        }
+    }
+    (judged, waited)
+}
+
+#[tokio::test]
+async fn parallel_guesses_get_no_more_tries_than_sequential_ones() {
+    let shop = Shop::with(&[Vuln::LoginNoLimit]).await;
+    let gw = login_gateway(&shop).await;
+    let c = client();
+    let victim = register(&shop, &c, "raced").await;
+    // Straight at the shop, every guess of a burst is judged.
+    let direct = parallel_guesses(shop.url("/v2/auth/login"), &victim.email, 30, |_| {
+        [127, 0, 5, 1]
+    })
+    .await;
+    assert_eq!(direct, (30, 0));
+    // Through the gateway, a burst from one address gets the five tries one address has,
+    // however many of its guesses are in flight before the first is answered...
+    let one = parallel_guesses(gw.url("/v2/auth/login"), &victim.email, 30, |_| {
+        [127, 0, 5, 2]
+    })
+    .await;
+    assert_eq!(one, (5, 25), "one address");
+    // ...and a burst from 40 addresses the fifteen left of the account's twenty.
+    let many = parallel_guesses(gw.url("/v2/auth/login"), &victim.email, 40, |i| {
+        [127, 0, 6, 1 + i]
+    })
+    .await;
+    assert_eq!(many, (15, 25), "many addresses");
+}
+
 #[tokio::test]
 async fn one_address_is_slowed_and_failures_look_alike() {
     let shop = Shop::with(&[Vuln::LoginNoLimit]).await;

@@ -12,10 +12,15 @@
 //!
 //! A blocked attempt is answered 429 with `Retry-After` without reaching the upstream, so it
 //! costs the attacker a round trip and the upstream nothing.
+//!
+//! An attempt is counted as a failure when it is let through, in the same atomic step that
+//! looks at the holds ([`Store::attempt`]), and given back if it turns out otherwise: had the
+//! count waited for the upstream's answer, a burst of parallel guesses would all pass the
+//! look before the first was counted, and get as many tries as it has requests.
 
 use portcullis_policy::LoginRule;
 
-use crate::store::{Store, StoreError};
+use crate::store::{Backoff, Store, StoreError};
 
 /// The account a login body names, normalised (trimmed, lower-case).
 pub fn account(body: &[u8], pointer: &str) -> Option<String> {
@@ -44,68 +49,121 @@ pub enum Held {
     Unknown,
 }
 
-/// `Err` when this attempt must not reach the upstream. One look at the store: both holds
-/// at once; the known-address exemption only when the account is held.
-pub async fn check(store: &dyn Store, account: &str, client: &str, now: i64) -> Result<(), Held> {
-    let (pair, acct, known) = keys(account, client);
-    let wait = |until: i64| Held::Wait(u64::try_from(until - now).unwrap_or(1).max(1));
-    let holds = store
-        .blocked_until(&[&pair, &acct])
-        .await
-        .map_err(|_| Held::Unknown)?;
-    let (pair_until, acct_until) = (
-        holds.first().copied().unwrap_or(0),
-        holds.get(1).copied().unwrap_or(0),
-    );
-    if pair_until > now {
-        return Err(wait(pair_until));
-    }
-    if acct_until > now
-        && !store
-            .remembered(&known, now)
-            .await
-            .map_err(|_| Held::Unknown)?
-    {
-        return Err(wait(acct_until));
-    }
-    Ok(())
+/// The holds of a rule: per account and address, and per account.
+fn backoffs(rule: &LoginRule) -> (Backoff, Backoff) {
+    let window = i64::try_from(rule.window.as_secs()).unwrap_or(900);
+    let base = i64::try_from(rule.base_delay.as_secs()).unwrap_or(1);
+    let max = i64::try_from(rule.max_delay.as_secs()).unwrap_or(i64::MAX);
+    let b = |limit| Backoff {
+        limit,
+        window,
+        base,
+        max,
+    };
+    (b(rule.per_client_failures), b(rule.per_account_failures))
 }
 
-fn delay(rule: &LoginRule, over: u32) -> i64 {
-    let base = rule.base_delay.as_secs().max(1);
-    let d = base.saturating_mul(1u64 << over.min(30));
-    i64::try_from(d.min(rule.max_delay.as_secs().max(1))).unwrap_or(i64::MAX)
+/// An attempt let through to the upstream, counted as a failure until [`settle`] says how it
+/// ended. One whose outcome is never told (its client left first) stays a failure: its guess
+/// may have been judged.
+#[derive(Debug)]
+#[must_use = "an attempt stays a failure until it is settled"]
+pub struct Attempt {
+    /// Whether the account-wide count has it (not for an address the account knows, let
+    /// through an account-wide hold).
+    account_counted: bool,
 }
 
-/// Records the outcome of a login attempt that reached the upstream.
-pub async fn record(
+/// How an attempt ended upstream.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Succeeded,
+    Failed,
+    /// Neither (an error, a refusal before the upstream judged it): it does not count.
+    Undecided,
+}
+
+/// Lets an attempt through, or says why not. The attempt is counted (as a failure, until
+/// settled) in the same step that looks at the holds, so a burst of parallel attempts gets
+/// the tries that the same attempts one after another would, and no more.
+pub async fn check(
     store: &dyn Store,
     rule: &LoginRule,
     account: &str,
     client: &str,
-    success: bool,
+    now: i64,
+) -> Result<Attempt, Held> {
+    let (pair, acct, known) = keys(account, client);
+    let (per_client, per_account) = backoffs(rule);
+    let wait = |until: i64| Held::Wait(u64::try_from(until - now).unwrap_or(1).max(1));
+    if let Err(until) = store
+        .attempt(&pair, now, per_client)
+        .await
+        .map_err(|_| Held::Unknown)?
+    {
+        return Err(wait(until));
+    }
+    let held = match store.attempt(&acct, now, per_account).await {
+        Ok(Ok(_)) => {
+            return Ok(Attempt {
+                account_counted: true,
+            });
+        }
+        // The address's count goes back: this attempt never reaches the upstream.
+        Ok(Err(until)) => match store.remembered(&known, now).await {
+            Ok(true) => {
+                return Ok(Attempt {
+                    account_counted: false,
+                });
+            }
+            Ok(false) => wait(until),
+            Err(_) => Held::Unknown,
+        },
+        Err(_) => Held::Unknown,
+    };
+    let _ = store.release(&pair, per_client.limit).await;
+    Err(held)
+}
+
+/// Settles an attempt [`check`] let through.
+pub async fn settle(
+    store: &dyn Store,
+    rule: &LoginRule,
+    account: &str,
+    client: &str,
+    attempt: Attempt,
+    outcome: Outcome,
     now: i64,
 ) -> Result<(), StoreError> {
     let (pair, acct, known) = keys(account, client);
-    if success {
-        store.clear(&pair).await?;
-        // Known for 30 days: the account-wide delay does not apply to this address.
-        return store.remember(&known, now + 30 * 86_400).await;
+    let (per_client, per_account) = backoffs(rule);
+    match outcome {
+        Outcome::Succeeded => {
+            store.clear(&pair).await?;
+            if attempt.account_counted {
+                store.release(&acct, per_account.limit).await?;
+            }
+            // Known for 30 days: the account-wide delay does not apply to this address.
+            store.remember(&known, now + 30 * 86_400).await
+        }
+        // Counted when let through, except account-wide from a known address.
+        Outcome::Failed if attempt.account_counted => Ok(()),
+        Outcome::Failed => {
+            let m = store.fail(&acct, now, per_account.window).await?;
+            match per_account.hold(m) {
+                0 => Ok(()),
+                hold => store.block(&acct, now + hold).await,
+            }
+        }
+        // (A hold it started past the limit stays: the address had used its tries.)
+        Outcome::Undecided => {
+            store.release(&pair, per_client.limit).await?;
+            if attempt.account_counted {
+                store.release(&acct, per_account.limit).await?;
+            }
+            Ok(())
+        }
     }
-    let window = i64::try_from(rule.window.as_secs()).unwrap_or(900);
-    let n = store.fail(&pair, now, window).await?;
-    if n >= rule.per_client_failures {
-        store
-            .block(&pair, now + delay(rule, n - rule.per_client_failures))
-            .await?;
-    }
-    let m = store.fail(&acct, now, window).await?;
-    if m >= rule.per_account_failures {
-        store
-            .block(&acct, now + delay(rule, m - rule.per_account_failures))
-            .await?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -129,67 +187,156 @@ mod tests {
         }
     }
 
-    #[test]
-    fn delays_grow_exponentially_to_the_cap() {
-        let r = rule();
-        assert_eq!([0, 1, 2, 3, 10].map(|k| delay(&r, k)), [2, 4, 8, 16, 60]);
+    /// One attempt, let through or not, settled as `outcome` when let through.
+    async fn attempt(
+        s: &MemoryStore,
+        account: &str,
+        client: &str,
+        outcome: Outcome,
+        now: i64,
+    ) -> Result<(), Held> {
+        let a = check(s, &rule(), account, client, now).await?;
+        settle(s, &rule(), account, client, a, outcome, now)
+            .await
+            .expect("store");
+        Ok(())
     }
 
     #[tokio::test]
     async fn one_address_is_slowed_after_its_own_failures() {
-        let (s, r, now) = (MemoryStore::default(), rule(), 1_000_000);
+        let (s, now) = (MemoryStore::default(), 1_000_000);
         for _ in 0..3 {
-            assert!(check(&s, "a@x", "1.1.1.1", now).await.is_ok());
-            record(&s, &r, "a@x", "1.1.1.1", false, now)
-                .await
-                .expect("store");
+            assert!(
+                attempt(&s, "a@x", "1.1.1.1", Outcome::Failed, now)
+                    .await
+                    .is_ok()
+            );
         }
-        assert_eq!(check(&s, "a@x", "1.1.1.1", now).await, Err(Held::Wait(2)));
+        assert_eq!(
+            check(&s, &rule(), "a@x", "1.1.1.1", now).await.map(drop),
+            Err(Held::Wait(2))
+        );
         assert!(
-            check(&s, "a@x", "2.2.2.2", now).await.is_ok(),
+            attempt(&s, "a@x", "2.2.2.2", Outcome::Failed, now)
+                .await
+                .is_ok(),
             "other addresses are not affected yet"
         );
         assert!(
-            check(&s, "a@x", "1.1.1.1", now + 3).await.is_ok(),
+            attempt(&s, "a@x", "1.1.1.1", Outcome::Failed, now + 2)
+                .await
+                .is_ok(),
             "a delay, not a lock"
+        );
+        assert_eq!(
+            check(&s, &rule(), "a@x", "1.1.1.1", now + 2)
+                .await
+                .map(drop),
+            Err(Held::Wait(4)),
+            "the next delay is twice as long"
+        );
+    }
+
+    #[tokio::test]
+    async fn attempts_in_flight_count_before_they_are_answered() {
+        let (s, r, now) = (MemoryStore::default(), rule(), 1_000_000);
+        // Ten parallel guesses from one address: all looked at before any is answered.
+        let mut let_through = Vec::new();
+        for _ in 0..10 {
+            if let Ok(a) = check(&s, &r, "a@x", "1.1.1.1", now).await {
+                let_through.push(a);
+            }
+        }
+        assert_eq!(let_through.len(), 3, "the address's three tries, no more");
+        for a in let_through {
+            settle(&s, &r, "a@x", "1.1.1.1", a, Outcome::Failed, now)
+                .await
+                .expect("store");
+        }
+        assert_eq!(
+            check(&s, &r, "a@x", "1.1.1.1", now).await.map(drop),
+            Err(Held::Wait(2))
+        );
+    }
+
+    #[tokio::test]
+    async fn successes_and_undecided_attempts_give_their_count_back() {
+        let (s, r, now) = (MemoryStore::default(), rule(), 1_000_000);
+        for _ in 0..2 {
+            attempt(&s, "a@x", "1.1.1.1", Outcome::Failed, now)
+                .await
+                .expect("let through");
+        }
+        // An error upstream is neither: the third try is still there, and after a success
+        // the address starts again.
+        for outcome in [Outcome::Undecided, Outcome::Undecided, Outcome::Succeeded] {
+            attempt(&s, "a@x", "1.1.1.1", outcome, now)
+                .await
+                .expect("let through");
+        }
+        for _ in 0..3 {
+            attempt(&s, "a@x", "1.1.1.1", Outcome::Failed, now)
+                .await
+                .expect("three tries again");
+        }
+        assert!(check(&s, &r, "a@x", "1.1.1.1", now).await.is_err());
+        // The account-wide count has the five failures only.
+        for i in 0..5 {
+            attempt(&s, "a@x", &format!("3.3.3.{i}"), Outcome::Failed, now)
+                .await
+                .expect("under the account's ten");
+        }
+        assert!(
+            check(&s, &r, "a@x", "3.3.3.9", now).await.is_err(),
+            "the tenth failure holds the account"
         );
     }
 
     #[tokio::test]
     async fn a_distributed_attack_slows_new_addresses_but_not_the_owners() {
-        let (s, r, now) = (MemoryStore::default(), rule(), 1_000_000);
-        record(&s, &r, "a@x", "10.0.0.1", true, now)
+        let (s, now) = (MemoryStore::default(), 1_000_000);
+        attempt(&s, "a@x", "10.0.0.1", Outcome::Succeeded, now)
             .await
-            .expect("store");
+            .expect("let through");
         for i in 0..10 {
             let ip = format!("6.6.6.{i}");
-            record(&s, &r, "a@x", &ip, false, now).await.expect("store");
+            attempt(&s, "a@x", &ip, Outcome::Failed, now)
+                .await
+                .expect("let through");
         }
         assert!(
-            check(&s, "a@x", "6.6.6.200", now).await.is_err(),
+            check(&s, &rule(), "a@x", "6.6.6.200", now).await.is_err(),
             "a new address waits"
         );
         assert!(
-            check(&s, "a@x", "10.0.0.1", now).await.is_ok(),
+            attempt(&s, "a@x", "10.0.0.1", Outcome::Failed, now)
+                .await
+                .is_ok(),
             "the owner's address does not"
+        );
+        assert!(
+            attempt(&s, "a@x", "10.0.0.1", Outcome::Succeeded, now)
+                .await
+                .is_ok(),
+            "nor after its own failure"
         );
     }
 
     #[tokio::test]
     async fn no_account_name_spells_another_accounts_key() {
         // Failing on the made-up account `alice|9.9.9.9` must not hold alice at 9.9.9.9.
-        let (s, r, now) = (MemoryStore::default(), rule(), 1_000_000);
+        let (s, now) = (MemoryStore::default(), 1_000_000);
         for i in 0..12 {
             let client = format!("1.1.1.{i}");
-            record(&s, &r, "alice|9.9.9.9", &client, false, now)
-                .await
-                .expect("store");
+            let _ = attempt(&s, "alice|9.9.9.9", &client, Outcome::Failed, now).await;
         }
         assert!(
-            check(&s, "alice|9.9.9.9", "1.1.1.200", now).await.is_err(),
+            check(&s, &rule(), "alice|9.9.9.9", "1.1.1.200", now)
+                .await
+                .is_err(),
             "the made-up account itself is held"
         );
-        assert!(check(&s, "alice", "9.9.9.9", now).await.is_ok());
+        assert!(check(&s, &rule(), "alice", "9.9.9.9", now).await.is_ok());
     }
 
     #[test]

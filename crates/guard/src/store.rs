@@ -37,6 +37,30 @@ pub struct Revocations {
     pub subjects: Vec<(String, i64)>,
 }
 
+/// How failures of a key hold it back: from the `limit`-th failure in a window of `window`
+/// seconds, for `base` seconds, doubled for each further failure, at most `max`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Backoff {
+    pub limit: u32,
+    pub window: i64,
+    pub base: i64,
+    pub max: i64,
+}
+
+impl Backoff {
+    /// How long the `count`-th failure holds the key (0: not at all).
+    pub fn hold(&self, count: u32) -> i64 {
+        if count < self.limit.max(1) {
+            return 0;
+        }
+        let over = (count - self.limit.max(1)).min(30);
+        self.base
+            .max(1)
+            .saturating_mul(1 << over)
+            .min(self.max.max(1))
+    }
+}
+
 /// The state the gateway's phases share, wherever it lives. Times are seconds since the epoch.
 #[async_trait]
 pub trait Store: Send + Sync + fmt::Debug {
@@ -77,6 +101,18 @@ pub trait Store: Send + Sync + fmt::Debug {
     }
     /// Gives one counted use of `key` back; below `limit` again, its hold is lifted.
     async fn release(&self, key: &str, limit: u32) -> Result<(), StoreError>;
+    /// Lets one attempt on `key` through unless the key is held (`Ok(Err(until))`). An
+    /// attempt let through is counted as a failure before its outcome is known, and holds the
+    /// key as that failure would (`backoff`); the count is returned (`Ok(Ok(n))`). One
+    /// decision, atomic: parallel attempts cannot all pass one look at the key before any of
+    /// them is counted. An attempt that did not fail is settled afterwards with `clear` or
+    /// `release`.
+    async fn attempt(
+        &self,
+        key: &str,
+        now: i64,
+        backoff: Backoff,
+    ) -> Result<Result<u32, i64>, StoreError>;
 }
 
 /// The synchronous form of [`Store`] for backends inside the process.
@@ -93,6 +129,12 @@ pub trait LocalStore: Send + Sync + fmt::Debug {
     fn use_once(&self, jti: &str, exp: i64, now: i64) -> Result<bool, StoreError>;
     fn revocations(&self, now: i64) -> Revocations;
     fn release(&self, key: &str, limit: u32) -> Result<(), StoreError>;
+    fn attempt(
+        &self,
+        key: &str,
+        now: i64,
+        backoff: Backoff,
+    ) -> Result<Result<u32, i64>, StoreError>;
 }
 
 /// Failures of one key in its window, and until when it is held back.
@@ -121,6 +163,25 @@ impl Sets {
             map.retain(|_, exp| *exp > now);
         }
     }
+
+    /// `key`'s counter, in its current window of `window` seconds.
+    fn throttle<'s>(s: &'s mut Sets, key: &str, now: i64, window: i64) -> &'s mut Throttle {
+        if s.throttles.len() >= 4096 && s.throttles.len().is_power_of_two() {
+            // Each entry by its own window (a day-long quota is not swept by a login's
+            // 15 minutes); entries loaded from disk, whose window is unknown, keep a month.
+            s.throttles.retain(|_, t| {
+                let w = if t.window > 0 { t.window } else { 31 * 86_400 };
+                t.blocked_until > now || t.window_start + w > now
+            });
+        }
+        let t = s.throttles.entry(key.to_owned()).or_default();
+        if t.window_start + window <= now {
+            t.failures = 0;
+            t.window_start = now;
+        }
+        t.window = window;
+        t
+    }
 }
 
 /// Everything in memory.
@@ -145,22 +206,30 @@ impl MemoryStore {
 impl MemoryStore {
     fn fail_in(&self, key: &str, now: i64, window: i64) -> Result<Throttle, StoreError> {
         self.with(|s| {
-            if s.throttles.len() >= 4096 && s.throttles.len().is_power_of_two() {
-                // Each entry by its own window (a day-long quota is not swept by a login's
-                // 15 minutes); entries loaded from disk, whose window is unknown, keep a month.
-                s.throttles.retain(|_, t| {
-                    let w = if t.window > 0 { t.window } else { 31 * 86_400 };
-                    t.blocked_until > now || t.window_start + w > now
-                });
-            }
-            let t = s.throttles.entry(key.to_owned()).or_default();
-            if t.window_start + window <= now {
-                t.failures = 0;
-                t.window_start = now;
-            }
-            t.window = window;
+            let t = Sets::throttle(s, key, now, window);
             t.failures = t.failures.saturating_add(1);
             *t
+        })
+    }
+
+    /// [`LocalStore::attempt`], with the key's state after it.
+    fn attempt_in(
+        &self,
+        key: &str,
+        now: i64,
+        b: Backoff,
+    ) -> Result<(Result<u32, i64>, Throttle), StoreError> {
+        self.with(|s| {
+            let t = Sets::throttle(s, key, now, b.window);
+            if t.blocked_until > now {
+                return (Err(t.blocked_until), *t);
+            }
+            t.failures = t.failures.saturating_add(1);
+            let hold = b.hold(t.failures);
+            if hold > 0 {
+                t.blocked_until = t.blocked_until.max(now.saturating_add(hold));
+            }
+            (Ok(t.failures), *t)
         })
     }
 
@@ -173,6 +242,10 @@ impl MemoryStore {
 impl LocalStore for MemoryStore {
     fn fail(&self, key: &str, now: i64, window: i64) -> Result<u32, StoreError> {
         self.fail_in(key, now, window).map(|t| t.failures)
+    }
+
+    fn attempt(&self, key: &str, now: i64, b: Backoff) -> Result<Result<u32, i64>, StoreError> {
+        self.attempt_in(key, now, b).map(|(a, _)| a)
     }
 
     fn release(&self, key: &str, limit: u32) -> Result<(), StoreError> {
@@ -419,6 +492,14 @@ impl LocalStore for Durable {
         Ok(t.failures)
     }
 
+    fn attempt(&self, key: &str, now: i64, b: Backoff) -> Result<Result<u32, i64>, StoreError> {
+        let (a, t) = self.memory.attempt_in(key, now, b)?;
+        if a.is_ok() {
+            self.write_throttle(key, Some(t))?;
+        }
+        Ok(a)
+    }
+
     fn block(&self, key: &str, until: i64) -> Result<(), StoreError> {
         LocalStore::block(&self.memory, key, until)?;
         self.write_throttle(key, Some(self.memory.throttle(key)))
@@ -473,6 +554,14 @@ impl LocalStore for Durable {
 impl Store for MemoryStore {
     async fn release(&self, key: &str, limit: u32) -> Result<(), StoreError> {
         LocalStore::release(self, key, limit)
+    }
+    async fn attempt(
+        &self,
+        key: &str,
+        now: i64,
+        b: Backoff,
+    ) -> Result<Result<u32, i64>, StoreError> {
+        LocalStore::attempt(self, key, now, b)
     }
     async fn fail(&self, key: &str, now: i64, window: i64) -> Result<u32, StoreError> {
         LocalStore::fail(self, key, now, window)
@@ -535,6 +624,15 @@ impl Store for EmbeddedStore {
     async fn release(&self, key: &str, limit: u32) -> Result<(), StoreError> {
         let key = key.to_owned();
         self.write(move |d| d.release(&key, limit)).await
+    }
+    async fn attempt(
+        &self,
+        key: &str,
+        now: i64,
+        b: Backoff,
+    ) -> Result<Result<u32, i64>, StoreError> {
+        let key = key.to_owned();
+        self.write(move |d| d.attempt(&key, now, b)).await
     }
     async fn fail(&self, key: &str, now: i64, window: i64) -> Result<u32, StoreError> {
         let key = key.to_owned();
@@ -620,11 +718,50 @@ mod tests {
         );
         store.block("k", now + 30).expect("write");
         assert_eq!(store.blocked_until("k"), now + 30);
+        // Attempts: counted before their outcome, held from the limit on, refused while held.
+        let b = Backoff {
+            limit: 2,
+            window: 60,
+            base: 5,
+            max: 60,
+        };
+        assert_eq!(store.attempt("t", now, b).expect("write"), Ok(1));
+        assert_eq!(store.blocked_until("t"), 0, "under the limit: no hold");
+        assert_eq!(store.attempt("t", now, b).expect("write"), Ok(2));
+        assert_eq!(store.blocked_until("t"), now + 5, "held as a failure would");
+        assert_eq!(
+            store.attempt("t", now + 1, b).expect("write"),
+            Err(now + 5),
+            "refused, not counted"
+        );
+        store.release("t", b.limit).expect("write");
+        assert_eq!(store.blocked_until("t"), 0, "given back: below the limit");
+        assert_eq!(store.attempt("t", now + 2, b).expect("write"), Ok(2));
+        assert_eq!(
+            store.attempt("t", now + 7, b).expect("write"),
+            Ok(3),
+            "after the hold, one more: held twice as long"
+        );
+        assert_eq!(store.blocked_until("t"), now + 17);
         store.remember("known|a|ip", now + 60).expect("write");
         assert!(store.remembered("known|a|ip", now));
         let list = store.revocations(now);
         assert_eq!(list.tokens, vec![("a".to_owned(), now + 60)]);
         assert_eq!(list.subjects, vec![("u2".to_owned(), now)]);
+    }
+
+    #[test]
+    fn backoff_doubles_from_the_limit_to_the_cap() {
+        let b = Backoff {
+            limit: 3,
+            window: 900,
+            base: 2,
+            max: 60,
+        };
+        assert_eq!(
+            [1, 2, 3, 4, 5, 6, 13, 99].map(|n| b.hold(n)),
+            [0, 0, 2, 4, 8, 16, 60, 60]
+        );
     }
 
     #[test]
@@ -649,6 +786,7 @@ mod tests {
             !s.use_once("r1", now + 60, now).expect("write"),
             "the refresh token stays used"
         );
+        assert!(s.blocked_until("t") > now, "an attempt's hold stays");
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
