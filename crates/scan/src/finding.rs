@@ -130,6 +130,8 @@ rules! {
         "Count failed logins per account (whatever the source address) and lock or slow the account down after a few failures; add per-address limits as well.";
     LOGIN_XFF_BYPASS = "login-limit-xff-bypass", "API2:2023", 348, "The login limit trusts a client-supplied X-Forwarded-For",
         "Key per-address limits on the socket address, or on X-Forwarded-For only as set by proxies you run (a trusted-proxies list), and add a per-account limit that no address rotation escapes.";
+    LOGIN_LOCKOUT_RACE = "login-lockout-race", "API2:2023", 367, "Parallel login attempts get past the lockout",
+        "Count an attempt against the account in the same atomic step that looks at the lockout (before the password is checked), and forget it on success; a lockout looked at first and counted after the check lets every attempt in flight through.";
     LOGIN_ENUMERATION = "login-account-enumeration", "API2:2023", 204, "Login answers reveal which accounts exist",
         "Answer every failed login identically (status, body, headers and timing), whether or not the account exists.";
     MASS_ASSIGNMENT = "mass-assignment", "API3:2023", 915, "Privileged properties can be set by the client",

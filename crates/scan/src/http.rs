@@ -257,6 +257,15 @@ impl Engine {
         Ok(url)
     }
 
+    /// Builds the client of `source` now, so a burst's requests all leave together (building
+    /// one takes milliseconds, and would space them out).
+    pub(crate) fn warm(&self, source: Source) {
+        // (The pool's clients are built up front.)
+        if let Source::Lane(..) = source {
+            let _ = self.client(source);
+        }
+    }
+
     fn client(&self, source: Source) -> reqwest::Client {
         if !self.spread {
             return self.system.clone();

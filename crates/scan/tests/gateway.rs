@@ -219,3 +219,54 @@ async fn a_login_limit_keyed_on_a_spoofable_header_is_found() {
         brute.detail
     );
 }
+
+/// A lockout raced by parallel guesses (the shop's, looked at before the password is checked
+/// and counted after) is found straight, and not behind a gateway whose login rule counts each
+/// attempt as it lets it through, at no more tries than the shop's own lockout allows.
+#[tokio::test]
+async fn a_raced_lockout_is_found_and_closed_by_the_gateway() {
+    let shop = Shop::with(&[Vuln::LoginRace]).await;
+    let c = client();
+    let (a, b) = (
+        register(&shop, &c, "alice").await,
+        register(&shop, &c, "bob").await,
+    );
+    let (ia, ib) = (
+        login("alice", &a.email, PASSWORD),
+        login("bob", &b.email, PASSWORD),
+    );
+    let scan_login = |base: String| {
+        let (ia, ib) = (ia.clone(), ib.clone());
+        async move {
+            let mut config = ScanConfig::new(base.parse().unwrap(), shop_spec());
+            config.identities = vec![ia, ib];
+            config.probes = vec!["login".into()];
+            // A race needs the guesses in flight together: the burst of 12 all at once (the
+            // test shop's password hashes are cheap, so 200 requests/s would space them out).
+            config.concurrency = 16;
+            config.rate_per_sec = 10_000;
+            run(config).await.unwrap()
+        }
+    };
+    let direct = scan_login(shop.base.clone()).await;
+    let race = direct
+        .findings
+        .iter()
+        .find(|f| f.rule == "login-lockout-race")
+        .unwrap_or_else(|| panic!("{}", direct.summary()));
+    assert!(race.detail.contains("sent at once"), "{}", race.detail);
+    let gw = Gw::verifying_shop_tokens(
+        &shop,
+        "  login: { route: POST /v2/auth/login, account_pointer: /email, per_account_failures: 5 }\n",
+        "",
+    )
+    .await;
+    let behind = scan_login(gw.base.clone()).await;
+    let rules: BTreeSet<_> = behind.findings.iter().map(|f| f.rule).collect();
+    assert!(
+        !rules.contains("login-lockout-race"),
+        "{}",
+        behind.summary()
+    );
+    assert!(!rules.contains("login-brute-force"), "{}", behind.summary());
+}

@@ -22,6 +22,7 @@ pub enum Vuln {
     JwtKeyConfusion,
     JwtKidInjection,
     LoginNoLimit,
+    LoginRace,
     NoRateLimit,
     BusinessFlow,
     Ssrf,
@@ -36,7 +37,7 @@ pub enum Vuln {
 
 impl Vuln {
     /// Every switch, in the order `--help` lists them.
-    pub const ALL: [Vuln; 20] = [
+    pub const ALL: [Vuln; 21] = [
         Vuln::Bola,
         Vuln::Bfla,
         Vuln::MassAssignment,
@@ -47,6 +48,7 @@ impl Vuln {
         Vuln::JwtKeyConfusion,
         Vuln::JwtKidInjection,
         Vuln::LoginNoLimit,
+        Vuln::LoginRace,
         Vuln::NoRateLimit,
         Vuln::BusinessFlow,
         Vuln::Ssrf,
@@ -72,6 +74,7 @@ impl Vuln {
             Vuln::JwtKeyConfusion => "jwt-key-confusion",
             Vuln::JwtKidInjection => "jwt-kid-injection",
             Vuln::LoginNoLimit => "login-no-limit",
+            Vuln::LoginRace => "login-race",
             Vuln::NoRateLimit => "no-rate-limit",
             Vuln::BusinessFlow => "business-flow",
             Vuln::Ssrf => "ssrf",
@@ -107,6 +110,9 @@ impl Vuln {
             }
             Vuln::LoginNoLimit => {
                 "API2: no login throttling or lockout; errors tell whether an account exists"
+            }
+            Vuln::LoginRace => {
+                "API2: the account lockout is looked at before the password is checked and counted after: parallel guesses all pass the look"
             }
             Vuln::NoRateLimit => {
                 "API4: no rate limits; list `limit`, display names and bodies (16 MiB) unbounded"

@@ -1,7 +1,9 @@
 //! API2 (broken authentication), part three: login brute force on one account from rotating
-//! loopback source addresses (does a per-account limit exist?), and account enumeration from
-//! differing login failures. The brute-forced account is one that does not exist, so no real
-//! account is ever locked; the enumeration costs the first identity one failed login.
+//! loopback source addresses (does a per-account limit exist?), whether that limit can be
+//! raced (more guesses judged when sent at once than one after another), and account
+//! enumeration from differing login failures. The brute-forced accounts are ones that do not
+//! exist, so no real account is ever locked; the enumeration costs the first identity one
+//! failed login.
 
 use std::sync::Arc;
 
@@ -82,6 +84,32 @@ pub(crate) async fn run(ctx: &Arc<Ctx>) {
     if ctx.http.remaining() < n * 2 {
         return;
     }
+    // First the guesses one after another, on one account, until the first refusal: how many
+    // the limit allows when it is not raced (measured first, so a budget the parallel guesses
+    // share with them, such as a per-address limit behind a proxy, cannot make it look lower).
+    let mut one_by_one = None;
+    if ctx.http.remaining() >= n * 3 {
+        let sequential = unknown_account(&real, "sequential");
+        // Refused at index `i`: `i` guesses were judged before it.
+        for i in 0..n {
+            let req = Req::new(method.clone(), recipe.path.clone())
+                .json(login_body(
+                    &recipe,
+                    &account,
+                    &password,
+                    &sequential,
+                    &format!("{WRONG}{i}"),
+                ))
+                .from(ctx.lane(7, i as u8));
+            let Some(resp) = ctx.send(&req).await else {
+                break;
+            };
+            if matches!(resp.status, 429 | 423 | 403) {
+                one_by_one = Some((i as usize, req, resp));
+                break;
+            }
+        }
+    }
     let victim = unknown_account(&real, "bruteforce");
     let reqs: Vec<Req> = (0..n)
         .map(|i| {
@@ -158,8 +186,38 @@ pub(crate) async fn run(ctx: &Arc<Ctx>) {
         }
     }
 
+    // More judged when sent at once than one after another: the limit is looked at before an
+    // attempt is counted.
+    let judged = answers
+        .iter()
+        .filter(|(_, r)| {
+            r.as_ref()
+                .is_some_and(|r| !r.ok() && !matches!(r.status, 429 | 423 | 403))
+        })
+        .count();
+    if let Some((allowed, req, resp)) = &one_by_one
+        && judged > *allowed
+        && let Some((first, Some(first_resp))) = answers.iter().find(|(_, r)| {
+            r.as_ref()
+                .is_some_and(|r| !matches!(r.status, 429 | 423 | 403))
+        })
+    {
+        ctx.report(
+            Finding::new(rules::LOGIN_LOCKOUT_RACE, Severity::Medium, &key, "")
+                .detail(format!(
+                    "Sent one after another, {allowed} wrong passwords for one account are judged before the next is refused ({}); sent at once, {judged} of {n} were judged: the limit is looked at before an attempt is counted, so every guess in flight gets past it.",
+                    resp.status
+                ))
+                .evidence(ctx.http.exchange(first, Some(first_resp)))
+                .evidence(ctx.http.exchange(req, Some(resp)))
+                .reproduce(ctx.http.curl(first)),
+        );
+    }
+
+    // (No refusal at once, but one after another: that limit exists, and is raced.)
     if rotating_refused == 0
         && answered as u32 == n
+        && one_by_one.is_none()
         && let Some((req, Some(resp))) = answers.last()
     {
         ctx.report(

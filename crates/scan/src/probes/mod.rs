@@ -127,6 +127,9 @@ pub(crate) async fn burst(
     ctx: &Arc<Ctx>,
     reqs: Vec<crate::http::Req>,
 ) -> Vec<(crate::http::Req, Option<crate::http::Resp>)> {
+    for r in &reqs {
+        ctx.http.warm(r.source);
+    }
     let mut set = tokio::task::JoinSet::new();
     for (i, r) in reqs.into_iter().enumerate() {
         let c = ctx.clone();

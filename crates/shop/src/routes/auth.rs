@@ -4,6 +4,11 @@
 //! lockout (unknown accounts are counted too, so the lockout does not reveal which exist), a
 //! dummy hash for unknown accounts and one answer for every failure. `login-no-limit` removes
 //! all of it and tells the caller which part was wrong.
+//!
+//! An attempt is counted against the account before its password is checked, in one
+//! statement with the look at the lockout, and forgotten if it succeeds: parallel guesses
+//! cannot all pass the look before the first is counted. `login-race` looks first and counts
+//! failures after the (slow) password check, as a lockout written the obvious way does.
 
 use std::net::SocketAddr;
 
@@ -161,8 +166,18 @@ pub async fn login(
     if account.len() > 254 || password.len() > 1024 {
         return Err(ApiError::unprocessable("`email` or `password` is too long"));
     }
-    if limited && let Some(wait) = locked_for(&state, &account).await? {
-        return Err(ApiError::too_many(wait));
+    // Counted as a failure from here until the password is seen to be right (`login-race`
+    // only looks, and counts a failure once the password was checked).
+    let racy = state.config.vulns.has(Vuln::LoginRace);
+    if limited {
+        let wait = if racy {
+            locked_for(&state, &account).await?
+        } else {
+            count_attempt(&state, account.clone()).await?
+        };
+        if let Some(wait) = wait {
+            return Err(ApiError::too_many(wait));
+        }
     }
     let lookup = account.clone();
     let user: Option<(String, String, String)> = state
@@ -195,7 +210,9 @@ pub async fn login(
                 )
             });
         }
-        record_failure(&state, account).await?;
+        if racy {
+            record_failure(&state, account).await?;
+        }
         return Err(ApiError::unauthorized().with_detail("invalid email or password"));
     };
     if limited {
@@ -276,21 +293,52 @@ async fn record_failure(state: &AppState, account: String) -> ApiResult<()> {
     let max = i64::from(state.config.login_max_failures.max(1));
     state
         .db
+        .call(move |c| count_failure(c, &account, now(), window, max))
+        .await
+}
+
+fn count_failure(
+    c: &rusqlite::Connection,
+    account: &str,
+    now: i64,
+    window: i64,
+    max: i64,
+) -> ApiResult<()> {
+    const SQL: &str =
+        "INSERT INTO login_failures (account, failures, window_start) VALUES (?1, 1, ?2)
+        ON CONFLICT(account) DO UPDATE SET
+          failures = CASE WHEN window_start <= ?2 - ?3 THEN 1 ELSE failures + 1 END,
+          window_start = CASE WHEN window_start <= ?2 - ?3 THEN ?2 ELSE window_start END";
+    c.execute(SQL, rusqlite::params![account, now, window])
+        .map_err(|e| ApiError::db(SQL, &e))?;
+    const LOCK: &str =
+        "UPDATE login_failures SET locked_until = ?2 + ?3, failures = 0, window_start = ?2
+        WHERE account = ?1 AND failures >= ?4";
+    c.execute(LOCK, rusqlite::params![account, now, window, max])
+        .map_err(|e| ApiError::db(LOCK, &e))?;
+    Ok(())
+}
+
+/// Seconds left on the account's lockout if it is locked; else this attempt is counted as a
+/// failure (the `max`-th locks the account) until a success forgets it. One call on the
+/// database's one connection: no other attempt comes between the look and the count.
+async fn count_attempt(state: &AppState, account: String) -> ApiResult<Option<u64>> {
+    let window = state.config.lockout.as_secs() as i64;
+    let max = i64::from(state.config.login_max_failures.max(1));
+    state
+        .db
         .call(move |c| {
             let now = now();
-            const SQL: &str =
-                "INSERT INTO login_failures (account, failures, window_start) VALUES (?1, 1, ?2)
-                ON CONFLICT(account) DO UPDATE SET
-                  failures = CASE WHEN window_start <= ?2 - ?3 THEN 1 ELSE failures + 1 END,
-                  window_start = CASE WHEN window_start <= ?2 - ?3 THEN ?2 ELSE window_start END";
-            c.execute(SQL, rusqlite::params![account, now, window])
+            const SQL: &str = "SELECT locked_until FROM login_failures WHERE account = ?1";
+            let until: Option<i64> = c
+                .query_row(SQL, [&account], |r| r.get(0))
+                .optional()
                 .map_err(|e| ApiError::db(SQL, &e))?;
-            const LOCK: &str =
-                "UPDATE login_failures SET locked_until = ?2 + ?3, failures = 0, window_start = ?2
-                WHERE account = ?1 AND failures >= ?4";
-            c.execute(LOCK, rusqlite::params![account, now, window, max])
-                .map_err(|e| ApiError::db(LOCK, &e))?;
-            Ok(())
+            if let Some(u) = until.filter(|&u| u > now) {
+                return Ok(Some((u - now) as u64));
+            }
+            count_failure(c, &account, now, window, max)?;
+            Ok(None)
         })
         .await
 }
