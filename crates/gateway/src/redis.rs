@@ -95,7 +95,9 @@ local limit = tonumber(ARGV[2])
 if n >= limit then
   local d = math.min(tonumber(ARGV[3]) * 2 ^ math.min(n - limit, 30), tonumber(ARGV[4]))
   local until_ = string.format('%d', now + d)
-  if tonumber(until_) > held then redis.call('SET', KEYS[2], until_, 'EXAT', until_) end
+  -- Expires d seconds from now by Redis's clock: a Redis clock ahead of the gateway's must
+  -- not end the hold early.
+  if tonumber(until_) > held then redis.call('SET', KEYS[2], until_, 'EX', string.format('%d', d)) end
 end
 return {1, n}
 ";

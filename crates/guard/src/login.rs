@@ -96,6 +96,30 @@ pub async fn check(
     let (pair, acct, known) = keys(account, client);
     let (per_client, per_account) = backoffs(rule);
     let wait = |until: i64| Held::Wait(u64::try_from(until - now).unwrap_or(1).max(1));
+    // First one look at both holds, which changes nothing: the counts below cannot be taken
+    // back exactly (an address past its tries, counted and then refused for the account,
+    // would keep the hold its count started).
+    let holds = store
+        .blocked_until(&[&pair, &acct])
+        .await
+        .map_err(|_| Held::Unknown)?;
+    let (pair_until, acct_until) = (
+        holds.first().copied().unwrap_or(0),
+        holds.get(1).copied().unwrap_or(0),
+    );
+    if pair_until > now {
+        return Err(wait(pair_until));
+    }
+    let exempt = acct_until > now
+        && store
+            .remembered(&known, now)
+            .await
+            .map_err(|_| Held::Unknown)?;
+    if acct_until > now && !exempt {
+        return Err(wait(acct_until));
+    }
+    // Then the counts, each atomic with its own look: a parallel attempt may have started a
+    // hold since.
     if let Err(until) = store
         .attempt(&pair, now, per_client)
         .await
@@ -103,13 +127,19 @@ pub async fn check(
     {
         return Err(wait(until));
     }
+    if exempt {
+        return Ok(Attempt {
+            account_counted: false,
+        });
+    }
     let held = match store.attempt(&acct, now, per_account).await {
         Ok(Ok(_)) => {
             return Ok(Attempt {
                 account_counted: true,
             });
         }
-        // The address's count goes back: this attempt never reaches the upstream.
+        // Held since the look (a parallel attempt): the address's count goes back, as this
+        // attempt never reaches the upstream.
         Ok(Err(until)) => match store.remembered(&known, now).await {
             Ok(true) => {
                 return Ok(Attempt {
@@ -171,7 +201,7 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::store::MemoryStore;
+    use crate::store::{LocalStore, MemoryStore};
 
     fn rule() -> LoginRule {
         LoginRule {
@@ -289,6 +319,40 @@ mod tests {
         assert!(
             check(&s, &r, "a@x", "3.3.3.9", now).await.is_err(),
             "the tenth failure holds the account"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_refusal_for_the_account_leaves_the_address_as_it_was() {
+        let (s, r, now) = (MemoryStore::default(), rule(), 1_000_000);
+        // The address uses its three tries; its hold (2 s) runs out...
+        for _ in 0..3 {
+            attempt(&s, "a@x", "1.1.1.1", Outcome::Failed, now)
+                .await
+                .expect("let through");
+        }
+        // ...while others bring the account to its ten (held 2 s from now + 2).
+        for i in 0..7 {
+            attempt(&s, "a@x", &format!("2.2.2.{i}"), Outcome::Failed, now + 2)
+                .await
+                .expect("let through");
+        }
+        assert_eq!(
+            check(&s, &r, "a@x", "1.1.1.1", now + 3).await.map(drop),
+            Err(Held::Wait(1)),
+            "the account's wait"
+        );
+        let (pair, _, _) = keys("a@x", "1.1.1.1");
+        assert_eq!(
+            LocalStore::blocked_until(&s, &pair),
+            now + 2,
+            "the address's own hold is as it was"
+        );
+        assert!(
+            attempt(&s, "a@x", "1.1.1.1", Outcome::Failed, now + 4)
+                .await
+                .is_ok(),
+            "both holds over: the address's next try"
         );
     }
 
