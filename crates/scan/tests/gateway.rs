@@ -174,6 +174,19 @@ async fn findings_the_gateway_closes_are_gone_behind_it() {
     );
 }
 
+/// The login probe alone, as the two identities, against `base`.
+async fn scan_login(
+    base: String,
+    identities: [Identity; 2],
+    tweak: impl FnOnce(&mut ScanConfig),
+) -> Report {
+    let mut config = ScanConfig::new(base.parse().unwrap(), shop_spec());
+    config.identities = identities.into();
+    config.probes = vec!["login".into()];
+    tweak(&mut config);
+    run(config).await.unwrap()
+}
+
 /// A per-address login limit is only as good as the address it counts: behind a gateway that
 /// (wrongly) trusts `X-Forwarded-For` from every loopback client, rotating the header escapes
 /// it; with the header not trusted, it holds, and only the missing per-account limit is left.
@@ -189,15 +202,7 @@ async fn a_login_limit_keyed_on_a_spoofable_header_is_found() {
         login("alice", &a.email, PASSWORD),
         login("bob", &b.email, PASSWORD),
     );
-    let scan_login = |base: String| {
-        let (ia, ib) = (ia.clone(), ib.clone());
-        async move {
-            let mut config = ScanConfig::new(base.parse().unwrap(), shop_spec());
-            config.identities = vec![ia, ib];
-            config.probes = vec!["login".into()];
-            run(config).await.unwrap()
-        }
-    };
+    let scan_login = |base: String| scan_login(base, [ia.clone(), ib.clone()], |_| {});
     let limit = "state: { backend: memory }\nrate_limits:\n  - { match: \"POST /v2/auth/login\", key: ip, rate: 3/hour, burst: 3 }\n";
     let trusting =
         Gw::in_front_of(&shop, &format!("trusted_proxies: [127.0.0.0/8]\n{limit}")).await;
@@ -235,18 +240,13 @@ async fn a_raced_lockout_is_found_and_closed_by_the_gateway() {
         login("alice", &a.email, PASSWORD),
         login("bob", &b.email, PASSWORD),
     );
+    // A race needs the guesses in flight together: all 12 of the burst at once, not 4 at a
+    // time, 5 ms apart.
     let scan_login = |base: String| {
-        let (ia, ib) = (ia.clone(), ib.clone());
-        async move {
-            let mut config = ScanConfig::new(base.parse().unwrap(), shop_spec());
-            config.identities = vec![ia, ib];
-            config.probes = vec!["login".into()];
-            // A race needs the guesses in flight together: the burst of 12 all at once (the
-            // test shop's password hashes are cheap, so 200 requests/s would space them out).
-            config.concurrency = 16;
-            config.rate_per_sec = 10_000;
-            run(config).await.unwrap()
-        }
+        scan_login(base, [ia.clone(), ib.clone()], |c| {
+            c.concurrency = 16;
+            c.rate_per_sec = 10_000;
+        })
     };
     let direct = scan_login(shop.base.clone()).await;
     let race = direct

@@ -142,9 +142,8 @@ detects!(
     Vuln::LoginNoLimit
 );
 
-/// A raced lockout shows only to guesses in flight together: the scan may send 16 at once, as
-/// fast as it likes (the test shop's password hashes are cheap: at 200 requests/s one guess is
-/// answered before the next leaves).
+/// A raced lockout shows only to guesses in flight together: the scan may send all 12 of its
+/// burst at once (not 4 at a time, 5 ms apart).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn login_lockout_raced_by_parallel_guesses() {
     let shop = Shop::with(&[Vuln::LoginRace]).await;
