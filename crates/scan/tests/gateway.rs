@@ -86,15 +86,7 @@ async fn findings_the_gateway_closes_are_gone_behind_it() {
         .filter(|v| !matches!(v, Vuln::JwtNoExpiry | Vuln::JwtWeakSecret))
         .collect();
     let shop = Shop::with(&vulns).await;
-    let c = client();
-    let (a, b) = (
-        register(&shop, &c, "alice").await,
-        register(&shop, &c, "bob").await,
-    );
-    let (ia, ib) = (
-        login("alice", &a.email, PASSWORD),
-        login("bob", &b.email, PASSWORD),
-    );
+    let [ia, ib] = alice_and_bob(&shop).await;
     let direct = scan(&shop.base, &ia, &ib).await;
     let gw = Gw::start(&example_policy(&shop)).await;
     let behind = scan(&gw.base, &ia, &ib).await;
@@ -174,6 +166,19 @@ async fn findings_the_gateway_closes_are_gone_behind_it() {
     );
 }
 
+/// Alice and Bob, registered with the shop, as identities that log in.
+async fn alice_and_bob(shop: &Shop) -> [Identity; 2] {
+    let c = client();
+    let (a, b) = (
+        register(shop, &c, "alice").await,
+        register(shop, &c, "bob").await,
+    );
+    [
+        login("alice", &a.email, PASSWORD),
+        login("bob", &b.email, PASSWORD),
+    ]
+}
+
 /// The login probe alone, as the two identities, against `base`.
 async fn scan_login(
     base: String,
@@ -193,15 +198,7 @@ async fn scan_login(
 #[tokio::test]
 async fn a_login_limit_keyed_on_a_spoofable_header_is_found() {
     let shop = Shop::with(&[Vuln::LoginNoLimit]).await;
-    let c = client();
-    let (a, b) = (
-        register(&shop, &c, "alice").await,
-        register(&shop, &c, "bob").await,
-    );
-    let (ia, ib) = (
-        login("alice", &a.email, PASSWORD),
-        login("bob", &b.email, PASSWORD),
-    );
+    let [ia, ib] = alice_and_bob(&shop).await;
     let scan_login = |base: String| scan_login(base, [ia.clone(), ib.clone()], |_| {});
     let limit = "state: { backend: memory }\nrate_limits:\n  - { match: \"POST /v2/auth/login\", key: ip, rate: 3/hour, burst: 3 }\n";
     let trusting =
@@ -231,15 +228,7 @@ async fn a_login_limit_keyed_on_a_spoofable_header_is_found() {
 #[tokio::test]
 async fn a_raced_lockout_is_found_and_closed_by_the_gateway() {
     let shop = Shop::with(&[Vuln::LoginRace]).await;
-    let c = client();
-    let (a, b) = (
-        register(&shop, &c, "alice").await,
-        register(&shop, &c, "bob").await,
-    );
-    let (ia, ib) = (
-        login("alice", &a.email, PASSWORD),
-        login("bob", &b.email, PASSWORD),
-    );
+    let [ia, ib] = alice_and_bob(&shop).await;
     // A race needs the guesses in flight together: all 12 of the burst at once, not 4 at a
     // time, 5 ms apart.
     let scan_login = |base: String| {
