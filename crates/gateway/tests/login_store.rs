@@ -58,41 +58,31 @@ async fn burst(
     through
 }
 
+/// Settles every attempt of a burst on `a@x` as `outcome`.
+async fn settle(
+    store: &Arc<dyn Store>,
+    through: Vec<(String, login::Attempt)>,
+    outcome: Outcome,
+    now: i64,
+) {
+    for (client, a) in through {
+        login::settle(store.as_ref(), &rule(), "a@x", &client, a, outcome, now)
+            .await
+            .unwrap();
+    }
+}
+
 async fn exercise(store: Arc<dyn Store>) {
     let now = now();
     // One address: three tries of twenty parallel guesses.
     let through = burst(&store, "a@x", 20, now, |_| "10.0.0.1".into()).await;
     assert_eq!(through.len(), 3, "one address");
-    for (client, a) in through {
-        login::settle(
-            store.as_ref(),
-            &rule(),
-            "a@x",
-            &client,
-            a,
-            Outcome::Failed,
-            now,
-        )
-        .await
-        .unwrap();
-    }
+    settle(&store, through, Outcome::Failed, now).await;
     // Twenty addresses: the seven left of the account's ten.
     let through = burst(&store, "a@x", 20, now, |i| format!("10.0.1.{i}")).await;
     assert_eq!(through.len(), 7, "many addresses");
     // Settled otherwise, they give their tries back.
-    for (client, a) in through {
-        login::settle(
-            store.as_ref(),
-            &rule(),
-            "a@x",
-            &client,
-            a,
-            Outcome::Undecided,
-            now,
-        )
-        .await
-        .unwrap();
-    }
+    settle(&store, through, Outcome::Undecided, now).await;
     assert_eq!(
         burst(&store, "a@x", 20, now, |i| format!("10.0.2.{i}"))
             .await
