@@ -211,32 +211,6 @@ impl MemoryStore {
             *t
         })
     }
-
-    /// [`LocalStore::attempt`], with the key's state after it.
-    fn attempt_in(
-        &self,
-        key: &str,
-        now: i64,
-        b: Backoff,
-    ) -> Result<(Result<u32, i64>, Throttle), StoreError> {
-        self.with(|s| {
-            let t = Sets::throttle(s, key, now, b.window);
-            if t.blocked_until > now {
-                return (Err(t.blocked_until), *t);
-            }
-            t.failures = t.failures.saturating_add(1);
-            let hold = b.hold(t.failures);
-            if hold > 0 {
-                t.blocked_until = t.blocked_until.max(now.saturating_add(hold));
-            }
-            (Ok(t.failures), *t)
-        })
-    }
-
-    fn throttle(&self, key: &str) -> Throttle {
-        self.with(|s| s.throttles.get(key).copied().unwrap_or_default())
-            .unwrap_or_default()
-    }
 }
 
 impl LocalStore for MemoryStore {
@@ -245,7 +219,18 @@ impl LocalStore for MemoryStore {
     }
 
     fn attempt(&self, key: &str, now: i64, b: Backoff) -> Result<Result<u32, i64>, StoreError> {
-        self.attempt_in(key, now, b).map(|(a, _)| a)
+        self.with(|s| {
+            let t = Sets::throttle(s, key, now, b.window);
+            if t.blocked_until > now {
+                return Err(t.blocked_until);
+            }
+            t.failures = t.failures.saturating_add(1);
+            let hold = b.hold(t.failures);
+            if hold > 0 {
+                t.blocked_until = t.blocked_until.max(now.saturating_add(hold));
+            }
+            Ok(t.failures)
+        })
     }
 
     fn release(&self, key: &str, limit: u32) -> Result<(), StoreError> {
@@ -464,10 +449,14 @@ impl Durable {
 }
 
 impl Durable {
-    fn write_throttle(&self, key: &str, t: Option<Throttle>) -> Result<(), StoreError> {
+    /// Writes `key`'s counter as memory holds it now. Read inside the write transaction
+    /// (redb runs one at a time), so of two parallel changes the one committed last writes
+    /// the state after both, whichever order their transactions took.
+    fn write_throttle(&self, key: &str) -> Result<(), StoreError> {
         let w = self.db.begin_write().map_err(db_err)?;
         {
             let mut table = w.open_table(THROTTLES).map_err(db_err)?;
+            let t = self.memory.with(|s| s.throttles.get(key).copied())?;
             match t {
                 Some(t) => table
                     .insert(key, (t.failures, t.window_start, t.blocked_until))
@@ -483,26 +472,26 @@ impl Durable {
 impl LocalStore for Durable {
     fn release(&self, key: &str, limit: u32) -> Result<(), StoreError> {
         LocalStore::release(&self.memory, key, limit)?;
-        self.write_throttle(key, Some(self.memory.throttle(key)))
+        self.write_throttle(key)
     }
 
     fn fail(&self, key: &str, now: i64, window: i64) -> Result<u32, StoreError> {
         let t = self.memory.fail_in(key, now, window)?;
-        self.write_throttle(key, Some(t))?;
+        self.write_throttle(key)?;
         Ok(t.failures)
     }
 
     fn attempt(&self, key: &str, now: i64, b: Backoff) -> Result<Result<u32, i64>, StoreError> {
-        let (a, t) = self.memory.attempt_in(key, now, b)?;
+        let a = LocalStore::attempt(&self.memory, key, now, b)?;
         if a.is_ok() {
-            self.write_throttle(key, Some(t))?;
+            self.write_throttle(key)?;
         }
         Ok(a)
     }
 
     fn block(&self, key: &str, until: i64) -> Result<(), StoreError> {
         LocalStore::block(&self.memory, key, until)?;
-        self.write_throttle(key, Some(self.memory.throttle(key)))
+        self.write_throttle(key)
     }
 
     fn blocked_until(&self, key: &str) -> i64 {
@@ -511,7 +500,7 @@ impl LocalStore for Durable {
 
     fn clear(&self, key: &str) -> Result<(), StoreError> {
         LocalStore::clear(&self.memory, key)?;
-        self.write_throttle(key, None)
+        self.write_throttle(key)
     }
 
     fn remember(&self, key: &str, until: i64) -> Result<(), StoreError> {
@@ -767,6 +756,37 @@ mod tests {
     #[test]
     fn memory_store() {
         exercise(&MemoryStore::default());
+    }
+
+    #[test]
+    fn parallel_changes_reach_the_disk_in_full() {
+        let dir = std::env::temp_dir().join(format!("portcullis-order-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let now = now();
+        let s = EmbeddedStore::open(&dir).expect("open");
+        let d = s.durable();
+        let on_disk = || {
+            let r = d.db.begin_read().expect("read");
+            let t = r.open_table(THROTTLES).expect("table");
+            t.get("p").expect("get").map_or(0, |v| v.value().0)
+        };
+        // Two failures at once, again and again: the disk has every one. (The order the two
+        // transactions take is not forced here: the window where it mattered, between a
+        // change in memory and its transaction starting, was too narrow to hit.)
+        let together = std::sync::Barrier::new(2);
+        for round in 1..=200u32 {
+            std::thread::scope(|scope| {
+                for _ in 0..2 {
+                    scope.spawn(|| {
+                        together.wait();
+                        d.fail("p", now, 3600).expect("write");
+                    });
+                }
+            });
+            assert_eq!(on_disk(), 2 * round, "round {round}");
+        }
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
