@@ -21,7 +21,9 @@
 # Each target gets the same wrk run, ROUNDS times (default 3) in rotating order, each run
 # between two runs of nginx; results are printed as medians, and as ratios to the nginx runs
 # just before and after (the machine's drift over a whole round is far larger than over
-# those few seconds).
+# those few seconds). Beside throughput and latency, each target's own CPU time per request
+# (its processes' user + system time over the run, from /proc): what it costs the machine,
+# apart from what its answers cost the load generator sharing the cores.
 # Bounded: DURATION seconds per run (default 4), about four minutes in all; then the resident
 # memory of a fresh gateway and a fresh nginx holding IDLE_CONNS (10,000) idle keep-alive
 # connections, about half a minute more.
@@ -190,33 +192,52 @@ state: { backend: memory }
 POL
 TOKEN=$("$PORTCULLIS" token mint --alg HS256 --secret-file "$WORK/jwt.key" --sub bench --claim type=access --ttl 1h)
 
-nginx -c "$WORK/upstream.conf" -g 'daemon off;' & PIDS+=($!)
-nginx -c "$WORK/proxy.conf" -g 'daemon off;' & PIDS+=($!)
-nginx -c "$WORK/proxy-hardened.conf" -g 'daemon off;' & PIDS+=($!)
-if need envoy; then envoy -c "$WORK/envoy.yaml" --concurrency "$N" -l error >/dev/null 2>&1 & PIDS+=($!); fi
+# Each target's processes, for the CPU it spends per request (nginx: the master and its
+# workers, read when measured).
+declare -A PIDOF
+nginx -c "$WORK/upstream.conf" -g 'daemon off;' & PIDS+=($!); PIDOF[direct]=$!
+nginx -c "$WORK/proxy.conf" -g 'daemon off;' & PIDS+=($!); PIDOF[nginx]=$!
+nginx -c "$WORK/proxy-hardened.conf" -g 'daemon off;' & PIDS+=($!); PIDOF[nginx-hardened]=$!
+if need envoy; then envoy -c "$WORK/envoy.yaml" --concurrency "$N" -l error >/dev/null 2>&1 & PIDS+=($!); PIDOF[envoy]=$!; fi
 if [ "$BARE" = 1 ]; then
-  "$CARGO_TARGET_DIR/$PROFILE/examples/bare_proxy" "127.0.0.1:$BAREP" "127.0.0.1:$UP" "$N" & PIDS+=($!)
+  "$CARGO_TARGET_DIR/$PROFILE/examples/bare_proxy" "127.0.0.1:$BAREP" "127.0.0.1:$UP" "$N" & PIDS+=($!); PIDOF[hyper-bare]=$!
 fi
-RUST_LOG=warn "$PORTCULLIS" serve -c "$WORK/portcullis.yaml" 2>/dev/null & PIDS+=($!)
-RUST_LOG=warn "$PORTCULLIS" serve -c "$WORK/portcullis-jwt.yaml" 2>/dev/null & PIDS+=($!)
-RUST_LOG=warn "$PORTCULLIS" serve -c "$WORK/portcullis-limits.yaml" 2>/dev/null & PIDS+=($!)
-RUST_LOG=error "$PORTCULLIS" serve -c "$WORK/portcullis-validate.yaml" 2>/dev/null & PIDS+=($!)
+RUST_LOG=warn "$PORTCULLIS" serve -c "$WORK/portcullis.yaml" 2>/dev/null & PIDS+=($!); PIDOF[portcullis]=$!
+RUST_LOG=warn "$PORTCULLIS" serve -c "$WORK/portcullis-jwt.yaml" 2>/dev/null & PIDS+=($!); PIDOF[portcullis+jwt]=$!
+RUST_LOG=warn "$PORTCULLIS" serve -c "$WORK/portcullis-limits.yaml" 2>/dev/null & PIDS+=($!); PIDOF[portcullis+limits]=$!
+RUST_LOG=error "$PORTCULLIS" serve -c "$WORK/portcullis-validate.yaml" 2>/dev/null & PIDS+=($!); PIDOF[portcullis+validate]=$!
 if need redis-server; then
   redis-server --port "$REDIS" --bind 127.0.0.1 --save '' --appendonly no >/dev/null & PIDS+=($!)
-  RUST_LOG=warn "$PORTCULLIS" serve -c "$WORK/portcullis-redis.yaml" 2>/dev/null & PIDS+=($!)
+  RUST_LOG=warn "$PORTCULLIS" serve -c "$WORK/portcullis-redis.yaml" 2>/dev/null & PIDS+=($!); PIDOF[portcullis+redis]=$!
 fi
 sleep 2
 
 PATH_=/v2/products/prod_K3y8Qm2LpX
+# CPU time (user + system, clock ticks) of a target's processes and their children so far.
+ticks() {
+  local p q total=0
+  for p in ${PIDOF[$1]:-}; do
+    for q in $p $(pgrep -P "$p"); do
+      # Fields 14 and 15 of /proc/PID/stat, counted after the command name's closing ')'.
+      total=$((total + $(awk '{ sub(/.*\) /, ""); print $12 + $13 }' "/proc/$q/stat" 2>/dev/null || echo 0)))
+    done
+  done
+  echo "$total"
+}
+HZ=$(getconf CLK_TCK)
 run() { # name port [header]
-  local out rps p50 p99 h=${3:-X-Bench: 1}
+  local out rps p50 p99 n t0 t1 h=${3:-X-Bench: 1}
   curl -sf -H "$h" "http://127.0.0.1:$2$PATH_" >/dev/null || { echo "$1: not answering" >&2; return; }
   wrk -t"$THREADS" -c8 -d1s -H "$h" "http://127.0.0.1:$2$PATH_" >/dev/null  # warm-up
+  t0=$(ticks "$1")
   out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency -H "$h" "http://127.0.0.1:$2$PATH_")
+  t1=$(ticks "$1")
   rps=$(awk '/Requests\/sec/ {print $2}' <<<"$out")
+  n=$(awk '/requests in/ {print $1}' <<<"$out")
   p50=$(awk '$1=="50%" {print $2}' <<<"$out")
   p99=$(awk '$1=="99%" {print $2}' <<<"$out")
-  echo "$1 $rps $(to_ms "$p50") $(to_ms "$p99")"
+  # The target's own CPU per request, in microseconds: the part of the machine it used.
+  echo "$1 $rps $(to_ms "$p50") $(to_ms "$p99") $(awk -v d=$((t1 - t0)) -v n="$n" -v hz="$HZ" 'BEGIN { printf "%.2f", n ? d * 1e6 / hz / n : 0 }')"
 }
 to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us/,"",v); print v/1000 } else if (v ~ /ms$/) { sub(/ms/,"",v); print v } else { sub(/s$/,"",v); print v*1000 } }'; }
 
@@ -256,14 +277,15 @@ echo
 echo "wrk: ${THREADS} thread(s), ${CONNS} connections, ${ROUNDS} rounds of ${DURATION}s per target, GET $PATH_"
 echo "proxies: $N worker(s) each; upstream nginx 1 worker; $CORES cores shared by all"
 echo "median over the rounds; each ratio is the median over the rounds of the run's ratio to the mean of the nginx runs just before and after it, with their range"
-printf '%-20s %9s %8s %8s %8s %-11s %8s\n' target req/s p50_ms p99_ms rps/ngx range p99/ngx
+echo "cpu_us: the target's own CPU time (user + system, all its processes) per request; cpu/ngx its ratio to nginx's"
+printf '%-20s %9s %8s %8s %8s %-11s %8s %7s %8s\n' target req/s p50_ms p99_ms rps/ngx range p99/ngx cpu_us cpu/ngx
 for t in "$REFERENCE" "${TARGETS[@]}"; do
   read -r name _ <<<"$t"
   awk -v n="$name" '
     function median(a, k,   i, j, x) { for (i = 2; i <= k; i++) { x = a[i]; for (j = i - 1; j > 0 && a[j] > x; j--) a[j+1] = a[j]; a[j+1] = x }
                                        return k % 2 ? a[(k+1)/2] : (a[k/2] + a[k/2+1]) / 2 }
-    $2 == "nginx" { nr[$1] = $3; np[$1] = $5 }
-    $2 == n { k++; rps[k] = $3; p50[k] = $4; p99[k] = $5; at[k] = $1 }
+    $2 == "nginx" { nr[$1] = $3; np[$1] = $5; nc[$1] = $6 }
+    $2 == n { k++; rps[k] = $3; p50[k] = $4; p99[k] = $5; cpu[k] = $6; at[k] = $1 }
     END {
       if (!k) exit
       lo = 1e9; hi = 0
@@ -271,15 +293,15 @@ for t in "$REFERENCE" "${TARGETS[@]}"; do
         s = at[i]
         # The reference itself, and a target whose neighbour is missing (it did not answer),
         # against what there is.
-        if (n == "nginx") { ref = rps[i]; refp = p99[i] }
-        else if ((s - 1) in nr && (s + 1) in nr) { ref = (nr[s-1] + nr[s+1]) / 2; refp = (np[s-1] + np[s+1]) / 2 }
-        else if ((s - 1) in nr) { ref = nr[s-1]; refp = np[s-1] }
-        else { ref = nr[s+1]; refp = np[s+1] }
-        rr[i] = rps[i] / ref; pr[i] = p99[i] / refp
+        if (n == "nginx") { ref = rps[i]; refp = p99[i]; refc = cpu[i] }
+        else if ((s - 1) in nr && (s + 1) in nr) { ref = (nr[s-1] + nr[s+1]) / 2; refp = (np[s-1] + np[s+1]) / 2; refc = (nc[s-1] + nc[s+1]) / 2 }
+        else if ((s - 1) in nr) { ref = nr[s-1]; refp = np[s-1]; refc = nc[s-1] }
+        else { ref = nr[s+1]; refp = np[s+1]; refc = nc[s+1] }
+        rr[i] = rps[i] / ref; pr[i] = p99[i] / refp; cr[i] = refc > 0 ? cpu[i] / refc : 0
         if (rr[i] < lo) lo = rr[i]; if (rr[i] > hi) hi = rr[i]
       }
-      printf "%-20s %9.0f %8.3f %8.3f %7.2fx %-11s %7.2fx\n", n, median(rps, k), median(p50, k), median(p99, k),
-             median(rr, k), sprintf("%.2f-%.2f", lo, hi), median(pr, k)
+      printf "%-20s %9.0f %8.3f %8.3f %7.2fx %-11s %7.2fx %7.2f %7.2fx\n", n, median(rps, k), median(p50, k), median(p99, k),
+             median(rr, k), sprintf("%.2f-%.2f", lo, hi), median(pr, k), median(cpu, k), median(cr, k)
     }' "$ROWS"
 done
 
