@@ -203,19 +203,13 @@ impl MemoryStore {
     }
 }
 
-impl MemoryStore {
-    fn fail_in(&self, key: &str, now: i64, window: i64) -> Result<Throttle, StoreError> {
+impl LocalStore for MemoryStore {
+    fn fail(&self, key: &str, now: i64, window: i64) -> Result<u32, StoreError> {
         self.with(|s| {
             let t = Sets::throttle(s, key, now, window);
             t.failures = t.failures.saturating_add(1);
-            *t
+            t.failures
         })
-    }
-}
-
-impl LocalStore for MemoryStore {
-    fn fail(&self, key: &str, now: i64, window: i64) -> Result<u32, StoreError> {
-        self.fail_in(key, now, window).map(|t| t.failures)
     }
 
     fn attempt(&self, key: &str, now: i64, b: Backoff) -> Result<Result<u32, i64>, StoreError> {
@@ -476,9 +470,9 @@ impl LocalStore for Durable {
     }
 
     fn fail(&self, key: &str, now: i64, window: i64) -> Result<u32, StoreError> {
-        let t = self.memory.fail_in(key, now, window)?;
+        let n = LocalStore::fail(&self.memory, key, now, window)?;
         self.write_throttle(key)?;
-        Ok(t.failures)
+        Ok(n)
     }
 
     fn attempt(&self, key: &str, now: i64, b: Backoff) -> Result<Result<u32, i64>, StoreError> {

@@ -87,26 +87,33 @@ pub(crate) async fn run(ctx: &Arc<Ctx>) {
     // First the guesses one after another, on one account, until the first refusal: how many
     // the limit allows when it is not raced (measured first, so a budget the parallel guesses
     // share with them, such as a per-address limit behind a proxy, cannot make it look lower).
+    // The `i`-th wrong password for `victim`, from `source`.
+    let guess = |victim: &str, i: u32, source: crate::http::Source| {
+        Req::new(method.clone(), recipe.path.clone())
+            .json(login_body(
+                &recipe,
+                &account,
+                &password,
+                victim,
+                &format!("{WRONG}{i}"),
+            ))
+            .from(source)
+    };
     let mut one_by_one = None;
     if ctx.http.remaining() >= n * 3 {
         let sequential = unknown_account(&real, "sequential");
-        // Refused at index `i`: `i` guesses were judged before it, answered `statuses`.
         let mut statuses = Vec::new();
         for i in 0..n {
-            let req = Req::new(method.clone(), recipe.path.clone())
-                .json(login_body(
-                    &recipe,
-                    &account,
-                    &password,
-                    &sequential,
-                    &format!("{WRONG}{i}"),
-                ))
-                .from(ctx.lane(7, i as u8));
+            let req = guess(&sequential, i, ctx.lane(7, i as u8));
             let Some(resp) = ctx.send(&req).await else {
                 break;
             };
-            if matches!(resp.status, 429 | 423 | 403) {
-                one_by_one = Some((i as usize, req, resp, statuses));
+            if refusal(resp.status) {
+                one_by_one = Some(OneByOne {
+                    judged: i as usize,
+                    refused: (req, resp),
+                    statuses,
+                });
                 break;
             }
             if !resp.ok() && !statuses.contains(&resp.status) {
@@ -116,26 +123,13 @@ pub(crate) async fn run(ctx: &Arc<Ctx>) {
     }
     let victim = unknown_account(&real, "bruteforce");
     let reqs: Vec<Req> = (0..n)
-        .map(|i| {
-            Req::new(method.clone(), recipe.path.clone())
-                .json(login_body(
-                    &recipe,
-                    &account,
-                    &password,
-                    &victim,
-                    &format!("{WRONG}{i}"),
-                ))
-                .from(ctx.lane(2, i as u8))
-        })
+        .map(|i| guess(&victim, i, ctx.lane(2, i as u8)))
         .collect();
     let answers = burst(ctx, reqs).await;
     let refused = |answers: &[(Req, Option<crate::http::Resp>)]| {
         answers
             .iter()
-            .filter(|(_, r)| {
-                r.as_ref()
-                    .is_some_and(|r| matches!(r.status, 429 | 423 | 403))
-            })
+            .filter(|(_, r)| r.as_ref().is_some_and(|r| refusal(r.status)))
             .count()
     };
     let answered = answers.iter().filter(|(_, r)| r.is_some()).count();
@@ -143,21 +137,14 @@ pub(crate) async fn run(ctx: &Arc<Ctx>) {
 
     // The same guesses from one address: is there a per-address limit at all, and does it
     // trust an X-Forwarded-For the client chooses?
-    let attempt = |victim: &str, i: u32, lane: u8| {
-        Req::new(method.clone(), recipe.path.clone())
-            .json(login_body(
-                &recipe,
-                &account,
-                &password,
-                victim,
-                &format!("{WRONG}{i}"),
-            ))
-            .from(ctx.lane(lane, 0))
-    };
     let mut per_address = false;
     if ctx.http.can_rotate_sources() && ctx.http.remaining() >= n * 2 {
         let single = unknown_account(&real, "single");
-        let plain = burst(ctx, (0..n).map(|i| attempt(&single, i, 5)).collect()).await;
+        let plain = burst(
+            ctx,
+            (0..n).map(|i| guess(&single, i, ctx.lane(5, 0))).collect(),
+        )
+        .await;
         per_address = refused(&plain) > 0;
         if per_address {
             let other = unknown_account(&real, "spoofed");
@@ -166,7 +153,7 @@ pub(crate) async fn run(ctx: &Arc<Ctx>) {
                 ctx,
                 (0..n)
                     .map(|i| {
-                        attempt(&other, i, 6)
+                        guess(&other, i, ctx.lane(6, 0))
                             .header("X-Forwarded-For", format!("203.0.113.{}", i % 250 + 1))
                     })
                     .collect(),
@@ -194,13 +181,20 @@ pub(crate) async fn run(ctx: &Arc<Ctx>) {
     // attempt is counted. Judged: answered as the guesses one after another were before their
     // refusal (an error under load is not a verdict).
     let verdict = |r: &Option<crate::http::Resp>| {
-        r.as_ref()
-            .is_some_and(|r| one_by_one.as_ref().is_some_and(|o| o.3.contains(&r.status)))
+        r.as_ref().is_some_and(|r| {
+            one_by_one
+                .as_ref()
+                .is_some_and(|o| o.statuses.contains(&r.status))
+        })
     };
     let judged = answers.iter().filter(|(_, r)| verdict(r)).count();
     // One more is not a race: a delay that ends while the burst is in flight lets one more
     // guess through, as it should.
-    if let Some((allowed, req, resp, _)) = &one_by_one
+    if let Some(OneByOne {
+        judged: allowed,
+        refused: (req, resp),
+        ..
+    }) = &one_by_one
         && judged > *allowed + 1
         && let Some((first, Some(first_resp))) = answers.iter().find(|(_, r)| verdict(r))
     {
@@ -238,4 +232,19 @@ pub(crate) async fn run(ctx: &Arc<Ctx>) {
                 .reproduce(ctx.http.curl(req)),
         );
     }
+}
+
+/// Guesses sent one after another until the first refusal.
+struct OneByOne {
+    /// How many were judged before it.
+    judged: usize,
+    /// The refused one and its answer.
+    refused: (Req, crate::http::Resp),
+    /// The statuses the judged ones were answered with (their verdict).
+    statuses: Vec<u16>,
+}
+
+/// An answer that refuses the attempt rather than judging it.
+fn refusal(status: u16) -> bool {
+    matches!(status, 429 | 423 | 403)
 }
