@@ -192,10 +192,9 @@ impl Upstream {
         let now = Instant::now();
         let deadline = tokio::time::Instant::from_std(now) + timeout;
         if let Some((mut conn, idle)) = self.checkout(authority, now) {
-            let sent =
-                tokio::time::timeout_at(deadline, exchange(&mut conn, &out, body.as_mut(), asked))
-                    .await
-                    .map_err(|_| UpstreamError::Timeout)?;
+            let sent = exchange(&mut conn, &out, body.as_mut(), asked, deadline, timeout)
+                .await
+                .map_err(|_| UpstreamError::Timeout)?;
             match sent {
                 Ok(head) => return Ok(self.answer(authority, conn, head, timeout)),
                 Err(f) => {
@@ -217,11 +216,10 @@ impl Upstream {
         let mut conn = tokio::time::timeout_at(deadline, opened)
             .await
             .map_err(|_| UpstreamError::Timeout)??;
-        let head =
-            tokio::time::timeout_at(deadline, exchange(&mut conn, &out, body.as_mut(), asked))
-                .await
-                .map_err(|_| UpstreamError::Timeout)?
-                .map_err(|f| f.error)?;
+        let head = exchange(&mut conn, &out, body.as_mut(), asked, deadline, timeout)
+            .await
+            .map_err(|_| UpstreamError::Timeout)?
+            .map_err(|f| f.error)?;
         Ok(self.answer(authority, conn, head, timeout))
     }
 
@@ -453,14 +451,51 @@ struct Outgoing {
     length: Option<u64>,
 }
 
-/// One request and its answer's head on `conn`.
+/// One request and its answer's head on `conn`, or `Err` when a time limit passed.
+///
+/// A bodiless request and its answer's head are bounded by `deadline` together. A request
+/// with a body is bounded by how it moves, as the client's upload is: each write must make
+/// progress within `timeout`, and the answer's head must come within `timeout` of the body's
+/// end. A total deadline would cut off a large body sent steadily over a slow link.
 async fn exchange(
     conn: &mut Conn,
     out: &[u8],
     body: Option<&mut Outgoing>,
     asked: Asked<'_>,
-) -> Result<Head, Failed> {
-    // The first write tells whether the connection took any of the request.
+    deadline: tokio::time::Instant,
+    timeout: Duration,
+) -> Result<Result<Head, Failed>, tokio::time::error::Elapsed> {
+    let Some(body) = body else {
+        return tokio::time::timeout_at(deadline, write_and_read(conn, out, asked)).await;
+    };
+    let head = match tokio::time::timeout(timeout, write_head(conn, out)).await? {
+        Ok(()) => Box::pin(send_body(conn, &mut body.body, body.length, asked, timeout)).await,
+        Err(f) => Err(UploadFailed::Failed(f)),
+    };
+    let head = match head {
+        Ok(Upload::Sent) => read_head(conn, asked, true),
+        Ok(Upload::Stopped(None)) => read_head(conn, asked, false),
+        Ok(Upload::Stopped(Some(mut head))) => {
+            head.keep_alive = false;
+            return Ok(Ok(head));
+        }
+        Err(UploadFailed::Stalled) => return Ok(Err(timed_out())),
+        Err(UploadFailed::Failed(f)) => return Ok(Err(f)),
+    };
+    tokio::time::timeout(timeout, head).await
+}
+
+/// A time limit passed mid-upload: said as the timeout it is.
+fn timed_out() -> Failed {
+    Failed {
+        unsent: false,
+        unanswered: true,
+        error: UpstreamError::Timeout,
+    }
+}
+
+/// Writes a request's head; the first write tells whether the connection took any of it.
+async fn write_head(conn: &mut Conn, out: &[u8]) -> Result<(), Failed> {
     let n = match conn.io.write(out).await {
         Ok(0) => Err(io::ErrorKind::WriteZero.into()),
         written => written,
@@ -476,19 +511,19 @@ async fn exchange(
             .await
             .map_err(UpstreamError::Exchange)?;
     }
-    let mut keep_alive = true;
+    Ok(())
+}
+
+/// A bodiless request: its head, then its answer's.
+async fn write_and_read(conn: &mut Conn, out: &[u8], asked: Asked<'_>) -> Result<Head, Failed> {
+    write_head(conn, out).await?;
+    read_head(conn, asked, true).await
+}
+
+/// Reads the answer's head (`keep_alive`: the request left the connection fit for another).
+async fn read_head(conn: &mut Conn, asked: Asked<'_>, keep_alive: bool) -> Result<Head, Failed> {
     // An interim answer came: the upstream took the request.
     let mut interim = false;
-    if let Some(body) = body {
-        match Box::pin(send_body(conn, &mut body.body, body.length, asked)).await? {
-            Upload::Sent => {}
-            Upload::Stopped(None) => keep_alive = false,
-            Upload::Stopped(Some(mut head)) => {
-                head.keep_alive = false;
-                return Ok(head);
-            }
-        }
-    }
     loop {
         // Nothing to parse before the first read (the buffer is empty unless an interim answer
         // came with more behind it).
@@ -549,16 +584,41 @@ enum Upload {
     Stopped(Option<Head>),
 }
 
+/// How an upload failed.
+enum UploadFailed {
+    /// The upstream took no byte of the body for the idle limit.
+    Stalled,
+    Failed(Failed),
+}
+
+impl From<Failed> for UploadFailed {
+    fn from(f: Failed) -> Self {
+        UploadFailed::Failed(f)
+    }
+}
+
+impl From<UpstreamError> for UploadFailed {
+    fn from(e: UpstreamError) -> Self {
+        UploadFailed::Failed(e.into())
+    }
+}
+
 /// Streams a request body after its head, framed as the head said. Every wait is raced
 /// against the upstream's side of the connection: an interim answer (`100`, `103`) is read and
 /// dropped; a final one, an end of stream or a failed write stops the upload (an upstream may
-/// refuse a body without reading it, and a write would then wait forever).
+/// refuse a body without reading it). A write that takes no byte for `idle` ends the upload as
+/// stalled; the wait for the client's next frame has the client body's own limit.
+///
+/// Writes are single `write` calls, each taking what it took off the front of what is left:
+/// a write cut short by the upstream's side must not be started again from the beginning of
+/// its bytes, or the upstream would read part of the body twice.
 async fn send_body(
     conn: &mut Conn,
     body: &mut UpBody,
     length: Option<u64>,
     asked: Asked<'_>,
-) -> Result<Upload, Failed> {
+    idle: Duration,
+) -> Result<Upload, UploadFailed> {
     let chunked = length.is_none();
     let mut sent: u64 = 0;
     let mut framed = Vec::new();
@@ -567,7 +627,7 @@ async fn send_body(
     let answered = rd.readable();
     tokio::pin!(answered);
     // What came while sending: `None` to go on, else how the upload ends.
-    let heard = |buf: &mut BytesMut| -> Result<Option<Upload>, Failed> {
+    let heard = |buf: &mut BytesMut| -> Result<Option<Upload>, UploadFailed> {
         make_room(buf, READ_BUF);
         match rd.try_read_buf(buf) {
             Ok(0) => return Ok(Some(Upload::Stopped(None))),
@@ -604,7 +664,7 @@ async fn send_body(
                 _ => continue,
             },
         };
-        let bytes: &[u8] = if end || !chunked {
+        let mut rest: &[u8] = if end || !chunked {
             &data
         } else {
             framed.clear();
@@ -621,13 +681,17 @@ async fn send_body(
                 );
             }
         }
-        loop {
+        // Re-armed at each byte taken: it measures the upstream's progress, not the body's length.
+        let mut stall = std::pin::pin!(tokio::time::sleep(idle));
+        while !rest.is_empty() {
             tokio::select! {
                 biased;
-                w = wr.write_all(bytes) => match w {
-                    Ok(()) => break,
-                    // The answer, if any, tells why.
-                    Err(_) => return Ok(Upload::Stopped(None)),
+                w = wr.write(rest) => match w {
+                    Ok(0) | Err(_) => return Ok(Upload::Stopped(None)),
+                    Ok(n) => {
+                        rest = &rest[n..];
+                        stall.as_mut().reset(tokio::time::Instant::now() + idle);
+                    }
                 },
                 _ = &mut answered => {
                     if let Some(stop) = heard(buf)? {
@@ -635,6 +699,7 @@ async fn send_body(
                     }
                     answered.set(rd.readable());
                 }
+                () = &mut stall => return Err(UploadFailed::Stalled),
             }
         }
     }
@@ -1135,6 +1200,167 @@ mod tests {
             });
         });
         (authority, served)
+    }
+
+    /// A request body no two of whose 4-byte words are alike (a repeated stretch shows).
+    fn counted(len: usize) -> Vec<u8> {
+        (0..len / 4)
+            .flat_map(|i| (i as u32).to_be_bytes())
+            .collect()
+    }
+
+    /// An upstream with a small receive buffer that reads a request's head, lets the body
+    /// back up for `stall`, sends an interim answer (`103`) while the gateway is still
+    /// writing, then reads the body (its first `slow` bytes at `pace` per 64 KiB) and answers
+    /// `ok` when it is `expect`, `mangled` when not, or when more bytes follow it.
+    fn slow_reader(
+        expect: Vec<u8>,
+        stall: Duration,
+        slow: usize,
+        pace: Duration,
+    ) -> (Authority, std::thread::JoinHandle<()>) {
+        use socket2::{Domain, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        s.set_recv_buffer_size(4096).unwrap();
+        s.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        s.listen(8).unwrap();
+        let l: std::net::TcpListener = s.into();
+        let authority: Authority = l.local_addr().unwrap().to_string().parse().unwrap();
+        let served = std::thread::spawn(move || {
+            let rt = tokio::runtime::Runtime::new().unwrap();
+            rt.block_on(async move {
+                l.set_nonblocking(true).unwrap();
+                let l = tokio::net::TcpListener::from_std(l).unwrap();
+                let (mut s, _) = l.accept().await.unwrap();
+                let mut head = Vec::new();
+                while !head.ends_with(b"\r\n\r\n") {
+                    let mut b = [0u8; 1];
+                    assert_eq!(s.read(&mut b).await.unwrap(), 1);
+                    head.push(b[0]);
+                }
+                tokio::time::sleep(stall).await;
+                s.write_all(b"HTTP/1.1 103 Early Hints\r\nlink: </a>; rel=preload\r\n\r\n")
+                    .await
+                    .unwrap();
+                let mut body = vec![0u8; expect.len()];
+                for (i, part) in body.chunks_mut(64 * 1024).enumerate() {
+                    // (The gateway may have given up.)
+                    if s.read_exact(part).await.is_err() {
+                        return;
+                    }
+                    if i * 64 * 1024 < slow {
+                        tokio::time::sleep(pace).await;
+                    }
+                }
+                let mut more = [0u8; 1];
+                let extra =
+                    tokio::time::timeout(Duration::from_millis(200), s.read(&mut more)).await;
+                let verdict: &[u8] = if body == expect && !matches!(extra, Ok(Ok(1..))) {
+                    b"ok"
+                } else {
+                    b"mangled"
+                };
+                let _ = s
+                    .write_all(
+                        format!(
+                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n",
+                            verdict.len()
+                        )
+                        .as_bytes(),
+                    )
+                    .await;
+                let _ = s.write_all(verdict).await;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            });
+        });
+        (authority, served)
+    }
+
+    fn post(body: Vec<u8>) -> Request<UpBody> {
+        let mut req = get();
+        *req.method_mut() = Method::POST;
+        *req.body_mut() = UpBody::Bytes(Some(Bytes::from(body)));
+        req
+    }
+
+    /// An interim answer that comes while a write of the body is still under way (the
+    /// upstream had not read it) must not restart that write: the upstream would get part of
+    /// the body twice, and with it the start of a request nobody sent on a connection that
+    /// goes back to the pool.
+    #[tokio::test]
+    async fn an_interim_answer_in_the_middle_of_the_upload_leaves_the_body_whole() {
+        let body = counted(8 << 20);
+        let (authority, served) =
+            slow_reader(body.clone(), Duration::from_millis(300), 0, Duration::ZERO);
+        let resp = Upstream::default()
+            .send(
+                &authority,
+                Duration::from_secs(2),
+                Duration::from_secs(10),
+                post(body),
+                &[],
+                None,
+            )
+            .await
+            .unwrap();
+        let answer = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&answer[..], b"ok");
+        served.join().unwrap();
+    }
+
+    /// The answer's deadline counts from the body's end: an upstream that takes the body
+    /// steadily for longer than the deadline, then answers at once, is not cut off.
+    #[tokio::test]
+    async fn an_upload_longer_than_the_answer_deadline_is_not_cut_off_while_it_moves() {
+        // Its first 2 MiB taken 64 KiB per 50 ms: 1.6 s of upload against a 1 s deadline (the
+        // rest, quickly: what the sockets' buffers hold is read after the gateway's last write,
+        // inside the answer's time).
+        let body = counted(16 << 20);
+        let (authority, served) = slow_reader(
+            body.clone(),
+            Duration::ZERO,
+            2 << 20,
+            Duration::from_millis(50),
+        );
+        let resp = Upstream::default()
+            .send(
+                &authority,
+                Duration::from_secs(2),
+                Duration::from_secs(1),
+                post(body),
+                &[],
+                None,
+            )
+            .await
+            .unwrap();
+        let answer = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&answer[..], b"ok");
+        served.join().unwrap();
+    }
+
+    /// An upstream that stops taking the body is given up on after the deadline passes with
+    /// no byte taken: the upload does not hang.
+    #[tokio::test]
+    async fn an_upstream_that_stops_taking_the_body_times_out() {
+        let body = counted(8 << 20);
+        let (authority, served) =
+            slow_reader(body.clone(), Duration::from_secs(3), 0, Duration::ZERO);
+        let started = std::time::Instant::now();
+        let e = Upstream::default()
+            .send(
+                &authority,
+                Duration::from_secs(2),
+                Duration::from_millis(500),
+                post(body),
+                &[],
+                None,
+            )
+            .await
+            .unwrap_err();
+        assert!(matches!(e, UpstreamError::Timeout), "{e}");
+        assert!(started.elapsed() < Duration::from_secs(3));
+        drop(served);
     }
 
     /// Sends one GET and checks its answer.

@@ -387,6 +387,40 @@ async fn an_interim_answer_during_an_upload_does_not_stop_it() {
     assert!(reply.ends_with("\r\n\r\n200000"), "{reply}");
 }
 
+/// The answer's time limit counts from the end of the upload, as nginx's does: a client that
+/// sends its body steadily for longer than `upstream_timeout` gets the upstream's answer, and
+/// the upstream gets the whole body. (Each pause is well inside `body_read_timeout`.)
+#[tokio::test]
+async fn a_steady_upload_longer_than_the_upstream_timeout_is_answered() {
+    let up = Upstream::start(by_path).await;
+    let gw = Gw::start(&policy(&up, ", upstream_timeout: 1s")).await;
+    let mut raw = TcpStream::connect(gw.url("").trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head =
+        "POST /length HTTP/1.1\r\nhost: gw\r\ncontent-length: 10000\r\nconnection: close\r\n\r\n";
+    raw.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    for _ in 0..10 {
+        raw.write_all(&[b'x'; 1000]).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let mut reply = String::new();
+    tokio::time::timeout(Duration::from_secs(10), raw.read_to_string(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(started.elapsed() > Duration::from_secs(2));
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
+    assert!(reply.ends_with("\r\n\r\nok"), "{reply}");
+    let seen = up.seen();
+    let upload = seen
+        .iter()
+        .find(|r| r.starts_with("POST /length "))
+        .unwrap();
+    assert!(upload.ends_with(&"x".repeat(10_000)), "{}", upload.len());
+}
+
 /// An answer's own fields cannot weaken its hardening: not by setting a security field to
 /// something else, not by naming security fields in `Connection` (which removes the fields it
 /// names), and not with a banner or a CORS field of its own.
