@@ -35,22 +35,20 @@ use portcullis_guard::forward::{self, X_REQUEST_ID};
 use portcullis_guard::jwt::AuthFailure;
 use portcullis_policy::{Lookup, ResponseFields, RouteId, VersionStatus, path};
 use tower::Service;
-use tower_http::timeout::TimeoutBody;
 
-use crate::body::{Body, from_guard};
+use crate::body::{Body, Deadline, from_guard};
 use crate::metrics::Metrics;
 use crate::redact;
 use crate::runtime::Runtime;
 
-/// The body sent upstream: the client's, capped in size and in time between frames.
-/// The body sent upstream. Bodiless requests (most GETs) cost nothing; others are pinned on
-/// the heap because the timeout's timer is `!Unpin` and the client needs `Unpin`.
-#[allow(missing_debug_implementations)] // tower-http's TimeoutBody has no Debug
+/// The body sent upstream: the client's, capped in size and in time (see [`Deadline`]).
+/// Bodiless requests (most GETs) cost nothing; a streamed body is on the heap.
+#[derive(Debug)]
 pub enum UpBody {
     Empty,
     /// A body the gateway had to read (to check a refresh token), sent on as it came.
     Bytes(Option<bytes::Bytes>),
-    Stream(Pin<Box<Limited<TimeoutBody<Incoming>>>>),
+    Stream(Pin<Box<Limited<Deadline<Incoming>>>>),
 }
 
 impl http_body::Body for UpBody {
@@ -1015,7 +1013,10 @@ async fn forward(
         Pending::Read(b) => UpBody::Bytes(Some(b)),
         Pending::Incoming(b) if http_body::Body::is_end_stream(&b) => UpBody::Empty,
         Pending::Incoming(b) => UpBody::Stream(Box::pin(Limited::new(
-            TimeoutBody::new(limits.body_read_timeout, b),
+            Deadline::new(
+                b,
+                tokio::time::Instant::from_std(ctx.start + limits.body_read_timeout),
+            ),
             max,
         ))),
     };
@@ -1281,7 +1282,7 @@ fn classify(deps: &Deps, ctx: &Ctx, e: &crate::upstream::UpstreamError) -> Rejec
         if err.is::<http_body_util::LengthLimitError>() {
             return Rejection::PayloadTooLarge;
         }
-        if err.is::<tower_http::timeout::TimeoutError>() {
+        if err.is::<crate::body::BodyTimedOut>() {
             return Rejection::RequestTimeout;
         }
         source = err.source();

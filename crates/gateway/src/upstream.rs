@@ -192,9 +192,11 @@ impl Upstream {
         let now = Instant::now();
         let deadline = tokio::time::Instant::from_std(now) + timeout;
         if let Some((mut conn, idle)) = self.checkout(authority, now) {
-            let sent = exchange(&mut conn, &out, body.as_mut(), asked, deadline, timeout)
-                .await
-                .map_err(|_| UpstreamError::Timeout)?;
+            let sent = match body.as_mut() {
+                None => tokio::time::timeout_at(deadline, exchange(&mut conn, &out, asked)).await,
+                Some(b) => upload(&mut conn, &out, b, asked, timeout).await,
+            }
+            .map_err(|_| UpstreamError::Timeout)?;
             match sent {
                 Ok(head) => return Ok(self.answer(authority, conn, head, timeout)),
                 Err(f) => {
@@ -216,10 +218,12 @@ impl Upstream {
         let mut conn = tokio::time::timeout_at(deadline, opened)
             .await
             .map_err(|_| UpstreamError::Timeout)??;
-        let head = exchange(&mut conn, &out, body.as_mut(), asked, deadline, timeout)
-            .await
-            .map_err(|_| UpstreamError::Timeout)?
-            .map_err(|f| f.error)?;
+        let head = match body.as_mut() {
+            None => tokio::time::timeout_at(deadline, exchange(&mut conn, &out, asked)).await,
+            Some(b) => upload(&mut conn, &out, b, asked, timeout).await,
+        }
+        .map_err(|_| UpstreamError::Timeout)?
+        .map_err(|f| f.error)?;
         Ok(self.answer(authority, conn, head, timeout))
     }
 
@@ -451,23 +455,24 @@ struct Outgoing {
     length: Option<u64>,
 }
 
-/// One request and its answer's head on `conn`, or `Err` when a time limit passed.
-///
-/// A bodiless request and its answer's head are bounded by `deadline` together. A request
-/// with a body is bounded by how it moves, as the client's upload is: each write must make
-/// progress within `timeout`, and the answer's head must come within `timeout` of the body's
-/// end. A total deadline would cut off a large body sent steadily over a slow link.
-async fn exchange(
+/// A bodiless request and its answer's head on `conn` (the caller bounds both together by
+/// one deadline).
+async fn exchange(conn: &mut Conn, out: &[u8], asked: Asked<'_>) -> Result<Head, Failed> {
+    write_head(conn, out).await?;
+    read_head(conn, asked, true).await
+}
+
+/// A request with a body and its answer's head on `conn`, or `Err` when a time limit passed.
+/// It is bounded by how it moves, as the client's upload is: each write must make progress
+/// within `timeout`, and the answer's head must come within `timeout` of the body's end (a
+/// total deadline would cut off a large body sent steadily over a slow link).
+async fn upload(
     conn: &mut Conn,
     out: &[u8],
-    body: Option<&mut Outgoing>,
+    body: &mut Outgoing,
     asked: Asked<'_>,
-    deadline: tokio::time::Instant,
     timeout: Duration,
 ) -> Result<Result<Head, Failed>, tokio::time::error::Elapsed> {
-    let Some(body) = body else {
-        return tokio::time::timeout_at(deadline, write_and_read(conn, out, asked)).await;
-    };
     let head = match tokio::time::timeout(timeout, write_head(conn, out)).await? {
         Ok(()) => Box::pin(send_body(conn, &mut body.body, body.length, asked, timeout)).await,
         Err(f) => Err(UploadFailed::Failed(f)),
@@ -512,12 +517,6 @@ async fn write_head(conn: &mut Conn, out: &[u8]) -> Result<(), Failed> {
             .map_err(UpstreamError::Exchange)?;
     }
     Ok(())
-}
-
-/// A bodiless request: its head, then its answer's.
-async fn write_and_read(conn: &mut Conn, out: &[u8], asked: Asked<'_>) -> Result<Head, Failed> {
-    write_head(conn, out).await?;
-    read_head(conn, asked, true).await
 }
 
 /// Reads the answer's head (`keep_alive`: the request left the connection fit for another).

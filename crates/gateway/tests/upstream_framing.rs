@@ -421,6 +421,49 @@ async fn a_steady_upload_longer_than_the_upstream_timeout_is_answered() {
     assert!(upload.ends_with(&"x".repeat(10_000)), "{}", upload.len());
 }
 
+/// `body_read_timeout` bounds the whole body, as `header_read_timeout` bounds the head: a
+/// client that trickles its body, every pause short, is cut with a 408 problem once the
+/// body is not all in by then (it held the upstream connection until `upstream_timeout`
+/// passed, and with a limit on each pause alone it would hold it for as long as it likes).
+#[tokio::test]
+async fn a_body_trickled_past_the_body_read_timeout_is_cut_with_408() {
+    let up = Upstream::start(by_path).await;
+    let gw = Gw::start(&policy(
+        &up,
+        ", body_read_timeout: 1s, upstream_timeout: 5s",
+    ))
+    .await;
+    let mut raw = TcpStream::connect(gw.url("").trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let head =
+        "POST /length HTTP/1.1\r\nhost: gw\r\ncontent-length: 100\r\nconnection: close\r\n\r\n";
+    raw.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let (mut rd, mut wr) = raw.into_split();
+    let trickle = tokio::spawn(async move {
+        for _ in 0..100 {
+            if wr.write_all(b"x").await.is_err() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(300)).await;
+        }
+    });
+    let mut reply = String::new();
+    tokio::time::timeout(Duration::from_secs(10), rd.read_to_string(&mut reply))
+        .await
+        .unwrap()
+        .unwrap();
+    trickle.abort();
+    assert!(reply.starts_with("HTTP/1.1 408 "), "{reply}");
+    assert!(reply.contains("application/problem+json"), "{reply}");
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
 /// An answer's own fields cannot weaken its hardening: not by setting a security field to
 /// something else, not by naming security fields in `Connection` (which removes the fields it
 /// names), and not with a banner or a CORS field of its own.
