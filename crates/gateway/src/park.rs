@@ -47,6 +47,9 @@ pub struct Track {
     read_waiting: AtomicBool,
     /// Whether something was written since hyper's last flush.
     unflushed: AtomicBool,
+    /// Bytes the client's socket took, and whether hyper's last write or flush found it full.
+    written: AtomicU64,
+    write_waiting: AtomicBool,
 }
 
 impl Track {
@@ -64,6 +67,13 @@ impl Track {
         .then_some(calls)
     }
 
+    /// While hyper waits for the client to take more of an answer: the bytes taken so far.
+    fn write_stalled(&self) -> Option<u64> {
+        self.write_waiting
+            .load(Relaxed)
+            .then(|| self.written.load(Relaxed))
+    }
+
     fn idle(&self) -> bool {
         self.calls.load(Relaxed) == self.done.load(Relaxed)
             && self.read.load(Relaxed) == self.read_at_done.load(Relaxed)
@@ -77,6 +87,18 @@ impl Track {
 pub struct Tracked<B> {
     body: B,
     track: Arc<Track>,
+}
+
+impl Track {
+    /// Notes a write's outcome: bytes taken, or the socket full.
+    fn wrote(&self, r: &Poll<io::Result<usize>>) {
+        self.write_waiting.store(r.is_pending(), Relaxed);
+        if let Poll::Ready(Ok(n)) = r {
+            // One thread writes: a plain add, without a locked instruction.
+            self.written
+                .store(self.written.load(Relaxed) + *n as u64, Relaxed);
+        }
+    }
 }
 
 impl<B> Tracked<B> {
@@ -175,7 +197,9 @@ impl<S: Park> AsyncWrite for Watched<'_, S> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         self.track.unflushed.store(true, Relaxed);
-        Pin::new(&mut *self.stream).poll_write(cx, buf)
+        let r = Pin::new(&mut *self.stream).poll_write(cx, buf);
+        self.track.wrote(&r);
+        r
     }
 
     fn poll_write_vectored(
@@ -184,7 +208,9 @@ impl<S: Park> AsyncWrite for Watched<'_, S> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         self.track.unflushed.store(true, Relaxed);
-        Pin::new(&mut *self.stream).poll_write_vectored(cx, bufs)
+        let r = Pin::new(&mut *self.stream).poll_write_vectored(cx, bufs);
+        self.track.wrote(&r);
+        r
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -193,6 +219,7 @@ impl<S: Park> AsyncWrite for Watched<'_, S> {
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let r = Pin::new(&mut *self.stream).poll_flush(cx);
+        self.track.write_waiting.store(r.is_pending(), Relaxed);
         if let Poll::Ready(Ok(())) = r {
             self.track.unflushed.store(false, Relaxed);
         }
@@ -218,11 +245,15 @@ enum Armed {
     Grace(u32),
     /// The head-read deadline, for the head that follows this many requests.
     Head(u32),
+    /// The send limit, for this many bytes taken by the client.
+    Send(u64),
 }
 
 /// Serves HTTP/1 on `stream` until the client leaves, the connection idles past
 /// `idle_timeout`, a request head takes longer than `header_read_timeout` to arrive
-/// (slowloris), or `stop` turns true (requests in flight then finish first). `service` builds
+/// (slowloris), the client takes no byte of an answer for `idle_timeout` (a slow reader,
+/// holding its connection and the upstream's), or `stop` turns true (requests in flight then
+/// finish first). `service` builds
 /// the service for one spell from that spell's [`Track`], and `builder` its hyper builder
 /// (made per spell rather than kept, so the parked task is smaller).
 ///
@@ -296,6 +327,19 @@ where
                         return Poll::Pending;
                     }
                     tracing::debug!(target: "portcullis::accept", "request head not received in time; connection closed");
+                    return Poll::Ready(Ok(false));
+                }
+                // hyper polls neither the answer's body nor a timer while the client's socket
+                // is full: the wait is bounded here, from the last byte the client took.
+                if let Some(taken) = track.write_stalled() {
+                    if armed != Armed::Send(taken) {
+                        armed = Armed::Send(taken);
+                        timer.as_mut().reset(Instant::now() + idle_timeout);
+                    }
+                    if timer.as_mut().poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    tracing::debug!(target: "portcullis::accept", "the client took none of its answer in time; connection closed");
                     return Poll::Ready(Ok(false));
                 }
                 if parting || stopping || !track.idle() {

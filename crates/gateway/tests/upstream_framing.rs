@@ -464,6 +464,39 @@ async fn a_body_trickled_past_the_body_read_timeout_is_cut_with_408() {
     );
 }
 
+/// A client that asks for a large answer and never reads it (a slow-read attack) is cut off
+/// once it has taken nothing for `idle_timeout`: hyper, its socket full, polls neither the
+/// answer nor a timer, and the client held its connection slot (and an upstream connection)
+/// for as long as it stayed.
+#[tokio::test]
+async fn a_client_that_never_reads_its_answer_is_cut_off() {
+    let up = Upstream::start(by_path).await;
+    let gw = Gw::start(&policy(&up, ", max_connections: 1, idle_timeout: 1s")).await;
+    let addr: SocketAddr = gw.url("").trim_start_matches("http://").parse().unwrap();
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.set_recv_buffer_size(4096).unwrap();
+    let mut stuck = sock.connect(addr).await.unwrap();
+    stuck
+        .write_all(b"GET /large HTTP/1.1\r\nhost: gw\r\n\r\n")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The only slot is free again: a new client is answered.
+    let mut next = TcpStream::connect(addr).await.unwrap();
+    next.write_all(b"GET /length HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut reply = String::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), next.read_to_string(&mut reply)).await;
+    assert!(reply.starts_with("HTTP/1.1 200 "), "{reply:?}");
+    // And the stuck one was closed short of its answer's end.
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), stuck.read_to_end(&mut got))
+        .await
+        .unwrap();
+    assert!(got.len() < LARGE, "{}", got.len());
+}
+
 /// An answer's own fields cannot weaken its hardening: not by setting a security field to
 /// something else, not by naming security fields in `Connection` (which removes the fields it
 /// names), and not with a banner or a CORS field of its own.
