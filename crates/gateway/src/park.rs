@@ -50,6 +50,8 @@ pub struct Track {
     /// Bytes the client's socket took, and whether hyper's last write or flush found it full.
     written: AtomicU64,
     write_waiting: AtomicBool,
+    /// Frames of answers handed to hyper.
+    frames: AtomicU64,
 }
 
 impl Track {
@@ -89,7 +91,36 @@ pub struct Tracked<B> {
     track: Arc<Track>,
 }
 
+/// What a connection had done at one look: requests begun, requests answered, and frames of
+/// answers handed to hyper (a frame is handed on only when the client has room for it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Snapshot {
+    calls: u32,
+    done: u32,
+    frames: u64,
+}
+
+impl Snapshot {
+    /// A request is open.
+    pub fn open(&self) -> bool {
+        self.calls != self.done
+    }
+
+    /// Nothing open at either look, and nothing begun between.
+    pub fn idle_since(&self, before: &Snapshot) -> bool {
+        !self.open() && !before.open() && self.calls == before.calls
+    }
+}
+
 impl Track {
+    pub fn snapshot(&self) -> Snapshot {
+        Snapshot {
+            calls: self.calls.load(Relaxed),
+            done: self.done.load(Relaxed),
+            frames: self.frames.load(Relaxed),
+        }
+    }
+
     /// Notes a write's outcome: bytes taken, or the socket full.
     fn wrote(&self, r: &Poll<io::Result<usize>>) {
         self.write_waiting.store(r.is_pending(), Relaxed);
@@ -123,7 +154,12 @@ impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<B::Data>, B::Error>>> {
-        Pin::new(&mut self.body).poll_frame(cx)
+        let r = Pin::new(&mut self.body).poll_frame(cx);
+        if let Poll::Ready(Some(_)) = r {
+            let t = &self.track;
+            t.frames.store(t.frames.load(Relaxed) + 1, Relaxed);
+        }
+        r
     }
 
     fn is_end_stream(&self) -> bool {
@@ -156,10 +192,30 @@ impl Park for TlsStream<TcpStream> {
 
 /// The socket as one spell's hyper connection sees it: the bytes the previous spell read but
 /// did not parse come first, and every read, write and flush is noted in the [`Track`].
-struct Watched<'a, S> {
+pub struct Watched<'a, S> {
     stream: &'a mut S,
     carry: Bytes,
     track: Arc<Track>,
+}
+
+impl<S> std::fmt::Debug for Watched<'_, S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Watched")
+            .field("carry", &self.carry.len())
+            .field("track", &self.track)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a, S> Watched<'a, S> {
+    /// `stream` watched whole (an HTTP/2 connection: one connection for its life).
+    pub fn new(stream: &'a mut S, track: Arc<Track>) -> Self {
+        Watched {
+            stream,
+            carry: Bytes::new(),
+            track,
+        }
+    }
 }
 
 impl<S: Park> AsyncRead for Watched<'_, S> {

@@ -156,7 +156,7 @@ pub async fn serve(
                         return;
                     };
                     if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                        serve_h2(tls_stream, peer, true, &limits, shared, watcher).await;
+                        serve_h2(tls_stream, peer, true, &limits, shared, watcher, stop).await;
                     } else {
                         serve_h1(tls_stream, peer, true, &limits, shared, watcher, stop).await;
                     }
@@ -215,7 +215,7 @@ async fn serve_plain(
         return;
     };
     if h2 {
-        return serve_h2(stream, peer, false, limits, shared, watcher).await;
+        return serve_h2(stream, peer, false, limits, shared, watcher, stop).await;
     }
     serve_h1(stream, peer, false, limits, shared, watcher, stop).await;
 }
@@ -262,22 +262,79 @@ async fn serve_h1<C: park::Park>(
 
 /// HTTP/2 is served by its own builder (not hyper-util's auto-detecting one), so an HTTP/1
 /// connection does not hold room for HTTP/2 state.
+///
+/// hyper's HTTP/2 server has no idle limit (its pings, which every client answers, only find
+/// dead peers), and polls nothing for an answer the client has no room for (flow control, or a
+/// full socket). So the connection is looked at every `idle_timeout`: one with no request open
+/// at two looks in a row, and none begun between, is closed gracefully (`GOAWAY`); one with
+/// requests open and no progress (a request begun or answered, a frame of an answer handed on)
+/// for longer than any request of the policy can legitimately wait (`body_read_timeout` and
+/// `upstream_timeout` together, or `idle_timeout` if longer) is dropped: its client is not
+/// reading.
 async fn serve_h2<I>(
-    io: I,
+    mut io: I,
     peer: SocketAddr,
     tls: bool,
     limits: &Limits,
     shared: Arc<Shared>,
     watcher: hyper_util::server::graceful::Watcher,
+    mut stop: watch::Receiver<bool>,
 ) where
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    I: park::Park + Send + 'static,
 {
-    let svc = service_fn(move |req| Box::pin(handle(shared.clone(), peer, tls, req)));
-    let conn = http2_builder(limits).serve_connection(TokioIo::new(io), svc);
+    // Held until the connection is gone: the drain waits for it.
+    let _draining = watcher;
+    let track = Arc::new(Track::default());
+    let svc = {
+        let track = track.clone();
+        service_fn(move |req| {
+            track.request();
+            let (shared, track) = (shared.clone(), track.clone());
+            Box::pin(async move {
+                let resp = handle(shared, peer, tls, req).await?;
+                Ok::<_, Infallible>(resp.map(|b| Tracked::new(b, track)))
+            })
+        })
+    };
+    let io = park::Watched::new(&mut io, track.clone());
     // Boxed: the HTTP/2 connection's state is several KiB, which a task that may serve HTTP/1
     // would otherwise keep room for.
-    let conn = Box::pin(watcher.watch(conn));
-    if let Err(e) = conn.await {
-        tracing::debug!(target: "portcullis::accept", %peer, error = %e, "connection ended with an error");
+    let mut conn = Box::pin(http2_builder(limits).serve_connection(TokioIo::new(io), svc));
+    let stall = limits
+        .idle_timeout
+        .max(limits.body_read_timeout + limits.upstream_timeout);
+    let mut look = Box::pin(tokio::time::sleep(limits.idle_timeout));
+    let mut before = track.snapshot();
+    let mut moved = tokio::time::Instant::now();
+    let mut closing = false;
+    loop {
+        tokio::select! {
+            ended = conn.as_mut() => {
+                if let Err(e) = ended {
+                    tracing::debug!(target: "portcullis::accept", %peer, error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            _ = stop.wait_for(|s| *s), if !closing => {
+                closing = true;
+                conn.as_mut().graceful_shutdown();
+            }
+            () = look.as_mut() => {
+                let (now, at) = (track.snapshot(), tokio::time::Instant::now());
+                if now != before {
+                    moved = at;
+                }
+                if now.open() && at - moved >= stall {
+                    tracing::debug!(target: "portcullis::accept", %peer, "the client took none of its answers in time; connection closed");
+                    return;
+                }
+                if now.idle_since(&before) && !closing {
+                    closing = true;
+                    conn.as_mut().graceful_shutdown();
+                }
+                before = now;
+                look.as_mut().reset(at + limits.idle_timeout);
+            }
+        }
     }
 }

@@ -354,6 +354,42 @@ async fn http2_clients_are_served() {
     assert_eq!(up.seen().last().unwrap().target, "/api/items/7");
 }
 
+/// An HTTP/2 connection left idle is closed (`GOAWAY`, then the connection's end) after
+/// `idle_timeout` to twice that. hyper's own pings, which every client answers, kept it open
+/// for as long as the client liked, holding its connection slot.
+#[tokio::test]
+async fn idle_http2_connections_are_closed() {
+    let up = Recorder::start().await;
+    let gw = Gw::start(&recorder_policy(
+        &up,
+        "limits: { idle_timeout: 1s, workers: 1 }\n",
+    ))
+    .await;
+    let tcp = TcpStream::connect(gw.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let (mut sender, conn) = hyper::client::conn::http2::handshake(
+        hyper_util::rt::TokioExecutor::new(),
+        hyper_util::rt::TokioIo::new(tcp),
+    )
+    .await
+    .unwrap();
+    let ended = tokio::spawn(conn);
+    let req = http::Request::get(gw.url("/api/items/7"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let r = sender.send_request(req).await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    drop(r);
+    let idle_since = Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), ended)
+        .await
+        .expect("the idle HTTP/2 connection was still open after 5 s")
+        .unwrap()
+        .unwrap();
+    assert!(idle_since.elapsed() >= Duration::from_millis(900));
+}
+
 #[tokio::test]
 async fn hot_reload_applies_valid_policies_and_keeps_the_old_one_otherwise() {
     let up = Recorder::start().await;

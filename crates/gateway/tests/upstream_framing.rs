@@ -497,6 +497,40 @@ async fn a_client_that_never_reads_its_answer_is_cut_off() {
     assert!(got.len() < LARGE, "{}", got.len());
 }
 
+/// The same over HTTP/2, where a client that does not read stops the answer by flow control:
+/// hyper then polls nothing for it, and the connection is dropped once no request on it has
+/// moved for longer than any can legitimately wait (`body_read_timeout` and
+/// `upstream_timeout` together, here 2 s).
+#[tokio::test]
+async fn an_http2_client_that_never_reads_its_answer_is_cut_off() {
+    let up = Upstream::start(by_path).await;
+    let gw = Gw::start(&policy(
+        &up,
+        ", idle_timeout: 1s, body_read_timeout: 1s, upstream_timeout: 1s",
+    ))
+    .await;
+    let tcp = TcpStream::connect(gw.url("").trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let (mut sender, conn) =
+        hyper::client::conn::http2::Builder::new(hyper_util::rt::TokioExecutor::new())
+            .initial_stream_window_size(65_535)
+            .handshake(hyper_util::rt::TokioIo::new(tcp))
+            .await
+            .unwrap();
+    let ended = tokio::spawn(conn);
+    let req = http::Request::get(gw.url("/large"))
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .unwrap();
+    let answer = sender.send_request(req).await.unwrap();
+    assert_eq!(answer.status(), StatusCode::OK);
+    // Its body is never read.
+    let _ = tokio::time::timeout(Duration::from_secs(8), ended)
+        .await
+        .expect("the connection of a client not reading was still open after 8 s");
+    drop(answer);
+}
+
 /// An answer's own fields cannot weaken its hardening: not by setting a security field to
 /// something else, not by naming security fields in `Connection` (which removes the fields it
 /// names), and not with a banner or a CORS field of its own.
