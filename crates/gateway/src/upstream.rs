@@ -786,10 +786,16 @@ fn parse_head(buf: &mut BytesMut, asked: Asked<'_>) -> Result<Option<Head>, Upst
             }
         } else if name == TRANSFER_ENCODING {
             coded = true;
-            // Only the final coding decides; a later field follows an earlier one.
-            chunked = tokens(&value)
-                .last()
-                .is_some_and(|last| last.eq_ignore_ascii_case(b"chunked"));
+            // A coding other than chunked (gzip, say) would have to be undone or passed on
+            // with the framing the gateway chooses; passed on as plain bytes it would corrupt
+            // the answer. No server in use sends one (they compress with Content-Encoding).
+            if !tokens(&value).all(|t| t.eq_ignore_ascii_case(b"chunked")) {
+                return Err(UpstreamError::Malformed(
+                    "a transfer coding other than chunked",
+                ));
+            }
+            // A later field follows an earlier one.
+            chunked = true;
             // The framing is the gateway's to choose toward its client.
             continue;
         } else if name == CONNECTION {

@@ -208,6 +208,14 @@ fn by_path(path: &str) -> Script {
             answer(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\ncontent-length: 3\r\n\r\nokk")
         }
         "/signed-length" => answer(b"HTTP/1.1 200 OK\r\ncontent-length: +2\r\n\r\nok"),
+        // gzip bytes the gateway would pass on as if they were the answer itself.
+        "/gzip-chunked" => answer(
+            b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        ),
+        "/gzip-to-close" => Script {
+            parts: vec![(0, b"HTTP/1.1 200 OK\r\ntransfer-encoding: gzip\r\n\r\nok".to_vec())],
+            close: true,
+        },
         "/garbage" => answer(b"HTTP/1.1 two hundred\r\n\r\n"),
         "/huge-head" => {
             let mut a = b"HTTP/1.1 200 OK\r\nx-big: ".to_vec();
@@ -324,6 +332,8 @@ async fn ambiguous_or_malformed_answers_are_refused_with_a_problem() {
         "/signed-length",
         "/garbage",
         "/huge-head",
+        "/gzip-chunked",
+        "/gzip-to-close",
     ] {
         refused(&get(&gw, path).await);
         let r = get(&gw, "/length").await;
@@ -335,10 +345,10 @@ async fn ambiguous_or_malformed_answers_are_refused_with_a_problem() {
     );
     // Each refused answer cost its connection: the first request opened one, and each good
     // request after a refusal another, which the next refusal then closed.
-    assert_eq!(up.accepted(), 6);
+    assert_eq!(up.accepted(), 8);
     // Counted apart from other upstream failures, for an operator to see.
     let metrics = get_text(&format!("{}/metrics", gw.admin.clone().unwrap())).await;
-    let line = "portcullis_upstream_errors_total{kind=\"malformed\"} 5";
+    let line = "portcullis_upstream_errors_total{kind=\"malformed\"} 7";
     assert!(metrics.contains(line), "missing `{line}` in\n{metrics}");
 }
 
