@@ -26,7 +26,7 @@ use std::task::{Context, Poll};
 
 use bytes::{Buf, Bytes};
 use http_body::{Frame, SizeHint};
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt as _, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -318,9 +318,50 @@ enum Armed {
 /// arriving in pieces (a whole head is dispatched in the poll that reads it).
 pub async fn serve<C: Park, S, F>(
     mut stream: C,
+    opened: Instant,
     builder: impl Fn() -> hyper::server::conn::http1::Builder,
     header_read_timeout: std::time::Duration,
     idle_timeout: std::time::Duration,
+    stop: watch::Receiver<bool>,
+    service: F,
+) -> Result<(), hyper::Error>
+where
+    F: FnMut(Arc<Track>) -> S,
+    S: hyper::service::HttpService<hyper::body::Incoming> + Unpin,
+    S::Future: Unpin,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S::ResBody: 'static,
+    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let limits = Timeouts {
+        first_head_by: opened + header_read_timeout,
+        header_read_timeout,
+        idle_timeout,
+    };
+    let ended = spells(&mut stream, builder, limits, stop, service).await;
+    // Closed by the gateway's side: a TLS session says so (`close_notify`), else a client
+    // cannot tell an answer read to the connection's end from one cut short. Bounded: the
+    // client may not be reading.
+    let _ = tokio::time::timeout(CLOSE_WAIT, stream.shutdown()).await;
+    ended
+}
+
+/// How long a closing connection waits for its client to take the last bytes.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
+#[derive(Clone, Copy)]
+struct Timeouts {
+    /// The connection's first head must be in by then (TLS handshake, or the wait for the
+    /// HTTP/2 preface, included).
+    first_head_by: Instant,
+    header_read_timeout: std::time::Duration,
+    idle_timeout: std::time::Duration,
+}
+
+async fn spells<C: Park, S, F>(
+    stream: &mut C,
+    builder: impl Fn() -> hyper::server::conn::http1::Builder,
+    limits: Timeouts,
     mut stop: watch::Receiver<bool>,
     mut service: F,
 ) -> Result<(), hyper::Error>
@@ -332,6 +373,13 @@ where
     S::ResBody: 'static,
     <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
+    let Timeouts {
+        first_head_by,
+        header_read_timeout,
+        idle_timeout,
+    } = limits;
+    // No answer sent on the connection yet: its first head is due by `first_head_by`.
+    let mut fresh = true;
     let mut carry = Bytes::new();
     // One timer, reset for each use: the idle timeout while parked; while serving, the grace
     // or the head-read deadline.
@@ -341,7 +389,7 @@ where
     loop {
         let track = Arc::new(Track::default());
         let io = Watched {
-            stream: &mut stream,
+            stream: &mut *stream,
             carry: std::mem::take(&mut carry),
             track: track.clone(),
         };
@@ -377,7 +425,12 @@ where
                 if let Some(before) = track.head_pending() {
                     if armed != Armed::Head(before) {
                         armed = Armed::Head(before);
-                        timer.as_mut().reset(Instant::now() + header_read_timeout);
+                        let by = Instant::now() + header_read_timeout;
+                        timer.as_mut().reset(if fresh && before == 0 {
+                            by.min(first_head_by)
+                        } else {
+                            by
+                        });
                     }
                     if timer.as_mut().poll(cx).is_pending() {
                         return Poll::Pending;
@@ -439,14 +492,21 @@ where
         // into hyper's 8 KiB read buffer, which it would keep alive (even an empty view does,
         // hence the drop before parking).
         let rest = conn.into_parts().read_buf;
+        fresh &= track.done.load(Relaxed) == 0;
         drop(track);
         if !rest.is_empty() {
             carry = Bytes::copy_from_slice(&rest);
             continue;
         }
         drop(rest);
-        // Parked: nothing is held for this connection but its task.
-        timer.as_mut().reset(Instant::now() + idle_timeout);
+        // Parked: nothing is held for this connection but its task. (Before its first
+        // request, a connection is not idle but late: a TLS client that says nothing after
+        // its handshake.)
+        timer.as_mut().reset(if fresh {
+            first_head_by
+        } else {
+            Instant::now() + idle_timeout
+        });
         tokio::select! {
             biased;
             _ = stop.wait_for(|s| *s) => return Ok(()),

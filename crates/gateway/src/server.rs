@@ -127,6 +127,7 @@ pub async fn serve(
             },
             _ = shutdown.changed() => break,
         };
+        let opened = tokio::time::Instant::now();
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             shared.deps.metrics.connections_refused.inc();
             drop(stream);
@@ -143,22 +144,32 @@ pub async fn serve(
             None => {
                 tokio::spawn(async move {
                     let _permit = permit;
-                    serve_plain(stream, peer, &limits, shared, watcher, stop).await;
+                    let at = Accepted {
+                        peer,
+                        tls: false,
+                        opened,
+                    };
+                    serve_plain(stream, at, &limits, shared, watcher, stop).await;
                 });
             }
             Some(acceptor) => {
                 tokio::spawn(async move {
                     let _permit = permit;
+                    let by = opened + limits.header_read_timeout;
                     let Ok(Ok(tls_stream)) =
-                        tokio::time::timeout(limits.header_read_timeout, acceptor.accept(stream))
-                            .await
+                        tokio::time::timeout_at(by, acceptor.accept(stream)).await
                     else {
                         return;
                     };
+                    let at = Accepted {
+                        peer,
+                        tls: true,
+                        opened,
+                    };
                     if tls_stream.get_ref().1.alpn_protocol() == Some(b"h2") {
-                        serve_h2(tls_stream, peer, true, &limits, shared, watcher, stop).await;
+                        serve_h2(tls_stream, at, &limits, shared, watcher, stop).await;
                     } else {
-                        serve_h1(tls_stream, peer, true, &limits, shared, watcher, stop).await;
+                        serve_h1(tls_stream, at, &limits, shared, watcher, stop).await;
                     }
                 });
             }
@@ -176,11 +187,23 @@ pub async fn serve(
 /// The HTTP/2 connection preface (RFC 9113, section 3.4).
 const PREFACE: &[u8; 24] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 
+/// A connection as accepted.
+#[derive(Clone, Copy)]
+struct Accepted {
+    peer: SocketAddr,
+    tls: bool,
+    /// When it was accepted: its first request head is due `header_read_timeout` after.
+    opened: tokio::time::Instant,
+}
+
 /// Whether a cleartext client opens with the HTTP/2 preface (prior knowledge), from the bytes
-/// waiting on the socket, without taking them; `None` if it closes or says nothing in time.
-async fn opens_with_h2_preface(stream: &TcpStream, within: Duration) -> Option<bool> {
+/// waiting on the socket, without taking them; `None` if it closes or says nothing by `by`.
+/// (The bytes stay on the socket, which so stays readable: a client that sends part of the
+/// preface and waits is looked at again after a pause that doubles, 5 ms to 200 ms.)
+async fn opens_with_h2_preface(stream: &TcpStream, by: tokio::time::Instant) -> Option<bool> {
     let mut buf = [0u8; 24];
-    tokio::time::timeout(within, async {
+    let mut pause = Duration::from_millis(5);
+    tokio::time::timeout_at(by, async {
         loop {
             let n = stream.peek(&mut buf).await.ok()?;
             if n == 0 {
@@ -193,7 +216,8 @@ async fn opens_with_h2_preface(stream: &TcpStream, within: Duration) -> Option<b
                 return Some(true);
             }
             // Part of the preface so far: wait for the rest.
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(200));
         }
     })
     .await
@@ -202,7 +226,7 @@ async fn opens_with_h2_preface(stream: &TcpStream, within: Duration) -> Option<b
 
 async fn serve_plain(
     stream: TcpStream,
-    peer: SocketAddr,
+    at: Accepted,
     limits: &Limits,
     shared: Arc<Shared>,
     watcher: hyper_util::server::graceful::Watcher,
@@ -210,21 +234,23 @@ async fn serve_plain(
 ) {
     // Boxed (in a statement of its own, or the task keeps room for it anyway): the sniffing is
     // over before the connection is served.
-    let sniff = Box::pin(opens_with_h2_preface(&stream, limits.header_read_timeout));
+    let sniff = Box::pin(opens_with_h2_preface(
+        &stream,
+        at.opened + limits.header_read_timeout,
+    ));
     let Some(h2) = sniff.await else {
         return;
     };
     if h2 {
-        return serve_h2(stream, peer, false, limits, shared, watcher, stop).await;
+        return serve_h2(stream, at, limits, shared, watcher, stop).await;
     }
-    serve_h1(stream, peer, false, limits, shared, watcher, stop).await;
+    serve_h1(stream, at, limits, shared, watcher, stop).await;
 }
 
 /// HTTP/1 keep-alive connections give their buffers back between requests (see `park`).
 async fn serve_h1<C: park::Park>(
     stream: C,
-    peer: SocketAddr,
-    tls: bool,
+    at: Accepted,
     limits: &Limits,
     shared: Arc<Shared>,
     watcher: hyper_util::server::graceful::Watcher,
@@ -233,6 +259,7 @@ async fn serve_h1<C: park::Park>(
     // The watcher only holds the drain open until the connection is gone; `stop` is what
     // closes a parked connection and ends a busy one after its response.
     let _draining = watcher;
+    let Accepted { peer, tls, opened } = at;
     let service = |track: Arc<Track>| {
         let shared = shared.clone();
         // hyper keeps room for one request future in the connection; boxed, that room is a
@@ -248,6 +275,7 @@ async fn serve_h1<C: park::Park>(
     };
     let ended = park::serve(
         stream,
+        opened,
         || http1_builder(limits),
         limits.header_read_timeout,
         limits.idle_timeout,
@@ -273,8 +301,7 @@ async fn serve_h1<C: park::Park>(
 /// reading.
 async fn serve_h2<I>(
     mut io: I,
-    peer: SocketAddr,
-    tls: bool,
+    at: Accepted,
     limits: &Limits,
     shared: Arc<Shared>,
     watcher: hyper_util::server::graceful::Watcher,
@@ -283,6 +310,7 @@ async fn serve_h2<I>(
     I: park::Park + Send + 'static,
 {
     // Held until the connection is gone: the drain waits for it.
+    let Accepted { peer, tls, .. } = at;
     let _draining = watcher;
     let track = Arc::new(Track::default());
     let svc = {

@@ -16,13 +16,14 @@ async fn gateway_with_tls(
     up: &Recorder,
     cert: &rcgen::CertifiedKey<rcgen::KeyPair>,
     tag: &str,
+    extra: &str,
 ) -> (Gw, std::path::PathBuf) {
     let dir = std::env::temp_dir().join(format!("portcullis-tls-{}-{tag}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("cert.pem"), cert.cert.pem()).unwrap();
     std::fs::write(dir.join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
     let policy = format!(
-        "listen: 127.0.0.1:0\nupstream: http://{}\nroutes: [GET /api/items]\ntls: {{ cert: {}, key: {} }}\n",
+        "listen: 127.0.0.1:0\nupstream: http://{}\nroutes: [GET /api/items]\ntls: {{ cert: {}, key: {} }}\n{extra}",
         up.addr,
         dir.join("cert.pem").display(),
         dir.join("key.pem").display()
@@ -35,7 +36,7 @@ async fn gateway_with_tls(
 async fn terminates_tls_with_hsts() {
     let up = Recorder::start().await;
     let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let (gw, dir) = gateway_with_tls(&up, &cert, "h2").await;
+    let (gw, dir) = gateway_with_tls(&up, &cert, "h2", "").await;
     let port = gw.base.rsplit(':').next().unwrap().to_owned();
     let root = reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap();
     let c = reqwest::Client::builder()
@@ -68,11 +69,11 @@ async fn terminates_tls_with_hsts() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
-#[tokio::test]
-async fn http1_over_tls_keeps_its_connection_across_quiet_spells() {
-    let up = Recorder::start().await;
-    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
-    let (gw, dir) = gateway_with_tls(&up, &cert, "h1").await;
+/// An HTTP/1.1 client session with the gateway, trusting `cert`.
+async fn http1_over_tls(
+    gw: &Gw,
+    cert: &rcgen::CertifiedKey<rcgen::KeyPair>,
+) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
     let mut roots = rustls::RootCertStore::empty();
     roots.add(cert.cert.der().clone()).unwrap();
     let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
@@ -87,10 +88,18 @@ async fn http1_over_tls_keeps_its_connection_across_quiet_spells() {
         .await
         .unwrap();
     let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
-    let mut s = tokio_rustls::TlsConnector::from(Arc::new(config))
+    tokio_rustls::TlsConnector::from(Arc::new(config))
         .connect(name, tcp)
         .await
-        .unwrap();
+        .unwrap()
+}
+
+#[tokio::test]
+async fn http1_over_tls_keeps_its_connection_across_quiet_spells() {
+    let up = Recorder::start().await;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (gw, dir) = gateway_with_tls(&up, &cert, "h1", "").await;
+    let mut s = http1_over_tls(&gw, &cert).await;
     // Three requests on one connection, each after a pause long enough for the gateway to
     // give the connection's buffers back in between.
     for _ in 0..3 {
@@ -113,5 +122,47 @@ async fn http1_over_tls_keeps_its_connection_across_quiet_spells() {
     let mut rest = Vec::new();
     let closed = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest)).await;
     assert!(closed.is_ok(), "still open");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A TLS client that says nothing after its handshake is late, not idle: it is closed
+/// `header_read_timeout` after it connected (it was kept for `idle_timeout`).
+#[tokio::test]
+async fn a_tls_client_silent_after_its_handshake_is_closed_at_the_head_deadline() {
+    let up = Recorder::start().await;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let limits = "limits: { header_read_timeout: 1s, idle_timeout: 10s }\n";
+    let (gw, dir) = gateway_with_tls(&up, &cert, "silent", limits).await;
+    let start = std::time::Instant::now();
+    let mut s = http1_over_tls(&gw, &cert).await;
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(Duration::from_secs(8), s.read_to_end(&mut rest)).await;
+    assert!(closed.is_ok(), "still open after 8 s");
+    assert!(
+        start.elapsed() < Duration::from_secs(3),
+        "closed after {:?}",
+        start.elapsed()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// The gateway ends a TLS session it closes with `close_notify`: a client reading an answer to
+/// the connection's end can tell that end from a cut (rustls reports a cut as an error).
+#[tokio::test]
+async fn a_tls_session_the_gateway_closes_ends_with_close_notify() {
+    let up = Recorder::start().await;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (gw, dir) = gateway_with_tls(&up, &cert, "close", "").await;
+    let mut s = http1_over_tls(&gw, &cert).await;
+    s.write_all(b"GET /api/items HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut all = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut all))
+        .await
+        .expect("still open after 5 s");
+    let text = String::from_utf8_lossy(&all);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    read.expect("the session ended without close_notify");
     let _ = std::fs::remove_dir_all(&dir);
 }

@@ -176,6 +176,38 @@ async fn slowloris_connections_are_cut() {
     assert!(up.seen().is_empty());
 }
 
+/// The head's deadline runs from the connection's start, through the wait for the HTTP/2
+/// preface: a client that sends `P` (the preface's first byte, and `POST`'s) and waits, then
+/// trickles the rest of a head, is cut `header_read_timeout` after it connected, not that
+/// long after its second byte.
+#[tokio::test]
+async fn a_head_begun_like_the_http2_preface_has_the_same_deadline() {
+    let up = Recorder::start().await;
+    let (_gw, mut s) = unfinished_head(&up, b"P").await;
+    let start = Instant::now();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    s.write_all(b"OST /api/items HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap();
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            if s.write_all(b"X-Slow: a\r\n").await.is_err() {
+                return;
+            }
+            let mut chunk = [0u8; 256];
+            match tokio::time::timeout(Duration::from_millis(100), s.read(&mut chunk)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(closed.is_ok(), "the connection was still open after 10 s");
+    let waited = start.elapsed();
+    assert!(waited < Duration::from_millis(1500), "cut after {waited:?}");
+    assert!(up.seen().is_empty());
+}
+
 /// The unfinished head arrived with a whole request before it, so no read follows it: the
 /// deadline still runs from the bytes already received.
 #[tokio::test]
