@@ -478,7 +478,8 @@ async fn upload(
         Err(f) => Err(UploadFailed::Failed(f)),
     };
     let head = match head {
-        Ok(Upload::Sent) => read_head(conn, asked, true),
+        Ok(Upload::Sent(Some(head))) => return Ok(Ok(head)),
+        Ok(Upload::Sent(None)) => read_head(conn, asked, true),
         Ok(Upload::Stopped(None)) => read_head(conn, asked, false),
         Ok(Upload::Stopped(Some(mut head))) => {
             head.keep_alive = false;
@@ -577,9 +578,10 @@ fn make_room(buf: &mut BytesMut, more: usize) {
 
 /// How an upload ended.
 enum Upload {
-    Sent,
-    /// The upstream answered (the head, when it is all in), closed, or stopped taking the body
-    /// before its end: the rest is not sent and the connection is not reused.
+    /// Whole; with the answer's head when it came before the body's end and was no refusal.
+    Sent(Option<Head>),
+    /// The upstream refused the body (the head, when it is all in), closed, or stopped taking
+    /// it before its end: the rest is not sent and the connection is not reused.
     Stopped(Option<Head>),
 }
 
@@ -625,8 +627,15 @@ async fn send_body(
     let (rd, mut wr) = io.split();
     let answered = rd.readable();
     tokio::pin!(answered);
+    // A final answer that came before the body's end and is no refusal (a server streaming
+    // its answer to the upload): the upload goes on to its end, as RFC 9112 (9.5) has a client
+    // stop only for a server that does not want the body and is closing. The upstream is not
+    // read from again until then (the answer's body waits in the socket).
+    let mut early: Option<Head> = None;
     // What came while sending: `None` to go on, else how the upload ends.
-    let heard = |buf: &mut BytesMut| -> Result<Option<Upload>, UploadFailed> {
+    let heard = |buf: &mut BytesMut,
+                 early: &mut Option<Head>|
+     -> Result<Option<Upload>, UploadFailed> {
         make_room(buf, READ_BUF);
         match rd.try_read_buf(buf) {
             Ok(0) => return Ok(Some(Upload::Stopped(None))),
@@ -634,16 +643,23 @@ async fn send_body(
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(None),
             Err(_) => return Ok(Some(Upload::Stopped(None))),
         }
-        let head = final_head(buf, asked, &mut false)?;
-        Ok(head.map(|h| Upload::Stopped(Some(h))))
+        match final_head(buf, asked, &mut false)? {
+            Some(h)
+                if h.keep_alive && !h.status.is_client_error() && !h.status.is_server_error() =>
+            {
+                *early = Some(h);
+                Ok(None)
+            }
+            head => Ok(head.map(|h| Upload::Stopped(Some(h)))),
+        }
     };
     let mut end = false;
     while !end {
         let frame = tokio::select! {
             biased;
             f = body.frame() => f,
-            _ = &mut answered => {
-                if let Some(stop) = heard(buf)? {
+            _ = &mut answered, if early.is_none() => {
+                if let Some(stop) = heard(buf, &mut early)? {
                     return Ok(stop);
                 }
                 answered.set(rd.readable());
@@ -686,14 +702,14 @@ async fn send_body(
             tokio::select! {
                 biased;
                 w = wr.write(rest) => match w {
-                    Ok(0) | Err(_) => return Ok(Upload::Stopped(None)),
+                    Ok(0) | Err(_) => return Ok(Upload::Stopped(early)),
                     Ok(n) => {
                         rest = &rest[n..];
                         stall.as_mut().reset(tokio::time::Instant::now() + idle);
                     }
                 },
-                _ = &mut answered => {
-                    if let Some(stop) = heard(buf)? {
+                _ = &mut answered, if early.is_none() => {
+                    if let Some(stop) = heard(buf, &mut early)? {
                         return Ok(stop);
                     }
                     answered.set(rd.readable());
@@ -705,7 +721,7 @@ async fn send_body(
     if length.is_some_and(|n| sent != n) {
         return Err(UpstreamError::Body("the body is shorter than its length".into()).into());
     }
-    Ok(Upload::Sent)
+    Ok(Upload::Sent(early))
 }
 
 /// Parses an answer head off the front of `buf`, if it is all there.

@@ -76,7 +76,10 @@ async fn serve(mut s: TcpStream, script: fn(&str) -> Script, seen: Arc<Mutex<Vec
         if path == "/hints" && !hints(&mut s, &mut buf, &request).await {
             return;
         }
-        if path == "/hints" {
+        if path == "/answers-early" && !answers_early(&mut s, &mut buf, &request).await {
+            return;
+        }
+        if path == "/hints" || path == "/answers-early" {
             continue;
         }
         let plan = script(&path);
@@ -99,6 +102,34 @@ async fn hints(s: &mut TcpStream, buf: &mut Vec<u8>, head: &str) -> bool {
     if s.write_all(early).await.is_err() {
         return false;
     }
+    let Some(text) = take_body(s, buf, head).await else {
+        return false;
+    };
+    let reply = format!(
+        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{text}",
+        text.len()
+    );
+    s.write_all(reply.as_bytes()).await.is_ok()
+}
+
+/// A final answer's head on a request's head alone (as a server streaming its answer to an
+/// upload does), then the body read whole, then the answer's body: the body's length, one
+/// chunk; false when the connection ended.
+async fn answers_early(s: &mut TcpStream, buf: &mut Vec<u8>, head: &str) -> bool {
+    let early = b"HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\n\r\n";
+    if s.write_all(early).await.is_err() {
+        return false;
+    }
+    let Some(text) = take_body(s, buf, head).await else {
+        return false;
+    };
+    let rest = format!("{:x}\r\n{text}\r\n0\r\n\r\n", text.len());
+    s.write_all(rest.as_bytes()).await.is_ok()
+}
+
+/// Reads the body of the request whose head is `head` (by its `Content-Length`) off the front
+/// of `buf` and the socket; its length as text.
+async fn take_body(s: &mut TcpStream, buf: &mut Vec<u8>, head: &str) -> Option<String> {
     let want: usize = head
         .lines()
         .find_map(|l| l.strip_prefix("content-length: "))
@@ -108,16 +139,11 @@ async fn hints(s: &mut TcpStream, buf: &mut Vec<u8>, head: &str) -> bool {
     while buf.len() < want {
         match s.read(&mut chunk).await {
             Ok(n @ 1..) => buf.extend_from_slice(&chunk[..n]),
-            _ => return false,
+            _ => return None,
         }
     }
     buf.drain(..want);
-    let text = want.to_string();
-    let reply = format!(
-        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n{text}",
-        text.len()
-    );
-    s.write_all(reply.as_bytes()).await.is_ok()
+    Some(want.to_string())
 }
 
 /// One request, head and body, as text; `None` at the connection's end.
@@ -131,7 +157,10 @@ async fn read_request(s: &mut TcpStream, buf: &mut Vec<u8>) -> Option<String> {
         buf.extend_from_slice(&chunk[..n]);
     };
     let head = String::from_utf8_lossy(&buf[..head_end]).to_lowercase();
-    if head.starts_with("post /early ") || head.starts_with("post /hints ") {
+    if head.starts_with("post /early ")
+        || head.starts_with("post /hints ")
+        || head.starts_with("post /answers-early ")
+    {
         // Answered on its head alone; its body is never read.
         return Some(head);
     }
@@ -395,6 +424,34 @@ async fn an_interim_answer_during_an_upload_does_not_stop_it() {
         .unwrap();
     assert!(reply.starts_with("HTTP/1.1 200 "), "{reply}");
     assert!(reply.ends_with("\r\n\r\n200000"), "{reply}");
+}
+
+/// A final answer that is not a refusal, sent before the request body's end (a server
+/// streaming its answer to an upload), does not stop the upload: RFC 9112 (9.5) has a client
+/// stop only when the server does not want the body and is closing. The upstream reads the
+/// whole body, then ends its answer with the body's length; the connection is kept.
+#[tokio::test]
+async fn an_early_answer_that_is_no_refusal_lets_the_upload_finish() {
+    let up = Upstream::start(by_path).await;
+    let gw = Gw::start(&policy(
+        &up,
+        ", max_body_bytes: 67108864, upstream_timeout: 3s",
+    ))
+    .await;
+    // Larger than the socket buffers between the gateway and the upstream: the answer's head
+    // comes while the gateway is still writing.
+    let size = 16 << 20;
+    let r = client()
+        .post(gw.url("/answers-early"))
+        .body(vec![b'x'; size])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.text().await.unwrap(), size.to_string());
+    // Kept: the next request goes on the same connection.
+    assert_eq!(get(&gw, "/length").await.text, "ok");
+    assert_eq!(up.accepted(), 1);
 }
 
 /// The answer's time limit counts from the end of the upload, as nginx's does: a client that
