@@ -356,6 +356,29 @@ async fn every_algorithm_verifies_and_every_forgery_is_refused() {
             "token_wrong_audience",
             sign(&k, "HS256", &with(&|c| c["aud"] = json!("other-api"))),
         ),
+        // An audience and an issuer to check are claims a token must carry.
+        (
+            "no aud",
+            "token_missing_claim",
+            sign(
+                &k,
+                "HS256",
+                &with(&|c| {
+                    c.as_object_mut().unwrap().remove("aud");
+                }),
+            ),
+        ),
+        (
+            "no iss",
+            "token_missing_claim",
+            sign(
+                &k,
+                "HS256",
+                &with(&|c| {
+                    c.as_object_mut().unwrap().remove("iss");
+                }),
+            ),
+        ),
         (
             "refresh token as access token",
             "token_wrong_type",

@@ -269,12 +269,21 @@ impl Verifier {
     }
 
     pub fn new(jwt: &Jwt) -> Result<Self, String> {
-        let spec_claims: HashSet<String> = jwt
+        let mut spec_claims: HashSet<String> = jwt
             .require
             .iter()
             .filter(|c| ["exp", "nbf", "aud", "iss", "sub"].contains(&c.as_str()))
             .cloned()
             .collect();
+        // An audience or issuer to check is one the token must carry: jsonwebtoken passes a
+        // token without the claim at all, and a token of the same identity provider minted for
+        // another API (without `aud`) would then be taken.
+        if !jwt.audience.is_empty() {
+            spec_claims.insert("aud".to_owned());
+        }
+        if !jwt.issuer.is_empty() {
+            spec_claims.insert("iss".to_owned());
+        }
         let mut template = Validation::new(Algorithm::HS256);
         template.required_spec_claims = spec_claims;
         template.leeway = jwt.leeway.as_secs();
