@@ -428,14 +428,14 @@ async fn authorize(
     id: RouteId,
     parts: &http::request::Parts,
     path: &str,
-) -> Result<Option<(String, String)>, Rejection> {
+) -> Result<Vec<(String, String)>, Rejection> {
     let Some(claims) = parts.extensions.get::<portcullis_guard::jwt::Verified>() else {
         let checked = authz.roles.get(id).is_some_and(|r| !r.is_empty())
             || authz.owners.iter().any(|o| o.route == id);
         return if checked {
             Err(Rejection::Unauthorized(AuthFailure::Missing))
         } else {
-            Ok(None)
+            Ok(Vec::new())
         };
     };
     let needed = &authz.roles[id];
@@ -446,7 +446,8 @@ async fn authorize(
             return Err(Rejection::Forbidden);
         }
     }
-    let mut after = None;
+    // Every response-side rule of the route, each checked on the answer.
+    let mut after = Vec::new();
     for rule in authz.owners.iter().filter(|o| o.route == id) {
         let me = claims.claim_text(&rule.claim).ok_or(Rejection::NotOwner)?;
         let params = || -> Vec<(String, String)> {
@@ -468,7 +469,7 @@ async fn authorize(
                     return Err(Rejection::NotOwner);
                 }
             }
-            portcullis_policy::OwnerCheck::Response(pointer) => after = Some((pointer.clone(), me)),
+            portcullis_policy::OwnerCheck::Response(pointer) => after.push((pointer.clone(), me)),
             portcullis_policy::OwnerCheck::Lookup { route, pointer } => {
                 let mut target = ctx.runtime.policy.inventory.routes[*route].template.clone();
                 for (n, v) in params() {
@@ -773,13 +774,28 @@ async fn forward(
         }
     };
     // Authorize.
-    let mut owner_after = None;
+    let mut owner_after = Vec::new();
     // The caller's roles, for the per-role view of responses (`None`: every view, or no view
     // in the description).
     let mut viewer: Option<Vec<String>> = None;
     if let (Some(authz), Some(id)) = (&policy.authz, *route) {
         let path_now = changed.as_deref().unwrap_or(parts.uri.path()).to_owned();
         owner_after = Box::pin(authorize(deps, ctx, authz, id, &parts, &path_now)).await?;
+        if !owner_after.is_empty() {
+            // The owner is read from the answer's body: a conditional or partial request
+            // would have the upstream answer without it (a 304 or 412 telling the object
+            // exists, a 206 with part of it).
+            for h in [
+                http::header::IF_NONE_MATCH,
+                http::header::IF_MODIFIED_SINCE,
+                http::header::IF_MATCH,
+                http::header::IF_UNMODIFIED_SINCE,
+                http::header::IF_RANGE,
+                http::header::RANGE,
+            ] {
+                parts.headers.remove(h);
+            }
+        }
         if policy.undeclared_response_fields != ResponseFields::Pass && ctx.runtime.validators.views
         {
             viewer = Some(
@@ -1102,19 +1118,28 @@ async fn forward(
     }
     // Ownership found in the response, and undeclared properties: both need the body whole;
     // only routes with such a rule pay for reading it.
-    let owner_check = owner_after.filter(|_| parts.status.is_success());
+    // An answer the owner checks cannot read (a 304 to a conditional request the upstream
+    // was not sent, or a 3xx) confirms the object exists: it is refused as another's is.
+    if !owner_after.is_empty() && parts.status.is_redirection() {
+        return Err(Rejection::NotOwner);
+    }
+    let owner_check = if parts.status.is_success() {
+        owner_after
+    } else {
+        Vec::new()
+    };
     let schema =
         if parts.status.is_success() && policy.undeclared_response_fields != ResponseFields::Pass {
             route.and_then(|id| response_schema(&policy.inventory.routes[id], parts.status))
         } else {
             None
         };
-    if owner_check.is_some() || schema.is_some() {
+    if !owner_check.is_empty() || schema.is_some() {
         let mut bytes = Box::pin(read_response(body)).await?;
-        if let Some((pointer, me)) = owner_check
-            && let Some(kept) = check_owner(ctx, &bytes, &pointer, &me)?
-        {
-            bytes = kept;
+        for (pointer, me) in &owner_check {
+            if let Some(kept) = check_owner(ctx, &bytes, pointer, me)? {
+                bytes = kept;
+            }
         }
         let bytes = match (schema, policy.openapi_doc.as_deref()) {
             (Some(ptr), Some(doc)) => filter_response(

@@ -495,6 +495,60 @@ async fn a_per_role_view_shows_admins_what_users_do_not_see() {
     assert!(list.text.contains("balance_cents"), "{}", list.text);
 }
 
+/// Every owner rule of a route holds, not only the last: an order of the caller's tenant but
+/// of another user is refused. And the owner is read from the body, so a conditional request
+/// cannot have the upstream answer without one (a 304 would tell the order exists).
+#[tokio::test]
+async fn every_owner_rule_of_a_route_holds_and_conditional_requests_cannot_skip_them() {
+    let app = axum::Router::new().route(
+        "/api/orders/{id}",
+        axum::routing::get(|headers: axum::http::HeaderMap| async move {
+            use axum::response::IntoResponse;
+            if headers.contains_key("if-none-match") {
+                return (axum::http::StatusCode::NOT_MODIFIED, [("etag", "\"o1\"")])
+                    .into_response();
+            }
+            axum::Json(json!({ "id": 1, "user_id": "usr_b", "tenant_id": "t1" })).into_response()
+        }),
+    );
+    let up = serve_router(app).await;
+    let secret = String::from_utf8(JWT_SECRET.to_vec()).unwrap();
+    let gw = Gw::start(&format!(
+        "listen: 127.0.0.1:0\nupstream: http://{up}\nroutes: [\"GET /api/orders/{{id}}\"]\nstate: {{ backend: memory }}\nauth:\n  jwt:\n    keys: [{{ alg: HS256, secret: \"{secret}\" }}]\nauthorization:\n  owners:\n    - {{ route: \"GET /api/orders/{{id}}\", response: /user_id }}\n    - {{ route: \"GET /api/orders/{{id}}\", response: /tenant_id, claim: tenant }}\n"
+    ))
+    .await;
+    let token = |sub: &str, tenant: &str| {
+        sign_hs256(
+            JWT_SECRET,
+            &json!({ "sub": sub, "tenant": tenant, "iat": now(), "exp": now() + 600, "jti": format!("t-{sub}-{tenant}"), "type": "access" }),
+        )
+    };
+    let c = client();
+    let get = |t: String, etag: Option<&'static str>| {
+        let mut r = c.get(gw.url("/api/orders/1")).bearer_auth(t);
+        if let Some(e) = etag {
+            r = r.header("if-none-match", e);
+        }
+        r.send()
+    };
+    // The owner, of the right tenant.
+    let b = get(token("usr_b", "t1"), None).await.unwrap();
+    assert_eq!(b.status(), StatusCode::OK);
+    // Same tenant, another user: the first rule refuses (only the last rule was checked).
+    let a = get(token("usr_a", "t1"), None).await.unwrap();
+    assert_eq!(a.status(), StatusCode::NOT_FOUND);
+    // The right user, another tenant: the second rule refuses.
+    let b2 = get(token("usr_b", "t2"), None).await.unwrap();
+    assert_eq!(b2.status(), StatusCode::NOT_FOUND);
+    // A conditional request from another user: neither a 304 nor the object.
+    let cond = get(token("usr_a", "t1"), Some("*")).await.unwrap();
+    assert_eq!(cond.status(), StatusCode::NOT_FOUND);
+    assert!(cond.headers().get("etag").is_none());
+    // The owner's conditional request is sent unconditionally and answered whole.
+    let own = get(token("usr_b", "t1"), Some("*")).await.unwrap();
+    assert_eq!(own.status(), StatusCode::OK);
+}
+
 #[tokio::test]
 async fn list_items_of_other_subjects_are_taken_out() {
     // An upstream whose list ignores ownership (the list form of BOLA).
