@@ -735,7 +735,7 @@ impl Headroom {
 async fn forward(
     deps: &Deps,
     ctx: &Ctx,
-    req: Request<Incoming>,
+    mut req: Request<Incoming>,
     route: &mut Option<RouteId>,
     headroom: &mut Headroom,
 ) -> Result<Response<Body>, Rejection> {
@@ -754,6 +754,11 @@ async fn forward(
         }
     };
 
+    // The client's hop-by-hop fields (and those it names in `Connection`) and the fields an
+    // upstream may mistake for the gateway's, out before any phase adds its own: a
+    // `Connection: x-auth-subject` cannot take out the claim the gateway forwards.
+    forward::strip_hop_by_hop(req.headers_mut());
+    forward::strip_untrusted(req.headers_mut());
     let limits = &policy.limits;
     // The declared length, as hyper read it (a map lookup and a parse fewer).
     if http_body::Body::size_hint(req.body())
@@ -972,7 +977,6 @@ async fn forward(
             .authority()
             .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
     });
-    forward::strip_hop_by_hop(&mut parts.headers);
     // Written as the request goes out, in place of the client's fields of those names.
     let [a, b, c, d, e, f] = forward::forwarding(
         &parts.headers,

@@ -283,6 +283,13 @@ async fn forwarding_headers_cannot_be_spoofed() {
         ("x-forwarded-host", "evil.example"),
         ("x-forwarded-proto", "https"),
         ("x-request-id", "chosen-by-the-client"),
+        // Read as the fields above by servers that map names to CGI-style variables.
+        ("x_forwarded_for", "203.0.113.66"),
+        ("x_real_ip", "203.0.113.66"),
+        // A GET authorised as a GET, a DELETE to frameworks that honour these.
+        ("x-http-method-override", "DELETE"),
+        ("x-http-method", "DELETE"),
+        ("x-method-override", "DELETE"),
     ];
     let send_spoofed = |url: String| {
         let mut req = c.get(url);
@@ -302,6 +309,15 @@ async fn forwarding_headers_cannot_be_spoofed() {
     assert!(h["x-request-id"].to_str().unwrap().len() >= 16);
     assert_ne!(h["x-request-id"], "chosen-by-the-client");
     assert_eq!(h["x-forwarded-proto"], "http");
+    for name in [
+        "x_forwarded_for",
+        "x_real_ip",
+        "x-http-method-override",
+        "x-http-method",
+        "x-method-override",
+    ] {
+        assert!(h.get(name).is_none(), "{name} passed");
+    }
     // Each set once: the client's copies are gone, not kept beside the gateway's.
     for name in [
         "x-forwarded-for",

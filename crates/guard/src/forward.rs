@@ -62,6 +62,33 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, proxies: &[IpNet]) -> IpAddr
 /// bits: a name of another length is none of them.
 const HOP_LENGTHS: u32 = 1 << 2 | 1 << 7 | 1 << 10 | 1 << 16 | 1 << 17 | 1 << 18 | 1 << 19;
 
+/// The method overrides some frameworks honour (Express's `method-override`, ASP.NET, Rails
+/// middleware): a `POST` the gateway authorised as a `POST` would be a `DELETE` upstream.
+const METHOD_OVERRIDES: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
+/// Removes the request fields an upstream may take for others the gateway sets or checks:
+/// names with `_` (servers that map field names to CGI-style variables read `X_Forwarded_For`
+/// as `X-Forwarded-For`, and `X_Auth_Subject` as a claim the gateway forwards; nginx drops
+/// them by default), and the method overrides. Most requests carry none: one pass over the
+/// names, no allocation.
+pub fn strip_untrusted(headers: &mut HeaderMap) {
+    let doomed = |n: &HeaderName| {
+        let s = n.as_str();
+        s.contains('_') || (s.len() >= 13 && METHOD_OVERRIDES.contains(&s))
+    };
+    if !headers.keys().any(doomed) {
+        return;
+    }
+    let names: Vec<HeaderName> = headers.keys().filter(|n| doomed(n)).cloned().collect();
+    for n in names {
+        headers.remove(n);
+    }
+}
+
 /// Removes hop-by-hop headers, including those named in `Connection`; true when a
 /// `Connection` field was there (it may have named any field, and taken it out).
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
