@@ -353,7 +353,7 @@ async fn login_check<'p>(
         deps.store.as_ref(),
         rule,
         &account,
-        &ctx.client.to_string(),
+        &forward::Counted(ctx.client).to_string(),
         portcullis_guard::jwt::now(),
     )
     .await;
@@ -392,7 +392,7 @@ async fn login_settle(
         deps.store.as_ref(),
         login.rule,
         &login.account,
-        &ctx.client.to_string(),
+        &forward::Counted(ctx.client).to_string(),
         login.attempt,
         outcome,
         portcullis_guard::jwt::now(),

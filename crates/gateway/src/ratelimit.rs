@@ -400,7 +400,7 @@ pub struct Facts<'a> {
 /// The counting key of a request for a rule: the subject, claim, header or body field when the
 /// rule names one and the request has it, the client address otherwise.
 pub fn key_of(k: &RateKey, f: &Facts<'_>) -> String {
-    let client = f.client;
+    let client = portcullis_guard::forward::Counted(f.client);
     match k {
         RateKey::Ip => format!("ip:{client}"),
         RateKey::User => match f.claims.and_then(|c| c.str_claim("sub")) {

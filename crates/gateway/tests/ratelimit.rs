@@ -426,3 +426,38 @@ async fn parallel_requests_cannot_race_past_a_quota() {
         assert_eq!(r.status, StatusCode::OK, "{}", r.text);
     }
 }
+
+/// An IPv6 client is counted by its /64, the block one subscriber is given: rotating through
+/// its addresses (the address the trusted proxy reports) does not give fresh budgets, while
+/// another /64 has its own.
+#[tokio::test]
+async fn ipv6_clients_are_counted_by_their_64() {
+    let up = Recorder::start().await;
+    let gw = Gw::start(&format!(
+        "listen: 127.0.0.1:0\nupstream: http://{}\nroutes: [GET /api/items]\ntrusted_proxies: [127.0.0.1/32]\nstate: {{ backend: memory }}\nrate_limits: [{{ match: GET /api/items, key: ip, rate: 1/minute, burst: 1 }}]\n",
+        up.addr
+    ))
+    .await;
+    let c = client();
+    let from = |addr: &'static str| {
+        c.get(gw.url("/api/items"))
+            .header("x-forwarded-for", addr)
+            .send()
+    };
+    assert_eq!(
+        from("2001:db8:1:2::1").await.unwrap().status(),
+        StatusCode::OK
+    );
+    for rotated in ["2001:db8:1:2::2", "2001:db8:1:2:ffff::9"] {
+        assert_eq!(
+            from(rotated).await.unwrap().status(),
+            StatusCode::TOO_MANY_REQUESTS,
+            "{rotated}"
+        );
+    }
+    assert_eq!(
+        from("2001:db8:1:3::1").await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(from("203.0.113.5").await.unwrap().status(), StatusCode::OK);
+}

@@ -62,6 +62,24 @@ pub fn client_ip(peer: IpAddr, headers: &HeaderMap, proxies: &[IpNet]) -> IpAddr
 /// bits: a name of another length is none of them.
 const HOP_LENGTHS: u32 = 1 << 2 | 1 << 7 | 1 << 10 | 1 << 16 | 1 << 17 | 1 << 18 | 1 << 19;
 
+/// The address a client is counted by (rate limits, quotas, login lockout): itself for IPv4;
+/// for IPv6 its /64, the block one subscriber is given (RFC 6177), or rotating through its
+/// 2^64 addresses would give it as many fresh counts. An IPv4-mapped address counts as IPv4.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Counted(pub IpAddr);
+
+impl std::fmt::Display for Counted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.0.to_canonical() {
+            IpAddr::V4(v4) => v4.fmt(f),
+            IpAddr::V6(v6) => {
+                let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+                write!(f, "{}/64", std::net::Ipv6Addr::from(prefix))
+            }
+        }
+    }
+}
+
 /// The method overrides some frameworks honour (Express's `method-override`, ASP.NET, Rails
 /// middleware): a `POST` the gateway authorised as a `POST` would be a `DELETE` upstream.
 const METHOD_OVERRIDES: [&str; 3] = [
@@ -244,7 +262,18 @@ fn ip_value(ip: IpAddr) -> Option<HeaderValue> {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
+    #[test]
+    fn clients_are_counted_by_address_or_ipv6_64() {
+        let c = |s: &str| super::Counted(s.parse().unwrap()).to_string();
+        assert_eq!(c("203.0.113.5"), "203.0.113.5");
+        assert_eq!(c("::ffff:203.0.113.5"), "203.0.113.5");
+        assert_eq!(c("2001:db8:1:2::1"), "2001:db8:1:2::/64");
+        assert_eq!(c("2001:db8:1:2:ffff:ffff:ffff:ffff"), "2001:db8:1:2::/64");
+        assert_ne!(c("2001:db8:1:3::1"), c("2001:db8:1:2::1"));
+    }
+
     use super::*;
 
     #[test]
