@@ -82,18 +82,23 @@ return n
 ";
 
 /// One attempt on a counter KEYS[1] and its hold KEYS[2] (see `Store::attempt`): refused while
-/// held; else counted in a window of ARGV[1] seconds and, from the ARGV[2]-th count, held for
-/// ARGV[3] seconds doubled per further count, at most ARGV[4]. ARGV[5] is now. Returns
-/// {1, count} or {0, held until}.
+/// held; else counted (the count lasting ARGV[1] seconds past the attempt's hold) and, from
+/// the ARGV[2]-th count, held for ARGV[3] seconds doubled per further count, at most ARGV[4].
+/// ARGV[5] is now. Returns {1, count} or {0, held until}.
 const ATTEMPT: &str = r"
 local now = tonumber(ARGV[5])
 local held = tonumber(redis.call('GET', KEYS[2]) or '0')
 if held > now then return {0, held} end
 local n = redis.call('INCR', KEYS[1])
-if n == 1 then redis.call('EXPIRE', KEYS[1], ARGV[1]) end
 local limit = tonumber(ARGV[2])
+local d = 0
 if n >= limit then
-  local d = math.min(tonumber(ARGV[3]) * 2 ^ math.min(n - limit, 30), tonumber(ARGV[4]))
+  d = math.min(tonumber(ARGV[3]) * 2 ^ math.min(n - limit, 30), tonumber(ARGV[4]))
+end
+-- The count lasts the window past this attempt's hold: while the guessing goes on, the holds
+-- keep growing to their cap (a window from the first failure would end under them).
+redis.call('EXPIRE', KEYS[1], string.format('%d', tonumber(ARGV[1]) + d))
+if d > 0 then
   local until_ = string.format('%d', now + d)
   -- Expires d seconds from now by Redis's clock: a Redis clock ahead of the gateway's must
   -- not end the hold early.

@@ -105,6 +105,11 @@ async fn exercise(store: Arc<dyn Store>) {
     assert_eq!(store.attempt("k", now + 1, b).await.unwrap(), Ok(2));
     assert_eq!(store.attempt("k", now + 6, b).await.unwrap(), Ok(3));
     assert_eq!(store.blocked_until(&["k"]).await.unwrap(), vec![now + 16]);
+    // The count lasts the window past the hold, not past the first failure: after the hold,
+    // the next try is the fourth, held twice as long. (Redis counts its own time, which does
+    // not pass here; its count's lifetime is read below.)
+    assert_eq!(store.attempt("k", now + 70, b).await.unwrap(), Ok(4));
+    assert_eq!(store.blocked_until(&["k"]).await.unwrap(), vec![now + 90]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -151,4 +156,11 @@ async fn in_redis() {
     let keys = String::from_utf8_lossy(&keys.stdout).into_owned();
     assert!(keys.contains("login-pair"), "{keys}");
     assert!(keys.contains("login-acct"), "{keys}");
+    // The raw attempts' count lasts the window (60 s) past the last one's hold (20 s).
+    let ttl = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string(), "TTL", "login-test:{h:k}:n"])
+        .output()
+        .unwrap();
+    let ttl: i64 = String::from_utf8_lossy(&ttl.stdout).trim().parse().unwrap();
+    assert!((75..=80).contains(&ttl), "the count expires in {ttl} s");
 }

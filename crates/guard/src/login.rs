@@ -232,6 +232,49 @@ mod tests {
         Ok(())
     }
 
+    /// A day of guesses at one account from a new address each time (a botnet), each sent as
+    /// soon as the account's hold lets it, with the default rule (20 failures, holds from 1 s
+    /// doubling to 15 min, a 15 min window). The holds add up to longer than the window: a
+    /// count that restarted with the window handed the 20 free tries out again every ~17 min
+    /// (2,464 guesses a day); held at the cap, it is about one per 15 min.
+    #[tokio::test]
+    async fn a_day_of_guesses_from_rotating_addresses_stays_near_the_cap() {
+        let rule = LoginRule {
+            per_client_failures: 5,
+            per_account_failures: 20,
+            window: Duration::from_secs(900),
+            base_delay: Duration::from_secs(1),
+            max_delay: Duration::from_secs(900),
+            ..rule()
+        };
+        let s = MemoryStore::default();
+        let (start, mut now, mut judged) = (1_000_000, 1_000_000, 0u32);
+        while now < start + 86_400 {
+            let client = format!(
+                "10.{}.{}.{}",
+                judged >> 16 & 255,
+                judged >> 8 & 255,
+                judged & 255
+            );
+            match check(&s, &rule, "victim@x", &client, now).await {
+                Ok(a) => {
+                    settle(&s, &rule, "victim@x", &client, a, Outcome::Failed, now)
+                        .await
+                        .expect("store");
+                    judged += 1;
+                    now += 1;
+                }
+                Err(Held::Wait(w)) => now += i64::try_from(w).expect("wait"),
+                Err(Held::Unknown) => panic!("store"),
+            }
+        }
+        // 20 free, 10 holds growing to the cap (1,023 s), then one per 900 s.
+        assert!(
+            (110..=130).contains(&judged),
+            "{judged} guesses judged in a day"
+        );
+    }
+
     #[tokio::test]
     async fn one_address_is_slowed_after_its_own_failures() {
         let (s, now) = (MemoryStore::default(), 1_000_000);

@@ -103,7 +103,8 @@ pub trait Store: Send + Sync + fmt::Debug {
     async fn release(&self, key: &str, limit: u32) -> Result<(), StoreError>;
     /// Lets one attempt on `key` through unless the key is held (`Ok(Err(until))`). An
     /// attempt let through is counted as a failure before its outcome is known, and holds the
-    /// key as that failure would (`backoff`); the count is returned (`Ok(Ok(n))`). One
+    /// key as that failure would (`backoff`); the count is returned (`Ok(Ok(n))`) and lasts
+    /// `backoff.window` past the later of the attempt and its hold. One
     /// decision, atomic: parallel attempts cannot all pass one look at the key before any of
     /// them is counted. An attempt that did not fail is settled afterwards with `clear` or
     /// `release`.
@@ -218,10 +219,16 @@ impl LocalStore for MemoryStore {
             if t.blocked_until > now {
                 return Err(t.blocked_until);
             }
+            // The count lasts `window` past the later of the last attempt and its hold: a
+            // window counted from the first failure would end under the doubled holds (with
+            // the defaults they add up to longer than it) and hand out the free tries again.
+            // So the holds keep growing to their cap while the guessing goes on.
+            t.window_start = now.max(t.blocked_until);
             t.failures = t.failures.saturating_add(1);
             let hold = b.hold(t.failures);
             if hold > 0 {
                 t.blocked_until = t.blocked_until.max(now.saturating_add(hold));
+                t.window_start = t.blocked_until;
             }
             Ok(t.failures)
         })
