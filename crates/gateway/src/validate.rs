@@ -243,7 +243,9 @@ fn close_in(v: &mut Value, at: &str, members: &std::collections::HashSet<String>
 impl Validators {
     pub fn new(doc: Option<Arc<Value>>, routes: usize, bounds: DefaultBounds) -> Self {
         Self {
-            views: doc.as_deref().is_some_and(property_roles),
+            views: doc
+                .as_deref()
+                .is_some_and(portcullis_policy::openapi::has_property_roles),
             doc,
             bounds,
             slots: (0..routes).map(|_| OnceLock::new()).collect(),
@@ -421,28 +423,6 @@ fn no_markup(v: &mut Value) {
         Value::Array(items) => items.iter_mut().for_each(no_markup),
         _ => {}
     }
-}
-
-/// Whether some `properties` entry in `v` carries `x-portcullis-roles`.
-fn property_roles(v: &Value) -> bool {
-    let mut stack = vec![v];
-    while let Some(v) = stack.pop() {
-        match v {
-            Value::Object(map) => {
-                if let Some(Value::Object(props)) = map.get("properties")
-                    && props
-                        .values()
-                        .any(|p| p.get("x-portcullis-roles").is_some())
-                {
-                    return true;
-                }
-                stack.extend(map.values());
-            }
-            Value::Array(items) => stack.extend(items),
-            _ => {}
-        }
-    }
-    false
 }
 
 /// Whether `{name}` is a whole segment of the template.

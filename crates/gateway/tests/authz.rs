@@ -495,6 +495,47 @@ async fn a_per_role_view_shows_admins_what_users_do_not_see() {
     assert!(list.text.contains("balance_cents"), "{}", list.text);
 }
 
+/// A description whose only roles are on properties still has its views applied without an
+/// `authorization` section (they were not: no role on an operation, no authorization, every
+/// view for everyone), and `pass`, which reads no answer, is refused with them.
+#[tokio::test]
+async fn per_role_views_hold_without_an_authorization_section_and_refuse_pass() {
+    let shop = Shop::secure().await;
+    let only_views = |s: &str| {
+        s.replace("      x-portcullis-roles: [admin]\n", "").replace(
+            "          maximum: 100000000\n        avatar_url:",
+            "          maximum: 100000000\n          x-portcullis-roles: [admin]\n        avatar_url:",
+        )
+    };
+    let edited = only_views(&std::fs::read_to_string(shop_spec()).unwrap());
+    assert_eq!(
+        edited.matches("x-portcullis-roles").count(),
+        1,
+        "the edit applies"
+    );
+    let gw = Gw::start(&edited_shop_policy(&shop, "views-only", only_views, "")).await;
+    let c = client();
+    let b = register(&shop, &c, "bob").await;
+    let user = send(
+        &c,
+        Method::GET,
+        &gw.url("/v2/users/me"),
+        Some(&b.access),
+        None,
+    )
+    .await;
+    assert_eq!(user.status, StatusCode::OK, "{}", user.text);
+    assert!(user.json().get("balance_cents").is_none(), "{}", user.text);
+    let pass = edited_shop_policy(
+        &shop,
+        "views-pass",
+        only_views,
+        "validation: { undeclared_response_fields: pass }\n",
+    );
+    let e = portcullis_policy::load_str(std::path::Path::new("p.yaml"), &pass).unwrap_err();
+    assert!(e.to_string().contains("per-role views"), "{e}");
+}
+
 /// Every owner rule of a route holds, not only the last: an order of the caller's tenant but
 /// of another user is refused. And the owner is read from the body, so a conditional request
 /// cannot have the upstream answer without one (a 304 would tell the order exists).

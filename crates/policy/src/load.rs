@@ -749,9 +749,28 @@ impl Compiler<'_> {
         let mut inventory = inventory;
         let openapi_doc = self.request_schemas(&raw, &mut inventory);
         let mut auth = raw.auth.as_ref().map(|a| self.auth(a, &inventory));
-        // Roles the description carries (`x-portcullis-roles`) apply like a policy role rule,
-        // with or without an `authorization` section.
-        let described_roles = inventory.routes.iter().any(|r| !r.roles.is_empty())
+        // Per-role views of answers (`x-portcullis-roles` on properties) are applied as the
+        // answer is filtered: `pass` reads no answer, and would show every view to everyone.
+        let views = openapi_doc
+            .as_deref()
+            .is_some_and(crate::openapi::has_property_roles);
+        if views
+            && undeclared_response_fields == ResponseFields::Pass
+            && let Some(f) = raw
+                .validation
+                .as_ref()
+                .and_then(|v| v.undeclared_response_fields.as_ref())
+        {
+            self.err(
+                f,
+                "validation.undeclared_response_fields",
+                "`pass` reads no answer, so the description's per-role views (`x-portcullis-roles` on properties) would not be applied: use `remove` or `refuse`",
+            );
+        }
+        // Roles the description carries (`x-portcullis-roles`, on operations or properties)
+        // apply like a policy role rule, with or without an `authorization` section.
+        let described_roles = views
+            || inventory.routes.iter().any(|r| !r.roles.is_empty())
             || self
                 .described
                 .iter()

@@ -742,3 +742,27 @@ pub fn from_openapi_30(v: &mut serde_json::Value) {
         _ => {}
     }
 }
+
+/// Whether any property schema of `doc` carries `x-portcullis-roles` (per-role views of
+/// answers exist).
+pub fn has_property_roles(doc: &serde_json::Value) -> bool {
+    use serde_json::Value;
+    let mut stack = vec![doc];
+    while let Some(v) = stack.pop() {
+        match v {
+            Value::Object(map) => {
+                if let Some(Value::Object(props)) = map.get("properties")
+                    && props
+                        .values()
+                        .any(|p| p.get("x-portcullis-roles").is_some())
+                {
+                    return true;
+                }
+                stack.extend(map.values());
+            }
+            Value::Array(items) => stack.extend(items),
+            _ => {}
+        }
+    }
+    false
+}
