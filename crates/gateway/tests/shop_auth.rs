@@ -354,7 +354,9 @@ async fn one_address_is_slowed_and_failures_look_alike() {
 #[tokio::test]
 async fn weak_passwords_are_refused_at_registration() {
     let shop = Shop::secure().await;
-    let gw = Gw::verifying_shop_tokens(&shop, "  passwords:\n    - { route: POST /v2/auth/register, pointer: /password, account_pointer: /email }\n", "").await;
+    // Without body validation (which would refuse a form body too), the password phase
+    // itself.
+    let gw = Gw::verifying_shop_tokens(&shop, "  passwords:\n    - { route: POST /v2/auth/register, pointer: /password, account_pointer: /email }\n", "validation: { requests: false }\n").await;
     let c = client();
     let reg = |base: String, email: &'static str, password: &'static str| {
         let c = c.clone();
@@ -393,6 +395,18 @@ async fn weak_passwords_are_refused_at_registration() {
         assert!(r.text.contains(rule), "{}", r.text);
         assert!(!r.text.contains(pw), "the password is not echoed");
     }
+    // A form-encoded body, where the rule cannot see the password, is not forwarded.
+    let form = c
+        .post(gw.url("/v2/auth/register"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("email=five%40example.com&password=123456&name=N")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), StatusCode::UNPROCESSABLE_ENTITY);
+    let text = form.text().await.unwrap();
+    assert!(text.contains("must be JSON"), "{text}");
+    assert!(!text.contains("123456"));
     assert_eq!(
         reg(
             gw.base.clone(),
