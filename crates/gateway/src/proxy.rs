@@ -548,6 +548,14 @@ fn response_schema(route: &portcullis_policy::Route, status: http::StatusCode) -
         .iter()
         .find(|(c, _)| c == code)
         .or_else(|| route.response_schemas.iter().find(|(c, _)| c == "2XX"))
+        // A success the description does not declare (a 203 or 206 where it says 200) is held
+        // to the schema of one it does: an undeclared code must not be a way past the filter.
+        .or_else(|| {
+            route
+                .response_schemas
+                .iter()
+                .find(|(c, _)| status.is_success() && c.starts_with('2'))
+        })
         .map(|(_, p)| p.as_str())
 }
 
@@ -970,7 +978,14 @@ async fn forward(
         body = Pending::Read(bytes);
     }
 
-    // Proxy.
+    // Proxy. An answer a phase reads (owner checks, response filtering) is asked for without
+    // a content coding: gzip bytes would not parse, and the answer would be refused.
+    if !owner_after.is_empty()
+        || (policy.undeclared_response_fields != ResponseFields::Pass
+            && route.is_some_and(|id| !policy.inventory.routes[id].response_schemas.is_empty()))
+    {
+        parts.headers.remove(http::header::ACCEPT_ENCODING);
+    }
     let host = parts.headers.get(HOST).cloned().or_else(|| {
         parts
             .uri
@@ -1220,25 +1235,43 @@ fn strip_cors(headers: &mut http::HeaderMap) {
     }
 }
 
-/// Keys that carry debugging detail in error bodies (stack traces, source paths, SQL).
+/// Keys that carry debugging detail in error bodies (stack traces, source paths, SQL, driver
+/// errors), compared lower-cased and without `_` or `-` (`stack_trace`, `StackTrace` and
+/// `stack-trace` alike): Rails, Django, Spring, ASP.NET, Express with mysql and pg drivers.
 const DEBUG_KEYS: &[&str] = &[
     "backtrace",
     "stack",
     "stacktrace",
-    "stack_trace",
     "trace",
     "traceback",
     "exception",
+    "exceptionmessage",
+    "exceptiontype",
+    "innerexception",
     "debug",
     "location",
-    "source_file",
+    "sourcefile",
     "file",
     "line",
     "sql",
+    "sqlmessage",
+    "sqlstate",
+    "errno",
+    "routine",
     "query",
     "internal",
     "cause",
 ];
+
+/// Whether `key` is one of [`DEBUG_KEYS`], however it is spelled.
+fn is_debug_key(key: &str) -> bool {
+    let folded: String = key
+        .chars()
+        .filter(|c| *c != '_' && *c != '-')
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    DEBUG_KEYS.contains(&folded.as_str())
+}
 
 /// Upstream 4xx answers keep their status and their message, but lose debugging detail: JSON
 /// bodies lose the keys above (at any depth), other bodies (HTML error pages) are replaced by a
@@ -1292,7 +1325,7 @@ fn scrub(v: &mut serde_json::Value) -> usize {
     match v {
         serde_json::Value::Object(map) => {
             let before = map.len();
-            map.retain(|k, _| !DEBUG_KEYS.contains(&k.to_ascii_lowercase().as_str()));
+            map.retain(|k, _| !is_debug_key(k));
             let mut n = before - map.len();
             for child in map.values_mut() {
                 n += scrub(child);
@@ -1481,5 +1514,24 @@ impl RequestId {
 
     pub fn as_str(&self) -> &str {
         self.0.to_str().unwrap_or("-")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn debug_keys_are_found_however_spelled() {
+        let mut v = serde_json::json!({
+            "error": "duplicate entry",
+            "sqlMessage": "Duplicate entry 'a@b.c' for key 'users.email'",
+            "sqlState": "23000",
+            "errno": 1062,
+            "details": { "Stack_Trace": "at Db.insert", "ExceptionMessage": "x", "field": "email" }
+        });
+        assert_eq!(super::scrub(&mut v), 5);
+        assert_eq!(
+            v,
+            serde_json::json!({ "error": "duplicate entry", "details": { "field": "email" } })
+        );
     }
 }

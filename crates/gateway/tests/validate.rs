@@ -745,3 +745,39 @@ async fn formats_and_no_markup_fields_are_enforced_at_the_boundary() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A success the description does not declare (a 203 where it says 200) is filtered with the
+/// declared one's schema: an undeclared code was a way past the allowlist. And the answer of a
+/// filtered route is asked for without a content coding (gzip would not parse: a 502).
+#[tokio::test]
+async fn an_undeclared_success_code_is_filtered_and_answers_are_asked_for_plain() {
+    let spec = "openapi: 3.1.0\ninfo: { title: users, version: \"1\" }\npaths:\n  /me:\n    get:\n      responses:\n        '200':\n          description: ok\n          content:\n            application/json:\n              schema:\n                type: object\n                properties:\n                  id: { type: string }\n";
+    let app = axum::Router::new().route(
+        "/me",
+        axum::routing::get(|headers: axum::http::HeaderMap| async move {
+            let status = if headers.contains_key("accept-encoding") {
+                // As an upstream that compresses would: the gateway could not read it.
+                axum::http::StatusCode::NOT_ACCEPTABLE
+            } else {
+                axum::http::StatusCode::NON_AUTHORITATIVE_INFORMATION
+            };
+            (
+                status,
+                [("content-type", "application/json")],
+                r#"{"id":"usr_1","password_hash":"$2b$12$abc"}"#,
+            )
+        }),
+    );
+    let (gw, _up, dir) = described("undeclared-code", spec, app, "").await;
+    let r = client()
+        .get(gw.url("/me"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NON_AUTHORITATIVE_INFORMATION);
+    let text = r.text().await.unwrap();
+    assert!(!text.contains("password_hash"), "{text}");
+    assert!(text.contains("usr_1"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
