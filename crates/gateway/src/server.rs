@@ -247,6 +247,33 @@ async fn serve_plain(
     serve_h1(stream, at, limits, shared, watcher, stop).await;
 }
 
+/// The gateway's service for a connection (or one HTTP/1 spell of it): each request is
+/// counted in `track`, and its answer's body tells `track` when hyper is done with it. hyper
+/// keeps room for one request future in the connection; boxed, that room is a pointer instead
+/// of the whole pipeline's state, paid per request.
+fn tracked(
+    shared: Arc<Shared>,
+    at: Accepted,
+    track: Arc<Track>,
+) -> impl hyper::service::Service<
+    http::Request<hyper::body::Incoming>,
+    Response = http::Response<Tracked<crate::body::Body>>,
+    Error = Infallible,
+    Future: Unpin + Send + 'static,
+> + Unpin
++ Send
++ 'static {
+    let Accepted { peer, tls, .. } = at;
+    service_fn(move |req| {
+        track.request();
+        let (shared, track) = (shared.clone(), track.clone());
+        Box::pin(async move {
+            let resp = handle(shared, peer, tls, req).await?;
+            Ok::<_, Infallible>(resp.map(|b| Tracked::new(b, track)))
+        })
+    })
+}
+
 /// HTTP/1 keep-alive connections give their buffers back between requests (see `park`).
 async fn serve_h1<C: park::Park>(
     stream: C,
@@ -259,20 +286,8 @@ async fn serve_h1<C: park::Park>(
     // The watcher only holds the drain open until the connection is gone; `stop` is what
     // closes a parked connection and ends a busy one after its response.
     let _draining = watcher;
-    let Accepted { peer, tls, opened } = at;
-    let service = |track: Arc<Track>| {
-        let shared = shared.clone();
-        // hyper keeps room for one request future in the connection; boxed, that room is a
-        // pointer instead of the whole pipeline's state, paid per request.
-        service_fn(move |req| {
-            track.request();
-            let (shared, track) = (shared.clone(), track.clone());
-            Box::pin(async move {
-                let resp = handle(shared, peer, tls, req).await?;
-                Ok::<_, Infallible>(resp.map(|b| Tracked::new(b, track)))
-            })
-        })
-    };
+    let service = |track: Arc<Track>| tracked(shared.clone(), at, track);
+    let opened = at.opened;
     let ended = park::serve(
         stream,
         opened,
@@ -284,7 +299,7 @@ async fn serve_h1<C: park::Park>(
     )
     .await;
     if let Err(e) = ended {
-        tracing::debug!(target: "portcullis::accept", %peer, error = %e, "connection ended with an error");
+        tracing::debug!(target: "portcullis::accept", peer = %at.peer, error = %e, "connection ended with an error");
     }
 }
 
@@ -310,20 +325,10 @@ async fn serve_h2<I>(
     I: park::Park + Send + 'static,
 {
     // Held until the connection is gone: the drain waits for it.
-    let Accepted { peer, tls, .. } = at;
+    let peer = at.peer;
     let _draining = watcher;
     let track = Arc::new(Track::default());
-    let svc = {
-        let track = track.clone();
-        service_fn(move |req| {
-            track.request();
-            let (shared, track) = (shared.clone(), track.clone());
-            Box::pin(async move {
-                let resp = handle(shared, peer, tls, req).await?;
-                Ok::<_, Infallible>(resp.map(|b| Tracked::new(b, track)))
-            })
-        })
-    };
+    let svc = tracked(shared, at, track.clone());
     let io = park::Watched::new(&mut io, track.clone());
     // Boxed: the HTTP/2 connection's state is several KiB, which a task that may serve HTTP/1
     // would otherwise keep room for.

@@ -1305,6 +1305,23 @@ mod tests {
         req
     }
 
+    /// POSTs `body` with `timeout` for the answer and checks the upstream's verdict: `ok`.
+    async fn post_ok(authority: &Authority, timeout: Duration, body: Vec<u8>) {
+        let resp = Upstream::default()
+            .send(
+                authority,
+                Duration::from_secs(2),
+                timeout,
+                post(body),
+                &[],
+                None,
+            )
+            .await
+            .unwrap();
+        let answer = resp.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(&answer[..], b"ok");
+    }
+
     /// An interim answer that comes while a write of the body is still under way (the
     /// upstream had not read it) must not restart that write: the upstream would get part of
     /// the body twice, and with it the start of a request nobody sent on a connection that
@@ -1314,19 +1331,7 @@ mod tests {
         let body = counted(8 << 20);
         let (authority, served) =
             slow_reader(body.clone(), Duration::from_millis(300), 0, Duration::ZERO);
-        let resp = Upstream::default()
-            .send(
-                &authority,
-                Duration::from_secs(2),
-                Duration::from_secs(10),
-                post(body),
-                &[],
-                None,
-            )
-            .await
-            .unwrap();
-        let answer = resp.into_body().collect().await.unwrap().to_bytes();
-        assert_eq!(&answer[..], b"ok");
+        post_ok(&authority, Duration::from_secs(10), body).await;
         served.join().unwrap();
     }
 
@@ -1344,19 +1349,7 @@ mod tests {
             2 << 20,
             Duration::from_millis(50),
         );
-        let resp = Upstream::default()
-            .send(
-                &authority,
-                Duration::from_secs(2),
-                Duration::from_secs(1),
-                post(body),
-                &[],
-                None,
-            )
-            .await
-            .unwrap();
-        let answer = resp.into_body().collect().await.unwrap().to_bytes();
-        assert_eq!(&answer[..], b"ok");
+        post_ok(&authority, Duration::from_secs(1), body).await;
         served.join().unwrap();
     }
 
