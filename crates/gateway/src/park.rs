@@ -287,6 +287,9 @@ impl<S: Park> AsyncWrite for Watched<'_, S> {
     }
 }
 
+/// How long a closing connection waits for its client to take the last bytes.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How long a connection stays idle before its buffers go back. Taking a connection apart and
 /// building it again costs about a microsecond; a client that sends request after request (a
 /// load test, a busy service) keeps its connection whole and pays nothing, while at most one
@@ -322,46 +325,6 @@ pub async fn serve<C: Park, S, F>(
     builder: impl Fn() -> hyper::server::conn::http1::Builder,
     header_read_timeout: std::time::Duration,
     idle_timeout: std::time::Duration,
-    stop: watch::Receiver<bool>,
-    service: F,
-) -> Result<(), hyper::Error>
-where
-    F: FnMut(Arc<Track>) -> S,
-    S: hyper::service::HttpService<hyper::body::Incoming> + Unpin,
-    S::Future: Unpin,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-    S::ResBody: 'static,
-    <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
-{
-    let limits = Timeouts {
-        first_head_by: opened + header_read_timeout,
-        header_read_timeout,
-        idle_timeout,
-    };
-    let ended = spells(&mut stream, builder, limits, stop, service).await;
-    // Closed by the gateway's side: a TLS session says so (`close_notify`), else a client
-    // cannot tell an answer read to the connection's end from one cut short. Bounded: the
-    // client may not be reading.
-    let _ = tokio::time::timeout(CLOSE_WAIT, stream.shutdown()).await;
-    ended
-}
-
-/// How long a closing connection waits for its client to take the last bytes.
-const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
-
-#[derive(Clone, Copy)]
-struct Timeouts {
-    /// The connection's first head must be in by then (TLS handshake, or the wait for the
-    /// HTTP/2 preface, included).
-    first_head_by: Instant,
-    header_read_timeout: std::time::Duration,
-    idle_timeout: std::time::Duration,
-}
-
-async fn spells<C: Park, S, F>(
-    stream: &mut C,
-    builder: impl Fn() -> hyper::server::conn::http1::Builder,
-    limits: Timeouts,
     mut stop: watch::Receiver<bool>,
     mut service: F,
 ) -> Result<(), hyper::Error>
@@ -373,11 +336,9 @@ where
     S::ResBody: 'static,
     <S::ResBody as http_body::Body>::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
-    let Timeouts {
-        first_head_by,
-        header_read_timeout,
-        idle_timeout,
-    } = limits;
+    // The connection's first head must be in by then (TLS handshake, or the wait for the
+    // HTTP/2 preface, included).
+    let first_head_by = opened + header_read_timeout;
     // No answer sent on the connection yet: its first head is due by `first_head_by`.
     let mut fresh = true;
     let mut carry = Bytes::new();
@@ -386,10 +347,12 @@ where
     let mut timer = std::pin::pin!(tokio::time::sleep(idle_timeout));
     // The first spell starts at once: bytes may already wait in a TLS session, where the
     // socket's readiness cannot tell. A spell parts only after hyper's read found nothing.
-    loop {
+    // (One labelled loop rather than a wrapper around it: the connection's task would keep
+    // room for its arguments twice.)
+    let ended = 'conn: loop {
         let track = Arc::new(Track::default());
         let io = Watched {
-            stream: &mut *stream,
+            stream: &mut stream,
             carry: std::mem::take(&mut carry),
             track: track.clone(),
         };
@@ -484,9 +447,13 @@ where
                 Pin::new(&mut *conn).graceful_shutdown();
             }
         })
-        .await?;
+        .await;
+        let parted = match parted {
+            Ok(p) => p,
+            Err(e) => break 'conn Err(e),
+        };
         if !parted {
-            return Ok(());
+            break 'conn Ok(());
         }
         // What hyper had read and not parsed yet (usually nothing), copied out: it is a view
         // into hyper's 8 KiB read buffer, which it would keep alive (even an empty view does,
@@ -509,9 +476,14 @@ where
         });
         tokio::select! {
             biased;
-            _ = stop.wait_for(|s| *s) => return Ok(()),
-            _ = timer.as_mut() => return Ok(()),
-            r = stream.readable() => if r.is_err() { return Ok(()) },
+            _ = stop.wait_for(|s| *s) => break 'conn Ok(()),
+            _ = timer.as_mut() => break 'conn Ok(()),
+            r = stream.readable() => if r.is_err() { break 'conn Ok(()) },
         }
-    }
+    };
+    // Closed by the gateway's side: a TLS session says so (`close_notify`), else a client
+    // cannot tell an answer read to the connection's end from one cut short. Bounded: the
+    // client may not be reading.
+    let _ = tokio::time::timeout(CLOSE_WAIT, stream.shutdown()).await;
+    ended
 }
