@@ -229,7 +229,7 @@ async fn authenticate(
                 Ok(Err(_)) => {
                     return Err(Rejection::BadRequest("the request body could not be read"));
                 }
-                Ok(Ok(c)) => c.to_bytes(),
+                Ok(Ok(c)) => unambiguous(c.to_bytes())?,
             };
         let json: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|_| refuse(AuthFailure::Missing))?;
@@ -322,8 +322,18 @@ async fn read_body(
         Err(_) => Err(Rejection::RequestTimeout),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(Rejection::PayloadTooLarge),
         Ok(Err(_)) => Err(Rejection::BadRequest("the request body could not be read")),
-        Ok(Ok(c)) => Ok(c.to_bytes()),
+        Ok(Ok(c)) => unambiguous(c.to_bytes()),
     }
+}
+
+/// A body a phase reads, refused when it is JSON that repeats a key: the gateway (serde keeps
+/// the last copy) and the upstream (some parsers keep the first) would read two requests, one
+/// checked (an account counted, a URL allowed, a password judged) and one acted on.
+fn unambiguous(bytes: bytes::Bytes) -> Result<bytes::Bytes, Rejection> {
+    if portcullis_guard::jwt::repeats_a_key(&bytes) {
+        return Err(Rejection::BadRequest("the JSON body repeats a key"));
+    }
+    Ok(bytes)
 }
 
 /// A login attempt let through, to be settled when it ends.

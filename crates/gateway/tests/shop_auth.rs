@@ -448,4 +448,20 @@ async fn a_login_that_names_no_account_is_not_forwarded() {
             "the login body does not name an account"
         );
     }
+    // The victim for an upstream that keeps a repeated key's first copy, a new decoy account
+    // each time for the gateway's count (serde keeps the last): refused, counted for nobody.
+    for decoy in ["decoy-1@example.com", "decoy-2@example.com"] {
+        let r = c
+            .post(gw.url("/v2/auth/login"))
+            .header("content-type", "application/json")
+            .body(format!(
+                r#"{{"email":"victim@example.com","email":"{decoy}","password":"guess"}}"#
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        let text = r.text().await.unwrap();
+        assert!(text.contains("repeats a key"), "{text}");
+    }
 }

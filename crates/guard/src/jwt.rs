@@ -454,6 +454,17 @@ fn json_object(segment: &str) -> Result<Map<String, Value>, AuthFailure> {
     }
 }
 
+/// Whether `bytes` is JSON with an object that repeats a key (at any depth, however the key
+/// is escaped). Parsers disagree on which copy counts (serde keeps the last, others the
+/// first), so a body the gateway checks must not be read one way here and another upstream.
+/// Bytes that are not JSON are not this function's to judge: false.
+pub fn repeats_a_key(bytes: &[u8]) -> bool {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    NoDuplicates
+        .deserialize(&mut de)
+        .is_err_and(|e| e.to_string().contains("duplicate key"))
+}
+
 /// Walks a JSON document and fails on the first object with a repeated key.
 #[derive(Clone, Copy)]
 struct NoDuplicates;
@@ -509,4 +520,15 @@ pub fn now() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn repeated_keys_are_found_at_any_depth_however_escaped() {
+        assert!(super::repeats_a_key(br#"{"email":"a@x","email":"b@x"}"#));
+        assert!(super::repeats_a_key(br#"{"a":[{"u":1,"\u0075":2}]}"#));
+        assert!(!super::repeats_a_key(br#"{"email":"a@x","Email":"b@x"}"#));
+        assert!(!super::repeats_a_key(b"email=a&email=b"));
+    }
 }
