@@ -170,10 +170,28 @@ impl Service<Request<Incoming>> for Pipeline {
 async fn pipeline(ctx: Ctx, req: Request<Incoming>) -> (Response<Body>, Decision) {
     let mut route = None;
     let mut limits = Headroom::default();
+    let mut refresh = None;
     // The pipeline's state (about 3 KiB) lives on the heap, copied there once: the futures
     // around it stay small, and moving them (hyper and tower move a request's future a few
     // times) copies pointers rather than kilobytes.
-    let result = Box::pin(forward(&ctx.deps, &ctx, req, &mut route, &mut limits)).await;
+    let result = Box::pin(forward(
+        &ctx.deps,
+        &ctx,
+        req,
+        &mut route,
+        &mut limits,
+        &mut refresh,
+    ))
+    .await;
+    // A refresh token's use goes back when its request was refused before the upstream judged
+    // it (a limit, a quota, an upstream that failed): the client's retry is no theft, and
+    // counting it as one would revoke the user's whole family.
+    if let (Some(RefreshUse(jti)), Err(rej)) = (&refresh, &result)
+        && !matches!(rej, Rejection::UpstreamError(s) if s.is_client_error())
+        && let Err(e) = Box::pin(ctx.deps.store.unuse(jti)).await
+    {
+        tracing::error!(target: "portcullis::auth", request_id = ctx.id.as_str(), error = %e, "a refresh token's use could not be given back");
+    }
     // Every answer `forward` returns is the upstream's, its map started from the route's
     // hardening; every refusal is the gateway's own.
     let (resp, reason, hardened) = match result {
@@ -267,6 +285,7 @@ async fn authenticate(
             tracing::warn!(target: "portcullis::auth", request_id = ctx.id.as_str(), "refresh token reused: the subject's tokens are revoked");
             return Err(refuse(AuthFailure::RefreshReused));
         }
+        parts.extensions.insert(RefreshUse(jti));
         return Ok((parts, Pending::Read(bytes)));
     }
     if !auth.required.get(route).copied().unwrap_or(true) {
@@ -703,6 +722,10 @@ impl Pending {
     }
 }
 
+/// A refresh token's single use, taken by the authentication phase (its `jti`).
+#[derive(Clone, Debug)]
+struct RefreshUse(String);
+
 /// The route phase's verdict on a normalised path.
 fn lookup(
     policy: &portcullis_policy::Policy,
@@ -756,6 +779,7 @@ async fn forward(
     mut req: Request<Incoming>,
     route: &mut Option<RouteId>,
     headroom: &mut Headroom,
+    refresh: &mut Option<RefreshUse>,
 ) -> Result<Response<Body>, Rejection> {
     let rt = &ctx.runtime;
     let policy = &rt.policy;
@@ -796,6 +820,7 @@ async fn forward(
             (p, Pending::Incoming(b))
         }
     };
+    *refresh = parts.extensions.remove::<RefreshUse>();
     // Authorize.
     let mut owner_after = Vec::new();
     // The caller's roles, for the per-role view of responses (`None`: every view, or no view

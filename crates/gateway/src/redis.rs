@@ -836,6 +836,15 @@ impl Store for RedisStore {
         .map(|set| set.is_some())
     }
 
+    async fn unuse(&self, jti: &str) -> Result<(), StoreError> {
+        let k = self.key("u", jti, "");
+        self.call("unuse", async |mut h| {
+            redis::cmd("DEL").arg(&k).query_async::<i64>(&mut h).await
+        })
+        .await
+        .map(|_| ())
+    }
+
     async fn revocations(&self, now: i64) -> Result<Revocations, StoreError> {
         let (tokens, subjects) = (
             self.key("index", "tokens", ""),

@@ -693,3 +693,65 @@ async fn refresh_tokens_pass_once_and_reuse_revokes_the_family() {
     assert_eq!(post(json!({ "other": 1 })).await, StatusCode::UNAUTHORIZED);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A refresh refused before the upstream judged it (here by a rate limit) gives its use back:
+/// the client's retry is answered, where it was taken for theft and revoked the user's whole
+/// family.
+#[tokio::test]
+async fn a_refresh_refused_before_the_upstream_can_be_retried() {
+    let up = Recorder::start().await;
+    let k = keys();
+    let dir = std::env::temp_dir().join(format!("portcullis-refresh-retry-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let text = policy(&up, &k, &dir).replace(
+        "routes: [GET /api/items, GET /public]",
+        "routes: [GET /api/items, GET /public, POST /auth/refresh]",
+    ) + "  refresh: { route: POST /auth/refresh, token_pointer: /refresh_token }\nrate_limits: [{ match: POST /auth/refresh, key: ip, rate: 1/second, burst: 1 }]\n";
+    let gw = Gw::start(&text).await;
+    let c = client();
+    let iat = now() - 5;
+    let token = |jti: &str, typ: &str| {
+        sign(
+            &k,
+            "HS256",
+            &json!({ "sub": "usr_r", "iss": "https://idp.test", "aud": "api", "iat": iat, "exp": now() + 600, "jti": jti, "type": typ }),
+        )
+    };
+    let access = token("at-1", "access");
+    let post = |t: String| {
+        let (c, url) = (c.clone(), gw.url("/auth/refresh"));
+        async move {
+            send(
+                &c,
+                Method::POST,
+                &url,
+                None,
+                Some(json!({ "refresh_token": t })),
+            )
+            .await
+            .status
+        }
+    };
+    assert_eq!(post(token("rt-a", "refresh")).await, StatusCode::OK);
+    // Over the rate: refused before the upstream saw it.
+    assert_eq!(
+        post(token("rt-b", "refresh")).await,
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(post(token("rt-b", "refresh")).await, StatusCode::OK);
+    assert_eq!(
+        send(&c, Method::GET, &gw.url("/api/items"), Some(&access), None)
+            .await
+            .status,
+        StatusCode::OK,
+        "the family is not revoked"
+    );
+    // Used once through to the upstream, it is still single-use.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(
+        post(token("rt-b", "refresh")).await,
+        StatusCode::UNAUTHORIZED
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -110,6 +110,11 @@ async fn exercise(store: Arc<dyn Store>) {
     // not pass here; its count's lifetime is read below.)
     assert_eq!(store.attempt("k", now + 70, b).await.unwrap(), Ok(4));
     assert_eq!(store.blocked_until(&["k"]).await.unwrap(), vec![now + 90]);
+    // A refresh token's single use, and the use given back.
+    assert!(store.use_once("rt-1", now + 600, now).await.unwrap());
+    assert!(!store.use_once("rt-1", now + 600, now).await.unwrap());
+    store.unuse("rt-1").await.unwrap();
+    assert!(store.use_once("rt-1", now + 600, now).await.unwrap());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

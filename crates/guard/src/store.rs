@@ -88,6 +88,9 @@ pub trait Store: Send + Sync + fmt::Debug {
     ) -> Result<bool, StoreError>;
     /// Marks a single-use token used; `Ok(false)` when it had been used already.
     async fn use_once(&self, jti: &str, exp: i64, now: i64) -> Result<bool, StoreError>;
+    /// Gives a use taken by [`Store::use_once`] back: the request it was taken for was
+    /// refused before the upstream judged it, and its retry is no theft.
+    async fn unuse(&self, jti: &str) -> Result<(), StoreError>;
     async fn revocations(&self, now: i64) -> Result<Revocations, StoreError>;
     /// Counts one use of `key` in a window of `window` seconds and, at the `limit`-th use,
     /// holds it back for a window from now; returns the count. One decision: a backend
@@ -128,6 +131,7 @@ pub trait LocalStore: Send + Sync + fmt::Debug {
     fn revoke_subject(&self, sub: &str, before: i64) -> Result<(), StoreError>;
     fn is_revoked(&self, jti: Option<&str>, sub: Option<&str>, iat: Option<i64>) -> bool;
     fn use_once(&self, jti: &str, exp: i64, now: i64) -> Result<bool, StoreError>;
+    fn unuse(&self, jti: &str) -> Result<(), StoreError>;
     fn revocations(&self, now: i64) -> Revocations;
     fn release(&self, key: &str, limit: u32) -> Result<(), StoreError>;
     fn attempt(
@@ -305,6 +309,12 @@ impl LocalStore for MemoryStore {
         self.with(|s| {
             Sets::sweep(&mut s.used, now);
             s.used.insert(jti.to_owned(), exp).is_none()
+        })
+    }
+
+    fn unuse(&self, jti: &str) -> Result<(), StoreError> {
+        self.with(|s| {
+            s.used.remove(jti);
         })
     }
 
@@ -535,6 +545,16 @@ impl LocalStore for Durable {
         Ok(true)
     }
 
+    fn unuse(&self, jti: &str) -> Result<(), StoreError> {
+        let w = self.db.begin_write().map_err(db_err)?;
+        {
+            let mut t = w.open_table(USED).map_err(db_err)?;
+            t.remove(jti).map_err(db_err)?;
+        }
+        w.commit().map_err(db_err)?;
+        LocalStore::unuse(&self.memory, jti)
+    }
+
     fn revocations(&self, now: i64) -> Revocations {
         LocalStore::revocations(&self.memory, now)
     }
@@ -590,6 +610,9 @@ impl Store for MemoryStore {
     }
     async fn use_once(&self, jti: &str, exp: i64, now: i64) -> Result<bool, StoreError> {
         LocalStore::use_once(self, jti, exp, now)
+    }
+    async fn unuse(&self, jti: &str) -> Result<(), StoreError> {
+        LocalStore::unuse(self, jti)
     }
     async fn revocations(&self, now: i64) -> Result<Revocations, StoreError> {
         Ok(LocalStore::revocations(self, now))
@@ -665,6 +688,10 @@ impl Store for EmbeddedStore {
     async fn use_once(&self, jti: &str, exp: i64, now: i64) -> Result<bool, StoreError> {
         let jti = jti.to_owned();
         self.write(move |d| d.use_once(&jti, exp, now)).await
+    }
+    async fn unuse(&self, jti: &str) -> Result<(), StoreError> {
+        let jti = jti.to_owned();
+        self.write(move |d| d.unuse(&jti)).await
     }
     async fn revocations(&self, now: i64) -> Result<Revocations, StoreError> {
         Ok(self.0.revocations(now))
