@@ -535,6 +535,18 @@ async fn every_algorithm_verifies_and_every_forgery_is_refused() {
         accepted,
         "no refused request reached the upstream"
     );
+    // Two tokens: the gateway would verify the first, an upstream might read the last.
+    let valid = sign(&k, "HS256", &claims());
+    let forged = hs256_raw(b"not-the-key", r#"{"alg":"HS256","kid":"HS256"}"#, &payload);
+    let two = c
+        .get(gw.url("/api/items"))
+        .header("authorization", format!("Bearer {valid}"))
+        .header("authorization", format!("Bearer {forged}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(two.status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(up.seen().len(), accepted);
     // A public route needs no token.
     let r = c.get(gw.url("/public")).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);

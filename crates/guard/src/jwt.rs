@@ -317,7 +317,13 @@ impl Verifier {
 
     /// The bearer token of a request: `Authorization: Bearer`, else the configured cookie.
     pub fn token<'h>(&self, headers: &'h HeaderMap) -> Result<&'h str, AuthFailure> {
-        if let Some(v) = headers.get(http::header::AUTHORIZATION) {
+        // One token or none: with two, the gateway would verify one (the first) and an
+        // upstream that trusts it might act on the other (the last).
+        let mut fields = headers.get_all(http::header::AUTHORIZATION).iter();
+        if let Some(v) = fields.next() {
+            if fields.next().is_some() {
+                return Err(AuthFailure::Malformed);
+            }
             let v = v.to_str().map_err(|_| AuthFailure::Malformed)?;
             let (scheme, token) = v.split_once(' ').ok_or(AuthFailure::Malformed)?;
             if !scheme.eq_ignore_ascii_case("bearer") {
@@ -326,15 +332,20 @@ impl Verifier {
             return Ok(token.trim());
         }
         let name = self.cookie.as_deref().ok_or(AuthFailure::Missing)?;
-        headers
+        let mut named = headers
             .get_all(http::header::COOKIE)
             .iter()
             .filter_map(|v| v.to_str().ok())
             .flat_map(|v| v.split(';'))
             .filter_map(|c| c.trim().split_once('='))
-            .find(|(n, _)| *n == name)
-            .map(|(_, v)| v)
-            .ok_or(AuthFailure::Missing)
+            .filter(|(n, _)| *n == name)
+            .map(|(_, v)| v);
+        let token = named.next().ok_or(AuthFailure::Missing)?;
+        // The same for a cookie sent twice (frameworks differ on which copy wins).
+        if named.next().is_some() {
+            return Err(AuthFailure::Malformed);
+        }
+        Ok(token)
     }
 
     /// Verifies `token` and checks its type. `now` is seconds since the epoch.
@@ -530,5 +541,42 @@ mod tests {
         assert!(super::repeats_a_key(br#"{"a":[{"u":1,"\u0075":2}]}"#));
         assert!(!super::repeats_a_key(br#"{"email":"a@x","Email":"b@x"}"#));
         assert!(!super::repeats_a_key(b"email=a&email=b"));
+    }
+
+    /// One token or none: two `Authorization` fields, or the token cookie twice, are refused
+    /// (the gateway would check one copy, an upstream might act on the other).
+    #[test]
+    fn a_token_sent_twice_is_refused() {
+        use portcullis_policy::{Jwt, JwtAlg, JwtKey, KeyMaterial, TokenType};
+        let jwt = Jwt {
+            keys: vec![JwtKey {
+                kid: None,
+                alg: JwtAlg::HS256,
+                material: KeyMaterial::Secret(b"0123456789abcdefghijklmnopqrstuvwxyzABCD".to_vec()),
+            }],
+            jwks: None,
+            issuer: vec![],
+            audience: vec![],
+            require: vec!["exp".into()],
+            leeway: std::time::Duration::from_secs(30),
+            max_token_bytes: 8192,
+            token_type: TokenType::Claim {
+                name: "type".into(),
+                value: "access".into(),
+            },
+            cookie: Some("session".into()),
+            forward_claims: vec![],
+        };
+        let v = super::Verifier::new(&jwt).expect("verifier");
+        let mut h = http::HeaderMap::new();
+        h.append("authorization", http::HeaderValue::from_static("Bearer a"));
+        assert_eq!(v.token(&h), Ok("a"));
+        h.append("authorization", http::HeaderValue::from_static("Bearer b"));
+        assert_eq!(v.token(&h), Err(super::AuthFailure::Malformed));
+        let mut c = http::HeaderMap::new();
+        c.append("cookie", http::HeaderValue::from_static("x=1; session=a"));
+        assert_eq!(v.token(&c), Ok("a"));
+        c.append("cookie", http::HeaderValue::from_static("session=b"));
+        assert_eq!(v.token(&c), Err(super::AuthFailure::Malformed));
     }
 }
