@@ -644,8 +644,21 @@ pub fn prune(
     let schema = resolve(schema, doc);
     match value {
         Value::Object(map) => {
-            if schema.get("anyOf").is_some() || schema.get("oneOf").is_some() {
-                return out;
+            if let Some(branches) = schema
+                .get("anyOf")
+                .or_else(|| schema.get("oneOf"))
+                .and_then(Value::as_array)
+            {
+                // OpenAPI 3.1's nullable object, `anyOf: [{$ref: X}, {type: 'null'}]`: an
+                // object is an X, filtered as one. A true union (two object shapes) is left
+                // as it is: which branch an object meant cannot be told.
+                let mut shapes = branches.iter().filter(|b| {
+                    resolve(b, doc).get("type").and_then(Value::as_str) != Some("null")
+                });
+                return match (shapes.next(), shapes.next()) {
+                    (Some(only), None) => prune(value, only, doc, depth + 1, roles),
+                    _ => out,
+                };
             }
             // Properties declared here and by every `allOf` member.
             let mut declared: Vec<(&String, &Value)> = Vec::new();

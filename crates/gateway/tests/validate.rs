@@ -781,3 +781,26 @@ async fn an_undeclared_success_code_is_filtered_and_answers_are_asked_for_plain(
     assert!(text.contains("usr_1"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// OpenAPI 3.1's nullable object (`anyOf: [{$ref}, {type: 'null'}]`) is filtered as the object
+/// it names: undeclared fields went out whole under it.
+#[tokio::test]
+async fn a_nullable_object_is_filtered_as_the_object() {
+    let spec = "openapi: 3.1.0\ninfo: { title: users, version: \"1\" }\npaths:\n  /me:\n    get:\n      responses:\n        '200':\n          description: ok\n          content:\n            application/json:\n              schema:\n                anyOf:\n                  - $ref: '#/components/schemas/User'\n                  - type: 'null'\ncomponents:\n  schemas:\n    User:\n      type: object\n      properties:\n        id: { type: string }\n";
+    let app = axum::Router::new().route(
+        "/me",
+        axum::routing::get(|| async {
+            (
+                [("content-type", "application/json")],
+                r#"{"id":"usr_1","password_hash":"$2b$12$abc"}"#,
+            )
+        }),
+    );
+    let (gw, _up, dir) = described("nullable", spec, app, "").await;
+    let r = client().get(gw.url("/me")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let text = r.text().await.unwrap();
+    assert!(!text.contains("password_hash"), "{text}");
+    assert!(text.contains("usr_1"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
