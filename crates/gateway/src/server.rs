@@ -336,7 +336,11 @@ async fn serve_h2<I>(
     let stall = limits
         .idle_timeout
         .max(limits.body_read_timeout + limits.upstream_timeout);
-    let mut look = Box::pin(tokio::time::sleep(limits.idle_timeout));
+    // The first look comes at the head deadline when that is sooner: a client that has sent
+    // no request by then is late, not idle (as over HTTP/1).
+    let first = (at.opened + limits.header_read_timeout)
+        .min(tokio::time::Instant::now() + limits.idle_timeout);
+    let mut look = Box::pin(tokio::time::sleep_until(first));
     let mut before = track.snapshot();
     let mut moved = tokio::time::Instant::now();
     let mut closing = false;

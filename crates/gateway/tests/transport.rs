@@ -438,6 +438,37 @@ async fn idle_http2_connections_are_closed() {
     assert!(idle_since.elapsed() >= Duration::from_millis(900));
 }
 
+/// An HTTP/2 client that sends no request is closed at the head deadline, as an HTTP/1 one
+/// is, not after `idle_timeout`.
+#[tokio::test]
+async fn an_http2_client_that_asks_nothing_is_closed_at_the_head_deadline() {
+    let up = Recorder::start().await;
+    let gw = Gw::start(&recorder_policy(
+        &up,
+        "limits: { header_read_timeout: 1s, idle_timeout: 10s, workers: 1 }\n",
+    ))
+    .await;
+    let start = Instant::now();
+    let tcp = TcpStream::connect(gw.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    let (_sender, conn) =
+        hyper::client::conn::http2::handshake::<_, _, http_body_util::Empty<bytes::Bytes>>(
+            hyper_util::rt::TokioExecutor::new(),
+            hyper_util::rt::TokioIo::new(tcp),
+        )
+        .await
+        .unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(8), conn)
+        .await
+        .expect("the silent HTTP/2 connection was still open after 8 s");
+    assert!(
+        start.elapsed() < Duration::from_secs(4),
+        "closed after {:?}",
+        start.elapsed()
+    );
+}
+
 #[tokio::test]
 async fn hot_reload_applies_valid_policies_and_keeps_the_old_one_otherwise() {
     let up = Recorder::start().await;
