@@ -33,29 +33,30 @@ fn trusted(ip: IpAddr, proxies: &[IpNet]) -> bool {
 }
 
 /// The client's address: the peer, or when the peer is a trusted proxy, the rightmost
-/// `X-Forwarded-For` entry that is not a trusted proxy.
+/// `X-Forwarded-For` entry that is not a trusted proxy. Read from the right, as the trusted
+/// proxies appended it: an entry that does not parse stops the walk at the nearest trusted hop
+/// before it (garbage the client wrote left of its own address is never reached, so it cannot
+/// make the client count as its proxy, in the budget of everyone behind it).
 pub fn client_ip(peer: IpAddr, headers: &HeaderMap, proxies: &[IpNet]) -> IpAddr {
+    let mut nearest = peer.to_canonical();
     if !trusted(peer, proxies) {
-        return peer.to_canonical();
+        return nearest;
     }
-    let mut chain: Vec<IpAddr> = Vec::new();
+    let mut fields: Vec<&str> = Vec::new();
     for v in headers.get_all(&X_FORWARDED_FOR) {
         let Ok(s) = v.to_str() else {
-            return peer.to_canonical();
+            return nearest;
         };
-        for part in s.split(',') {
-            match part.trim().parse::<IpAddr>() {
-                Ok(ip) => chain.push(ip.to_canonical()),
-                // A garbled chain is not evidence of anything: fall back to the peer.
-                Err(_) => return peer.to_canonical(),
-            }
+        fields.push(s);
+    }
+    for entry in fields.iter().rev().flat_map(|f| f.rsplit(',')) {
+        match entry.trim().parse::<IpAddr>() {
+            Ok(ip) if !trusted(ip, proxies) => return ip.to_canonical(),
+            Ok(ip) => nearest = ip.to_canonical(),
+            Err(_) => return nearest,
         }
     }
-    chain
-        .into_iter()
-        .rev()
-        .find(|ip| !trusted(*ip, proxies))
-        .unwrap_or(peer.to_canonical())
+    nearest
 }
 
 /// The lengths of the hop-by-hop names and `transfer-encoding` (2, 7, 10, 16, 17, 18, 19), as
@@ -333,6 +334,23 @@ mod tests {
             client_ip(ip("10.0.0.1"), &garbled, &proxies),
             ip("10.0.0.1")
         );
+        // Garbage the client wrote before the address its proxy appended is never reached.
+        let prefixed = h(&[("x-forwarded-for", "not-an-ip, 203.0.113.7, 10.1.1.1")]);
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &prefixed, &proxies),
+            ip("203.0.113.7")
+        );
+        let two_fields = h(&[
+            ("x-forwarded-for", "junk"),
+            ("x-forwarded-for", "203.0.113.7"),
+        ]);
+        assert_eq!(
+            client_ip(ip("10.0.0.1"), &two_fields, &proxies),
+            ip("203.0.113.7")
+        );
+        // Garbage past a trusted hop: that hop.
+        let mid = h(&[("x-forwarded-for", "junk, 10.1.1.1")]);
+        assert_eq!(client_ip(ip("10.0.0.1"), &mid, &proxies), ip("10.1.1.1"));
         let mapped = h(&[("x-forwarded-for", "::ffff:203.0.113.7")]);
         assert_eq!(
             client_ip(ip("::ffff:10.0.0.1"), &mapped, &proxies),
