@@ -475,7 +475,7 @@ async fn upload(
 ) -> Result<Result<Head, Failed>, tokio::time::error::Elapsed> {
     let head = match tokio::time::timeout(timeout, write_head(conn, out)).await? {
         Ok(()) => Box::pin(send_body(conn, &mut body.body, body.length, asked, timeout)).await,
-        Err(f) => Err(UploadFailed::Failed(f)),
+        Err(f) => Err(f),
     };
     let head = match head {
         Ok(Upload::Sent(Some(head))) => return Ok(Ok(head)),
@@ -485,13 +485,13 @@ async fn upload(
             head.keep_alive = false;
             return Ok(Ok(head));
         }
-        Err(UploadFailed::Stalled) => return Ok(Err(timed_out())),
-        Err(UploadFailed::Failed(f)) => return Ok(Err(f)),
+        Err(f) => return Ok(Err(f)),
     };
     tokio::time::timeout(timeout, head).await
 }
 
-/// A time limit passed mid-upload: said as the timeout it is.
+/// A time limit passed mid-upload (the upstream took no byte of the body for the idle
+/// limit): said as the timeout it is.
 fn timed_out() -> Failed {
     Failed {
         unsent: false,
@@ -585,25 +585,6 @@ enum Upload {
     Stopped(Option<Head>),
 }
 
-/// How an upload failed.
-enum UploadFailed {
-    /// The upstream took no byte of the body for the idle limit.
-    Stalled,
-    Failed(Failed),
-}
-
-impl From<Failed> for UploadFailed {
-    fn from(f: Failed) -> Self {
-        UploadFailed::Failed(f)
-    }
-}
-
-impl From<UpstreamError> for UploadFailed {
-    fn from(e: UpstreamError) -> Self {
-        UploadFailed::Failed(e.into())
-    }
-}
-
 /// Streams a request body after its head, framed as the head said. Every wait is raced
 /// against the upstream's side of the connection: an interim answer (`100`, `103`) is read and
 /// dropped; a final one, an end of stream or a failed write stops the upload (an upstream may
@@ -619,7 +600,7 @@ async fn send_body(
     length: Option<u64>,
     asked: Asked<'_>,
     idle: Duration,
-) -> Result<Upload, UploadFailed> {
+) -> Result<Upload, Failed> {
     let chunked = length.is_none();
     let mut sent: u64 = 0;
     let mut framed = Vec::new();
@@ -633,9 +614,7 @@ async fn send_body(
     // read from again until then (the answer's body waits in the socket).
     let mut early: Option<Head> = None;
     // What came while sending: `None` to go on, else how the upload ends.
-    let heard = |buf: &mut BytesMut,
-                 early: &mut Option<Head>|
-     -> Result<Option<Upload>, UploadFailed> {
+    let heard = |buf: &mut BytesMut, early: &mut Option<Head>| -> Result<Option<Upload>, Failed> {
         make_room(buf, READ_BUF);
         match rd.try_read_buf(buf) {
             Ok(0) => return Ok(Some(Upload::Stopped(None))),
@@ -714,7 +693,7 @@ async fn send_body(
                     }
                     answered.set(rd.readable());
                 }
-                () = &mut stall => return Err(UploadFailed::Stalled),
+                () = &mut stall => return Err(timed_out()),
             }
         }
     }
@@ -1203,21 +1182,35 @@ mod tests {
     /// without saying so; it serves `conns` connections.
     fn closing_upstream(conns: usize) -> (Authority, std::thread::JoinHandle<()>) {
         let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        upstream_thread(l, move |l| async move {
+            for _ in 0..conns {
+                let (mut s, _) = l.accept().await.unwrap();
+                let mut buf = [0u8; 1024];
+                let _ = s.read(&mut buf).await.unwrap();
+                s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                    .await
+                    .unwrap();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    }
+
+    /// Serves `l` on a thread of its own (its own runtime: the test's may block), as `serve`
+    /// says; the authority to reach it and the thread.
+    fn upstream_thread<F, Fut>(
+        l: std::net::TcpListener,
+        serve: F,
+    ) -> (Authority, std::thread::JoinHandle<()>)
+    where
+        F: FnOnce(tokio::net::TcpListener) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()>,
+    {
         let authority: Authority = l.local_addr().unwrap().to_string().parse().unwrap();
         let served = std::thread::spawn(move || {
             let rt = tokio::runtime::Runtime::new().unwrap();
             rt.block_on(async move {
                 l.set_nonblocking(true).unwrap();
-                let l = tokio::net::TcpListener::from_std(l).unwrap();
-                for _ in 0..conns {
-                    let (mut s, _) = l.accept().await.unwrap();
-                    let mut buf = [0u8; 1024];
-                    let _ = s.read(&mut buf).await.unwrap();
-                    s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
-                        .await
-                        .unwrap();
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                serve(tokio::net::TcpListener::from_std(l).unwrap()).await;
             });
         });
         (authority, served)
@@ -1247,55 +1240,47 @@ mod tests {
             .unwrap();
         s.listen(8).unwrap();
         let l: std::net::TcpListener = s.into();
-        let authority: Authority = l.local_addr().unwrap().to_string().parse().unwrap();
-        let served = std::thread::spawn(move || {
-            let rt = tokio::runtime::Runtime::new().unwrap();
-            rt.block_on(async move {
-                l.set_nonblocking(true).unwrap();
-                let l = tokio::net::TcpListener::from_std(l).unwrap();
-                let (mut s, _) = l.accept().await.unwrap();
-                let mut head = Vec::new();
-                while !head.ends_with(b"\r\n\r\n") {
-                    let mut b = [0u8; 1];
-                    assert_eq!(s.read(&mut b).await.unwrap(), 1);
-                    head.push(b[0]);
+        upstream_thread(l, move |l| async move {
+            let (mut s, _) = l.accept().await.unwrap();
+            let mut head = Vec::new();
+            while !head.ends_with(b"\r\n\r\n") {
+                let mut b = [0u8; 1];
+                assert_eq!(s.read(&mut b).await.unwrap(), 1);
+                head.push(b[0]);
+            }
+            tokio::time::sleep(stall).await;
+            s.write_all(b"HTTP/1.1 103 Early Hints\r\nlink: </a>; rel=preload\r\n\r\n")
+                .await
+                .unwrap();
+            let mut body = vec![0u8; expect.len()];
+            for (i, part) in body.chunks_mut(64 * 1024).enumerate() {
+                // (The gateway may have given up.)
+                if s.read_exact(part).await.is_err() {
+                    return;
                 }
-                tokio::time::sleep(stall).await;
-                s.write_all(b"HTTP/1.1 103 Early Hints\r\nlink: </a>; rel=preload\r\n\r\n")
-                    .await
-                    .unwrap();
-                let mut body = vec![0u8; expect.len()];
-                for (i, part) in body.chunks_mut(64 * 1024).enumerate() {
-                    // (The gateway may have given up.)
-                    if s.read_exact(part).await.is_err() {
-                        return;
-                    }
-                    if i * 64 * 1024 < slow {
-                        tokio::time::sleep(pace).await;
-                    }
+                if i * 64 * 1024 < slow {
+                    tokio::time::sleep(pace).await;
                 }
-                let mut more = [0u8; 1];
-                let extra =
-                    tokio::time::timeout(Duration::from_millis(200), s.read(&mut more)).await;
-                let verdict: &[u8] = if body == expect && !matches!(extra, Ok(Ok(1..))) {
-                    b"ok"
-                } else {
-                    b"mangled"
-                };
-                let _ = s
-                    .write_all(
-                        format!(
-                            "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n",
-                            verdict.len()
-                        )
-                        .as_bytes(),
+            }
+            let mut more = [0u8; 1];
+            let extra = tokio::time::timeout(Duration::from_millis(200), s.read(&mut more)).await;
+            let verdict: &[u8] = if body == expect && !matches!(extra, Ok(Ok(1..))) {
+                b"ok"
+            } else {
+                b"mangled"
+            };
+            let _ = s
+                .write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\ncontent-length: {}\r\n\r\n",
+                        verdict.len()
                     )
-                    .await;
-                let _ = s.write_all(verdict).await;
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            });
-        });
-        (authority, served)
+                    .as_bytes(),
+                )
+                .await;
+            let _ = s.write_all(verdict).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        })
     }
 
     fn post(body: Vec<u8>) -> Request<UpBody> {
