@@ -461,3 +461,38 @@ async fn ipv6_clients_are_counted_by_their_64() {
     );
     assert_eq!(from("203.0.113.5").await.unwrap().status(), StatusCode::OK);
 }
+
+/// A client behind a trusted proxy cannot leave its own budget by writing junk before the
+/// address the proxy appends (`X-Forwarded-For: junk, <its address>`): the chain is read from
+/// the right, and the junk is never reached. It used to make the client count as the proxy.
+#[tokio::test]
+async fn junk_before_the_appended_address_does_not_change_the_client() {
+    let up = Recorder::start().await;
+    let gw = Gw::start(&format!(
+        "listen: 127.0.0.1:0\nupstream: http://{}\nroutes: [GET /api/items]\ntrusted_proxies: [127.0.0.1/32]\nstate: {{ backend: memory }}\nrate_limits: [{{ match: GET /api/items, key: ip, rate: 1/minute, burst: 1 }}]\n",
+        up.addr
+    ))
+    .await;
+    let c = client();
+    let chain = |xff: &'static str| {
+        c.get(gw.url("/api/items"))
+            .header("x-forwarded-for", xff)
+            .send()
+    };
+    assert_eq!(
+        chain("203.0.113.66").await.unwrap().status(),
+        StatusCode::OK
+    );
+    assert_eq!(
+        chain("203.0.113.66").await.unwrap().status(),
+        StatusCode::TOO_MANY_REQUESTS
+    );
+    assert_eq!(
+        chain("not-an-address, 203.0.113.66")
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::TOO_MANY_REQUESTS,
+        "the junk gave the client a fresh budget"
+    );
+}
