@@ -59,6 +59,48 @@ impl http_body::Body for Body {
     }
 }
 
+/// A client's request body: none, or read by the gateway's HTTP/1 server, or by hyper's
+/// HTTP/2 server.
+#[derive(Debug, Default)]
+pub enum ClientBody {
+    #[default]
+    Empty,
+    H1(crate::h1::RequestBody),
+    H2(hyper::body::Incoming),
+}
+
+impl http_body::Body for ClientBody {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
+        match &mut *self {
+            ClientBody::Empty => Poll::Ready(None),
+            ClientBody::H1(b) => Pin::new(b).poll_frame(cx),
+            ClientBody::H2(b) => Pin::new(b).poll_frame(cx).map_err(Into::into),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ClientBody::Empty => true,
+            ClientBody::H1(b) => b.is_end_stream(),
+            ClientBody::H2(b) => b.is_end_stream(),
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            ClientBody::Empty => SizeHint::with_exact(0),
+            ClientBody::H1(b) => b.size_hint(),
+            ClientBody::H2(b) => b.size_hint(),
+        }
+    }
+}
+
 /// Turns a guard response (bytes) into a gateway response.
 pub fn from_guard(resp: http::Response<Bytes>) -> http::Response<Body> {
     resp.map(Body::bytes)

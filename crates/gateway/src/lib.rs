@@ -23,6 +23,7 @@
 
 pub mod admin;
 pub mod body;
+pub mod h1;
 pub mod jwks;
 pub mod metrics;
 pub mod owner;
@@ -37,6 +38,7 @@ pub mod server;
 pub mod ssrf;
 pub mod upstream;
 pub mod validate;
+pub mod wire;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

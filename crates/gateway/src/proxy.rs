@@ -24,12 +24,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
+use crate::body::ClientBody as Incoming;
 use arc_swap::ArcSwap;
 use http::header::{CONTENT_LENGTH, HOST};
 use http::uri::PathAndQuery;
 use http::{HeaderValue, Request, Response, Uri, Version};
 use http_body_util::{BodyExt, Limited};
-use hyper::body::Incoming;
 use portcullis_guard::Rejection;
 use portcullis_guard::forward::{self, X_REQUEST_ID};
 use portcullis_guard::jwt::AuthFailure;
@@ -1516,6 +1516,28 @@ pub async fn handle(
         );
     }
     Ok(resp)
+}
+
+/// The answer to a request the HTTP/1 server could not read: a problem with a request id of
+/// its own and the default response fields, counted as an unmatched request.
+pub fn unreadable(shared: &Shared, u: crate::h1::Unreadable) -> Response<Body> {
+    let runtime = shared.current.runtime.load();
+    let id = RequestId::new();
+    let rej = Rejection::Unreadable(u.status, u.why);
+    let mut resp = from_guard(rej.response(id.as_str()));
+    runtime
+        .respond_rules(None)
+        .hardening
+        .apply(resp.headers_mut());
+    resp.headers_mut().insert(X_REQUEST_ID, id.value().clone());
+    runtime.unmatched.record(
+        &shared.deps.metrics,
+        u.status.as_u16(),
+        rej.reason(),
+        Duration::ZERO,
+    );
+    tracing::debug!(target: "portcullis::accept", request_id = id.as_str(), status = u.status.as_u16(), why = u.why, "request refused unread");
+    resp
 }
 
 /// A request's id: 96 random bits as 24 hex digits, kept as the header value it goes out as

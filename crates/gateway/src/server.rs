@@ -61,15 +61,6 @@ pub fn tls_acceptor(tls: &Tls) -> Result<tokio_rustls::TlsAcceptor, StartError> 
     Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
 }
 
-/// No timer and no header-read timeout: [`park::serve`] keeps that deadline.
-fn http1_builder(limits: &Limits) -> hyper::server::conn::http1::Builder {
-    let mut b = hyper::server::conn::http1::Builder::new();
-    b.header_read_timeout(None)
-        .max_buf_size(limits.max_header_bytes.max(8192))
-        .keep_alive(true);
-    b
-}
-
 fn http2_builder(limits: &Limits) -> hyper::server::conn::http2::Builder<TokioExecutor> {
     let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
     b.timer(TokioTimer::new())
@@ -264,7 +255,8 @@ fn tracked(
 + Send
 + 'static {
     let Accepted { peer, tls, .. } = at;
-    service_fn(move |req| {
+    service_fn(move |req: http::Request<hyper::body::Incoming>| {
+        let req = req.map(crate::body::ClientBody::H2);
         track.request();
         let (shared, track) = (shared.clone(), track.clone());
         Box::pin(async move {
@@ -274,7 +266,7 @@ fn tracked(
     })
 }
 
-/// HTTP/1 keep-alive connections give their buffers back between requests (see `park`).
+/// HTTP/1 is served by the gateway's own server (`h1`).
 async fn serve_h1<C: park::Park>(
     stream: C,
     at: Accepted,
@@ -284,23 +276,20 @@ async fn serve_h1<C: park::Park>(
     stop: watch::Receiver<bool>,
 ) {
     // The watcher only holds the drain open until the connection is gone; `stop` is what
-    // closes a parked connection and ends a busy one after its response.
+    // closes an idle connection and ends a busy one after its response.
     let _draining = watcher;
-    let service = |track: Arc<Track>| tracked(shared.clone(), at, track);
-    let opened = at.opened;
-    let ended = park::serve(
-        stream,
-        opened,
-        || http1_builder(limits),
-        limits.header_read_timeout,
-        limits.idle_timeout,
-        stop,
-        service,
-    )
-    .await;
-    if let Err(e) = ended {
-        tracing::debug!(target: "portcullis::accept", peer = %at.peer, error = %e, "connection ended with an error");
-    }
+    let cfg = crate::h1::Config {
+        header_read_timeout: limits.header_read_timeout,
+        idle_timeout: limits.idle_timeout,
+        max_head: limits.max_header_bytes.max(1024),
+    };
+    let Accepted { peer, tls, opened } = at;
+    let service = |req| {
+        // Boxed: the connection's task keeps room for a pointer, not the pipeline's state.
+        Box::pin(handle(shared.clone(), peer, tls, req))
+    };
+    let refuse = |u| crate::proxy::unreadable(&shared, u);
+    crate::h1::serve(stream, opened, cfg, stop, service, refuse).await;
 }
 
 /// HTTP/2 is served by its own builder (not hyper-util's auto-detecting one), so an HTTP/1
@@ -329,10 +318,9 @@ async fn serve_h2<I>(
     let _draining = watcher;
     let track = Arc::new(Track::default());
     let svc = tracked(shared, at, track.clone());
-    let io = park::Watched::new(&mut io, track.clone());
     // Boxed: the HTTP/2 connection's state is several KiB, which a task that may serve HTTP/1
     // would otherwise keep room for.
-    let mut conn = Box::pin(http2_builder(limits).serve_connection(TokioIo::new(io), svc));
+    let mut conn = Box::pin(http2_builder(limits).serve_connection(TokioIo::new(&mut io), svc));
     let stall = limits
         .idle_timeout
         .max(limits.body_read_timeout + limits.upstream_timeout);

@@ -44,6 +44,7 @@ use portcullis_guard::respond::Hardening;
 
 use crate::body::{Body, BoxError};
 use crate::proxy::UpBody;
+use crate::wire::{State, Step, content_length, decode, tokens};
 
 /// Not in `http`'s list of standard names.
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -59,7 +60,6 @@ const MAX_HEAD: usize = 64 * 1024;
 /// The most header fields in an answer head.
 const MAX_HEADERS: usize = 100;
 /// The most trailer bytes after a chunked body (they are read and dropped).
-const MAX_TRAILERS: usize = 16 * 1024;
 /// A request body up to this size is written with its head, in one call.
 const INLINE_BODY: usize = 16 * 1024;
 /// Read buffer: a connection's first size, and the least room left before a read.
@@ -846,19 +846,6 @@ fn parse_head(buf: &mut BytesMut, asked: Asked<'_>) -> Result<Option<Head>, Upst
     }))
 }
 
-/// The items of a comma-separated field value, trimmed.
-fn tokens(v: &HeaderValue) -> impl Iterator<Item = &[u8]> {
-    v.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii)
-}
-
-/// A `Content-Length` value: digits only (no sign, no spaces), within `u64`.
-fn content_length(v: &[u8]) -> Option<u64> {
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    std::str::from_utf8(v).ok()?.parse().ok()
-}
-
 /// Opens a connection (every resolved address in turn, all within `timeout`).
 async fn connect(authority: &Authority, timeout: Duration) -> Result<Conn, UpstreamError> {
     let port = authority.port_u16().unwrap_or(80);
@@ -916,23 +903,6 @@ impl std::fmt::Debug for Streaming {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum State {
-    /// This many bytes to go.
-    Length(u64),
-    /// A chunk-size line is next.
-    ChunkSize,
-    /// This many bytes of a chunk to go.
-    ChunkData(u64),
-    /// The CRLF after a chunk's data.
-    ChunkEnd,
-    /// Trailer lines, up to an empty one.
-    Trailers,
-    /// Until the upstream closes.
-    Close,
-    Done,
-}
-
 fn malformed(what: &'static str) -> BoxError {
     Box::new(UpstreamError::Malformed(what))
 }
@@ -988,95 +958,6 @@ impl Streaming {
     }
 }
 
-/// What the buffer holds next.
-enum Step {
-    /// Nothing yet: read more.
-    More,
-    Data(Bytes),
-    End,
-}
-
-/// The next step of a body from what is buffered.
-fn decode(state: &mut State, buf: &mut BytesMut, trailers: &mut usize) -> Result<Step, BoxError> {
-    loop {
-        match *state {
-            State::Done | State::Length(0) => return Ok(Step::End),
-            State::Length(n) | State::ChunkData(n) => {
-                if buf.is_empty() {
-                    return Ok(Step::More);
-                }
-                let take = usize::try_from(n).unwrap_or(usize::MAX).min(buf.len());
-                let data = buf.split_to(take).freeze();
-                let left = n - take as u64;
-                *state = match *state {
-                    State::Length(_) => State::Length(left),
-                    _ if left == 0 => State::ChunkEnd,
-                    _ => State::ChunkData(left),
-                };
-                return Ok(Step::Data(data));
-            }
-            // RFC 9112, 7.1: at least one hex digit, then extensions up to CRLF, no bare CR
-            // or LF (httparse also takes an empty size as 0, and a bare LF in an extension).
-            State::ChunkSize if buf.first().is_some_and(|b| !b.is_ascii_hexdigit()) => {
-                return Err(malformed("a chunk size is invalid"));
-            }
-            State::ChunkSize => match httparse::parse_chunk_size(buf) {
-                Ok(httparse::Status::Complete((used, _)))
-                    if used < 2
-                        || &buf[used - 2..used] != b"\r\n"
-                        || buf[..used - 2].iter().any(|&b| b == b'\r' || b == b'\n') =>
-                {
-                    return Err(malformed("a chunk size line is malformed"));
-                }
-                Ok(httparse::Status::Complete((used, size))) => {
-                    let _ = buf.split_to(used);
-                    *state = if size == 0 {
-                        State::Trailers
-                    } else {
-                        State::ChunkData(size)
-                    };
-                }
-                // A size line is short; a long partial one is garbage.
-                Ok(httparse::Status::Partial) if buf.len() < 1024 => return Ok(Step::More),
-                _ => return Err(malformed("a chunk size is invalid")),
-            },
-            State::ChunkEnd => {
-                if buf.len() < 2 {
-                    return Ok(Step::More);
-                }
-                if &buf[..2] != b"\r\n" {
-                    return Err(malformed("a chunk does not end with CRLF"));
-                }
-                let _ = buf.split_to(2);
-                *state = State::ChunkSize;
-            }
-            State::Trailers => {
-                let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else {
-                    if *trailers + buf.len() > MAX_TRAILERS {
-                        return Err(malformed("the trailers are too large"));
-                    }
-                    return Ok(Step::More);
-                };
-                *trailers += eol + 2;
-                if *trailers > MAX_TRAILERS {
-                    return Err(malformed("the trailers are too large"));
-                }
-                let _ = buf.split_to(eol + 2);
-                if eol == 0 {
-                    return Ok(Step::End);
-                }
-            }
-            State::Close => {
-                if buf.is_empty() {
-                    return Ok(Step::More);
-                }
-                let n = buf.len();
-                return Ok(Step::Data(buf.split_to(n).freeze()));
-            }
-        }
-    }
-}
-
 impl http_body::Body for Streaming {
     type Data = Bytes;
     type Error = BoxError;
@@ -1088,7 +969,9 @@ impl http_body::Body for Streaming {
         let this = &mut *self;
         loop {
             let step = match this.conn.as_mut() {
-                Some(conn) => decode(&mut this.state, &mut conn.buf, &mut this.trailers),
+                Some(conn) => {
+                    decode(&mut this.state, &mut conn.buf, &mut this.trailers).map_err(malformed)
+                }
                 None => Ok(Step::End),
             };
             match step {

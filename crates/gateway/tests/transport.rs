@@ -62,36 +62,61 @@ async fn smuggling_with_both_lengths_never_reaches_the_upstream_as_two_requests(
     let up = Recorder::start().await;
     let gw = Gw::start(&recorder_policy(&up, "")).await;
     // CL.TE: a front end reading Content-Length would forward the smuggled GET as part of the
-    // body; one reading Transfer-Encoding would see it as a second request.
+    // body; one reading Transfer-Encoding would see it as a second request. Neither is
+    // guessed: the request is refused, and its connection closed.
     let attack = b"POST /api/items HTTP/1.1\r\nHost: x\r\nContent-Length: 45\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /admin HTTP/1.1\r\nHost: x\r\nX: y\r\n\r\n";
     let answer = raw(&gw.base, attack, Duration::from_secs(3)).await;
-    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    assert!(answer.contains("x-request-id: "), "{answer}");
+    assert!(
+        answer.contains("x-content-type-options: nosniff"),
+        "{answer}"
+    );
     assert_eq!(
         answer.matches("HTTP/1.1").count(),
         1,
         "one answer, then the connection closes: {answer}"
     );
-    let seen = up.seen();
-    assert_eq!(seen.len(), 1, "{seen:?}");
-    assert_eq!(seen[0].target, "/api/items");
-    assert!(
-        seen.iter().all(|r| r.target != "/admin"),
-        "the smuggled request never reached the upstream"
-    );
-    // Invalid framings are refused outright.
-    for bad in [
-        &b"POST /api/items HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"[..],
-        b"POST /api/items HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nxx",
-        b"POST /api/items HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
-        b"POST /api/items HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    // Invalid framings are refused outright: differing lengths, a negative one, chunked over
+    // HTTP/1.0, chunked twice, and a transfer coding the gateway does not implement (501).
+    for (bad, status) in [
+        (
+            &b"POST /api/items HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nhello!"[..],
+            400,
+        ),
+        (
+            b"POST /api/items HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n",
+            400,
+        ),
+        (
+            b"POST /api/items HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            400,
+        ),
+        (
+            b"POST /api/items HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+            400,
+        ),
+        (
+            b"POST /api/items HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nxx",
+            501,
+        ),
+        (
+            b"POST /api/items HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n",
+            501,
+        ),
     ] {
         let answer = raw(&gw.base, bad, Duration::from_secs(3)).await;
-        assert!(answer.starts_with("HTTP/1.1 400"), "{answer}");
+        assert!(
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{status}: {answer}"
+        );
+        assert_eq!(answer.matches("HTTP/1.1").count(), 1, "{answer}");
     }
-    assert_eq!(
-        up.seen().len(),
-        1,
-        "none of the invalid requests was forwarded"
+    assert!(
+        up.seen().is_empty(),
+        "none of the requests was forwarded: {:?}",
+        up.seen()
     );
 }
 
@@ -756,4 +781,120 @@ async fn stopping_closes_idle_connections_and_finishes_busy_ones() {
         .expect("the gateway stops")
         .unwrap();
     assert!(start.elapsed() < Duration::from_secs(5));
+}
+
+/// Reads one answer (head and `content-length` body) from `s`.
+async fn one_answer(s: &mut TcpStream) -> String {
+    answer_of(s, false).await
+}
+
+/// Reads one answer from `s`: its head, and its body unless it answers a HEAD.
+async fn answer_of(s: &mut TcpStream, head_only: bool) -> String {
+    let mut got = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            let text = String::from_utf8_lossy(&got).into_owned();
+            if let Some(end) = text.find("\r\n\r\n") {
+                let len = text[..end]
+                    .lines()
+                    .find_map(|l| l.strip_prefix("content-length: "))
+                    .map_or(0, |v| v.trim().parse::<usize>().unwrap());
+                if head_only || got.len() >= end + 4 + len || text.starts_with("HTTP/1.1 100") {
+                    return;
+                }
+            }
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got.extend_from_slice(&chunk[..n]),
+            }
+        }
+    })
+    .await;
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+#[tokio::test]
+async fn request_bodies_are_read_when_asked_and_framed_for_the_upstream() {
+    let up = Recorder::start().await;
+    let gw = Gw::start(&recorder_policy(&up, "")).await;
+    let mut s = connect(&gw).await;
+    // A client that waits for `100 Continue` gets it when the body is wanted, not before
+    // its head is judged.
+    s.write_all(b"POST /api/items HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\nContent-Length: 11\r\n\r\n")
+        .await
+        .unwrap();
+    let interim = one_answer(&mut s).await;
+    assert!(
+        interim.starts_with("HTTP/1.1 100 Continue\r\n\r\n"),
+        "{interim}"
+    );
+    s.write_all(b"{\"a\":\"bcd\"}").await.unwrap();
+    let answer = one_answer(&mut s).await;
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    // A chunked body (with an extension and a trailer) and a pipelined GET, in one write.
+    s.write_all(b"POST /api/items HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n4;ext=1\r\n{\"b\"\r\n5\r\n:\"cd\"\r\n1\r\n}\r\n0\r\nX-Trailer: t\r\n\r\nGET /api/items HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(one_answer(&mut s).await.starts_with("HTTP/1.1 200"));
+    assert!(one_answer(&mut s).await.starts_with("HTTP/1.1 200"));
+    // HEAD: the length, no body; then HTTP/1.0 with keep-alive, kept.
+    s.write_all(b"HEAD /api/items HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let head = answer_of(&mut s, true).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head.contains("content-length: 11\r\n"), "{head}");
+    assert!(
+        head.ends_with("\r\n\r\n"),
+        "no body after a HEAD answer: {head}"
+    );
+    s.write_all(b"GET /api/items HTTP/1.0\r\nHost: x\r\nConnection: keep-alive\r\n\r\n")
+        .await
+        .unwrap();
+    let old = one_answer(&mut s).await;
+    assert!(old.starts_with("HTTP/1.1 200"), "{old}");
+    assert!(old.contains("connection: keep-alive\r\n"), "{old}");
+    s.write_all(b"GET /api/items HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    assert!(one_answer(&mut s).await.starts_with("HTTP/1.1 200"));
+    let seen = up.seen();
+    let bodies: Vec<String> = seen
+        .iter()
+        .filter(|r| r.method == "POST")
+        .map(|r| String::from_utf8_lossy(&r.body).into_owned())
+        .collect();
+    assert_eq!(bodies, ["{\"a\":\"bcd\"}", "{\"b\":\"cd\"}"]);
+    assert_eq!(seen.len(), 6, "{seen:?}");
+}
+
+#[tokio::test]
+async fn unreadable_requests_get_a_problem_and_the_connection_closes() {
+    let up = Recorder::start().await;
+    let gw = Gw::start(&recorder_policy(
+        &up,
+        "limits: { max_header_bytes: 2048 }\n",
+    ))
+    .await;
+    let big = format!(
+        "GET /api/items HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\nGET /api/items HTTP/1.1\r\nHost: x\r\n\r\n",
+        "a".repeat(4096)
+    );
+    let answer = raw(&gw.base, big.as_bytes(), Duration::from_secs(3)).await;
+    assert!(answer.starts_with("HTTP/1.1 431"), "{answer}");
+    assert!(
+        answer.contains("content-type: application/problem+json"),
+        "{answer}"
+    );
+    assert!(answer.contains("\"request_id\""), "{answer}");
+    assert!(answer.contains("connection: close"), "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1").count(), 1, "{answer}");
+    // A body the pipeline refused unread (an undeclared route) leaves the connection at an
+    // unknown point: it closes after the answer rather than read the body as a request.
+    let smuggle = b"POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 37\r\n\r\nGET /admin HTTP/1.1\r\nHost: x\r\n\r\n";
+    let answer = raw(&gw.base, smuggle, Duration::from_secs(3)).await;
+    assert!(answer.starts_with("HTTP/1.1 404"), "{answer}");
+    assert_eq!(answer.matches("HTTP/1.1").count(), 1, "{answer}");
+    assert!(up.seen().is_empty(), "{:?}", up.seen());
 }

@@ -18,6 +18,9 @@ pub enum Rejection {
     BadPath(PathError),
     /// A malformed request other than its path.
     BadRequest(&'static str),
+    /// A request the HTTP/1 server could not read (its head too large, a transfer coding
+    /// it does not implement, an HTTP version it does not speak): the status, and why.
+    Unreadable(StatusCode, &'static str),
     /// Not in the route inventory.
     NotFound,
     /// The path is declared, the method is not.
@@ -77,6 +80,7 @@ impl Rejection {
     pub fn status(&self) -> StatusCode {
         match self {
             Rejection::BadPath(_) | Rejection::BadRequest(_) => StatusCode::BAD_REQUEST,
+            Rejection::Unreadable(s, _) => *s,
             Rejection::NotFound => StatusCode::NOT_FOUND,
             Rejection::MethodNotAllowed(_) => StatusCode::METHOD_NOT_ALLOWED,
             Rejection::Gone => StatusCode::GONE,
@@ -103,7 +107,7 @@ impl Rejection {
     pub fn reason(&self) -> &'static str {
         match self {
             Rejection::BadPath(_) => "bad_path",
-            Rejection::BadRequest(_) => "bad_request",
+            Rejection::BadRequest(_) | Rejection::Unreadable(..) => "bad_request",
             Rejection::NotFound => "undeclared_route",
             Rejection::MethodNotAllowed(_) => "undeclared_method",
             Rejection::Gone => "retired_version",
@@ -131,7 +135,7 @@ impl Rejection {
     fn detail(&self) -> &'static str {
         match self {
             Rejection::BadPath(_) => "the request path is malformed or ambiguous",
-            Rejection::BadRequest(d) => d,
+            Rejection::BadRequest(d) | Rejection::Unreadable(_, d) => d,
             Rejection::NotFound => "no such resource",
             Rejection::MethodNotAllowed(_) => "this method is not allowed on this resource",
             Rejection::Gone => "this API version has been retired",

@@ -1,0 +1,133 @@
+//! HTTP/1.1 message framing shared by the server (client requests) and the upstream client
+//! (answers): comma-separated field values, `Content-Length` values, and the decoding of a
+//! body by its length or its chunks (RFC 9112, sections 6 and 7).
+
+use bytes::{Bytes, BytesMut};
+use http::HeaderValue;
+
+/// Trailer bytes a chunked body may carry (they are read and dropped).
+const MAX_TRAILERS: usize = 16 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum State {
+    /// This many bytes to go.
+    Length(u64),
+    /// A chunk-size line is next.
+    ChunkSize,
+    /// This many bytes of a chunk to go.
+    ChunkData(u64),
+    /// The CRLF after a chunk's data.
+    ChunkEnd,
+    /// Trailer lines, up to an empty one.
+    Trailers,
+    /// Until the peer closes.
+    Close,
+    Done,
+}
+
+/// What the buffer holds next.
+#[derive(Debug)]
+pub enum Step {
+    /// Nothing yet: read more.
+    More,
+    Data(Bytes),
+    End,
+}
+
+/// The next step of a body from what is buffered.
+pub fn decode(
+    state: &mut State,
+    buf: &mut BytesMut,
+    trailers: &mut usize,
+) -> Result<Step, &'static str> {
+    loop {
+        match *state {
+            State::Done | State::Length(0) => return Ok(Step::End),
+            State::Length(n) | State::ChunkData(n) => {
+                if buf.is_empty() {
+                    return Ok(Step::More);
+                }
+                let take = usize::try_from(n).unwrap_or(usize::MAX).min(buf.len());
+                let data = buf.split_to(take).freeze();
+                let left = n - take as u64;
+                *state = match *state {
+                    State::Length(_) => State::Length(left),
+                    _ if left == 0 => State::ChunkEnd,
+                    _ => State::ChunkData(left),
+                };
+                return Ok(Step::Data(data));
+            }
+            // RFC 9112, 7.1: at least one hex digit, then extensions up to CRLF, no bare CR
+            // or LF (httparse also takes an empty size as 0, and a bare LF in an extension).
+            State::ChunkSize if buf.first().is_some_and(|b| !b.is_ascii_hexdigit()) => {
+                return Err("a chunk size is invalid");
+            }
+            State::ChunkSize => match httparse::parse_chunk_size(buf) {
+                Ok(httparse::Status::Complete((used, _)))
+                    if used < 2
+                        || &buf[used - 2..used] != b"\r\n"
+                        || buf[..used - 2].iter().any(|&b| b == b'\r' || b == b'\n') =>
+                {
+                    return Err("a chunk size line is malformed");
+                }
+                Ok(httparse::Status::Complete((used, size))) => {
+                    let _ = buf.split_to(used);
+                    *state = if size == 0 {
+                        State::Trailers
+                    } else {
+                        State::ChunkData(size)
+                    };
+                }
+                // A size line is short; a long partial one is garbage.
+                Ok(httparse::Status::Partial) if buf.len() < 1024 => return Ok(Step::More),
+                _ => return Err("a chunk size is invalid"),
+            },
+            State::ChunkEnd => {
+                if buf.len() < 2 {
+                    return Ok(Step::More);
+                }
+                if &buf[..2] != b"\r\n" {
+                    return Err("a chunk does not end with CRLF");
+                }
+                let _ = buf.split_to(2);
+                *state = State::ChunkSize;
+            }
+            State::Trailers => {
+                let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else {
+                    if *trailers + buf.len() > MAX_TRAILERS {
+                        return Err("the trailers are too large");
+                    }
+                    return Ok(Step::More);
+                };
+                *trailers += eol + 2;
+                if *trailers > MAX_TRAILERS {
+                    return Err("the trailers are too large");
+                }
+                let _ = buf.split_to(eol + 2);
+                if eol == 0 {
+                    return Ok(Step::End);
+                }
+            }
+            State::Close => {
+                if buf.is_empty() {
+                    return Ok(Step::More);
+                }
+                let n = buf.len();
+                return Ok(Step::Data(buf.split_to(n).freeze()));
+            }
+        }
+    }
+}
+
+/// The items of a comma-separated field value, trimmed.
+pub fn tokens(v: &HeaderValue) -> impl Iterator<Item = &[u8]> {
+    v.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii)
+}
+
+/// A `Content-Length` value: digits only (no sign, no spaces), within `u64`.
+pub fn content_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    std::str::from_utf8(v).ok()?.parse().ok()
+}
