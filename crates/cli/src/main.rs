@@ -128,10 +128,19 @@ fn check(config: &Path) -> ExitCode {
     match portcullis_policy::load(config) {
         Ok(loaded) => {
             eprint!("{}", loaded.warnings);
+            // What only the gateway can tell: keys it can use, schemas it can compile.
+            let routes = loaded.policy.inventory.len();
+            let metrics = portcullis_gateway::metrics::Metrics::new();
+            if let Err((key, e)) =
+                portcullis_gateway::runtime::Runtime::new(loaded.policy, &metrics)
+            {
+                eprintln!("{}: error: {key}: {e}", config.display());
+                eprintln!("{}: 1 error(s); the policy is refused", config.display());
+                return ExitCode::from(64);
+            }
             eprintln!(
-                "{}: ok ({} routes, {} warnings)",
+                "{}: ok ({routes} routes, {} warnings)",
                 config.display(),
-                loaded.policy.inventory.len(),
                 loaded.warnings.0.len()
             );
             ExitCode::SUCCESS

@@ -62,6 +62,32 @@ fn check_accepts_the_example_and_refuses_broken_policies_with_positions() {
         String::from_utf8_lossy(&out.stderr)
             .contains("/nonexistent/p.yaml: error: cannot read the policy file")
     );
+    // A request schema the gateway could not compile (a look-ahead pattern) would leave its
+    // route unchecked: `check` refuses it as `serve` does.
+    std::fs::write(
+        dir.join("api.yaml"),
+        "openapi: 3.1.0\ninfo: { title: t, version: '1' }\npaths:\n  /a:\n    post:\n      requestBody:\n        content:\n          application/json:\n            schema: { type: object, properties: { p: { type: string, pattern: '^(?=x)' } } }\n      responses: { '201': { description: ok } }\n",
+    )
+    .unwrap();
+    let uncompiled = dir.join("uncompiled.yaml");
+    std::fs::write(
+        &uncompiled,
+        format!(
+            "listen: 127.0.0.1:8080\nupstream: http://127.0.0.1:8081\nopenapi: {}\n",
+            dir.join("api.yaml").display()
+        ),
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["check", "-c", uncompiled.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("uncompiled.yaml: error: openapi: POST /a: the request schema"),
+        "{err}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 

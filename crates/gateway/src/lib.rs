@@ -148,7 +148,8 @@ impl Gateway {
         };
         let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
         let metrics = Metrics::new();
-        let runtime = Runtime::new(policy.clone(), &metrics).map_err(StartError::Key)?;
+        let runtime = Runtime::new(policy.clone(), &metrics)
+            .map_err(|(key, e)| StartError::Policy(format!("{key}: {e}")))?;
         let (store, redis): (Arc<dyn Store>, _) = match &policy.state {
             StateBackend::Memory => (Arc::new(MemoryStore::default()), None),
             StateBackend::Embedded(dir) => (
@@ -270,16 +271,16 @@ impl Gateway {
         let routes = loaded.policy.inventory.len();
         let runtime = match Runtime::new(loaded.policy, &self.metrics) {
             Ok(r) => r,
-            Err(e) => {
+            Err((key, e)) => {
                 self.metrics
                     .reloads
                     .get_or_create(&KindLabel { kind: "refused" })
                     .inc();
-                tracing::error!(target: "portcullis::reload", error = %e, "policy refused; the running policy stays");
+                tracing::error!(target: "portcullis::reload", key, error = %e, "policy refused; the running policy stays");
                 return Err(Problems(vec![portcullis_policy::Problem::error(
                     &self.policy_file,
                     None,
-                    "auth.jwt.keys",
+                    key,
                     e,
                 )]));
             }

@@ -67,8 +67,9 @@ impl Runtime {
             .unwrap_or(&self.default_rules)
     }
 
-    /// Fails when a key in the policy cannot be used (a malformed PEM, say).
-    pub fn new(policy: Policy, metrics: &Metrics) -> Result<Self, String> {
+    /// Fails when something in the policy cannot be used (a malformed PEM, a schema that does
+    /// not compile): the policy key, and why.
+    pub fn new(policy: Policy, metrics: &Metrics) -> Result<Self, (&'static str, String)> {
         let version_headers = policy
             .inventory
             .versions
@@ -100,18 +101,23 @@ impl Runtime {
             .auth
             .as_ref()
             .map(|a| portcullis_guard::jwt::Verifier::new(&a.jwt))
-            .transpose()?;
+            .transpose()
+            .map_err(|e| ("auth.jwt.keys", e))?;
         let jwks = policy
             .auth
             .as_ref()
             .and_then(|a| a.jwt.jwks.clone())
             .map(|src| crate::jwks::JwksCache::new(src).map(Arc::new))
-            .transpose()?;
+            .transpose()
+            .map_err(|e| ("auth.jwt.jwks", e))?;
         let validators = crate::validate::Validators::new(
             policy.openapi_doc.clone(),
             policy.inventory.len(),
             policy.default_bounds,
         );
+        validators
+            .precompile(&policy.inventory.routes)
+            .map_err(|e| ("openapi", e))?;
         let rate_limits = crate::ratelimit::RateLimits::new(&policy);
         let ssrf = policy.ssrf.as_ref().map(crate::ssrf::Guard::new);
         Ok(Self {

@@ -31,6 +31,9 @@ pub enum StartError {
     AdminToken(String),
     #[error("auth.jwt.keys: {0}")]
     Key(String),
+    /// Something in the policy cannot be used: the key, and why.
+    #[error("{0}")]
+    Policy(String),
     #[error("state: {0}")]
     State(String),
 }

@@ -25,6 +25,8 @@ pub struct Validators {
     /// Response validators by schema pointer (a route has one per declared status).
     responses:
         std::sync::RwLock<std::collections::HashMap<String, Option<Arc<jsonschema::Validator>>>>,
+    /// Schemas that could not be compiled: where, and why.
+    failures: std::sync::Mutex<Vec<String>>,
 }
 
 /// The parameters of one operation: how to turn each raw value into JSON, and one validator
@@ -251,7 +253,57 @@ impl Validators {
             slots: (0..routes).map(|_| OnceLock::new()).collect(),
             params: (0..routes).map(|_| OnceLock::new()).collect(),
             responses: Default::default(),
+            failures: Default::default(),
         }
+    }
+
+    /// Compiles every route's request schema and parameter schemas now. A schema that cannot
+    /// be compiled (a pattern the linear-time engine refuses, a `$ref` to nowhere) would leave
+    /// its route unchecked: mass assignment and type confusion let through. So the policy is
+    /// refused instead, naming the schema.
+    pub fn precompile(&self, routes: &[portcullis_policy::inventory::Route]) -> Result<(), String> {
+        if self.doc.is_none() {
+            return Ok(());
+        }
+        let mut named = Vec::new();
+        for (id, r) in routes.iter().enumerate() {
+            if let Some(p) = r.request_schema.as_deref() {
+                let _ = self.get(id, p);
+            }
+            let _ = self.params(id, &r.template, &r.parameters);
+            let mut failures = self
+                .failures
+                .lock()
+                .map_err(|_| "lock poisoned".to_owned())?;
+            named.extend(
+                failures
+                    .drain(..)
+                    .map(|f| format!("{} {}: {f}", r.method, r.template)),
+            );
+        }
+        match named.as_slice() {
+            [] => Ok(()),
+            [one] => Err(one.clone()),
+            [first, rest @ ..] => Err(format!("{first} (and {} more)", rest.len())),
+        }
+    }
+
+    /// Compiles a schema (patterns on a linear-time engine; `formats` enforced or not); a
+    /// failure is logged and noted for [`Validators::precompile`].
+    fn compile(
+        &self,
+        root: &Value,
+        formats: bool,
+        at: &str,
+        what: &str,
+    ) -> Option<Arc<jsonschema::Validator>> {
+        let compiled = compile(root, formats, at, what);
+        if let Err(e) = &compiled
+            && let Ok(mut f) = self.failures.lock()
+        {
+            f.push(format!("the {what} at {at} cannot be compiled: {e}"));
+        }
+        compiled.ok()
     }
 
     /// The validator of a response schema (by pointer), compiled on first use: the declared
@@ -265,7 +317,7 @@ impl Validators {
             .doc
             .as_deref()
             .and_then(|doc| schema_root(doc, pointer))
-            .and_then(|root| compile(&root, false, pointer, "response schema"));
+            .and_then(|root| compile(&root, false, pointer, "response schema").ok());
         self.responses
             .write()
             .ok()?
@@ -336,7 +388,12 @@ impl Validators {
                 "properties": groups,
                 "components": doc.get("components").cloned().unwrap_or(Value::Null),
             });
-            let validator = compile(&root, true, &format!("route {route}"), "parameter schemas")?;
+            let validator = self.compile(
+                &root,
+                true,
+                &format!("route {template}"),
+                "parameter schemas",
+            )?;
             Some(Arc::new(ParamValidator {
                 params: kinds,
                 validator,
@@ -363,7 +420,7 @@ impl Validators {
             }
             bound(&mut root, &self.bounds);
             no_markup(&mut root);
-            compile(&root, true, pointer, "request schema")
+            self.compile(&root, true, pointer, "request schema")
         })
         .clone()
     }
@@ -380,23 +437,22 @@ fn schema_root(doc: &Value, pointer: &str) -> Option<Value> {
     }))
 }
 
-/// Compiles a schema (patterns on a linear-time engine; `formats` enforced or not). A schema
-/// the validator cannot compile is not enforced, and the log says so.
+/// Compiles a schema (patterns on a linear-time engine; `formats` enforced or not).
 fn compile(
     root: &Value,
     formats: bool,
     at: &str,
     what: &str,
-) -> Option<Arc<jsonschema::Validator>> {
+) -> Result<Arc<jsonschema::Validator>, String> {
     match jsonschema::options()
         .with_pattern_options(jsonschema::PatternOptions::regex())
         .should_validate_formats(formats)
         .build(root)
     {
-        Ok(v) => Some(Arc::new(v)),
+        Ok(v) => Ok(Arc::new(v)),
         Err(e) => {
             tracing::error!(target: "portcullis::validate", at, error = %e, "{what} not compiled");
-            None
+            Err(e.to_string())
         }
     }
 }

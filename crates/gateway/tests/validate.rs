@@ -804,3 +804,79 @@ async fn a_nullable_object_is_filtered_as_the_object() {
     assert!(text.contains("usr_1"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A schema the validator cannot compile (a look-ahead, which the linear-time pattern engine
+/// refuses) used to leave its route unvalidated: the gateway started, and the body went
+/// through unchecked, `role` and all. The policy is refused instead, at start and on reload,
+/// naming the schema.
+#[tokio::test]
+async fn a_schema_that_cannot_be_compiled_refuses_the_policy() {
+    let spec = |pattern: &str| {
+        format!(
+            r#"openapi: 3.1.0
+info: {{ title: t, version: "1" }}
+paths:
+  /v2/auth/register:
+    post:
+      requestBody:
+        content:
+          application/json:
+            schema:
+              type: object
+              properties:
+                email: {{ type: string }}
+                password: {{ type: string, pattern: '{pattern}' }}
+      responses:
+        "201": {{ description: created }}
+"#
+        )
+    };
+    let dir = std::env::temp_dir().join(format!("portcullis-uncompiled-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("api.yaml"), spec(r"^(?=.*\d).{8,}$")).unwrap();
+    std::fs::write(
+        dir.join("portcullis.yaml"),
+        format!(
+            "listen: 127.0.0.1:0\nupstream: http://127.0.0.1:9\nopenapi: {}\n",
+            dir.join("api.yaml").display()
+        ),
+    )
+    .unwrap();
+    let loaded = portcullis_policy::load(&dir.join("portcullis.yaml")).unwrap();
+    let err = match portcullis_gateway::Gateway::start(loaded.policy).await {
+        Ok(_) => panic!("the gateway started"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.starts_with("openapi: "), "{err}");
+    assert!(err.contains("/v2/auth/register"), "{err}");
+
+    // Started on a schema that compiles, then reloaded onto one that does not: refused, and
+    // the running policy stays (its validation with it).
+    let (gw, _up, api_dir) = described(
+        "uncompiled-reload",
+        &spec("^.{8,}$"),
+        accepting("/v2/auth/register"),
+        "",
+    )
+    .await;
+    let c = client();
+    let sneaky = json!({ "email": "a@b.c", "password": "longenough", "role": "admin" });
+    let url = gw.url("/v2/auth/register");
+    let before = send(&c, Method::POST, &url, None, Some(sneaky.clone())).await;
+    assert_eq!(
+        before.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        before.text
+    );
+    std::fs::write(api_dir.join("api.yaml"), spec(r"^(?=.*\d).{8,}$")).unwrap();
+    let problems = gw.gateway().reload().unwrap_err().to_string();
+    assert!(problems.contains("openapi"), "{problems}");
+    let after = send(&c, Method::POST, &url, None, Some(sneaky)).await;
+    assert_eq!(
+        after.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "{}",
+        after.text
+    );
+}

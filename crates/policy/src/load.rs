@@ -712,12 +712,22 @@ impl Compiler<'_> {
                     .parse::<IpNet>()
                     .ok()
                     .or_else(|| v.parse::<std::net::IpAddr>().ok().map(IpNet::from));
-                if net.is_none() {
-                    self.err(
+                match net {
+                    None => self.err(
                         s,
                         format!("trusted_proxies[{i}]"),
                         format!("`{v}` is not an IP address or CIDR range"),
-                    );
+                    ),
+                    // Every address trusted: each client's own `X-Forwarded-For` would say who
+                    // it is, and per-address limits and lockouts would hold no one.
+                    Some(n) if n.prefix_len() == 0 => self.err(
+                        s,
+                        format!("trusted_proxies[{i}]"),
+                        format!(
+                            "`{v}` trusts every address: list the proxies in front of the gateway"
+                        ),
+                    ),
+                    Some(_) => {}
                 }
                 net
             })
@@ -1333,7 +1343,42 @@ impl Compiler<'_> {
         key: &str,
     ) -> HeaderRules {
         let mut rules = HeaderRules::default();
-        for (name, value) in set {
+        // Fields the gateway itself owns: CORS (a rule could send `Access-Control-Allow-Origin:
+        // null` with credentials to every origin, or drop `Vary: Origin`), the framing, and the
+        // request id.
+        let owned = |name: &str| {
+            let n = name.trim().to_ascii_lowercase();
+            n.starts_with("access-control-")
+                || matches!(
+                    n.as_str(),
+                    "vary"
+                        | "content-length"
+                        | "transfer-encoding"
+                        | "connection"
+                        | "keep-alive"
+                        | "upgrade"
+                        | "trailer"
+                        | "x-request-id"
+                )
+        };
+        for (name, value) in set.iter().filter(|(n, _)| owned(n)) {
+            self.err(
+                value,
+                format!("{key}.set.{name}"),
+                format!("`{name}` is the gateway's own (CORS, framing, request id): configure `cors` instead, or leave it"),
+            );
+        }
+        for (i, r) in remove.iter().enumerate().filter(|(_, r)| owned(&r.value)) {
+            self.err(
+                r,
+                format!("{key}.remove[{i}]"),
+                format!(
+                    "`{}` is the gateway's own (CORS, framing, request id): it cannot be removed",
+                    r.value
+                ),
+            );
+        }
+        for (name, value) in set.iter().filter(|(n, _)| !owned(n)) {
             match (
                 HeaderName::from_bytes(name.as_bytes()),
                 HeaderValue::from_str(&value.value),
@@ -1351,7 +1396,7 @@ impl Compiler<'_> {
                 ),
             }
         }
-        for (i, r) in remove.iter().enumerate() {
+        for (i, r) in remove.iter().enumerate().filter(|(_, r)| !owned(&r.value)) {
             match HeaderName::from_bytes(r.value.trim().as_bytes()) {
                 Ok(n) => rules.remove.push(n),
                 Err(_) => self.err(

@@ -155,6 +155,36 @@ fn insecure_combinations_are_refused_or_flagged() {
     // No routes at all.
     let p = problems("listen: 127.0.0.1:8080\nupstream: http://127.0.0.1:1\n");
     assert!(p.to_string().contains("no routes are declared"), "{p}");
+    // Every address a trusted proxy: each client would name its own address.
+    for all in ["0.0.0.0/0", "::/0"] {
+        let p = problems(&format!("{base}trusted_proxies: [10.0.0.1, \"{all}\"]\n"));
+        assert!(
+            p.to_string().contains("trusted_proxies[1]")
+                && p.to_string().contains("trusts every address"),
+            "{p}"
+        );
+    }
+    load_str(
+        Path::new("p.yaml"),
+        &format!("{base}trusted_proxies: [10.0.0.0/8, \"::1\"]\n"),
+    )
+    .unwrap();
+    // Response rules cannot reach the fields the gateway owns: CORS (an `Access-Control-Allow-
+    // Origin: null` with credentials for every origin), `Vary`, framing, the request id.
+    let p = problems(&format!(
+        "{base}security_headers:\n  set: {{ Access-Control-Allow-Origin: \"null\", access-control-allow-credentials: \"true\", content-length: \"0\" }}\n  remove: [vary, X-Request-Id, server]\n"
+    ));
+    let text = p.to_string();
+    for key in [
+        "security_headers.set.Access-Control-Allow-Origin",
+        "security_headers.set.access-control-allow-credentials",
+        "security_headers.set.content-length",
+        "security_headers.remove[0]",
+        "security_headers.remove[1]",
+    ] {
+        assert!(text.contains(&format!("{key}: ")), "{key}: {text}");
+    }
+    assert!(!text.contains("remove[2]"), "{text}");
 }
 
 #[test]
