@@ -399,20 +399,37 @@ pub struct Facts<'a> {
 
 /// The counting key of a request for a rule: the subject, claim, header or body field when the
 /// rule names one and the request has it, the client address otherwise.
+/// A value as part of a key: `%` and `+` escaped, so the parts of a compound key (`+`) stay
+/// apart however the client spells its values (an API key `sk+ip:1.2.3.4` is one part, and
+/// the log redacts all of it).
+fn part(kind: &str, v: &str) -> String {
+    let mut out = String::with_capacity(kind.len() + v.len() + 1);
+    out.push_str(kind);
+    out.push(':');
+    for c in v.chars().take(256) {
+        match c {
+            '%' => out.push_str("%25"),
+            '+' => out.push_str("%2B"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 pub fn key_of(k: &RateKey, f: &Facts<'_>) -> String {
     let client = portcullis_guard::forward::Counted(f.client);
     match k {
         RateKey::Ip => format!("ip:{client}"),
         RateKey::User => match f.claims.and_then(|c| c.str_claim("sub")) {
-            Some(sub) => format!("sub:{sub}"),
+            Some(sub) => part("sub", sub),
             None => format!("ip:{client}"),
         },
         RateKey::Claim(name) => match f.claims.and_then(|c| c.claim_text(name)) {
-            Some(v) => format!("claim:{v}"),
+            Some(v) => part("claim", &v),
             None => format!("ip:{client}"),
         },
         RateKey::Header(h) => match f.headers.get(h).and_then(|v| v.to_str().ok()) {
-            Some(v) => format!("header:{}", v.chars().take(256).collect::<String>()),
+            Some(v) => part("header", v),
             None => format!("ip:{client}"),
         },
         // Trimmed and lower-cased, as an account name: `Alice@X` and `alice@x ` are one key.
@@ -423,7 +440,7 @@ pub fn key_of(k: &RateKey, f: &Facts<'_>) -> String {
             .map(|v| v.trim().to_lowercase())
             .filter(|v| !v.is_empty())
         {
-            Some(v) => format!("body:{}", v.chars().take(256).collect::<String>()),
+            Some(v) => part("body", &v),
             None => format!("ip:{client}"),
         },
         RateKey::All(parts) => parts
@@ -715,6 +732,16 @@ mod tests {
             "ip:127.0.0.1+header:[redacted]"
         );
         assert_eq!(loggable_key("sub:usr_1"), "sub:usr_1");
+        // A `+` in an API key does not split it: what follows is not shown either.
+        assert_eq!(part("header", "pk+SECRET1%"), "header:pk%2BSECRET1%25");
+        assert_eq!(
+            loggable_key(&format!(
+                "{}+{}",
+                part("ip", "10.0.0.1"),
+                part("header", "pk+SECRET1")
+            )),
+            "ip:10.0.0.1+header:[redacted]"
+        );
     }
 
     #[test]

@@ -1,35 +1,36 @@
 //! Redaction for anything that reaches a log: query strings and upstream error snippets.
 //! Headers and bodies of requests are never logged at all.
 
-/// Query parameter names whose values are secrets.
-const SENSITIVE: &[&str] = &[
+/// What a name whose value is a secret contains, once lower-cased and stripped of everything
+/// but letters and digits (`accessToken`, `X-Amz-Signature`, `client.secret`, `x-api-key`).
+const SECRET_STEMS: &[&str] = &[
     "token",
-    "access_token",
-    "refresh_token",
-    "id_token",
-    "key",
-    "api_key",
-    "apikey",
     "secret",
-    "client_secret",
     "password",
     "passwd",
-    "pwd",
-    "auth",
+    "apikey",
     "authorization",
     "session",
-    "sessionid",
-    "code",
     "signature",
-    "sig",
+    "credential",
+    "cookie",
     "jwt",
+    "privatekey",
 ];
 
+/// What such a name ends with, where containing it would catch too much (`keyword`).
+const SECRET_ENDINGS: &[&str] = &["key", "pwd", "auth", "code", "sig"];
+
 fn sensitive(name: &str) -> bool {
-    let n = name.to_ascii_lowercase();
-    SENSITIVE.iter().any(|s| {
-        n == *s || n.ends_with(&format!("_{s}")) || n.ends_with(s) && n.len() <= s.len() + 4
-    })
+    let decoded = percent_encoding::percent_decode_str(name).decode_utf8_lossy();
+    let n: String = decoded
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    !n.is_empty()
+        && (SECRET_STEMS.iter().any(|s| n.contains(s))
+            || SECRET_ENDINGS.iter().any(|s| n.ends_with(s)))
 }
 
 /// A query string with the values of sensitive parameters replaced.
@@ -55,22 +56,33 @@ pub fn text(s: &str) -> String {
         let key_secret = lower.split_once(['=', ':']).is_some_and(|(k, _)| {
             sensitive(k.trim_matches(|c: char| c == '"' || c == '{' || c == '\''))
         });
-        if mask_next || looks_like_jwt {
+        let scheme = matches!(
+            lower.trim_matches('"'),
+            "basic" | "bearer" | "digest" | "token" | "negotiate"
+        );
+        if mask_next && (scheme || matches!(w, "=" | ":")) {
+            // `Authorization: Basic dXNlcjpw`: the credentials follow the scheme; `key = v`:
+            // the value follows the separator.
+            out.push(word.to_owned());
+        } else if mask_next || looks_like_jwt {
             out.push(format!("REDACTED{tail}"));
             mask_next = false;
         } else if key_secret {
-            let (k, _) = w.split_once(['=', ':']).unwrap_or((w, ""));
+            let (k, v) = w.split_once(['=', ':']).unwrap_or((w, ""));
             let sep = if w[k.len()..].starts_with('=') {
                 "="
             } else {
                 ":"
             };
             out.push(format!("{k}{sep}REDACTED{tail}"));
+            // `"password": "hunter2"`: the value is the next word.
+            mask_next = v
+                .trim_matches(|c: char| c == '"' || c == '\'' || c == ' ')
+                .is_empty();
         } else {
-            if lower == "bearer"
-                || lower.ends_with("\"bearer")
-                || lower.trim_end_matches(':').ends_with("password")
-            {
+            // A secret's name on its own (`api_key = k`, `password hunter2`, `Bearer t`).
+            let bare = lower.trim_matches(|c: char| matches!(c, '"' | '\'' | '{' | ':'));
+            if bare == "bearer" || sensitive(bare) {
                 mask_next = true;
             }
             out.push(word.to_owned());
@@ -91,6 +103,32 @@ mod tests {
         );
         assert_eq!(query("api_key=k1&page=2"), "api_key=REDACTED&page=2");
         assert_eq!(query("keyword=mug"), "keyword=mug");
+        for name in [
+            "accessToken",
+            "refreshToken",
+            "clientSecret",
+            "X-Amz-Signature",
+            "x-api-key",
+            "access%5Ftoken",
+            "SESSION_ID",
+            "otp_code",
+        ] {
+            assert_eq!(
+                query(&format!("q=mug&{name}=S3CRET")),
+                format!("q=mug&{name}=REDACTED")
+            );
+        }
+    }
+
+    #[test]
+    fn values_apart_from_their_keys_are_masked() {
+        let s = text(
+            "{\"password\": \"hunter2\", \"user\": \"bob\"} Authorization: Basic dXNlcjpwYXNz cookie: sid=abc123; x=1 api_key = k9",
+        );
+        for secret in ["hunter2", "dXNlcjpwYXNz", "sid=abc123", "k9"] {
+            assert!(!s.contains(secret), "{secret} in {s}");
+        }
+        assert!(s.contains("bob"), "{s}");
     }
 
     #[test]

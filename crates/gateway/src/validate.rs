@@ -175,29 +175,83 @@ impl ParamValidator {
 ///
 /// - an object schema with `properties` and no `additionalProperties` gets `false`;
 /// - a schema composed with `allOf`/`anyOf`/`oneOf` gets `unevaluatedProperties: false`
-///   instead, and its members (inline, or the components they `$ref`) stay open, since
-///   closing one member would refuse the properties of the others;
+///   instead, and its members stay open, since closing one member would refuse the
+///   properties of the others. A member given by `$ref` is pointed at an open copy of its
+///   target, so the target itself is closed where it is used on its own (an `allOf` that
+///   extends `UpdateMe` anywhere in the description must not leave `UpdateMe` open);
 /// - `x-portcullis-open: true` opts a schema out (on an operation: its whole request body).
 fn close_objects(root: &mut Value) {
+    let mut targets = std::collections::BTreeSet::new();
+    collect_members(root, &mut targets);
+    // Open copies, taken before anything is closed, under `$defs` (beside the schema).
+    let copies: Vec<(String, String, Value)> = targets
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| {
+            let name = format!("portcullis-member-{i}");
+            let copy = root.pointer(t)?.clone();
+            Some((format!("#{t}"), name, copy))
+        })
+        .collect();
     let mut members = std::collections::HashSet::new();
-    collect_members(root, &mut members);
+    if !copies.is_empty()
+        && let Some(defs) = root.get_mut("$defs").and_then(Value::as_object_mut)
+    {
+        for (_, name, copy) in &copies {
+            defs.insert(name.clone(), copy.clone());
+            members.insert(format!("/$defs/{name}"));
+        }
+    }
+    let renamed: std::collections::HashMap<&str, String> = copies
+        .iter()
+        .filter(|(_, name, _)| members.contains(&format!("/$defs/{name}")))
+        .map(|(from, name, _)| (from.as_str(), format!("#/$defs/{name}")))
+        .collect();
+    repoint_members(root, &renamed);
     close_in(root, "", &members, false);
 }
 
-/// The `$ref` targets used as members of a composition.
-fn collect_members(v: &Value, out: &mut std::collections::HashSet<String>) {
+/// The `$ref` targets (JSON pointers) used as members of a composition.
+fn collect_members(v: &Value, out: &mut std::collections::BTreeSet<String>) {
     match v {
         Value::Object(map) => {
             for k in ["allOf", "anyOf", "oneOf"] {
                 for m in map.get(k).and_then(Value::as_array).into_iter().flatten() {
-                    if let Some(r) = m.get("$ref").and_then(Value::as_str) {
-                        out.insert(r.trim_start_matches('#').to_owned());
+                    if let Some(r) = m.get("$ref").and_then(Value::as_str)
+                        && let Some(p) = r.strip_prefix('#')
+                    {
+                        out.insert(p.to_owned());
                     }
                 }
             }
             map.values().for_each(|c| collect_members(c, out));
         }
         Value::Array(items) => items.iter().for_each(|c| collect_members(c, out)),
+        _ => {}
+    }
+}
+
+/// Points the `$ref` of every composition member at its target's open copy.
+fn repoint_members(v: &mut Value, renamed: &std::collections::HashMap<&str, String>) {
+    match v {
+        Value::Object(map) => {
+            for k in ["allOf", "anyOf", "oneOf"] {
+                for m in map
+                    .get_mut(k)
+                    .and_then(Value::as_array_mut)
+                    .into_iter()
+                    .flatten()
+                {
+                    if let Some(Value::String(r)) = m.get_mut("$ref")
+                        && let Some(to) = renamed.get(r.as_str())
+                    {
+                        *r = to.clone();
+                    }
+                }
+            }
+            map.values_mut().for_each(|c| repoint_members(c, renamed));
+        }
+        Value::Array(items) => items.iter_mut().for_each(|c| repoint_members(c, renamed)),
         _ => {}
     }
 }

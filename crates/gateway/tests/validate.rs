@@ -880,3 +880,64 @@ paths:
         after.text
     );
 }
+
+/// A schema used as a member of a composition anywhere in the description (here by an
+/// operation nobody calls to attack) used to stay open everywhere, including where it is a
+/// request body on its own: `UpdateMe` took `role`. It is closed there now, and the
+/// composition still takes its own members' properties.
+#[tokio::test]
+async fn a_schema_extended_elsewhere_is_still_closed_where_used_alone() {
+    let spec = r#"openapi: 3.1.0
+info: { title: t, version: "1" }
+paths:
+  /v2/users/me:
+    patch:
+      requestBody:
+        content:
+          application/json:
+            schema: { $ref: '#/components/schemas/UpdateMe' }
+      responses: { "200": { description: ok } }
+  /v2/admin/users:
+    patch:
+      requestBody:
+        content:
+          application/json:
+            schema: { $ref: '#/components/schemas/AdminUpdate' }
+      responses: { "200": { description: ok } }
+components:
+  schemas:
+    UpdateMe:
+      type: object
+      properties: { name: { type: string } }
+    AdminUpdate:
+      allOf:
+        - $ref: '#/components/schemas/UpdateMe'
+        - type: object
+          properties: { role: { type: string } }
+"#;
+    let app = axum::Router::new()
+        .route("/v2/users/me", axum::routing::patch(|| async { "{}" }))
+        .route("/v2/admin/users", axum::routing::patch(|| async { "{}" }));
+    let (gw, _up, _dir) = described("members-closed", spec, app, "").await;
+    let c = client();
+    let patch = |path: &str, body: serde_json::Value| {
+        let (c, url) = (c.clone(), gw.url(path));
+        async move { send(&c, Method::PATCH, &url, None, Some(body)).await.status }
+    };
+    assert_eq!(
+        patch("/v2/users/me", json!({ "name": "x" })).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        patch("/v2/users/me", json!({ "name": "x", "role": "admin" })).await,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+    assert_eq!(
+        patch("/v2/admin/users", json!({ "name": "x", "role": "admin" })).await,
+        StatusCode::OK
+    );
+    assert_eq!(
+        patch("/v2/admin/users", json!({ "name": "x", "balance": 1 })).await,
+        StatusCode::UNPROCESSABLE_ENTITY
+    );
+}
