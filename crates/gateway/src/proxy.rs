@@ -650,6 +650,12 @@ fn filter_response(
         return Ok(bytes::Bytes::copy_from_slice(bytes));
     };
     let pruned = crate::validate::prune(&mut value, schema, doc, 0, None);
+    // Below the filter's depth nothing was looked at: refused rather than passed on unfiltered
+    // (a recursive schema lets an upstream, or data a client stored, nest that deep).
+    if pruned.too_deep {
+        tracing::warn!(target: "portcullis::validate", request_id = ctx.id.as_str(), "upstream 2xx body nests deeper than the response filter goes; refused");
+        return Err(Rejection::UpstreamError(http::StatusCode::BAD_GATEWAY));
+    }
     if pruned.undeclared > 0 {
         tracing::warn!(target: "portcullis::validate", request_id = ctx.id.as_str(), removed = pruned.undeclared, "undeclared response properties");
         if mode == ResponseFields::Refuse {
@@ -667,7 +673,13 @@ fn filter_response(
     // Then the caller's view: declared properties their roles may not see (`roles` is only
     // known when the description has per-role views).
     let hidden = match roles {
-        Some(roles) => crate::validate::prune(&mut value, schema, doc, 0, Some(roles)).hidden,
+        Some(roles) => {
+            let view = crate::validate::prune(&mut value, schema, doc, 0, Some(roles));
+            if view.too_deep {
+                return Err(Rejection::UpstreamError(http::StatusCode::BAD_GATEWAY));
+            }
+            view.hidden
+        }
         _ => 0,
     };
     if pruned.undeclared + hidden > 0 {

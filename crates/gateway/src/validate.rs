@@ -715,12 +715,15 @@ pub struct Pruned {
     pub undeclared: usize,
     /// Declared properties the caller's roles may not see (`x-portcullis-roles`).
     pub hidden: usize,
+    /// The value nests deeper than the filter goes: what is below was not looked at.
+    pub too_deep: bool,
 }
 
 impl std::ops::AddAssign for Pruned {
     fn add_assign(&mut self, o: Self) {
         self.undeclared += o.undeclared;
         self.hidden += o.hidden;
+        self.too_deep |= o.too_deep;
     }
 }
 
@@ -749,6 +752,7 @@ pub fn prune(
 ) -> Pruned {
     let mut out = Pruned::default();
     if depth > 64 {
+        out.too_deep = true;
         return out;
     }
     let schema = resolve(schema, doc);

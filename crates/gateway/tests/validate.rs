@@ -941,3 +941,56 @@ components:
         StatusCode::UNPROCESSABLE_ENTITY
     );
 }
+
+/// A recursive response schema lets an answer nest deeper than the filter goes; what was
+/// below used to pass unfiltered (a `secret` 70 levels down). It is refused now (502), and a
+/// shallow answer is still filtered.
+#[tokio::test]
+async fn an_answer_nested_below_the_filter_is_refused() {
+    let spec = r#"openapi: 3.1.0
+info: { title: t, version: "1" }
+paths:
+  /tree/{depth}:
+    get:
+      parameters: [{ name: depth, in: path, required: true, schema: { type: integer } }]
+      responses:
+        "200":
+          description: ok
+          content:
+            application/json:
+              schema: { $ref: '#/components/schemas/Node' }
+components:
+  schemas:
+    Node:
+      type: object
+      properties:
+        name: { type: string }
+        child: { $ref: '#/components/schemas/Node' }
+"#;
+    let app = axum::Router::new().route(
+        "/tree/{depth}",
+        axum::routing::get(
+            |axum::extract::Path(depth): axum::extract::Path<usize>| async move {
+                let mut node = json!({ "name": "leaf", "secret": "s3cr3t-leaf" });
+                for _ in 0..depth {
+                    node = json!({ "name": "n", "secret": "s3cr3t", "child": node });
+                }
+                axum::Json(node)
+            },
+        ),
+    );
+    let (gw, _up, _dir) = described(
+        "deep-answer",
+        spec,
+        app,
+        "validation: { undeclared_response_fields: remove }\n",
+    )
+    .await;
+    let c = client();
+    let shallow = send(&c, Method::GET, &gw.url("/tree/3"), None, None).await;
+    assert_eq!(shallow.status, StatusCode::OK, "{}", shallow.text);
+    assert!(!shallow.text.contains("s3cr3t"), "{}", shallow.text);
+    let deep = send(&c, Method::GET, &gw.url("/tree/70"), None, None).await;
+    assert_eq!(deep.status, StatusCode::BAD_GATEWAY);
+    assert!(!deep.text.contains("s3cr3t"), "{}", deep.text);
+}
