@@ -129,3 +129,26 @@ async fn the_fields_the_description_marks_are_guarded_without_listing_them() {
     .text;
     assert!(m.contains("decision=\"ssrf_blocked\"} 2"), "{m}");
 }
+
+/// With request validation off, the fields the description marks used to be forgotten too:
+/// the guard found them through the validated schemas only, and the canary was hit.
+#[tokio::test]
+async fn the_described_fields_are_guarded_with_validation_off() {
+    let shop = Shop::with(&[Vuln::Ssrf]).await;
+    let canary = Canary::start().await;
+    let port = canary.addr.port();
+    let gw = Gw::verifying_shop_tokens(
+        &shop,
+        "",
+        "validation: { requests: false }\nssrf:\n  schemes: [https, http]\n",
+    )
+    .await;
+    let u = register(&shop, &client(), "mallory").await;
+    let r = set_avatar(&gw.base, &u.access, &format!("http://127.0.0.1:{port}/")).await;
+    assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY, "{}", r.text);
+    assert_eq!(
+        canary.hits(),
+        0,
+        "the canary was reached through the gateway"
+    );
+}

@@ -2180,8 +2180,17 @@ impl Compiler<'_> {
             && let Some(doc) = doc
         {
             for (id, route) in inventory.routes.iter().enumerate() {
-                if let Some(ptr) = &route.request_schema {
-                    fields[id].extend(openapi::url_fields(doc, ptr));
+                // The route's schema when bodies are validated, else looked up for this alone.
+                let ptr = route.request_schema.clone().or_else(|| {
+                    let path = if route.spec_path.is_empty() {
+                        &route.template
+                    } else {
+                        &route.spec_path
+                    };
+                    openapi::request_schema(doc, &route.method, path)
+                });
+                if let Some(ptr) = ptr {
+                    fields[id].extend(openapi::url_fields(doc, &ptr));
                 }
             }
         }
@@ -2336,7 +2345,13 @@ impl Compiler<'_> {
                 .map(|f| f.value.as_str()),
             Some("pass")
         );
-        if !requests && !responses {
+        // The SSRF guard finds URL-valued fields in the request schemas whether or not bodies
+        // are validated.
+        let ssrf = raw
+            .ssrf
+            .as_ref()
+            .is_some_and(|s| s.value.from_openapi != Some(false));
+        if !requests && !responses && !ssrf {
             return None;
         }
         let path = self.source(&spec.value);
