@@ -128,7 +128,7 @@ async fn revoke(store: Arc<dyn Store>, req: Request<Incoming>) -> Response<Body>
 async fn route(
     metrics: Arc<Metrics>,
     store: Arc<dyn Store>,
-    token: Option<Arc<str>>,
+    token: Option<Arc<String>>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     let resp = match (req.method(), req.uri().path()) {
@@ -136,7 +136,9 @@ async fn route(
         (&Method::GET, "/readyz") => {
             json(StatusCode::OK, &serde_json::json!({ "status": "ready" }))
         }
-        (_, "/metrics" | "/revocations") if !authorized(&req, token.as_deref()) => {
+        (_, "/metrics" | "/revocations")
+            if !authorized(&req, token.as_deref().map(String::as_str)) =>
+        {
             refuse(StatusCode::UNAUTHORIZED, "the admin token is required")
         }
         (&Method::GET, "/metrics") => {
@@ -171,7 +173,7 @@ pub async fn serve(
     listener: TcpListener,
     metrics: Arc<Metrics>,
     store: Arc<dyn Store>,
-    token: Option<Arc<str>>,
+    current: Arc<crate::proxy::Current>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -179,10 +181,13 @@ pub async fn serve(
             r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
             _ = shutdown.changed() => return,
         };
-        let (metrics, store, token) = (metrics.clone(), store.clone(), token.clone());
+        let (metrics, store, current) = (metrics.clone(), store.clone(), current.clone());
         tokio::spawn(async move {
-            let svc =
-                service_fn(move |req| route(metrics.clone(), store.clone(), token.clone(), req));
+            let svc = service_fn(move |req| {
+                // The token as it is now: a reload that rotated it ends the old one at once.
+                let token = current.admin_token.load_full();
+                route(metrics.clone(), store.clone(), token, req)
+            });
             let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                 .http1_only()
                 .serve_connection(TokioIo::new(stream), svc)

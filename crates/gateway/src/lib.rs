@@ -81,7 +81,7 @@ fn cors_service(policy: &Policy) -> Option<tower_http::cors::Cors<Pipeline>> {
         .map(|c| portcullis_guard::cors::layer(c).layer(Pipeline))
 }
 
-fn admin_token(source: &SecretSource) -> Result<Arc<str>, StartError> {
+fn admin_token(source: &SecretSource) -> Result<Arc<String>, StartError> {
     let token = match source {
         SecretSource::Env(name) => std::env::var(name).map_err(|_| {
             StartError::AdminToken(format!(
@@ -104,7 +104,7 @@ fn admin_token(source: &SecretSource) -> Result<Arc<str>, StartError> {
             "the admin token must have at least 16 characters".into(),
         ));
     }
-    Ok(token.into())
+    Ok(Arc::new(token))
 }
 
 /// How many workers: the policy's `limits.workers`, else one per available core.
@@ -118,7 +118,7 @@ fn worker_count(policy: &Policy) -> usize {
 impl Gateway {
     /// Binds the listeners and starts the workers.
     pub async fn start(policy: Policy) -> Result<Gateway, StartError> {
-        let tls = policy.tls.as_ref().map(server::tls_acceptor).transpose()?;
+        let tls = policy.tls.as_ref().map(server::tls_config).transpose()?;
         let token = policy
             .admin
             .as_ref()
@@ -174,6 +174,8 @@ impl Gateway {
         let current = Arc::new(Current {
             cors: ArcSwap::from_pointee(cors_service(&policy)),
             runtime: ArcSwap::from_pointee(runtime),
+            tls: arc_swap::ArcSwapOption::new(tls),
+            admin_token: arc_swap::ArcSwapOption::new(token),
         });
         let (shutdown, rx) = watch::channel(false);
         let per_worker_cap = policy.limits.max_connections.div_ceil(workers);
@@ -193,7 +195,7 @@ impl Gateway {
                     bursts: bursts.clone(),
                 }),
             });
-            let (tls, rx) = (tls.clone(), rx.clone());
+            let rx = rx.clone();
             std::thread::Builder::new()
                 .name(format!("portcullis-worker-{i}"))
                 .spawn(move || {
@@ -206,7 +208,7 @@ impl Gateway {
                     };
                     rt.block_on(async move {
                         match TcpListener::from_std(std_listener) {
-                            Ok(l) => server::serve(l, shared, tls, per_worker_cap, rx).await,
+                            Ok(l) => server::serve(l, shared, per_worker_cap, rx).await,
                             Err(e) => tracing::error!(target: "portcullis::gateway", error = %e, "worker cannot listen"),
                         }
                     });
@@ -214,8 +216,15 @@ impl Gateway {
                 })
                 .map_err(|source| StartError::Bind { addr, source })?;
         }
-        let admin_task = admin_listener
-            .map(|l| tokio::spawn(admin::serve(l, metrics.clone(), store.clone(), token, rx)));
+        let admin_task = admin_listener.map(|l| {
+            tokio::spawn(admin::serve(
+                l,
+                metrics.clone(),
+                store.clone(),
+                current.clone(),
+                rx,
+            ))
+        });
         tracing::info!(target: "portcullis::gateway", listen = %addr, admin = ?admin_addr, routes = policy.inventory.len(), workers, "gateway listening");
         Ok(Gateway {
             current,
@@ -242,8 +251,9 @@ impl Gateway {
     }
 
     /// Loads the policy file again; a valid policy replaces the running one (requests in
-    /// flight finish on the old one), an invalid one is refused and the old one stays.
-    /// Listener addresses, TLS and the worker count are fixed at start.
+    /// flight finish on the old one), an invalid one is refused and the old one stays. The
+    /// TLS certificate and key and the admin token are read again; listener addresses,
+    /// whether TLS is on, the worker count and the connection cap are fixed at start.
     pub fn reload(&self) -> Result<Problems, Problems> {
         let loaded = match portcullis_policy::load(&self.policy_file) {
             Ok(l) => l,
@@ -262,29 +272,53 @@ impl Gateway {
             tracing::warn!(target: "portcullis::reload", "state backend changes take effect at the next start");
         }
         if new.listen != old.listen
-            || new.tls != old.tls
-            || new.admin != old.admin
+            || new.tls.is_some() != old.tls.is_some()
+            || new.admin.as_ref().map(|a| a.listen) != old.admin.as_ref().map(|a| a.listen)
             || new.limits.workers != old.limits.workers
+            || new.limits.max_connections != old.limits.max_connections
         {
-            tracing::warn!(target: "portcullis::reload", "listen, tls, admin and workers changes take effect at the next start");
+            tracing::warn!(target: "portcullis::reload", "listen, TLS on or off, the admin listener, workers and max_connections take effect at the next start");
         }
+        let refuse = |key: &str, e: String| {
+            self.metrics
+                .reloads
+                .get_or_create(&KindLabel { kind: "refused" })
+                .inc();
+            tracing::error!(target: "portcullis::reload", key, error = %e, "policy refused; the running policy stays");
+            Problems(vec![portcullis_policy::Problem::error(
+                &self.policy_file,
+                None,
+                key,
+                e,
+            )])
+        };
+        // Read again, whether or not their paths changed: a renewed certificate is served to
+        // the next connection, and a rotated admin token ends the old one.
+        let tls = match (&new.tls, old.tls.is_some()) {
+            (Some(t), true) => match server::tls_config(t) {
+                Ok(a) => Some(a),
+                Err(e) => return Err(refuse("tls", e.to_string())),
+            },
+            _ => None,
+        };
+        let token = match (&new.admin, &old.admin) {
+            (Some(a), Some(_)) => match a.token.as_ref().map(admin_token).transpose() {
+                Ok(t) => Some(t),
+                Err(e) => return Err(refuse("admin.token", e.to_string())),
+            },
+            _ => None,
+        };
         let routes = loaded.policy.inventory.len();
         let runtime = match Runtime::new(loaded.policy, &self.metrics) {
             Ok(r) => r,
-            Err((key, e)) => {
-                self.metrics
-                    .reloads
-                    .get_or_create(&KindLabel { kind: "refused" })
-                    .inc();
-                tracing::error!(target: "portcullis::reload", key, error = %e, "policy refused; the running policy stays");
-                return Err(Problems(vec![portcullis_policy::Problem::error(
-                    &self.policy_file,
-                    None,
-                    key,
-                    e,
-                )]));
-            }
+            Err((key, e)) => return Err(refuse(key, e)),
         };
+        if let Some(tls) = tls {
+            self.current.tls.store(Some(tls));
+        }
+        if let Some(token) = token {
+            self.current.admin_token.store(token);
+        }
         // The CORS service first: a request that sees the new runtime must not see old CORS.
         self.current
             .cors

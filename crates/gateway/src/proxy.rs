@@ -107,6 +107,11 @@ pub struct Deps {
 pub struct Current {
     pub runtime: ArcSwap<Runtime>,
     pub cors: ArcSwap<Option<tower_http::cors::Cors<Pipeline>>>,
+    /// The TLS certificate and key in use (replaced on reload: a renewed certificate is
+    /// served to the next connection).
+    pub tls: arc_swap::ArcSwapOption<rustls::ServerConfig>,
+    /// The admin listener's token (replaced on reload: a rotated token ends the old one).
+    pub admin_token: arc_swap::ArcSwapOption<String>,
 }
 
 /// What one worker serves with: the shared current policy, and its own upstream pool.

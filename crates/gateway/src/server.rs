@@ -38,7 +38,8 @@ pub enum StartError {
     State(String),
 }
 
-pub fn tls_acceptor(tls: &Tls) -> Result<tokio_rustls::TlsAcceptor, StartError> {
+/// The TLS configuration from the policy's certificate and key files.
+pub fn tls_config(tls: &Tls) -> Result<Arc<rustls::ServerConfig>, StartError> {
     use rustls_pki_types::pem::PemObject;
     use rustls_pki_types::{CertificateDer, PrivateKeyDer};
     let err = |p: &std::path::Path, reason: String| StartError::Tls {
@@ -61,7 +62,7 @@ pub fn tls_acceptor(tls: &Tls) -> Result<tokio_rustls::TlsAcceptor, StartError> 
         .with_single_cert(certs, key)
         .map_err(|e| err(&tls.cert, e.to_string()))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(config)))
+    Ok(Arc::new(config))
 }
 
 fn http2_builder(limits: &Limits) -> hyper::server::conn::http2::Builder<TokioExecutor> {
@@ -102,7 +103,6 @@ pub fn bind_workers(addr: SocketAddr, n: usize) -> Result<Vec<std::net::TcpListe
 pub async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
-    tls: Option<tokio_rustls::TlsAcceptor>,
     max_connections: usize,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -134,7 +134,7 @@ pub async fn serve(
         let stop = shutdown.clone();
         // One task shape per transport: a plain connection's task does not carry room for a
         // TLS session it will never have.
-        match tls.clone() {
+        match shared.current.tls.load_full() {
             None => {
                 tokio::spawn(async move {
                     let _permit = permit;
@@ -146,7 +146,8 @@ pub async fn serve(
                     serve_plain(stream, at, &limits, shared, watcher, stop).await;
                 });
             }
-            Some(acceptor) => {
+            Some(config) => {
+                let acceptor = tokio_rustls::TlsAcceptor::from(config);
                 tokio::spawn(async move {
                     let _permit = permit;
                     let by = opened + limits.header_read_timeout;

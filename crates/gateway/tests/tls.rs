@@ -166,3 +166,99 @@ async fn a_tls_session_the_gateway_closes_ends_with_close_notify() {
     read.expect("the session ended without close_notify");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A client that trusts only `cert`, for `localhost` at `port`, on fresh connections.
+fn trusting(cert: &rcgen::CertifiedKey<rcgen::KeyPair>, port: &str) -> reqwest::Client {
+    let root = reqwest::Certificate::from_pem(cert.cert.pem().as_bytes()).unwrap();
+    reqwest::Client::builder()
+        .no_proxy()
+        .pool_max_idle_per_host(0)
+        .tls_certs_only([root])
+        .resolve("localhost", format!("127.0.0.1:{port}").parse().unwrap())
+        .build()
+        .unwrap()
+}
+
+/// A renewed certificate written over the old files is served after a reload (the reload
+/// used to report success and keep serving the old one); the admin token file is read again
+/// too, so a rotated token ends the old one at once.
+#[tokio::test]
+async fn a_reload_serves_a_renewed_certificate_and_a_rotated_admin_token() {
+    let up = Recorder::start().await;
+    let old = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let secrets = std::env::temp_dir().join(format!("portcullis-rotate-{}", std::process::id()));
+    std::fs::create_dir_all(&secrets).unwrap();
+    let token_file = secrets.join("admin.token");
+    std::fs::write(&token_file, "old-admin-token-0000000001\n").unwrap();
+    let (gw, dir) = gateway_with_tls(
+        &up,
+        &old,
+        "rotate",
+        &format!(
+            "admin: {{ listen: 127.0.0.1:0, token_file: {} }}\n",
+            token_file.display()
+        ),
+    )
+    .await;
+    let port = gw.base.rsplit(':').next().unwrap().to_owned();
+    let url = format!("https://localhost:{port}/api/items");
+    let metrics = format!("{}/metrics", gw.admin.clone().unwrap());
+    let admin = |token: &'static str| {
+        let metrics = metrics.clone();
+        async move {
+            send(&client(), reqwest::Method::GET, &metrics, Some(token), None)
+                .await
+                .status
+        }
+    };
+    assert_eq!(
+        trusting(&old, &port)
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert_eq!(admin("old-admin-token-0000000001").await, StatusCode::OK);
+
+    let new = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    std::fs::write(dir.join("cert.pem"), new.cert.pem()).unwrap();
+    std::fs::write(dir.join("key.pem"), new.signing_key.serialize_pem()).unwrap();
+    std::fs::write(&token_file, "new-admin-token-0000000002\n").unwrap();
+    gw.gateway().reload().unwrap();
+
+    assert_eq!(
+        trusting(&new, &port)
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    assert!(
+        trusting(&old, &port).get(&url).send().await.is_err(),
+        "the old certificate is no longer served"
+    );
+    assert_eq!(
+        admin("old-admin-token-0000000001").await,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(admin("new-admin-token-0000000002").await, StatusCode::OK);
+
+    // A certificate file that does not load refuses the reload; the running one stays.
+    std::fs::write(dir.join("cert.pem"), "not a certificate").unwrap();
+    let problems = gw.gateway().reload().unwrap_err().to_string();
+    assert!(problems.contains("tls"), "{problems}");
+    assert_eq!(
+        trusting(&new, &port)
+            .get(&url)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+    let _ = std::fs::remove_dir_all(&secrets);
+}
