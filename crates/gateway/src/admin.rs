@@ -131,7 +131,36 @@ async fn route(
     token: Option<Arc<String>>,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
-    let resp = match (req.method(), req.uri().path()) {
+    // Without a token the listener is on loopback, where a browser page can still reach it:
+    // by a name rebound to 127.0.0.1 (its `Host` then names the attacker's site), or with a
+    // form or `text/plain` post (which needs no preflight). Both are refused.
+    let local_host = req
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.parse::<http::uri::Authority>().ok())
+        .is_some_and(|a| {
+            let host = a.host().trim_start_matches('[').trim_end_matches(']');
+            host.eq_ignore_ascii_case("localhost")
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback())
+        });
+    let json_body = req
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"));
+    let mut resp = match (req.method(), req.uri().path()) {
+        _ if token.is_none() && !local_host => refuse(
+            StatusCode::MISDIRECTED_REQUEST,
+            "the admin listener answers loopback names only",
+        ),
+        (&Method::POST, "/revocations") if !json_body => refuse(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "expected `Content-Type: application/json`",
+        ),
         (&Method::GET, "/healthz") => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
         (&Method::GET, "/readyz") => {
             json(StatusCode::OK, &serde_json::json!({ "status": "ready" }))
@@ -166,6 +195,15 @@ async fn route(
         (&Method::POST, "/revocations") => revoke(store, req).await,
         _ => refuse(StatusCode::NOT_FOUND, "no such resource"),
     };
+    let h = resp.headers_mut();
+    h.insert(
+        http::header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    h.insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
     Ok(resp)
 }
 

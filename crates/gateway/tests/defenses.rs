@@ -101,6 +101,8 @@ async fn security_headers_added_and_banners_removed() {
         "the shop leaks its stack"
     );
     assert!(direct.header("x-content-type-options").is_none());
+    assert!(direct.header("server-timing").is_some());
+    assert!(direct.header("x-debug-token").is_some());
     for path in [
         "/v2/products",
         "/v2/users/me",
@@ -110,6 +112,8 @@ async fn security_headers_added_and_banners_removed() {
         let r = send(&c, Method::GET, &gw.url(path), None, None).await;
         assert_eq!(r.header("server"), None, "{path}");
         assert_eq!(r.header("x-powered-by"), None, "{path}");
+        assert_eq!(r.header("server-timing"), None, "{path}");
+        assert_eq!(r.header("x-debug-token"), None, "{path}");
         assert_eq!(
             r.header("x-content-type-options"),
             Some("nosniff"),

@@ -898,3 +898,45 @@ async fn unreadable_requests_get_a_problem_and_the_connection_closes() {
     assert_eq!(answer.matches("HTTP/1.1").count(), 1, "{answer}");
     assert!(up.seen().is_empty(), "{:?}", up.seen());
 }
+
+/// An admin listener without a token (loopback only) is still reachable from a browser on
+/// the same machine: through a name rebound to 127.0.0.1, or by a form or `text/plain` post
+/// that needs no preflight. Both are refused; every admin answer says nosniff and no-store.
+#[tokio::test]
+async fn the_tokenless_admin_listener_refuses_rebound_names_and_simple_posts() {
+    let up = Recorder::start().await;
+    let gw = Gw::start(&recorder_policy(&up, "admin: { listen: 127.0.0.1:0 }\n")).await;
+    let admin = gw.admin.clone().unwrap();
+    let rebound = raw(
+        &admin,
+        b"GET /revocations HTTP/1.1\r\nHost: attacker.example:9901\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(rebound.starts_with("HTTP/1.1 421"), "{rebound}");
+    let form = raw(
+        &admin,
+        b"POST /revocations HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\nContent-Length: 13\r\nConnection: close\r\n\r\n{\"sub\":\"bob\"}",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(form.starts_with("HTTP/1.1 415"), "{form}");
+    let listed = raw(
+        &admin,
+        b"GET /revocations HTTP/1.1\r\nHost: localhost:9901\r\nConnection: close\r\n\r\n",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(listed.starts_with("HTTP/1.1 200"), "{listed}");
+    assert!(
+        !listed.contains("bob"),
+        "the form post revoked nothing: {listed}"
+    );
+    for answer in [&rebound, &form, &listed] {
+        assert!(
+            answer.contains("x-content-type-options: nosniff"),
+            "{answer}"
+        );
+        assert!(answer.contains("cache-control: no-store"), "{answer}");
+    }
+}

@@ -536,6 +536,14 @@ pub const DEFAULT_REMOVED_HEADERS: &[&str] = &[
     "x-generator",
     "x-version",
     "via",
+    // Timing and backend identity: which server, which framework's profiler, how long the
+    // database took.
+    "server-timing",
+    "x-debug-token",
+    "x-debug-token-link",
+    "x-backend-server",
+    "x-served-by",
+    "x-envoy-upstream-service-time",
 ];
 
 /// A policy that loaded, with the warnings it raised.
@@ -1302,6 +1310,16 @@ impl Compiler<'_> {
             list.iter()
                 .enumerate()
                 .filter_map(|(i, h)| {
+                    // `*` is a valid name, and a wildcard to browsers: every field of every
+                    // answer exposed, or every request field allowed.
+                    if h.value.trim() == "*" {
+                        c.err(
+                            h,
+                            format!("cors.{key}[{i}]"),
+                            "a wildcard is not allowed: list the header names",
+                        );
+                        return None;
+                    }
                     let parsed = HeaderName::from_bytes(h.value.trim().as_bytes()).ok();
                     if parsed.is_none() {
                         c.err(

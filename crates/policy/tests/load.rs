@@ -185,6 +185,17 @@ fn insecure_combinations_are_refused_or_flagged() {
         assert!(text.contains(&format!("{key}: ")), "{key}: {text}");
     }
     assert!(!text.contains("remove[2]"), "{text}");
+    // CORS header lists without wildcards.
+    let p = problems(&format!(
+        "{base}cors: {{ allow_origins: [\"https://app.example\"], allow_headers: [\"*\"], expose_headers: [x-trace, \"*\"] }}\n"
+    ));
+    let text = p.to_string();
+    for key in ["cors.allow_headers[0]", "cors.expose_headers[1]"] {
+        assert!(
+            text.contains(&format!("{key}: a wildcard is not allowed")),
+            "{text}"
+        );
+    }
 }
 
 #[test]
