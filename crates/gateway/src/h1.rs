@@ -26,7 +26,6 @@
 //! - A client that closes its connection while its request is in flight cancels it (the
 //!   pipeline's future is dropped, as hyper does without half-close support).
 
-use std::convert::Infallible;
 use std::future::{Future, poll_fn};
 use std::io::{self, IoSlice};
 use std::pin::{Pin, pin};
@@ -68,6 +67,10 @@ pub struct Config {
     /// The largest request head, in bytes.
     pub max_head: usize,
 }
+
+/// An answer, and header lines to write before its map's fields (the route's hardening, when
+/// the map started without it).
+pub type Answer = (Response<Body>, Option<Bytes>);
 
 /// A request the server could not take: answered with `status`, then the connection closes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -462,17 +465,16 @@ impl<C: Park> Conn<'_, C> {
     /// Drives the pipeline's future for one request: feeds its body when it asks, and
     /// otherwise watches for the client leaving (reading ahead what it sends, a pipelined
     /// request, up to a head's size). `None` when the client left.
-    fn poll_drive<F: Future<Output = Result<Response<Body>, Infallible>>>(
+    fn poll_drive<F: Future<Output = Answer>>(
         &mut self,
         cx: &mut Context<'_>,
         fut: Pin<&mut F>,
         body: &mut Option<Feed>,
-    ) -> Poll<Option<Response<Body>>> {
+    ) -> Poll<Option<Answer>> {
         let mut fut = fut;
         loop {
-            if let Poll::Ready(resp) = fut.as_mut().poll(cx) {
-                let Ok(resp) = resp;
-                return Poll::Ready(Some(resp));
+            if let Poll::Ready(answer) = fut.as_mut().poll(cx) {
+                return Poll::Ready(Some(answer));
             }
             if let Some(feed) = body.as_mut().filter(|f| !f.ended) {
                 match self.poll_feed(cx, feed) {
@@ -570,7 +572,7 @@ impl<C: Park> Conn<'_, C> {
     /// Writes an answer; `Ok(false)` when the connection must close after it.
     async fn respond(
         &mut self,
-        resp: Response<Body>,
+        (resp, block): Answer,
         head_request: bool,
         http11: bool,
         mut keep_alive: bool,
@@ -589,6 +591,9 @@ impl<C: Park> Conn<'_, C> {
         out.push(b' ');
         out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
         out.extend_from_slice(b"\r\n");
+        if let Some(block) = &block {
+            out.extend_from_slice(block);
+        }
         let mut dated = false;
         let mut length_given = false;
         for (name, value) in &parts.headers {
@@ -783,7 +788,7 @@ pub async fn serve<C, S, F>(
 ) where
     C: Park,
     S: Fn(Request<ClientBody>) -> F,
-    F: Future<Output = Result<Response<Body>, Infallible>>,
+    F: Future<Output = Answer>,
 {
     let first = opened + cfg.header_read_timeout;
     let timer = pin!(tokio::time::sleep_until(first));
@@ -809,7 +814,7 @@ pub async fn serve<C, S, F>(
             }
             Next::Gone => break,
             Next::Unreadable(u) => {
-                let _ = conn.respond(refuse(u), false, true, false).await;
+                let _ = conn.respond((refuse(u), None), false, true, false).await;
                 break;
             }
         };

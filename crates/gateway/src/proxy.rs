@@ -40,6 +40,7 @@ use crate::body::{Body, Deadline, from_guard};
 use crate::metrics::Metrics;
 use crate::redact;
 use crate::runtime::Runtime;
+use crate::upstream::Start;
 
 /// The body sent upstream: the client's, capped in size and in time (see [`Deadline`]).
 /// Bodiless requests (most GETs) cost nothing; a streamed body is on the heap.
@@ -130,8 +131,19 @@ pub struct Ctx {
     pub peer: SocketAddr,
     pub client: std::net::IpAddr,
     pub tls: bool,
+    /// Served by the gateway's HTTP/1 server, which writes an upstream answer's hardening
+    /// fields itself (see `handle`).
+    pub h1: bool,
     pub runtime: Arc<Runtime>,
     pub deps: Arc<Deps>,
+}
+
+impl Ctx {
+    /// Whether an upstream answer on `route` starts with a bare map: over HTTP/1, unless the
+    /// route's rules must be applied again at the end (they name a field added late).
+    fn bare(&self, route: Option<RouteId>) -> bool {
+        self.h1 && !self.runtime.respond_rules(route).again
+    }
 }
 
 /// What the pipeline decided, for the respond and log phases.
@@ -552,7 +564,7 @@ async fn lookup_owner(
             policy.limits.upstream_timeout,
             req,
             &[],
-            None,
+            Start::Plain,
         )
         .await;
     let resp = match sent {
@@ -1142,8 +1154,13 @@ async fn forward(
             limits.upstream_timeout,
             Request::from_parts(parts, body),
             &set,
-            // The answer's map starts as the route's hardened one (see `handle`).
-            Some(&ctx.runtime.respond_rules(*route).hardening),
+            // The answer's map starts as the route's hardened one, or bare for a server that
+            // writes the route's fields itself (see `handle`).
+            if ctx.bare(*route) {
+                Start::Bare(&ctx.runtime.respond_rules(*route).hardening)
+            } else {
+                Start::Hardened(&ctx.runtime.respond_rules(*route).hardening)
+            },
         )
         .await;
     let resp = match sent {
@@ -1180,8 +1197,9 @@ async fn forward(
     }
     let (mut parts, body) = resp.into_parts();
     // (The answer's CORS fields never entered its map: the route's hardening refused them.) A
-    // `Connection` field may name any field, the hardening's own among them: they go back.
-    if forward::strip_hop_by_hop(&mut parts.headers) {
+    // `Connection` field may name any field, the hardening's own among them: they go back
+    // (a bare map never had them: they are written from the route's block).
+    if forward::strip_hop_by_hop(&mut parts.headers) && !ctx.bare(*route) {
         ctx.runtime
             .respond_rules(*route)
             .hardening
@@ -1436,8 +1454,23 @@ pub async fn handle(
     shared: Arc<Shared>,
     peer: SocketAddr,
     tls: bool,
-    mut req: Request<Incoming>,
+    req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
+    // (Without `h1`, no block: every field is in the map.)
+    Ok(answer(shared, peer, tls, false, req).await.0)
+}
+
+/// Answers a request; over HTTP/1 (`h1`), an upstream answer comes with its route's hardening
+/// fields apart, as header lines (`Hardening::block`) for the server to write after its
+/// status line: cloning them into each answer's map and encoding them one by one cost more
+/// than the rest of writing the answer's head.
+pub async fn answer(
+    shared: Arc<Shared>,
+    peer: SocketAddr,
+    tls: bool,
+    h1: bool,
+    mut req: Request<Incoming>,
+) -> (Response<Body>, Option<bytes::Bytes>) {
     let start = Instant::now();
     let runtime = shared.current.runtime.load_full();
     let id = RequestId::new();
@@ -1456,6 +1489,7 @@ pub async fn handle(
         peer,
         client,
         tls,
+        h1,
         runtime: runtime.clone(),
         deps: shared.deps.clone(),
     };
@@ -1496,6 +1530,8 @@ pub async fn handle(
     // upstream's got them when their map was started (and again now when the rules name a
     // field added since).
     let rules = runtime.respond_rules(decision.route);
+    // The upstream's answer over HTTP/1 started bare (`Ctx::bare`): its fields are the block.
+    let block = (decision.hardened && h1 && !rules.again).then(|| rules.hardening.block().clone());
     if !decision.hardened || rules.again {
         rules.hardening.apply(resp.headers_mut());
     }
@@ -1532,7 +1568,7 @@ pub async fn handle(
             latency_ms = elapsed.as_secs_f64() * 1000.0,
         );
     }
-    Ok(resp)
+    (resp, block)
 }
 
 /// The answer to a request the HTTP/1 server could not read: a problem with a request id of

@@ -52,8 +52,10 @@ impl RespondRules {
     fn new(rules: portcullis_policy::model::HeaderRules) -> Self {
         let hardening = Hardening::new(rules);
         let again = hardening.names().any(|n| {
-            matches!(n, "ratelimit" | "ratelimit-policy" | "vary")
-                || n.starts_with("access-control-")
+            matches!(
+                n,
+                "ratelimit" | "ratelimit-policy" | "vary" | "deprecation" | "sunset" | "link"
+            ) || n.starts_with("access-control-")
         });
         Self { hardening, again }
     }

@@ -170,8 +170,7 @@ impl Upstream {
     /// included); `timeout` also bounds each wait for more of a streamed body.
     ///
     /// The fields of `set` replace the request's own of those names (written as they go out,
-    /// without touching the request's map). With a `hardening`, the answer's map starts from
-    /// it, and takes only the answer's fields that it [passes](Hardening::passes).
+    /// without touching the request's map). How the answer's map starts is `start`'s.
     pub async fn send(
         &self,
         authority: &Authority,
@@ -179,12 +178,12 @@ impl Upstream {
         timeout: Duration,
         req: Request<UpBody>,
         set: &[(HeaderName, Option<HeaderValue>)],
-        hardening: Option<&Hardening>,
+        start: Start<'_>,
     ) -> Result<Response<Body>, UpstreamError> {
         let (parts, body) = req.into_parts();
         let asked = Asked {
             head: parts.method == Method::HEAD,
-            hardening,
+            start,
         };
         let mut out = Vec::with_capacity(256 + (parts.headers.len() + set.len()) * 48);
         let mut body = encode_head(&parts, set, body, &mut out);
@@ -440,13 +439,35 @@ fn field_name(raw: &[u8]) -> Option<HeaderName> {
         .or_else(|| HeaderName::from_bytes(raw).ok())
 }
 
+/// How an answer's map starts.
+#[derive(Clone, Copy, Debug)]
+pub enum Start<'a> {
+    /// Empty, taking every field of the answer.
+    Plain,
+    /// With a route's hardening fields, taking the answer's fields it
+    /// [passes](Hardening::passes).
+    Hardened(&'a Hardening),
+    /// Empty, taking the answer's fields the hardening passes: the client's server writes the
+    /// hardening's own fields itself ([`Hardening::block`]).
+    Bare(&'a Hardening),
+}
+
+impl<'a> Start<'a> {
+    fn hardening(self) -> Option<&'a Hardening> {
+        match self {
+            Start::Plain => None,
+            Start::Hardened(h) | Start::Bare(h) => Some(h),
+        }
+    }
+}
+
 /// What reading an answer's head needs to know of its request.
 #[derive(Clone, Copy)]
 struct Asked<'a> {
     /// A `HEAD` request: the answer has no body, whatever its head says.
     head: bool,
     /// The map the answer starts from, and the fields it refuses.
-    hardening: Option<&'a Hardening>,
+    start: Start<'a>,
 }
 
 /// A request body to stream after the head, and its length when known (else it goes chunked).
@@ -746,9 +767,9 @@ fn parse_head(buf: &mut BytesMut, asked: Asked<'_>) -> Result<Option<Head>, Upst
     let head = buf.split_to(len).freeze();
     // Room for the headers the gateway adds on the way out (request id, version, limits):
     // growing the map later would rehash it.
-    let mut headers = match asked.hardening {
-        Some(h) => h.start(count + 8),
-        None => HeaderMap::with_capacity(count + 16),
+    let mut headers = match asked.start {
+        Start::Hardened(h) => h.start(count + 8),
+        Start::Plain | Start::Bare(_) => HeaderMap::with_capacity(count + 8),
     };
     let mut length: Option<u64> = None;
     let mut coded = false;
@@ -810,7 +831,7 @@ fn parse_head(buf: &mut BytesMut, asked: Asked<'_>) -> Result<Option<Head>, Upst
         } else if name == KEEP_ALIVE {
             continue;
         }
-        if asked.hardening.is_some_and(|h| !h.passes(&name)) {
+        if asked.start.hardening().is_some_and(|h| !h.passes(&name)) {
             continue;
         }
         headers.append(name, value);
@@ -1182,7 +1203,7 @@ mod tests {
                 timeout,
                 post(body),
                 &[],
-                None,
+                Start::Plain,
             )
             .await
             .unwrap();
@@ -1236,7 +1257,7 @@ mod tests {
                 Duration::from_millis(500),
                 post(body),
                 &[],
-                None,
+                Start::Plain,
             )
             .await
             .unwrap_err();
@@ -1254,7 +1275,7 @@ mod tests {
                 Duration::from_secs(5),
                 get(),
                 &[],
-                None,
+                Start::Plain,
             )
             .await
             .unwrap();
@@ -1299,7 +1320,7 @@ mod tests {
                 Duration::from_secs(5),
                 post,
                 &[],
-                None,
+                Start::Plain,
             )
             .await
             .unwrap_err();

@@ -322,3 +322,52 @@ async fn only_declared_routes_are_forwarded() {
         assert_ne!(r.status(), StatusCode::OK, "{sneaky} ({url})");
     }
 }
+
+/// Each security field goes out once, with the gateway's value, over HTTP/1 and HTTP/2 alike:
+/// the shop (secure) sends its own copies, which the gateway's replace rather than join; a
+/// route's own rule replaces the default.
+#[tokio::test]
+async fn each_security_field_goes_out_once_with_the_gateways_value() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let shop = Shop::with(&[]).await;
+    let gw = Gw::in_front_of(
+        &shop,
+        "security_headers:\n  set: { x-frame-options: SAMEORIGIN }\n  routes:\n    - route: GET /v2/products\n      set: { referrer-policy: same-origin }\n",
+    )
+    .await;
+    let direct = send(&client(), Method::GET, &shop.url("/v2/products"), None, None).await;
+    assert_eq!(direct.header("x-frame-options"), Some("DENY"), "the shop sends its own");
+    let mut s = tokio::net::TcpStream::connect(gw.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    s.write_all(b"GET /v2/products HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).await.unwrap();
+    let raw = String::from_utf8_lossy(&raw).to_ascii_lowercase();
+    let head = raw.split("\r\n\r\n").next().unwrap();
+    assert!(head.starts_with("http/1.1 200"), "{head}");
+    for (name, value) in [
+        ("x-frame-options", "sameorigin"),
+        ("referrer-policy", "same-origin"),
+        ("x-content-type-options", "nosniff"),
+        ("cache-control", "no-store"),
+    ] {
+        let lines: Vec<&str> = head
+            .lines()
+            .filter(|l| l.starts_with(&format!("{name}:")))
+            .collect();
+        assert_eq!(lines, [format!("{name}: {value}")], "{head}");
+    }
+    let h2 = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .no_proxy()
+        .build()
+        .unwrap();
+    let r = h2.get(gw.url("/v2/products")).send().await.unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_2);
+    let frames: Vec<_> = r.headers().get_all("x-frame-options").iter().collect();
+    assert_eq!(frames, ["SAMEORIGIN"]);
+    assert_eq!(r.headers()["referrer-policy"], "same-origin");
+}

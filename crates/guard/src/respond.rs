@@ -22,6 +22,9 @@ pub struct Hardening {
     /// the mask alone, without comparing bytes.
     refused: Vec<Box<str>>,
     refused_lengths: u64,
+    /// The fields the rules set as HTTP/1.1 writes them (`name: value\r\n` each): a server
+    /// that writes answers itself puts them out in one copy.
+    block: bytes::Bytes,
 }
 
 fn length_bit(name: &str) -> u64 {
@@ -42,12 +45,26 @@ impl Hardening {
             .map(|n| n.as_str().into())
             .collect();
         let refused_lengths = refused.iter().fold(0, |m, n| m | length_bit(n));
+        let mut block = Vec::new();
+        for (n, v) in &rules.set {
+            block.extend_from_slice(n.as_str().as_bytes());
+            block.extend_from_slice(b": ");
+            block.extend_from_slice(v.as_bytes());
+            block.extend_from_slice(b"\r\n");
+        }
         Self {
             rules,
             base,
             refused,
             refused_lengths,
+            block: block.into(),
         }
+    }
+
+    /// The fields the rules set, as HTTP/1.1 header lines, for an answer whose map started
+    /// bare (it took only the upstream fields that [`Hardening::passes`]).
+    pub fn block(&self) -> &bytes::Bytes {
+        &self.block
     }
 
     /// The names the rules set or remove.
