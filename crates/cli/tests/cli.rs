@@ -750,3 +750,89 @@ async fn scan_from_the_command_line() {
     assert_eq!(out.status.code(), Some(2));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// CPU time (user + system, clock ticks) of process `pid` so far.
+fn cpu_ticks(pid: u32) -> u64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    // Fields 14 and 15, counted after the command name's closing parenthesis.
+    let rest = &stat[stat.rfind(')').unwrap() + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    f[11].parse::<u64>().unwrap() + f[12].parse::<u64>().unwrap()
+}
+
+/// A client that sends its body slowly costs the gateway nothing while it waits: the body
+/// and the connection do not wake each other in a loop (they did, for a moment of this
+/// server's history: a whole core while any upload trickled in).
+#[tokio::test]
+async fn a_slow_upload_costs_no_cpu_while_it_waits() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let up = Recorder::start().await;
+    let dir = temp_dir("slow-upload");
+    let policy = dir.join("p.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "listen: 127.0.0.1:0\nupstream: http://{}\nroutes: [POST /api/items]\nlimits: {{ workers: 1, body_read_timeout: 10s }}\n",
+            up.addr
+        ),
+    )
+    .unwrap();
+    let served = serve(&policy).await;
+    let pid = served.child.id().unwrap();
+    let mut s = tokio::net::TcpStream::connect(served.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    s.write_all(b"POST /api/items HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\n\r\na")
+        .await
+        .unwrap();
+    // Long enough for the request to reach the upstream's send, waiting on the body.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let before = cpu_ticks(pid);
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    let spent = cpu_ticks(pid) - before;
+    let hz = 100; // USER_HZ on Linux
+    assert!(
+        spent * 1000 / hz < 200,
+        "{spent} ticks in 2 s of waiting for a body"
+    );
+    s.write_all(b"bcd").await.unwrap();
+    let mut answer = vec![0u8; 12];
+    s.read_exact(&mut answer).await.unwrap();
+    assert_eq!(&answer, b"HTTP/1.1 200");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A Kubernetes ConfigMap mount: `p.yaml` is a symlink through `..data`, and an update swaps
+/// `..data` to a new directory by rename. The events name `..data` only; the reload used to
+/// miss them (SIGHUP was the only way).
+#[cfg(unix)]
+#[tokio::test]
+async fn serve_reloads_when_a_mounted_config_map_is_swapped() {
+    use std::os::unix::fs::symlink;
+    let up = Recorder::start().await;
+    let dir = temp_dir("configmap");
+    let text = |routes: &str| {
+        format!(
+            "listen: 127.0.0.1:0\nupstream: http://{}\nstate: {{ backend: memory }}\nroutes: [{routes}]\n",
+            up.addr
+        )
+    };
+    std::fs::create_dir_all(dir.join("..2026_11_30_1")).unwrap();
+    std::fs::write(dir.join("..2026_11_30_1/p.yaml"), text("GET /a")).unwrap();
+    symlink("..2026_11_30_1", dir.join("..data")).unwrap();
+    symlink("..data/p.yaml", dir.join("p.yaml")).unwrap();
+    let served = serve(&dir.join("p.yaml")).await;
+    let c = client();
+    let status = |path: &'static str| {
+        let (c, url) = (c.clone(), format!("{}{path}", served.base));
+        async move { c.get(url).send().await.unwrap().status() }
+    };
+    assert_eq!(status("/b").await, StatusCode::NOT_FOUND);
+    std::fs::create_dir_all(dir.join("..2026_11_30_2")).unwrap();
+    std::fs::write(dir.join("..2026_11_30_2/p.yaml"), text("GET /a, GET /b")).unwrap();
+    symlink("..2026_11_30_2", dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    served.wait_for_log("policy reloaded").await;
+    assert_eq!(status("/b").await, StatusCode::OK);
+    let _ = std::fs::remove_dir_all(&dir);
+}

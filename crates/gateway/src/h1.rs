@@ -299,9 +299,13 @@ impl http_body::Body for RequestBody {
             Some(Err(why)) => return Poll::Ready(Some(Err(Box::new(BodyError(why))))),
             None => {}
         }
-        p.wanted = true;
         remember(&mut p.reader, cx);
-        wake(&mut p.conn);
+        // The connection is told once: it keeps feeding until the ask is met. (Woken at every
+        // poll, a connection polling this body itself would spin while the client is slow.)
+        if !p.wanted {
+            p.wanted = true;
+            wake(&mut p.conn);
+        }
         Poll::Pending
     }
 

@@ -240,6 +240,11 @@ impl Gateway {
 
     /// Whether the running policy was built from a file named `name` (the policy file, the
     /// OpenAPI description, a key or secret file, the TLS certificate or key).
+    /// The files the running policy was built from.
+    pub fn sources(&self) -> Vec<PathBuf> {
+        self.current.runtime.load().policy.sources.clone()
+    }
+
     pub fn reads_file_named(&self, name: &std::ffi::OsStr) -> bool {
         self.current
             .runtime

@@ -1,8 +1,10 @@
 //! Hot reload triggers: `SIGHUP`, and changes to the files the running policy was built from
-//! that sit in the policy file's directory (the directory is watched, not the files, so
-//! editors that replace a file by rename are seen too). Other files there (logs, the embedded
-//! store, an upstream's database) never trigger a reload. Bursts of events are debounced into
-//! one reload.
+//! (the directories that hold them are watched, not the files, so editors that replace a file
+//! by rename are seen too). An event in a watched directory reloads when it names a source
+//! file, or when a source now reads differently (another target, size or time): a
+//! Kubernetes ConfigMap or Secret is updated by swapping a `..data` symlink, and the events
+//! name only that. Other files there (logs, the embedded store, an upstream's database) never
+//! trigger a reload. Bursts of events are debounced into one reload.
 //!
 //! A file the running policy does not use yet (an OpenAPI description a refused edit named
 //! before it existed) is picked up at the next change of the policy file, or on `SIGHUP`.
@@ -34,18 +36,26 @@ pub fn watch(gateway: Arc<Gateway>) -> notify::Result<notify::RecommendedWatcher
             let _ = file_tx.send(Trigger::Files(ev.paths));
         }
     })?;
-    let dir = gateway
-        .policy_file()
-        .parent()
-        .map(|d| {
-            if d.as_os_str().is_empty() {
-                std::path::Path::new(".")
-            } else {
-                d
-            }
-        })
-        .unwrap_or(std::path::Path::new("."));
-    watcher.watch(dir, RecursiveMode::NonRecursive)?;
+    let dir_of = |p: &std::path::Path| -> std::path::PathBuf {
+        match p.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => std::path::PathBuf::from("."),
+        }
+    };
+    let mut dirs: Vec<std::path::PathBuf> = std::iter::once(gateway.policy_file().to_path_buf())
+        .chain(gateway.sources())
+        .map(|p| dir_of(&p))
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    // The policy file's directory must be watched; another that cannot be (gone since the
+    // policy loaded) is left to SIGHUP.
+    watcher.watch(&dir_of(gateway.policy_file()), RecursiveMode::NonRecursive)?;
+    for d in dirs.iter().filter(|d| **d != dir_of(gateway.policy_file())) {
+        if let Err(e) = watcher.watch(d, RecursiveMode::NonRecursive) {
+            tracing::warn!(target: "portcullis::reload", dir = %d.display(), error = %e, "not watched; SIGHUP reloads its files");
+        }
+    }
     #[cfg(unix)]
     {
         let tx = tx.clone();
@@ -62,16 +72,20 @@ pub fn watch(gateway: Arc<Gateway>) -> notify::Result<notify::RecommendedWatcher
         });
     }
     let weak = Arc::downgrade(&gateway);
+    let mut seen = prints(&gateway.sources());
     drop(gateway);
     tokio::spawn(async move {
         while let Some(trigger) = rx.recv().await {
             let Some(g) = weak.upgrade() else { return };
             let wanted = match trigger {
                 Trigger::Signal => true,
-                Trigger::Files(paths) => paths
-                    .iter()
-                    .filter_map(|p| p.file_name())
-                    .any(|name| g.reads_file_named(name)),
+                Trigger::Files(paths) => {
+                    paths
+                        .iter()
+                        .filter_map(|p| p.file_name())
+                        .any(|name| g.reads_file_named(name))
+                        || prints(&g.sources()) != seen
+                }
             };
             drop(g);
             if !wanted {
@@ -82,7 +96,23 @@ pub fn watch(gateway: Arc<Gateway>) -> notify::Result<notify::RecommendedWatcher
             while rx.try_recv().is_ok() {}
             let Some(g) = weak.upgrade() else { return };
             let _ = g.reload();
+            seen = prints(&g.sources());
         }
     });
     Ok(watcher)
+}
+
+/// How each source reads now: the file a path leads to (through symlinks), its size and
+/// modification time; `None` for one that cannot be read.
+type Print = Option<(std::path::PathBuf, u64, std::time::SystemTime)>;
+
+fn prints(sources: &[std::path::PathBuf]) -> Vec<Print> {
+    sources
+        .iter()
+        .map(|p| {
+            let target = std::fs::canonicalize(p).ok()?;
+            let meta = std::fs::metadata(&target).ok()?;
+            Some((target, meta.len(), meta.modified().ok()?))
+        })
+        .collect()
 }

@@ -788,7 +788,13 @@ pub fn prune(
                     .flatten()
                     .map(|m| resolve(m, doc)),
             );
+            // The schema of undeclared properties, when it gives one (a map of users): their
+            // values are filtered by it.
+            let mut extra: Option<&Value> = None;
             for part in parts {
+                if let Some(s @ Value::Object(_)) = part.get("additionalProperties") {
+                    extra = extra.or(Some(s));
+                }
                 if let Some(props) = part.get("properties").and_then(Value::as_object) {
                     // `writeOnly` properties (a password) are never sent back.
                     declared.extend(props.iter().filter(|(_, s)| {
@@ -817,6 +823,13 @@ pub fn prune(
                 map.retain(|k, _| declared.iter().any(|(d, _)| *d == k));
             }
             out.undeclared = before - map.len();
+            if let Some(extra) = extra {
+                for (name, child) in map.iter_mut() {
+                    if !declared.iter().any(|(d, _)| *d == name) {
+                        out += prune(child, extra, doc, depth + 1, roles);
+                    }
+                }
+            }
             for (name, sub) in declared {
                 if let Some(child) = map.get_mut(name) {
                     out += prune(child, sub, doc, depth + 1, roles);

@@ -335,8 +335,19 @@ async fn each_security_field_goes_out_once_with_the_gateways_value() {
         "security_headers:\n  set: { x-frame-options: SAMEORIGIN }\n  routes:\n    - route: GET /v2/products\n      set: { referrer-policy: same-origin }\n",
     )
     .await;
-    let direct = send(&client(), Method::GET, &shop.url("/v2/products"), None, None).await;
-    assert_eq!(direct.header("x-frame-options"), Some("DENY"), "the shop sends its own");
+    let direct = send(
+        &client(),
+        Method::GET,
+        &shop.url("/v2/products"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        direct.header("x-frame-options"),
+        Some("DENY"),
+        "the shop sends its own"
+    );
     let mut s = tokio::net::TcpStream::connect(gw.base.trim_start_matches("http://"))
         .await
         .unwrap();

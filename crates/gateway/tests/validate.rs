@@ -994,3 +994,65 @@ components:
     assert_eq!(deep.status, StatusCode::BAD_GATEWAY);
     assert!(!deep.text.contains("s3cr3t"), "{}", deep.text);
 }
+
+/// A map of objects (`additionalProperties: {$ref: User}`) is filtered value by value: the
+/// undeclared `password_hash` of each user used to pass, the map being open. And a schema
+/// that says it is free-form (the shop's own description) passes whole.
+#[tokio::test]
+async fn maps_of_objects_are_filtered_by_their_value_schema() {
+    let spec = r#"openapi: 3.1.0
+info: { title: t, version: "1" }
+paths:
+  /users/by-name:
+    get:
+      responses:
+        "200":
+          description: ok
+          content:
+            application/json:
+              schema:
+                type: object
+                additionalProperties: { $ref: '#/components/schemas/User' }
+components:
+  schemas:
+    User:
+      type: object
+      properties:
+        name: { type: string }
+"#;
+    let app = axum::Router::new().route(
+        "/users/by-name",
+        axum::routing::get(|| async {
+            axum::Json(json!({
+                "alice": { "name": "Alice", "password_hash": "$argon2id$alice" },
+                "bob": { "name": "Bob", "password_hash": "$argon2id$bob" }
+            }))
+        }),
+    );
+    let (gw, _up, _dir) = described(
+        "map-answer",
+        spec,
+        app,
+        "validation: { undeclared_response_fields: remove }\n",
+    )
+    .await;
+    let r = send(
+        &client(),
+        Method::GET,
+        &gw.url("/users/by-name"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        r.json(),
+        json!({ "alice": { "name": "Alice" }, "bob": { "name": "Bob" } })
+    );
+
+    let shop = Shop::with(&[]).await;
+    let gw = gateway(&shop).await;
+    let doc = send(&client(), Method::GET, &gw.url("/openapi.json"), None, None).await;
+    assert_eq!(doc.status, StatusCode::OK);
+    assert_eq!(doc.json()["openapi"], "3.1.0", "{}", doc.text);
+}
