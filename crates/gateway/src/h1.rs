@@ -34,7 +34,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, HeaderName, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, HOST, HeaderName, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use tokio::io::AsyncWriteExt as _;
@@ -58,6 +58,10 @@ const GRACE: Duration = Duration::from_millis(20);
 /// How long a closing connection waits for its client to take the last bytes.
 const CLOSE_WAIT: Duration = Duration::from_secs(1);
 const CONTINUE: &[u8] = b"HTTP/1.1 100 Continue\r\n\r\n";
+/// How long, and for how many bytes, a closed connection's remaining input is read and
+/// dropped (see `Conn::linger`).
+const LINGER: Duration = Duration::from_secs(2);
+const LINGER_BYTES: usize = 64 * 1024 * 1024;
 
 /// The connection limits the server keeps.
 #[derive(Clone, Copy, Debug)]
@@ -162,6 +166,18 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Unreadable
             ));
         }
     };
+    // Every line ends with CRLF (httparse also takes a bare LF): a front proxy that reads a
+    // bare LF otherwise than the gateway does would see other requests in the same bytes.
+    if buf[..len]
+        .iter()
+        .enumerate()
+        .any(|(i, &b)| b == b'\n' && (i == 0 || buf[i - 1] != b'\r'))
+    {
+        return Err(unreadable(
+            StatusCode::BAD_REQUEST,
+            "a line of the head does not end with CRLF",
+        ));
+    }
     let head = buf.split_to(len).freeze();
     let bad = |why| unreadable(StatusCode::BAD_REQUEST, why);
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.1))
@@ -172,6 +188,7 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Unreadable
     let mut chunked = false;
     let (mut close, mut keep) = (false, false);
     let mut expects_continue = false;
+    let (mut hosts, mut host) = (0, None);
     for &[n0, n1, v0, v1] in &fields[..count] {
         let name = HeaderName::from_bytes(&head[n0 as usize..n1 as usize])
             .map_err(|_| bad("a header name is invalid"))?;
@@ -189,7 +206,11 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Unreadable
             if !http11 {
                 return Err(bad("Transfer-Encoding in an HTTP/1.0 request"));
             }
-            // (Empty list items are no codings: RFC 9110, 5.6.1.)
+            // (Empty list items are no codings: RFC 9110, 5.6.1; a field of none at all is
+            // refused, as it would be alone.)
+            if wire::tokens(&value).all(|t| t.is_empty()) {
+                return Err(bad("an empty Transfer-Encoding"));
+            }
             for coding in wire::tokens(&value).filter(|t| !t.is_empty()) {
                 if !coding.eq_ignore_ascii_case(b"chunked") {
                     return Err(unreadable(
@@ -212,9 +233,26 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Unreadable
                 keep |= t.eq_ignore_ascii_case(b"keep-alive");
             }
         } else if name == EXPECT {
-            expects_continue = value.as_bytes().eq_ignore_ascii_case(b"100-continue");
+            expects_continue |= value.as_bytes().eq_ignore_ascii_case(b"100-continue");
+        } else if name == HOST {
+            hosts += 1;
+            host = Some(value.clone());
         }
         headers.append(name, value);
+    }
+    // One `Host` (RFC 9112, 3.2: none or several is a 400; HTTP/1.0 may leave it out), and a
+    // request target in absolute form names the same: where two servers could each pick a
+    // different one, routing and the forwarded host could disagree.
+    if hosts > 1 || (http11 && hosts == 0) {
+        return Err(bad("a request has one Host field"));
+    }
+    if let (Some(authority), Some(host)) = (uri.authority(), &host)
+        && !authority
+            .as_str()
+            .as_bytes()
+            .eq_ignore_ascii_case(host.as_bytes())
+    {
+        return Err(bad("the request target and Host name different hosts"));
     }
     let framing = match (chunked, length) {
         (true, Some(_)) => {
@@ -235,7 +273,8 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Unreadable
         headers,
         framing,
         keep_alive: !close && (http11 || keep),
-        expects_continue: expects_continue && framing != Framing::None,
+        // (An HTTP/1.0 client cannot be sent a 1xx: RFC 9110, 15.2.)
+        expects_continue: expects_continue && http11 && framing != Framing::None,
     }))
 }
 
@@ -347,6 +386,8 @@ struct Conn<'t, C> {
     armed: Armed,
     /// When the first head is due.
     first: Instant,
+    /// When the quiet spell after this many answers ends the connection.
+    idle_until: Option<(u32, Instant)>,
     /// Answers sent.
     served: u32,
     /// Bytes the client took.
@@ -445,16 +486,43 @@ impl<C: Park> Conn<'_, C> {
         }
     }
 
+    /// Reads and drops what the client still sends, for a while, after the gateway closed its
+    /// side: closing a socket with unread bytes makes the kernel reset the connection, and the
+    /// client, still sending its body, would lose the answer (a 413, a 401) before reading it.
+    /// Bounded in time and bytes (as nginx's `lingering_close`).
+    async fn linger(&mut self) {
+        let mut drained = 0usize;
+        let _ = tokio::time::timeout(LINGER, async {
+            while drained < LINGER_BYTES {
+                self.buf.clear();
+                match poll_fn(|cx| self.poll_fill(cx)).await {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => drained += n,
+                }
+            }
+        })
+        .await;
+    }
+
     /// Waits for a parked connection's next bytes (nothing allocated), up to `idle_timeout`
     /// or the gateway's stop: `false` when the connection is to close.
     async fn park(&mut self, stop: &mut watch::Receiver<bool>) -> bool {
         self.buf = BytesMut::new();
         self.out = Vec::new();
-        // A connection that has asked nothing yet is late, not idle.
+        // A connection that has asked nothing yet is late, not idle. The idle deadline is set
+        // once per quiet spell: a wake with nothing to read (a TLS record without data, a key
+        // update) does not start it again.
         let at = if self.served == 0 {
             self.first
         } else {
-            Instant::now() + self.cfg.idle_timeout.saturating_sub(GRACE)
+            match self.idle_until {
+                Some((n, at)) if n == self.served => at,
+                _ => {
+                    let at = Instant::now() + self.cfg.idle_timeout.saturating_sub(GRACE);
+                    self.idle_until = Some((self.served, at));
+                    at
+                }
+            }
         };
         self.armed = Armed::Idle;
         self.timer.as_mut().reset(at);
@@ -505,16 +573,20 @@ impl<C: Park> Conn<'_, C> {
         if !p.wanted || p.ready.is_some() {
             return Poll::Pending;
         }
+        // `100 Continue`, written and flushed (over TLS a write may be taken into the session
+        // and wait there for the flush) before the body is waited for.
         while feed.continue_sent < CONTINUE.len() {
             match Pin::new(&mut self.io).poll_write(cx, &CONTINUE[feed.continue_sent..]) {
                 Poll::Ready(Ok(n)) if n > 0 => feed.continue_sent += n,
                 Poll::Ready(_) => return feed.finish(&mut p, Err("the client is gone")),
                 Poll::Pending => return Poll::Pending,
             }
-            if feed.continue_sent == CONTINUE.len()
-                && Pin::new(&mut self.io).poll_flush(cx).is_pending()
-            {
-                // Flushed with the next write (TLS); the client may send its body meanwhile.
+        }
+        if !feed.continue_flushed {
+            match Pin::new(&mut self.io).poll_flush(cx) {
+                Poll::Ready(Ok(())) => feed.continue_flushed = true,
+                Poll::Ready(Err(_)) => return feed.finish(&mut p, Err("the client is gone")),
+                Poll::Pending => return Poll::Pending,
             }
         }
         loop {
@@ -711,8 +783,10 @@ struct Feed {
     pipe: Arc<Mutex<Pipe>>,
     state: State,
     trailers: usize,
-    /// Bytes of `100 Continue` written (all of it once sent, or when none is expected).
+    /// Bytes of `100 Continue` written (all of it once sent, or when none is expected), and
+    /// whether they were flushed.
     continue_sent: usize,
+    continue_flushed: bool,
     ended: bool,
     /// Read whole, to its end.
     whole: bool,
@@ -803,10 +877,14 @@ pub async fn serve<C, S, F>(
         timer,
         armed: Armed::Nothing,
         first,
+        idle_until: None,
         served: 0,
         written: 0,
         cfg,
     };
+    // The connection closes with the client's bytes still coming (a body not read, a head
+    // refused): see `Conn::linger`.
+    let mut linger = false;
     loop {
         let head = match poll_fn(|cx| conn.poll_head(cx, &mut stop)).await {
             Next::Head(h) => h,
@@ -819,6 +897,7 @@ pub async fn serve<C, S, F>(
             Next::Gone => break,
             Next::Unreadable(u) => {
                 let _ = conn.respond((refuse(u), None), false, true, false).await;
+                linger = true;
                 break;
             }
         };
@@ -846,6 +925,7 @@ pub async fn serve<C, S, F>(
                     state,
                     trailers: 0,
                     continue_sent: if expects_continue { 0 } else { CONTINUE.len() },
+                    continue_flushed: !expects_continue,
                     ended: false,
                     whole: false,
                 };
@@ -862,8 +942,20 @@ pub async fn serve<C, S, F>(
             poll_fn(|cx| conn.poll_drive(cx, fut.as_mut(), &mut feed)).await
         };
         let Some(resp) = resp else { break };
+        // A `100 Continue` cut short is finished first: the answer must not start inside it.
+        if let Some(f) = feed
+            .as_ref()
+            .filter(|f| (1..CONTINUE.len()).contains(&f.continue_sent))
+            && conn
+                .send(&mut [IoSlice::new(&CONTINUE[f.continue_sent..])])
+                .await
+                .is_err()
+        {
+            break;
+        }
         // A body not read to its end leaves the connection at an unknown point of it.
         let whole = feed.as_ref().is_none_or(|f| f.whole);
+        linger = !whole;
         let stopping = stop.has_changed().unwrap_or(true) && *stop.borrow_and_update();
         drop(feed);
         match conn
@@ -878,6 +970,9 @@ pub async fn serve<C, S, F>(
     // cannot tell an answer read to the connection's end from one cut short. Bounded: the
     // client may not be reading.
     let _ = tokio::time::timeout(CLOSE_WAIT, conn.io.shutdown()).await;
+    if linger {
+        conn.linger().await;
+    }
 }
 
 #[cfg(test)]
@@ -896,50 +991,66 @@ mod tests {
             ok("GET / HTTP/1.1\r\nHost: x\r\n\r\n").framing,
             Framing::None
         );
-        let post = ok("POST / HTTP/1.1\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n");
+        let post =
+            ok("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\nContent-Length: 5\r\n\r\n");
         assert_eq!(post.framing, Framing::Length(5));
-        let chunked = ok("POST / HTTP/1.1\r\nTransfer-Encoding: Chunked\r\n\r\n");
+        let chunked = ok("POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: Chunked\r\n\r\n");
         assert_eq!(chunked.framing, Framing::Chunked);
         assert_eq!(
-            ok("POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n").framing,
+            ok("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n").framing,
             Framing::None
         );
         for (head, status) in [
             (
-                "POST / HTTP/1.1\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n",
                 400,
             ),
             (
-                "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
-                400,
-            ),
-            ("POST / HTTP/1.1\r\nContent-Length: 5, 6\r\n\r\n", 400),
-            ("POST / HTTP/1.1\r\nContent-Length: +5\r\n\r\n", 400),
-            ("POST / HTTP/1.1\r\nContent-Length: 0x5\r\n\r\n", 400),
-            (
-                "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999\r\n\r\n",
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
                 400,
             ),
             (
-                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 6\r\n\r\n",
                 400,
             ),
-            ("POST / HTTP/1.1\r\nTransfer-Encoding: \r\n\r\n", 400),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 0x5\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, chunked\r\n\r\n",
+                400,
+            ),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: \r\n\r\n",
+                400,
+            ),
             ("POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
             (
-                "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
                 501,
             ),
             (
-                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+                "POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
                 501,
             ),
             // A space before the colon, and a folded line: read differently by different
             // servers, so refused.
-            ("POST / HTTP/1.1\r\nContent-Length : 5\r\n\r\n", 400),
-            ("GET / HTTP/1.1\r\nX: a\r\n b\r\n\r\n", 400),
+            (
+                "POST / HTTP/1.1\r\nHost: x\r\nContent-Length : 5\r\n\r\n",
+                400,
+            ),
+            ("GET / HTTP/1.1\r\nHost: x\r\nX: a\r\n b\r\n\r\n", 400),
             ("GET / HTTP/2.0\r\n\r\n", 505),
-            ("G\x01T / HTTP/1.1\r\n\r\n", 400),
+            ("G\x01T / HTTP/1.1\r\nHost: x\r\n\r\n", 400),
         ] {
             let got = parsed(head).map(|h| h.map(|h| h.framing));
             assert_eq!(
@@ -953,31 +1064,50 @@ mod tests {
     #[test]
     fn heads_are_bounded_and_connections_kept_as_asked() {
         assert!(parsed("GET / HTTP/1.1\r\nHost: x\r\n").unwrap().is_none());
-        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(9000));
+        let hosts = |h: &str| parsed(h).err().map(|u| u.why);
+        assert_eq!(
+            hosts("GET / HTTP/1.1\r\n\r\n"),
+            Some("a request has one Host field")
+        );
+        assert_eq!(hosts("GET / HTTP/1.0\r\n\r\n"), None);
+        assert_eq!(
+            hosts("GET http://y/ HTTP/1.1\r\nHost: x\r\n\r\n"),
+            Some("the request target and Host name different hosts")
+        );
+        assert_eq!(hosts("GET http://X/ HTTP/1.1\r\nHost: x\r\n\r\n"), None);
+        let big = format!(
+            "GET / HTTP/1.1\r\nHost: x\r\nX: {}\r\n\r\n",
+            "a".repeat(9000)
+        );
         assert_eq!(parsed(&big).err().map(|u| u.status.as_u16()), Some(431));
-        let partial_big = format!("GET / HTTP/1.1\r\nX: {}", "a".repeat(9000));
+        let partial_big = format!("GET / HTTP/1.1\r\nHost: x\r\nX: {}", "a".repeat(9000));
         assert_eq!(
             parsed(&partial_big).err().map(|u| u.status.as_u16()),
             Some(431)
         );
         let many: String = (0..=MAX_HEADERS).map(|i| format!("X-{i}: y\r\n")).collect();
-        let many = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        let many = format!("GET / HTTP/1.1\r\nHost: x\r\n{many}\r\n");
         assert_eq!(parsed(&many).err().map(|u| u.status.as_u16()), Some(431));
         let keep = |h: &str| parsed(h).unwrap().unwrap().keep_alive;
-        assert!(keep("GET / HTTP/1.1\r\n\r\n"));
-        assert!(!keep("GET / HTTP/1.1\r\nConnection: Close\r\n\r\n"));
+        assert!(keep("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(!keep(
+            "GET / HTTP/1.1\r\nHost: x\r\nConnection: Close\r\n\r\n"
+        ));
         assert!(!keep("GET / HTTP/1.0\r\n\r\n"));
         assert!(keep("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n"));
         let expect = |h: &str| parsed(h).unwrap().unwrap().expects_continue;
         assert!(expect(
-            "POST / HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n"
+            "POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 1\r\n\r\n"
         ));
-        assert!(!expect("GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n"));
+        assert!(!expect(
+            "GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n"
+        ));
     }
 
     #[test]
     fn a_pipelined_head_stays_buffered() {
-        let mut buf = BytesMut::from("GET /a HTTP/1.1\r\n\r\nGET /b HTTP/1.1\r\n\r\n");
+        let mut buf =
+            BytesMut::from("GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n");
         let a = parse(&mut buf, 1024).unwrap().unwrap();
         assert_eq!(a.uri.path(), "/a");
         let b = parse(&mut buf, 1024).unwrap().unwrap();

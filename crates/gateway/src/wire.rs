@@ -25,6 +25,25 @@ pub enum State {
     Done,
 }
 
+/// A trailer line `name: value`: a token, a colon, visible characters, spaces and tabs.
+fn trailer_field(line: &[u8]) -> bool {
+    let Some(colon) = line.iter().position(|&b| b == b':') else {
+        return false;
+    };
+    colon > 0
+        && line[..colon]
+            .iter()
+            .all(|&b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+        && line[colon + 1..]
+            .iter()
+            .all(|&b| b == b'\t' || (b' '..=b'~').contains(&b) || b >= 0x80)
+}
+
+/// The line just taken was `\r\n` alone.
+fn line_was_empty(lf: usize) -> bool {
+    lf == 1
+}
+
 /// What the buffer holds next.
 #[derive(Debug)]
 pub enum Step {
@@ -92,19 +111,29 @@ pub fn decode(
                 let _ = buf.split_to(2);
                 *state = State::ChunkSize;
             }
+            // Each line ends at its first LF, which must follow a CR, with no other CR in the
+            // line: a bare LF read as data here and as a line's end by another server would
+            // let a request hide inside the trailers of the one before it.
             State::Trailers => {
-                let Some(eol) = buf.windows(2).position(|w| w == b"\r\n") else {
+                let Some(lf) = buf.iter().position(|&b| b == b'\n') else {
                     if *trailers + buf.len() > MAX_TRAILERS {
                         return Err("the trailers are too large");
                     }
                     return Ok(Step::More);
                 };
-                *trailers += eol + 2;
+                if lf == 0 || buf[lf - 1] != b'\r' || buf[..lf - 1].contains(&b'\r') {
+                    return Err("a trailer line does not end with CRLF");
+                }
+                let line = &buf[..lf - 1];
+                if !line.is_empty() && !trailer_field(line) {
+                    return Err("a trailer line is not a field");
+                }
+                *trailers += lf + 1;
                 if *trailers > MAX_TRAILERS {
                     return Err("the trailers are too large");
                 }
-                let _ = buf.split_to(eol + 2);
-                if eol == 0 {
+                let _ = buf.split_to(lf + 1);
+                if line_was_empty(lf) {
                     return Ok(Step::End);
                 }
             }
@@ -130,4 +159,37 @@ pub fn content_length(v: &[u8]) -> Option<u64> {
         return None;
     }
     std::str::from_utf8(v).ok()?.parse().ok()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// The whole body, or the decoder's refusal.
+    fn body(bytes: &str) -> Result<Vec<u8>, &'static str> {
+        let (mut state, mut buf, mut trailers) = (State::ChunkSize, BytesMut::from(bytes), 0);
+        let mut out = Vec::new();
+        loop {
+            match decode(&mut state, &mut buf, &mut trailers)? {
+                Step::Data(d) => out.extend_from_slice(&d),
+                Step::End => return Ok(out),
+                Step::More => return Err("short"),
+            }
+        }
+    }
+
+    #[test]
+    fn trailers_end_lines_with_crlf_only() {
+        assert_eq!(body("2\r\nab\r\n0\r\n\r\n").unwrap(), b"ab");
+        assert_eq!(body("2\r\nab\r\n0\r\nX-T: 1\r\n\r\n").unwrap(), b"ab");
+        for bad in [
+            "2\r\nab\r\n0\r\n\nGET / HTTP/1.1\r\n\r\n",
+            "2\r\nab\r\n0\r\nX-T: 1\n\r\n",
+            "2\r\nab\r\n0\r\nX-T: a\rb\r\n\r\n",
+            "2\r\nab\r\n0\r\nGET / HTTP/1.1\r\n\r\n",
+        ] {
+            assert!(body(bad).is_err(), "{bad:?}");
+        }
+    }
 }

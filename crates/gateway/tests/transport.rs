@@ -940,3 +940,67 @@ async fn the_tokenless_admin_listener_refuses_rebound_names_and_simple_posts() {
         assert!(answer.contains("cache-control: no-store"), "{answer}");
     }
 }
+
+/// Line ends and hosts read one way only: a bare LF in a head or in a chunked body's
+/// trailers, no `Host`, two of them, or an absolute target naming another host are refused,
+/// where a front proxy reading them otherwise would see other requests in the same bytes.
+#[tokio::test]
+async fn heads_and_trailers_have_one_reading() {
+    let up = Recorder::start().await;
+    let gw = Gw::start(&recorder_policy(&up, "")).await;
+    for bad in [
+        &b"GET /api/items HTTP/1.1\nHost: x\r\n\r\n"[..],
+        b"GET /api/items HTTP/1.1\r\nHost: x\nX: y\r\n\r\n",
+        b"GET /api/items HTTP/1.1\r\n\r\n",
+        b"GET /api/items HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+        b"GET http://elsewhere.example/api/items HTTP/1.1\r\nHost: x\r\n\r\n",
+        b"POST /api/items HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: \r\n\r\n0\r\n\r\n",
+    ] {
+        let answer = raw(&gw.base, bad, Duration::from_secs(3)).await;
+        assert!(answer.starts_with("HTTP/1.1 400"), "{bad:?}: {answer}");
+        assert_eq!(answer.matches("HTTP/1.1").count(), 1, "{answer}");
+    }
+    // A GET hidden after a bare LF in the trailers: refused with the body, never a request.
+    let hidden = b"POST /api/items HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\n{}\r\n0\r\n\nGET /admin HTTP/1.1\r\nHost: x\r\n\r\n";
+    let answer = raw(&gw.base, hidden, Duration::from_secs(3)).await;
+    assert_eq!(answer.matches("HTTP/1.1").count(), 1, "{answer}");
+    assert!(!answer.starts_with("HTTP/1.1 2"), "{answer}");
+    assert!(
+        up.seen().iter().all(|r| r.target != "/admin"),
+        "{:?}",
+        up.seen()
+    );
+    // HTTP/1.0 is answered without `Host`, and never sent a `100 Continue`.
+    let old = raw(
+        &gw.base,
+        b"POST /api/items HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n{}",
+        Duration::from_secs(3),
+    )
+    .await;
+    assert!(old.starts_with("HTTP/1.1 200"), "{old}");
+}
+
+/// An answer given before the body was read (here 413, from the declared length) reaches a
+/// client that is still sending: the gateway reads and drops the rest for a while after
+/// closing, where closing at once made the kernel reset the connection under the answer.
+#[tokio::test]
+async fn a_refusal_before_the_body_reaches_a_client_still_sending() {
+    let up = Recorder::start().await;
+    let gw = Gw::start(&recorder_policy(&up, "limits: { max_body_bytes: 1KiB }\n")).await;
+    let mut s = connect(&gw).await;
+    let body = vec![b'a'; 4 << 20];
+    s.write_all(
+        format!(
+            "POST /api/items HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let sent = s.write_all(&body).await;
+    assert!(sent.is_ok(), "the upload was cut: {sent:?}");
+    let answer = one_answer(&mut s).await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(up.seen().is_empty());
+}
