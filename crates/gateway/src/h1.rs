@@ -168,11 +168,7 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Unreadable
     };
     // Every line ends with CRLF (httparse also takes a bare LF): a front proxy that reads a
     // bare LF otherwise than the gateway does would see other requests in the same bytes.
-    if buf[..len]
-        .iter()
-        .enumerate()
-        .any(|(i, &b)| b == b'\n' && (i == 0 || buf[i - 1] != b'\r'))
-    {
+    if memchr::memchr_iter(b'\n', &buf[..len]).any(|i| i == 0 || buf[i - 1] != b'\r') {
         return Err(unreadable(
             StatusCode::BAD_REQUEST,
             "a line of the head does not end with CRLF",
