@@ -601,22 +601,28 @@ fn drop_read_only(root: &mut Value) {
     strip_read_only(root, &snapshot);
 }
 
-fn read_only<'a>(mut s: &'a Value, root: &'a Value) -> bool {
-    for _ in 0..16 {
-        if s.get("readOnly") == Some(&Value::Bool(true)) {
-            return true;
-        }
-        match s
-            .get("$ref")
-            .and_then(Value::as_str)
-            .and_then(|r| r.strip_prefix('#'))
-            .and_then(|r| root.pointer(r))
-        {
-            Some(next) => s = next,
-            None => return false,
-        }
+/// Whether a property's schema says `readOnly`: itself, through `$ref`s, or through an
+/// `allOf` member (OpenAPI 3.0's way to describe a `$ref`d property: `allOf: [{$ref: Role}]`).
+fn read_only(s: &Value, root: &Value) -> bool {
+    read_only_within(s, root, 16)
+}
+
+fn read_only_within(s: &Value, root: &Value, hops: u32) -> bool {
+    if hops == 0 {
+        return false;
     }
-    false
+    if s.get("readOnly") == Some(&Value::Bool(true)) {
+        return true;
+    }
+    let target = s
+        .get("$ref")
+        .and_then(Value::as_str)
+        .and_then(|r| r.strip_prefix('#'))
+        .and_then(|r| root.pointer(r));
+    target.is_some_and(|t| read_only_within(t, root, hops - 1))
+        || s.get("allOf")
+            .and_then(Value::as_array)
+            .is_some_and(|all| all.iter().any(|m| read_only_within(m, root, hops - 1)))
 }
 
 fn strip_read_only(v: &mut Value, root: &Value) {
@@ -633,9 +639,11 @@ fn strip_read_only(v: &mut Value, root: &Value) {
                         .collect()
                 })
                 .unwrap_or_default();
+            // Refused where sent (a `false` schema), not merely undeclared: an open object
+            // would take an undeclared property as an extra.
             if let Some(props) = map.get_mut("properties").and_then(Value::as_object_mut) {
                 for k in &gone {
-                    props.remove(k);
+                    props.insert(k.clone(), Value::Bool(false));
                 }
             }
             if let Some(req) = map.get_mut("required").and_then(Value::as_array_mut) {
@@ -676,6 +684,10 @@ pub fn check(validator: &jsonschema::Validator, body: &Value) -> Result<(), Stri
             if err.instance().as_str().is_some_and(has_markup) =>
         {
             format!("`{path}`: markup (`<`, `>` or `javascript:`) is not allowed")
+        }
+        // The only `false` schemas are the read-only properties' (`strip_read_only`).
+        jsonschema::error::ValidationErrorKind::FalseSchema => {
+            format!("`{path}`: read-only")
         }
         kind => format!("`{path}`: breaks `{}`", kind.keyword()),
     })
