@@ -511,6 +511,9 @@ fn walk_urls(doc: &serde_json::Value, root: &serde_json::Value, out: &mut Vec<St
         if marked == Some(true) || (uri_format && marked != Some(false)) {
             out.push(at.clone());
         }
+        // A member describes the same value, one level no deeper: counted as one, 3.1's
+        // nullable recursion (`anyOf: [{$ref: Node}, {type: 'null'}]`) stopped at half the
+        // depth a body may have. (The budget still bounds a schema composed of itself.)
         for key in ["allOf", "anyOf", "oneOf"] {
             for s in schema
                 .get(key)
@@ -518,7 +521,7 @@ fn walk_urls(doc: &serde_json::Value, root: &serde_json::Value, out: &mut Vec<St
                 .into_iter()
                 .flatten()
             {
-                queue.push_back((s, at.clone(), depth + 1));
+                queue.push_back((s, at.clone(), depth));
             }
         }
         if let Some(props) = schema.get("properties").and_then(|p| p.as_object()) {
@@ -597,6 +600,34 @@ mod url_field_tests {
                 .iter()
                 .any(|f| f.contains("homepage") || f.contains("note"))
         );
+    }
+
+    #[test]
+    fn nullable_recursion_is_followed_as_deep_as_a_body_may_go() {
+        let doc = serde_json::json!({
+            "components": { "schemas": { "Node": { "type": "object", "properties": {
+                "next": { "anyOf": [
+                    { "$ref": "#/components/schemas/Node" }, { "type": "null" }
+                ] },
+                "link": { "type": "string", "format": "uri" }
+            }}}},
+            "body": { "$ref": "#/components/schemas/Node" }
+        });
+        let found = url_fields(&doc, "/body");
+        let deep = format!("{}/link", "/next".repeat(32));
+        assert!(found.contains(&deep), "{} fields", found.len());
+    }
+
+    #[test]
+    fn a_composition_of_itself_stays_bounded() {
+        let doc = serde_json::json!({
+            "components": { "schemas": { "Loop": {
+                "allOf": [ { "$ref": "#/components/schemas/Loop" } ],
+                "properties": { "link": { "type": "string", "format": "uri" } }
+            }}},
+            "body": { "$ref": "#/components/schemas/Loop" }
+        });
+        assert_eq!(url_fields(&doc, "/body"), ["/link"]);
     }
 
     #[test]
