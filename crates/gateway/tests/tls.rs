@@ -179,6 +179,15 @@ fn trusting(cert: &rcgen::CertifiedKey<rcgen::KeyPair>, port: &str) -> reqwest::
         .unwrap()
 }
 
+/// The status of `GET url` from a client that trusts only `cert`.
+async fn status_for(
+    cert: &rcgen::CertifiedKey<rcgen::KeyPair>,
+    port: &str,
+    url: &str,
+) -> StatusCode {
+    trusting(cert, port).get(url).send().await.unwrap().status()
+}
+
 /// A renewed certificate written over the old files is served after a reload (the reload
 /// used to report success and keep serving the old one); the admin token file is read again
 /// too, so a rotated token ends the old one at once.
@@ -211,15 +220,7 @@ async fn a_reload_serves_a_renewed_certificate_and_a_rotated_admin_token() {
                 .status
         }
     };
-    assert_eq!(
-        trusting(&old, &port)
-            .get(&url)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(status_for(&old, &port, &url).await, StatusCode::OK);
     assert_eq!(admin("old-admin-token-0000000001").await, StatusCode::OK);
 
     let new = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
@@ -228,15 +229,7 @@ async fn a_reload_serves_a_renewed_certificate_and_a_rotated_admin_token() {
     std::fs::write(&token_file, "new-admin-token-0000000002\n").unwrap();
     gw.gateway().reload().unwrap();
 
-    assert_eq!(
-        trusting(&new, &port)
-            .get(&url)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(status_for(&new, &port, &url).await, StatusCode::OK);
     assert!(
         trusting(&old, &port).get(&url).send().await.is_err(),
         "the old certificate is no longer served"
@@ -251,14 +244,6 @@ async fn a_reload_serves_a_renewed_certificate_and_a_rotated_admin_token() {
     std::fs::write(dir.join("cert.pem"), "not a certificate").unwrap();
     let problems = gw.gateway().reload().unwrap_err().to_string();
     assert!(problems.contains("tls"), "{problems}");
-    assert_eq!(
-        trusting(&new, &port)
-            .get(&url)
-            .send()
-            .await
-            .unwrap()
-            .status(),
-        StatusCode::OK
-    );
+    assert_eq!(status_for(&new, &port, &url).await, StatusCode::OK);
     let _ = std::fs::remove_dir_all(&secrets);
 }

@@ -36,6 +36,25 @@ async fn described(
     (gw, up, dir)
 }
 
+/// A gateway with the description `spec` in front of an upstream that answers `PATCH` on
+/// `paths` with 200; each case is sent, and its status compared.
+async fn patches_answer(
+    name: &str,
+    spec: &str,
+    paths: &[&str],
+    cases: &[(&str, serde_json::Value, StatusCode)],
+) {
+    let app = paths.iter().fold(axum::Router::new(), |app, p| {
+        app.route(p, axum::routing::patch(|| async { "{}" }))
+    });
+    let (gw, _up, _dir) = described(name, spec, app, "").await;
+    let c = client();
+    for (path, body, want) in cases {
+        let got = send(&c, Method::PATCH, &gw.url(path), None, Some(body.clone())).await;
+        assert_eq!(got.status, *want, "PATCH {path} {body}: {}", got.text);
+    }
+}
+
 /// An upstream that answers `POST path` with 201.
 fn accepting(path: &str) -> axum::Router {
     axum::Router::new().route(
@@ -915,31 +934,30 @@ components:
         - type: object
           properties: { role: { type: string } }
 "#;
-    let app = axum::Router::new()
-        .route("/v2/users/me", axum::routing::patch(|| async { "{}" }))
-        .route("/v2/admin/users", axum::routing::patch(|| async { "{}" }));
-    let (gw, _up, _dir) = described("members-closed", spec, app, "").await;
-    let c = client();
-    let patch = |path: &str, body: serde_json::Value| {
-        let (c, url) = (c.clone(), gw.url(path));
-        async move { send(&c, Method::PATCH, &url, None, Some(body)).await.status }
-    };
-    assert_eq!(
-        patch("/v2/users/me", json!({ "name": "x" })).await,
-        StatusCode::OK
-    );
-    assert_eq!(
-        patch("/v2/users/me", json!({ "name": "x", "role": "admin" })).await,
-        StatusCode::UNPROCESSABLE_ENTITY
-    );
-    assert_eq!(
-        patch("/v2/admin/users", json!({ "name": "x", "role": "admin" })).await,
-        StatusCode::OK
-    );
-    assert_eq!(
-        patch("/v2/admin/users", json!({ "name": "x", "balance": 1 })).await,
-        StatusCode::UNPROCESSABLE_ENTITY
-    );
+    patches_answer(
+        "members-closed",
+        spec,
+        &["/v2/users/me", "/v2/admin/users"],
+        &[
+            ("/v2/users/me", json!({ "name": "x" }), StatusCode::OK),
+            (
+                "/v2/users/me",
+                json!({ "name": "x", "role": "admin" }),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                "/v2/admin/users",
+                json!({ "name": "x", "role": "admin" }),
+                StatusCode::OK,
+            ),
+            (
+                "/v2/admin/users",
+                json!({ "name": "x", "balance": 1 }),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+        ],
+    )
+    .await;
 }
 
 /// A recursive response schema lets an answer nest deeper than the filter goes; what was
@@ -1095,33 +1113,28 @@ components:
           description: set by the service
           allOf: [{ $ref: '#/components/schemas/Role' }]
 "#;
-    let app = axum::Router::new()
-        .route("/users/me", axum::routing::patch(|| async { "{}" }))
-        .route("/users/me/prefs", axum::routing::patch(|| async { "{}" }));
-    let (gw, _up, _dir) = described("read-only", spec, app, "").await;
-    let c = client();
-    let patch = |path: &str, body: serde_json::Value| {
-        let (c, url) = (c.clone(), gw.url(path));
-        async move { send(&c, Method::PATCH, &url, None, Some(body)).await.status }
-    };
-    assert_eq!(
-        patch("/users/me", json!({ "name": "x" })).await,
-        StatusCode::OK
-    );
-    assert_eq!(
-        patch("/users/me", json!({ "name": "x", "role": "admin" })).await,
-        StatusCode::UNPROCESSABLE_ENTITY
-    );
-    assert_eq!(
-        patch("/users/me/prefs", json!({ "theme": "dark", "extra": 1 })).await,
-        StatusCode::OK
-    );
-    assert_eq!(
-        patch(
-            "/users/me/prefs",
-            json!({ "theme": "dark", "role": "admin" })
-        )
-        .await,
-        StatusCode::UNPROCESSABLE_ENTITY
-    );
+    patches_answer(
+        "read-only",
+        spec,
+        &["/users/me", "/users/me/prefs"],
+        &[
+            ("/users/me", json!({ "name": "x" }), StatusCode::OK),
+            (
+                "/users/me",
+                json!({ "name": "x", "role": "admin" }),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+            (
+                "/users/me/prefs",
+                json!({ "theme": "dark", "extra": 1 }),
+                StatusCode::OK,
+            ),
+            (
+                "/users/me/prefs",
+                json!({ "theme": "dark", "role": "admin" }),
+                StatusCode::UNPROCESSABLE_ENTITY,
+            ),
+        ],
+    )
+    .await;
 }
