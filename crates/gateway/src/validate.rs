@@ -775,15 +775,28 @@ pub fn prune(
                 .or_else(|| schema.get("oneOf"))
                 .and_then(Value::as_array)
             {
-                // OpenAPI 3.1's nullable object, `anyOf: [{$ref: X}, {type: 'null'}]`: an
-                // object is an X, filtered as one. A true union (two object shapes) is left
-                // as it is: which branch an object meant cannot be told.
-                let mut shapes = branches.iter().filter(|b| {
-                    resolve(b, doc).get("type").and_then(Value::as_str) != Some("null")
-                });
-                return match (shapes.next(), shapes.next()) {
-                    (Some(only), None) => prune(value, only, doc, depth + 1, roles),
-                    _ => out,
+                // The branches an object can be: OpenAPI 3.1's nullable object (`anyOf:
+                // [{$ref: X}, {type: 'null'}]`) and an expandable field (`anyOf: [{type:
+                // string}, {$ref: Customer}]`) have one, filtered as it. Which of several
+                // object shapes an object meant cannot be told: it keeps the properties any
+                // of them declares (their union), and loses the rest.
+                let shapes: Vec<&Value> = branches
+                    .iter()
+                    .filter(|b| {
+                        let b = resolve(b, doc);
+                        match b.get("type").and_then(Value::as_str) {
+                            Some(t) => t == "object",
+                            None => b.get("properties").is_some() || b.get("allOf").is_some(),
+                        }
+                    })
+                    .collect();
+                return match shapes.as_slice() {
+                    [] => out,
+                    [only] => prune(value, only, doc, depth + 1, roles),
+                    several => {
+                        let union = json!({ "type": "object", "allOf": several });
+                        prune(value, &union, doc, depth + 1, roles)
+                    }
                 };
             }
             // Properties declared here and by every `allOf` member.

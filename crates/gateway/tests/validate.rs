@@ -1138,3 +1138,66 @@ components:
     )
     .await;
 }
+
+/// Unions in answers: an expandable field (`anyOf: [string, Customer]`) is filtered as its one
+/// object shape, and an object of several shapes keeps what any of them declares. Both used
+/// to pass whole: `ssn` and the full card number went out.
+#[tokio::test]
+async fn unions_in_answers_are_filtered() {
+    let spec = r#"openapi: 3.1.0
+info: { title: t, version: "1" }
+paths:
+  /orders/1:
+    get:
+      responses:
+        "200":
+          description: ok
+          content:
+            application/json:
+              schema: { $ref: '#/components/schemas/Order' }
+components:
+  schemas:
+    Order:
+      type: object
+      properties:
+        id: { type: string }
+        customer:
+          anyOf: [{ type: string }, { $ref: '#/components/schemas/Customer' }]
+        payment:
+          oneOf: [{ $ref: '#/components/schemas/Card' }, { $ref: '#/components/schemas/Bank' }]
+    Customer:
+      type: object
+      properties: { name: { type: string } }
+    Card:
+      type: object
+      required: [last4]
+      properties: { last4: { type: string } }
+    Bank:
+      type: object
+      required: [iban_last4]
+      properties: { iban_last4: { type: string } }
+"#;
+    let app = axum::Router::new().route(
+        "/orders/1",
+        axum::routing::get(|| async {
+            axum::Json(json!({
+                "id": "o1",
+                "customer": { "name": "Alice", "ssn": "078-05-1120" },
+                "payment": { "last4": "4242", "pan": "4242424242424242" }
+            }))
+        }),
+    );
+    let (gw, _up, _dir) = described(
+        "unions",
+        spec,
+        app,
+        "validation: { undeclared_response_fields: remove }\n",
+    )
+    .await;
+    let r = send(&client(), Method::GET, &gw.url("/orders/1"), None, None).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text);
+    assert_eq!(
+        r.json(),
+        json!({ "id": "o1", "customer": { "name": "Alice" }, "payment": { "last4": "4242" } })
+    );
+}
