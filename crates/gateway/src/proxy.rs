@@ -1205,6 +1205,7 @@ async fn forward(
             .hardening
             .apply(&mut parts.headers);
     }
+    internal_links_made_relative(&mut parts.headers, &policy.upstream.authority);
     // Ownership found in the response, and undeclared properties: both need the body whole;
     // only routes with such a rule pay for reading it.
     // An answer the owner checks cannot read (a 304 to a conditional request the upstream
@@ -1569,6 +1570,32 @@ pub async fn answer(
         );
     }
     (resp, block)
+}
+
+/// `Location` and `Content-Location` that name the upstream itself (a framework builds them
+/// from the `Host` it was sent, which is the upstream's authority) become relative
+/// references: the internal address never reaches a client, and the link still works through
+/// the gateway (RFC 9110, 10.2.2 allows a relative `Location`), as nginx's `proxy_redirect
+/// default` does.
+fn internal_links_made_relative(headers: &mut http::HeaderMap, upstream: &http::uri::Authority) {
+    for name in [http::header::LOCATION, http::header::CONTENT_LOCATION] {
+        let Some(relative) = headers
+            .get(&name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<http::Uri>().ok())
+            .filter(|u| {
+                u.authority()
+                    .is_some_and(|a| a.as_str().eq_ignore_ascii_case(upstream.as_str()))
+            })
+            .and_then(|u| {
+                let path = u.path_and_query().map_or("/", |p| p.as_str());
+                HeaderValue::from_str(path).ok()
+            })
+        else {
+            continue;
+        };
+        headers.insert(name, relative);
+    }
 }
 
 /// The answer to a request the HTTP/1 server could not read: a problem with a request id of

@@ -382,3 +382,50 @@ async fn each_security_field_goes_out_once_with_the_gateways_value() {
     assert_eq!(frames, ["SAMEORIGIN"]);
     assert_eq!(r.headers()["referrer-policy"], "same-origin");
 }
+
+/// An upstream that builds its links from the `Host` it was sent (the upstream's own
+/// address) would hand clients its internal address: `Location` and `Content-Location` that
+/// name the upstream become relative references; links elsewhere are left alone.
+#[tokio::test]
+async fn links_to_the_upstream_itself_become_relative() {
+    let app = axum::Router::new()
+        .route(
+            "/v2/orders",
+            axum::routing::post(|headers: axum::http::HeaderMap| async move {
+                let host = headers["host"].to_str().unwrap().to_owned();
+                (
+                    axum::http::StatusCode::CREATED,
+                    [
+                        ("location", format!("http://{host}/v2/orders/5?x=1")),
+                        ("content-location", format!("http://{host}/v2/orders/5")),
+                    ],
+                    "{}",
+                )
+            }),
+        )
+        .route(
+            "/v2/elsewhere",
+            axum::routing::get(|| async {
+                (
+                    axum::http::StatusCode::FOUND,
+                    [("location", "https://cdn.example/a.png")],
+                )
+            }),
+        );
+    let up = serve_router(app).await;
+    let gw = Gw::start(&format!(
+        "listen: 127.0.0.1:0\nupstream: http://{up}\nroutes: [POST /v2/orders, GET /v2/elsewhere]\n"
+    ))
+    .await;
+    let c = reqwest::Client::builder()
+        .no_proxy()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = c.post(gw.url("/v2/orders")).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::CREATED);
+    assert_eq!(r.headers()["location"], "/v2/orders/5?x=1");
+    assert_eq!(r.headers()["content-location"], "/v2/orders/5");
+    let r = c.get(gw.url("/v2/elsewhere")).send().await.unwrap();
+    assert_eq!(r.headers()["location"], "https://cdn.example/a.png");
+}
