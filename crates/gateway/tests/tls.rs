@@ -247,3 +247,56 @@ async fn a_reload_serves_a_renewed_certificate_and_a_rotated_admin_token() {
     assert_eq!(status_for(&new, &port, &url).await, StatusCode::OK);
     let _ = std::fs::remove_dir_all(&secrets);
 }
+
+/// A TLS client that sends key updates (records that carry no request) every 300 ms does not
+/// keep an idle connection open past `idle_timeout`: each used to start the idle limit again.
+#[tokio::test]
+async fn key_updates_do_not_keep_an_idle_connection_open() {
+    let up = Recorder::start().await;
+    let cert = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+    let (gw, _dir) =
+        gateway_with_tls(&up, &cert, "keyupdate", "limits: { idle_timeout: 1s }\n").await;
+    let port: u16 = gw.base.rsplit(':').next().unwrap().parse().unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(cert.cert.der().clone()).unwrap();
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    tls.write_all(b"GET /api/items HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .unwrap();
+    let mut buf = [0u8; 4096];
+    let n = tls.read(&mut buf).await.unwrap();
+    assert!(buf[..n].starts_with(b"HTTP/1.1 200"));
+    let start = std::time::Instant::now();
+    let closed_after = loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if tls.get_mut().1.refresh_traffic_keys().is_err() || tls.flush().await.is_err() {
+            break start.elapsed();
+        }
+        match tokio::time::timeout(Duration::from_millis(10), tls.read(&mut buf)).await {
+            Ok(Ok(0) | Err(_)) => break start.elapsed(),
+            _ => {}
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(4),
+            "still open after 4 s"
+        );
+    };
+    assert!(
+        closed_after < Duration::from_millis(2500),
+        "closed after {closed_after:?}"
+    );
+}
