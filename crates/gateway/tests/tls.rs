@@ -286,9 +286,9 @@ async fn key_updates_do_not_keep_an_idle_connection_open() {
         if tls.get_mut().1.refresh_traffic_keys().is_err() || tls.flush().await.is_err() {
             break start.elapsed();
         }
-        match tokio::time::timeout(Duration::from_millis(10), tls.read(&mut buf)).await {
-            Ok(Ok(0) | Err(_)) => break start.elapsed(),
-            _ => {}
+        let read = tokio::time::timeout(Duration::from_millis(10), tls.read(&mut buf)).await;
+        if let Ok(Ok(0) | Err(_)) = read {
+            break start.elapsed();
         }
         assert!(
             start.elapsed() < Duration::from_secs(4),
