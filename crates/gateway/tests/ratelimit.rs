@@ -427,17 +427,23 @@ async fn parallel_requests_cannot_race_past_a_quota() {
     }
 }
 
-/// An IPv6 client is counted by its /64, the block one subscriber is given: rotating through
-/// its addresses (the address the trusted proxy reports) does not give fresh budgets, while
-/// another /64 has its own.
-#[tokio::test]
-async fn ipv6_clients_are_counted_by_their_64() {
+/// A gateway behind a trusted proxy (127.0.0.1) allowing one request a minute per address.
+async fn one_per_minute_behind_a_proxy() -> (Recorder, Gw) {
     let up = Recorder::start().await;
     let gw = Gw::start(&format!(
         "listen: 127.0.0.1:0\nupstream: http://{}\nroutes: [GET /api/items]\ntrusted_proxies: [127.0.0.1/32]\nstate: {{ backend: memory }}\nrate_limits: [{{ match: GET /api/items, key: ip, rate: 1/minute, burst: 1 }}]\n",
         up.addr
     ))
     .await;
+    (up, gw)
+}
+
+/// An IPv6 client is counted by its /64, the block one subscriber is given: rotating through
+/// its addresses (the address the trusted proxy reports) does not give fresh budgets, while
+/// another /64 has its own.
+#[tokio::test]
+async fn ipv6_clients_are_counted_by_their_64() {
+    let (_up, gw) = one_per_minute_behind_a_proxy().await;
     let c = client();
     let from = |addr: &'static str| {
         c.get(gw.url("/api/items"))
@@ -467,12 +473,7 @@ async fn ipv6_clients_are_counted_by_their_64() {
 /// the right, and the junk is never reached. It used to make the client count as the proxy.
 #[tokio::test]
 async fn junk_before_the_appended_address_does_not_change_the_client() {
-    let up = Recorder::start().await;
-    let gw = Gw::start(&format!(
-        "listen: 127.0.0.1:0\nupstream: http://{}\nroutes: [GET /api/items]\ntrusted_proxies: [127.0.0.1/32]\nstate: {{ backend: memory }}\nrate_limits: [{{ match: GET /api/items, key: ip, rate: 1/minute, burst: 1 }}]\n",
-        up.addr
-    ))
-    .await;
+    let (_up, gw) = one_per_minute_behind_a_proxy().await;
     let c = client();
     let chain = |xff: &'static str| {
         c.get(gw.url("/api/items"))
