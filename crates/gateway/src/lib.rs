@@ -238,21 +238,10 @@ impl Gateway {
         })
     }
 
-    /// Whether the running policy was built from a file named `name` (the policy file, the
-    /// OpenAPI description, a key or secret file, the TLS certificate or key).
-    /// The files the running policy was built from.
+    /// The files the running policy was built from (the policy file, the OpenAPI
+    /// description, key and secret files, the TLS certificate and key).
     pub fn sources(&self) -> Vec<PathBuf> {
         self.current.runtime.load().policy.sources.clone()
-    }
-
-    pub fn reads_file_named(&self, name: &std::ffi::OsStr) -> bool {
-        self.current
-            .runtime
-            .load()
-            .policy
-            .sources
-            .iter()
-            .any(|p| p.file_name() == Some(name))
     }
 
     /// Loads the policy file again; a valid policy replaces the running one (requests in

@@ -1,7 +1,7 @@
 //! Hot reload triggers: `SIGHUP`, and changes to the files the running policy was built from
 //! (the directories that hold them are watched, not the files, so editors that replace a file
-//! by rename are seen too). An event in a watched directory reloads when it names a source
-//! file, or when a source now reads differently (another target, size or time): a
+//! by rename are seen too). An event in a watched directory reloads when a source now reads
+//! differently (another target, size or modification time), whatever the event names: a
 //! Kubernetes ConfigMap or Secret is updated by swapping a `..data` symlink, and the events
 //! name only that. Other files there (logs, the embedded store, an upstream's database) never
 //! trigger a reload. Bursts of events are debounced into one reload.
@@ -20,8 +20,8 @@ use crate::Gateway;
 /// What asked for a reload.
 enum Trigger {
     Signal,
-    /// Files changed in the watched directory.
-    Files(Vec<std::path::PathBuf>),
+    /// Files changed in a watched directory.
+    Files,
 }
 
 /// Reloads `gateway` on SIGHUP and on changes to the files its policy is built from, until
@@ -33,7 +33,7 @@ pub fn watch(gateway: Arc<Gateway>) -> notify::Result<notify::RecommendedWatcher
         if let Ok(ev) = ev
             && (ev.kind.is_modify() || ev.kind.is_create() || ev.kind.is_remove())
         {
-            let _ = file_tx.send(Trigger::Files(ev.paths));
+            let _ = file_tx.send(Trigger::Files);
         }
     })?;
     let dir_of = |p: &std::path::Path| -> std::path::PathBuf {
@@ -79,13 +79,9 @@ pub fn watch(gateway: Arc<Gateway>) -> notify::Result<notify::RecommendedWatcher
             let Some(g) = weak.upgrade() else { return };
             let wanted = match trigger {
                 Trigger::Signal => true,
-                Trigger::Files(paths) => {
-                    paths
-                        .iter()
-                        .filter_map(|p| p.file_name())
-                        .any(|name| g.reads_file_named(name))
-                        || prints(&g.sources()) != seen
-                }
+                // Whatever the event names: a source written, replaced by rename, or reached
+                // through a swapped symlink reads differently now.
+                Trigger::Files => prints(&g.sources()) != seen,
             };
             drop(g);
             if !wanted {
