@@ -7,9 +7,9 @@ mod lint;
 mod scan;
 mod token;
 
-#[cfg(feature = "mimalloc")]
+#[cfg(feature = "jemalloc")]
 #[global_allocator]
-static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+static ALLOC: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
