@@ -34,7 +34,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, HOST, HeaderName, TRANSFER_ENCODING};
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, HOST, TRANSFER_ENCODING};
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use http_body::{Body as _, Frame, SizeHint};
 use tokio::io::AsyncWriteExt as _;
@@ -43,6 +43,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::body::{Body, BoxError, ClientBody};
 use crate::park::Park;
+use crate::spare;
 use crate::wire::{self, State, Step};
 
 /// Header fields a request may have.
@@ -179,15 +180,15 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Unreadable
     let uri = Uri::from_maybe_shared(head.slice(target.0..target.1))
         .map_err(|_| bad("the request target is invalid"))?;
     let http11 = version == 1;
-    let mut headers = HeaderMap::with_capacity(count + 8);
+    let mut headers = spare::map(count + 8);
     let mut length: Option<u64> = None;
     let mut chunked = false;
     let (mut close, mut keep) = (false, false);
     let mut expects_continue = false;
     let (mut hosts, mut host) = (0, None);
     for &[n0, n1, v0, v1] in &fields[..count] {
-        let name = HeaderName::from_bytes(&head[n0 as usize..n1 as usize])
-            .map_err(|_| bad("a header name is invalid"))?;
+        let name = wire::field_name(&head[n0 as usize..n1 as usize])
+            .ok_or_else(|| bad("a header name is invalid"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(v0 as usize..v1 as usize))
             .map_err(|_| bad("a header value is invalid"))?;
         if name == CONTENT_LENGTH {
@@ -709,6 +710,7 @@ impl<C: Park> Conn<'_, C> {
             field(out, b"date", &date());
         }
         out.extend_from_slice(b"\r\n");
+        spare::give(parts.headers);
         let body = if bodiless { Body::Empty } else { body };
         match body {
             Body::Empty | Body::Bytes(None) => {

@@ -35,6 +35,7 @@ pub mod redis;
 pub mod reload;
 pub mod runtime;
 pub mod server;
+pub mod spare;
 pub mod ssrf;
 pub mod upstream;
 pub mod validate;

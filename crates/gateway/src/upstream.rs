@@ -44,7 +44,8 @@ use portcullis_guard::respond::Hardening;
 
 use crate::body::{Body, BoxError};
 use crate::proxy::UpBody;
-use crate::wire::{State, Step, content_length, decode, tokens};
+use crate::spare;
+use crate::wire::{self, State, Step, content_length, decode, tokens};
 
 /// Not in `http`'s list of standard names.
 const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
@@ -180,13 +181,15 @@ impl Upstream {
         set: &[(HeaderName, Option<HeaderValue>)],
         start: Start<'_>,
     ) -> Result<Response<Body>, UpstreamError> {
-        let (parts, body) = req.into_parts();
+        let (mut parts, body) = req.into_parts();
         let asked = Asked {
             head: parts.method == Method::HEAD,
             start,
         };
         let mut out = Vec::with_capacity(256 + (parts.headers.len() + set.len()) * 48);
         let mut body = encode_head(&parts, set, body, &mut out);
+        // Written: the map goes back for the next request's head.
+        spare::give(std::mem::take(&mut parts.headers));
         // One clock read for both (each is a measurable cost per request).
         let now = Instant::now();
         let deadline = tokio::time::Instant::from_std(now) + timeout;
@@ -410,33 +413,6 @@ fn encode_head(
     }
     out.extend_from_slice(b"\r\n");
     Some(Outgoing { body: rest, length })
-}
-
-/// The names nearly every answer carries, in the two spellings servers use (lowercase, and
-/// capitalised words); no two are of the same length.
-const COMMON_NAMES: [(&[u8], &[u8], HeaderName); 6] = [
-    (b"content-length", b"Content-Length", CONTENT_LENGTH),
-    (b"content-type", b"Content-Type", http::header::CONTENT_TYPE),
-    (b"date", b"Date", http::header::DATE),
-    (b"server", b"Server", http::header::SERVER),
-    (b"connection", b"Connection", CONNECTION),
-    (
-        b"transfer-encoding",
-        b"Transfer-Encoding",
-        TRANSFER_ENCODING,
-    ),
-];
-
-/// A field's name: one of [`COMMON_NAMES`] by comparing its bytes with the common name of its
-/// length, else by the general parse (which lowercases the name into a buffer, then matches
-/// it among all the standard names: several times the cost, for each field of each answer).
-fn field_name(raw: &[u8]) -> Option<HeaderName> {
-    COMMON_NAMES
-        .iter()
-        .find(|(lower, _, _)| lower.len() == raw.len())
-        .filter(|(lower, title, _)| raw == *lower || raw == *title)
-        .map(|(_, _, name)| name.clone())
-        .or_else(|| HeaderName::from_bytes(raw).ok())
 }
 
 /// How an answer's map starts.
@@ -769,7 +745,7 @@ fn parse_head(buf: &mut BytesMut, asked: Asked<'_>) -> Result<Option<Head>, Upst
     // growing the map later would rehash it.
     let mut headers = match asked.start {
         Start::Hardened(h) => h.start(count + 8),
-        Start::Plain | Start::Bare(_) => HeaderMap::with_capacity(count + 8),
+        Start::Plain | Start::Bare(_) => spare::map(count + 8),
     };
     let mut length: Option<u64> = None;
     let mut coded = false;
@@ -778,7 +754,7 @@ fn parse_head(buf: &mut BytesMut, asked: Asked<'_>) -> Result<Option<Head>, Upst
     let mut keep_alive = version == 1;
     for &[n0, n1, v0, v1] in &fields[..count] {
         let (n0, n1, v0, v1) = (n0 as usize, n1 as usize, v0 as usize, v1 as usize);
-        let name = field_name(&head[n0..n1])
+        let name = wire::field_name(&head[n0..n1])
             .ok_or_else(|| UpstreamError::Malformed("a header name is invalid"))?;
         let value = HeaderValue::from_maybe_shared(head.slice(v0..v1))
             .map_err(|_| UpstreamError::Malformed("a header value is invalid"))?;
@@ -1042,37 +1018,6 @@ mod tests {
     use super::*;
     use http_body_util::BodyExt;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-    #[test]
-    fn field_names_read_as_the_general_parse_reads_them() {
-        for (i, (lower, title, name)) in COMMON_NAMES.iter().enumerate() {
-            assert_eq!(lower, &name.as_str().as_bytes());
-            assert!(title.eq_ignore_ascii_case(lower));
-            assert!(
-                COMMON_NAMES[..i]
-                    .iter()
-                    .all(|(l, _, _)| l.len() != lower.len())
-            );
-        }
-        for raw in [
-            "Content-Length",
-            "content-type",
-            "DATE",
-            "Server",
-            "connection",
-            "Transfer-Encoding",
-            "CONTENT-type",
-            "X-Custom",
-            "etag",
-        ] {
-            let general = HeaderName::from_bytes(raw.as_bytes()).ok();
-            assert!(general.is_some());
-            assert_eq!(field_name(raw.as_bytes()), general, "{raw}");
-        }
-        for bad in ["content type", "dat\0", "", "d\u{e9}te"] {
-            assert_eq!(field_name(bad.as_bytes()), None, "{bad:?}");
-        }
-    }
 
     fn get() -> Request<UpBody> {
         let mut req = Request::new(UpBody::Empty);

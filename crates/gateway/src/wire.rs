@@ -4,6 +4,33 @@
 
 use bytes::{Bytes, BytesMut};
 use http::HeaderValue;
+use http::header::{self, HeaderName};
+
+/// A field's name. The names nearly every request or answer carries, in the two spellings
+/// clients and servers use (lowercase, and capitalised words), are matched as constants (a
+/// length and a few word compares); any other goes through the general parse, which lowercases
+/// the name into a buffer and then looks it up among all the standard names, several times
+/// the cost, for each field of each message.
+pub fn field_name(raw: &[u8]) -> Option<HeaderName> {
+    let name = match raw {
+        b"host" | b"Host" => header::HOST,
+        b"content-length" | b"Content-Length" => header::CONTENT_LENGTH,
+        b"content-type" | b"Content-Type" => header::CONTENT_TYPE,
+        b"date" | b"Date" => header::DATE,
+        b"server" | b"Server" => header::SERVER,
+        b"connection" | b"Connection" => header::CONNECTION,
+        b"transfer-encoding" | b"Transfer-Encoding" => header::TRANSFER_ENCODING,
+        b"user-agent" | b"User-Agent" => header::USER_AGENT,
+        b"accept" | b"Accept" => header::ACCEPT,
+        b"accept-encoding" | b"Accept-Encoding" => header::ACCEPT_ENCODING,
+        b"authorization" | b"Authorization" => header::AUTHORIZATION,
+        b"cookie" | b"Cookie" => header::COOKIE,
+        b"cache-control" | b"Cache-Control" => header::CACHE_CONTROL,
+        b"etag" | b"ETag" => header::ETAG,
+        _ => return HeaderName::from_bytes(raw).ok(),
+    };
+    Some(name)
+}
 
 /// Trailer bytes a chunked body may carry (they are read and dropped).
 const MAX_TRAILERS: usize = 16 * 1024;
@@ -165,6 +192,54 @@ pub fn content_length(v: &[u8]) -> Option<u64> {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn field_names_read_as_the_general_parse_reads_them() {
+        for raw in [
+            "host",
+            "Host",
+            "HOST",
+            "content-length",
+            "Content-Length",
+            "content-type",
+            "Content-Type",
+            "CONTENT-type",
+            "date",
+            "Date",
+            "DATE",
+            "server",
+            "Server",
+            "connection",
+            "Connection",
+            "transfer-encoding",
+            "Transfer-Encoding",
+            "user-agent",
+            "User-Agent",
+            "accept",
+            "Accept",
+            "accept-encoding",
+            "Accept-Encoding",
+            "authorization",
+            "Authorization",
+            "cookie",
+            "Cookie",
+            "cache-control",
+            "Cache-Control",
+            "etag",
+            "ETag",
+            "Etag",
+            "X-Custom",
+            "x-request-id",
+            "hosts",
+        ] {
+            let general = HeaderName::from_bytes(raw.as_bytes()).ok();
+            assert!(general.is_some(), "{raw}");
+            assert_eq!(field_name(raw.as_bytes()), general, "{raw}");
+        }
+        for bad in ["content type", "dat\0", "", "d\u{e9}te", "host:", " Host"] {
+            assert_eq!(field_name(bad.as_bytes()), None, "{bad:?}");
+        }
+    }
 
     /// The whole body, or the decoder's refusal.
     fn body(bytes: &str) -> Result<Vec<u8>, &'static str> {
