@@ -1145,6 +1145,17 @@ async fn forward(
             }
         }
     }
+    // A HEAD answer has no body, and a respond-phase rule that reads the body would find
+    // none: the owner check would refuse the owner, the filter any answer. The upstream is
+    // asked with GET, and the body is dropped on the way out, its length kept (`answer`).
+    if parts.method == http::Method::HEAD
+        && (!owner_after.is_empty()
+            || (policy.undeclared_response_fields != ResponseFields::Pass
+                && route
+                    .is_some_and(|id| !policy.inventory.routes[id].response_schemas.is_empty())))
+    {
+        parts.method = http::Method::GET;
+    }
     let sent = deps
         .upstream
         .send(
@@ -1473,6 +1484,7 @@ pub async fn answer(
     mut req: Request<Incoming>,
 ) -> (Response<Body>, Option<bytes::Bytes>) {
     let start = Instant::now();
+    let head = req.method() == http::Method::HEAD;
     let runtime = shared.current.runtime.load_full();
     let id = RequestId::new();
     let client = forward::client_ip(peer.ip(), req.headers(), &runtime.policy.trusted_proxies);
@@ -1546,6 +1558,9 @@ pub async fn answer(
         }
     }
     resp.headers_mut().insert(X_REQUEST_ID, id.value().clone());
+    if head {
+        bodiless(&mut resp);
+    }
 
     // Log.
     let elapsed = start.elapsed();
@@ -1570,6 +1585,19 @@ pub async fn answer(
         );
     }
     (resp, block)
+}
+
+/// The answer to a HEAD request: no body (a gateway's problem, or a GET's answer read by a
+/// respond-phase rule), the length it would have had kept.
+fn bodiless(resp: &mut Response<Body>) {
+    if let Some(n) = http_body::Body::size_hint(resp.body()).exact()
+        && n > 0
+        && !resp.headers().contains_key(CONTENT_LENGTH)
+    {
+        resp.headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    *resp.body_mut() = Body::Empty;
 }
 
 /// `Location` and `Content-Location` that name the upstream itself (a framework builds them

@@ -588,6 +588,23 @@ async fn every_owner_rule_of_a_route_holds_and_conditional_requests_cannot_skip_
     // The owner's conditional request is sent unconditionally and answered whole.
     let own = get(token("usr_b", "t1"), Some("*")).await.unwrap();
     assert_eq!(own.status(), StatusCode::OK);
+    // HEAD (served by the GET route): the owner check needs the body a HEAD answer lacks, so
+    // the upstream is asked with GET. Another's object is as absent as it is to a GET; the
+    // owner gets the GET's head, its length included, and no body.
+    let head = |t: String| c.head(gw.url("/api/orders/1")).bearer_auth(t).send();
+    let theirs = head(token("usr_a", "t1")).await.unwrap();
+    assert_eq!(theirs.status(), StatusCode::NOT_FOUND);
+    let mine = head(token("usr_b", "t1")).await.unwrap();
+    assert_eq!(mine.status(), StatusCode::OK);
+    let whole = get(token("usr_b", "t1"), None).await.unwrap();
+    let length = whole.headers().get("content-length").cloned();
+    assert!(length.is_some());
+    assert_eq!(mine.headers().get("content-length"), length.as_ref());
+    assert_eq!(
+        whole.bytes().await.unwrap().len().to_string(),
+        length.unwrap().to_str().unwrap()
+    );
+    assert!(mine.bytes().await.unwrap().is_empty());
 }
 
 #[tokio::test]

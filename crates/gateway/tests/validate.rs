@@ -292,6 +292,16 @@ async fn undeclared_response_fields_are_removed() {
         one.get("cost_cents").is_none() && one["price_cents"] == 1500,
         "{one}"
     );
+    // HEAD on a filtered route: the head a GET would get (the filtered body's length), no body.
+    let url = gw.url("/v2/products/prod_K3y8Qm2LpX");
+    let filtered = c.get(&url).send().await.unwrap().bytes().await.unwrap();
+    let head = c.head(&url).send().await.unwrap();
+    assert_eq!(head.status(), StatusCode::OK);
+    assert_eq!(
+        head.headers()["content-length"].to_str().unwrap(),
+        filtered.len().to_string()
+    );
+    assert!(head.bytes().await.unwrap().is_empty());
 }
 
 #[tokio::test]
