@@ -12,11 +12,13 @@
 //!   admin API survives a crash and a restart.
 //!
 //! Expired entries are dropped as new ones arrive, so the sets stay bounded by the tokens'
-//! own lifetimes.
+//! own lifetimes; the embedded store's file is pruned of them when it opens and every few
+//! thousand writes.
 
 use std::collections::HashMap;
 use std::fmt;
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
@@ -349,7 +351,17 @@ pub struct EmbeddedStore(Arc<Durable>);
 pub struct Durable {
     db: Database,
     memory: MemoryStore,
+    /// Writes since the store opened: every [`PRUNE_EVERY`]th prunes the file.
+    writes: AtomicU64,
 }
+
+/// A counter row on disk does not say its window: it is kept this long after its window's start
+/// (as in memory after a reload), unless it holds a client back longer.
+const THROTTLE_KEEP: i64 = 31 * 86_400;
+/// Durable writes between two prunes of the rows that have expired (each prune reads every
+/// row once: amortised, a few rows read per write). Fewer under test, where every write
+/// waits for the disk.
+const PRUNE_EVERY: u64 = if cfg!(test) { 64 } else { 4096 };
 
 impl fmt::Debug for EmbeddedStore {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -390,8 +402,14 @@ impl Durable {
         }
         w.open_table(THROTTLES).map_err(db_err)?;
         w.commit().map_err(db_err)?;
-        let memory = MemoryStore::default();
         let now = now();
+        let durable = Self {
+            db,
+            memory: MemoryStore::default(),
+            writes: AtomicU64::new(0),
+        };
+        durable.prune(now)?;
+        let Self { db, memory, .. } = &durable;
         {
             let r = db.begin_read().map_err(db_err)?;
             let load = |t: TableDefinition<&str, i64>,
@@ -438,7 +456,39 @@ impl Durable {
                 s.throttles.extend(throttles);
             })?;
         }
-        Ok(Self { db, memory })
+        Ok(durable)
+    }
+
+    /// Deletes the rows that have expired: revoked and used tokens past their expiry, clients
+    /// remembered until a time now past, counters that neither hold a client back nor count
+    /// any more. Revoked subjects stay (a cut-off has no end). Memory forgets the same entries
+    /// on its own (`Sets::sweep`); without this the file would keep every token, client and
+    /// counter it ever saw.
+    fn prune(&self, now: i64) -> Result<(), StoreError> {
+        let w = self.db.begin_write().map_err(db_err)?;
+        for t in [TOKENS, USED, KNOWN] {
+            w.open_table(t)
+                .map_err(db_err)?
+                .retain(|_, until| until > now)
+                .map_err(db_err)?;
+        }
+        w.open_table(THROTTLES)
+            .map_err(db_err)?
+            .retain(|_, (_, window_start, blocked_until)| {
+                blocked_until > now || window_start.saturating_add(THROTTLE_KEEP) > now
+            })
+            .map_err(db_err)?;
+        w.commit().map_err(db_err)
+    }
+
+    /// Counts a durable write, pruning the file every [`PRUNE_EVERY`] writes. A prune that
+    /// fails is logged and tried again at the next turn: the write itself went through.
+    fn wrote(&self) {
+        if self.writes.fetch_add(1, Ordering::Relaxed) % PRUNE_EVERY == PRUNE_EVERY - 1
+            && let Err(e) = self.prune(now())
+        {
+            tracing::warn!(target: "portcullis::store", error = %e.0, "expired rows could not be pruned from the embedded store");
+        }
     }
 
     fn write(
@@ -455,7 +505,9 @@ impl Durable {
                 .map_err(db_err)?;
         }
         // Durable before the caller is told: a crash after this returns loses nothing.
-        w.commit().map_err(db_err)
+        w.commit().map_err(db_err)?;
+        self.wrote();
+        Ok(())
     }
 }
 
@@ -476,7 +528,9 @@ impl Durable {
             }
             .map_err(db_err)?;
         }
-        w.commit().map_err(db_err)
+        w.commit().map_err(db_err)?;
+        self.wrote();
+        Ok(())
     }
 }
 
@@ -813,6 +867,74 @@ mod tests {
             });
             assert_eq!(on_disk(), 2 * round, "round {round}");
         }
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The rows of one table in the file.
+    fn rows(d: &Durable, t: TableDefinition<&str, i64>) -> u64 {
+        use redb::ReadableTableMetadata as _;
+        let r = d.db.begin_read().expect("read");
+        r.open_table(t).expect("table").len().expect("len")
+    }
+
+    #[test]
+    fn expired_rows_leave_the_file() {
+        let dir = std::env::temp_dir().join(format!("portcullis-prune-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let now = now();
+        let month = THROTTLE_KEEP;
+        {
+            let s = EmbeddedStore::open(&dir).expect("open");
+            let d = s.durable();
+            // Fewer writes than a prune's turn: all of them are still in the file here.
+            for i in 0..10 {
+                d.revoke_token(&format!("old{i}"), now - 1).expect("write");
+                d.use_once(&format!("used{i}"), now - 1, now - 100)
+                    .expect("write");
+                d.remember(&format!("known{i}"), now - 1).expect("write");
+                d.fail(&format!("stale{i}"), now - month - 10, 60)
+                    .expect("write");
+            }
+            d.revoke_token("live", now + 600).expect("write");
+            d.use_once("used-live", now + 600, now).expect("write");
+            d.remember("known-live", now + 600).expect("write");
+            d.fail("counting", now - 30, 3600).expect("write");
+            d.block("held", now + 600).expect("write");
+            d.revoke_subject("u1", now - month * 2).expect("write");
+            assert_eq!(rows(d, TOKENS), 11);
+            assert_eq!(rows(d, USED), 11);
+            assert_eq!(rows(d, KNOWN), 11);
+        }
+        // Reopened: only what still counts is left, in the file and in memory.
+        let s = EmbeddedStore::open(&dir).expect("reopen");
+        let d = s.durable();
+        assert_eq!(rows(d, TOKENS), 1);
+        assert_eq!(rows(d, USED), 1);
+        assert_eq!(rows(d, KNOWN), 1);
+        assert_eq!(rows(d, SUBJECTS), 1, "a subject's cut-off has no end");
+        let throttles = {
+            let r = d.db.begin_read().expect("read");
+            let t = r.open_table(THROTTLES).expect("table");
+            let mut keys: Vec<String> = t
+                .iter()
+                .expect("iter")
+                .map(|row| row.expect("row").0.value().to_owned())
+                .collect();
+            keys.sort();
+            keys
+        };
+        assert_eq!(throttles, ["counting", "held"]);
+        assert!(d.is_revoked(Some("live"), None, Some(now)));
+        assert!(!d.use_once("used-live", now + 600, now).expect("write"));
+        assert!(d.blocked_until("held") > now);
+        // And while it runs: every `PRUNE_EVERY` writes.
+        for i in 0..PRUNE_EVERY {
+            d.revoke_token(&format!("brief{i}"), now - 1)
+                .expect("write");
+        }
+        assert!(rows(d, TOKENS) < PRUNE_EVERY, "pruned while running");
+        assert!(d.is_revoked(Some("live"), None, Some(now)));
         drop(s);
         let _ = std::fs::remove_dir_all(&dir);
     }
