@@ -6,7 +6,7 @@
 //! algorithms.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::time::Duration;
 
 use arc_swap::ArcSwapOption;
@@ -21,6 +21,9 @@ pub struct JwksCache {
     expires_at: AtomicI64,
     last_attempt: AtomicI64,
     fetching: tokio::sync::Mutex<()>,
+    /// Sets installed so far: a request that waited on another's fetch tells by it whether
+    /// that fetch brought a new set.
+    installed: AtomicU64,
 }
 
 /// The largest JWKS document accepted.
@@ -60,6 +63,7 @@ impl JwksCache {
             expires_at: AtomicI64::new(0),
             last_attempt: AtomicI64::new(i64::MIN / 2),
             fetching: tokio::sync::Mutex::new(()),
+            installed: AtomicU64::new(0),
         })
     }
 
@@ -87,10 +91,12 @@ impl JwksCache {
     /// Fetches the set unless a fetch happened less than `min_interval` ago. Returns whether
     /// a new set was installed.
     pub async fn refresh(&self, verifier: &Verifier, now: i64) -> bool {
+        let seen = self.installed.load(Ordering::Acquire);
         let Ok(_guard) = self.fetching.try_lock() else {
-            // Another request is fetching: wait for it, then use what it got.
+            // Another request is fetching: wait for it, then use what it got (tokens signed
+            // with a key just rotated in arrive together, and all of them are to pass).
             let _ = self.fetching.lock().await;
-            return false;
+            return self.installed.load(Ordering::Acquire) != seen;
         };
         if now
             < self
@@ -104,9 +110,13 @@ impl JwksCache {
         match self.fetch(verifier).await {
             Ok((set, ttl)) => {
                 tracing::info!(target: "portcullis::jwks", keys = set.len(), ttl, "key set fetched");
-                let ttl = ttl.clamp(secs(self.source.min_interval), 86_400);
+                // At most a day, unless `min_interval` is longer (it wins: no fetch comes
+                // sooner anyway).
+                let ttl = ttl.min(86_400).max(secs(self.source.min_interval));
                 self.set.store(Some(Arc::new(set)));
-                self.expires_at.store(now + ttl, Ordering::Relaxed);
+                self.expires_at
+                    .store(now.saturating_add(ttl), Ordering::Relaxed);
+                self.installed.fetch_add(1, Ordering::Release);
                 true
             }
             Err(e) => {

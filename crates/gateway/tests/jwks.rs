@@ -19,6 +19,8 @@ struct Provider {
     max_age: Arc<Mutex<u32>>,
     down: Arc<AtomicBool>,
     hits: Arc<AtomicUsize>,
+    /// How long each answer takes.
+    delay: Arc<Mutex<Duration>>,
 }
 
 async fn start_provider(p: Provider) -> std::net::SocketAddr {
@@ -29,6 +31,8 @@ async fn start_provider(p: Provider) -> std::net::SocketAddr {
             async move {
                 use axum::response::IntoResponse;
                 p.hits.fetch_add(1, Ordering::SeqCst);
+                let delay = *p.delay.lock().unwrap();
+                tokio::time::sleep(delay).await;
                 if p.down.load(Ordering::SeqCst) {
                     return axum::http::StatusCode::SERVICE_UNAVAILABLE.into_response();
                 }
@@ -158,4 +162,55 @@ async fn jwks_keys_rotate_refresh_and_go_stale() {
         status(token(&ec, Algorithm::ES256, "b")).await,
         StatusCode::OK
     );
+}
+
+#[tokio::test]
+async fn tokens_of_a_new_key_arriving_together_all_pass_and_long_intervals_are_taken() {
+    let old = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let new = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
+    let provider = Provider::default();
+    *provider.keys.lock().unwrap() = vec![jwk(&old, Algorithm::ES256, "old", true)];
+    *provider.max_age.lock().unwrap() = 3600;
+    let idp = start_provider(provider.clone()).await;
+    let up = Recorder::start().await;
+    let policy = |min_interval: &str| {
+        format!(
+            "listen: 127.0.0.1:0\nupstream: http://{}\nroutes: [GET /api/items]\nstate: {{ backend: memory }}\nauth:\n  jwt:\n    jwks: {{ url: http://{idp}/jwks.json, algs: [ES256], min_interval: {min_interval} }}\n",
+            up.addr
+        )
+    };
+    // A `min_interval` over a day (the longest a set is kept fresh) is taken as it is.
+    let long = Gw::start(&policy("2d")).await;
+    let c = client();
+    let t = token(&old, Algorithm::ES256, "old");
+    let r = send(&c, Method::GET, &long.url("/api/items"), Some(&t), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    drop(long);
+
+    let gw = Gw::start(&policy("1s")).await;
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // The key rotates, and the provider is slow: eight tokens of the new key arrive while the
+    // first one's fetch is out. Every one passes, on one fetch.
+    *provider.keys.lock().unwrap() = vec![
+        jwk(&old, Algorithm::ES256, "old", true),
+        jwk(&new, Algorithm::ES256, "new", true),
+    ];
+    *provider.delay.lock().unwrap() = Duration::from_millis(400);
+    let hits = provider.hits.load(Ordering::SeqCst);
+    let t = token(&new, Algorithm::ES256, "new");
+    let all: Vec<_> = (0..8)
+        .map(|_| {
+            let (c, url, t) = (c.clone(), gw.url("/api/items"), t.clone());
+            tokio::spawn(async move { send(&c, Method::GET, &url, Some(&t), None).await.status })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for task in all {
+        statuses.push(task.await.unwrap());
+    }
+    assert!(
+        statuses.iter().all(|s| *s == StatusCode::OK),
+        "{statuses:?}"
+    );
+    assert_eq!(provider.hits.load(Ordering::SeqCst), hits + 1);
 }
