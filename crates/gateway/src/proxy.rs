@@ -286,7 +286,16 @@ async fn authenticate(
         let exp = v.int_claim("exp").unwrap_or(now + 86_400 * 30);
         let store = &deps.store;
         let first = async {
-            let first = store.use_once(&jti, exp, now).await?;
+            let first = match store.use_once(&jti, exp, now).await {
+                Ok(first) => first,
+                Err(e) => {
+                    // The use may have been recorded all the same (a reply lost or late):
+                    // it goes back, or the client's retry would be taken for a theft and
+                    // revoke the user's every token. (Best effort: the store just failed.)
+                    let _ = store.unuse(&jti).await;
+                    return Err(e);
+                }
+            };
             if !first {
                 // Presented twice: one of the two holders stole it. End the whole family.
                 store.revoke_subject(&sub, now).await?;

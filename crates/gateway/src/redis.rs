@@ -15,6 +15,7 @@
 //!   `portcullis_state_fallbacks_total`). A revocation written while Redis is down is refused
 //!   to the admin (503) but still honoured by this replica.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -30,9 +31,6 @@ use redis::{Cmd, RedisFuture, Script, Value};
 use tokio::sync::Mutex;
 
 use crate::metrics::Metrics;
-
-/// How long a revoked subject's cut-off is kept: past any sensible token lifetime.
-const SUBJECT_TTL: i64 = 31 * 86_400;
 
 /// Rate checks: for each key, allowed (1/0) and then the seconds to wait (denied) or the
 /// requests left (allowed). All-or-nothing: a request refused by one rule uses no other.
@@ -119,7 +117,10 @@ return n
 const RAISE: &str = r"
 local v = tonumber(ARGV[1])
 local held = tonumber(redis.call('GET', KEYS[1]) or '0')
-if v > held then redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2]) end
+if v > held then
+  if ARGV[2] == '0' then redis.call('SET', KEYS[1], ARGV[1])
+  else redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2]) end
+end
 return 1
 ";
 
@@ -220,6 +221,9 @@ pub struct RedisStore {
     timeout: Duration,
     retry_interval: Duration,
     revocations_fail_open: bool,
+    /// The replicas sharing this Redis: while it is away each one counts a quota against its
+    /// share of the limit, as rate limits do.
+    replicas: u32,
     /// Milliseconds since the epoch before which Redis is not tried.
     resting_until: AtomicU64,
     up: AtomicBool,
@@ -230,7 +234,14 @@ pub struct RedisStore {
     raise: Script,
     release: Script,
     attempt: Script,
+    /// Refresh-token uses whose reply never came (a timeout, a dropped connection): the marks
+    /// this replica tried to write, by `jti`. Such a write may have landed; the client's retry
+    /// that finds one of these marks finds its own first use, not a thief's.
+    unanswered: std::sync::Mutex<HashMap<String, Vec<String>>>,
 }
+
+/// Refresh-token uses without an answer remembered at once (a bound for a long outage).
+const MAX_UNANSWERED: usize = 4096;
 
 impl std::fmt::Debug for RedisStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -324,6 +335,7 @@ impl RedisStore {
             timeout: cfg.timeout,
             retry_interval: cfg.retry_interval,
             revocations_fail_open: cfg.revocations_fail_open,
+            replicas: cfg.replicas.max(1),
             resting_until: AtomicU64::new(0),
             up: AtomicBool::new(true),
             fallback: MemoryStore::default(),
@@ -333,6 +345,7 @@ impl RedisStore {
             raise: Script::new(RAISE),
             release: Script::new(RELEASE),
             attempt: Script::new(ATTEMPT),
+            unanswered: std::sync::Mutex::default(),
         })
     }
 
@@ -407,6 +420,12 @@ impl RedisStore {
                 *c = None;
             }
         }
+    }
+
+    fn unanswered(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<String>>> {
+        self.unanswered
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn fell_back(&self, op: &'static str) {
@@ -559,7 +578,11 @@ impl Store for RedisStore {
         {
             Ok(v) => Ok(v),
             Err(_) => {
-                let c = LocalStore::fail(&self.fallback, key, now, window)?;
+                // Each replica's uses count `replicas` times: together they stay within the
+                // limit while they cannot see each other's (the uses made before the outage
+                // are not seen either).
+                let c = LocalStore::fail(&self.fallback, key, now, window)?
+                    .saturating_mul(self.replicas);
                 if c >= limit {
                     LocalStore::block(&self.fallback, key, now + window)?;
                 }
@@ -753,10 +776,12 @@ impl Store for RedisStore {
     async fn revoke_subject(&self, sub: &str, before: i64) -> Result<(), StoreError> {
         LocalStore::revoke_subject(&self.fallback, sub, before)?;
         let (k, index) = (self.key("s", sub, ""), self.key("index", "subjects", ""));
-        let now = portcullis_guard::jwt::now();
         let inv = {
             let mut i = self.raise.prepare_invoke();
-            i.key(&k).arg(before).arg(before.max(now) + SUBJECT_TTL);
+            // No expiry (`0`): a cut-off has no end, as in the other stores. A token's
+            // lifetime is the issuer's to choose, and a stolen long-lived one must stay
+            // refused; revoked subjects are few.
+            i.key(&k).arg(before).arg(0);
             i
         };
         self.call("revoke", async |mut h| {
@@ -770,15 +795,6 @@ impl Store for RedisStore {
                 .arg("GT")
                 .arg(before)
                 .arg(sub)
-                .ignore()
-                .cmd("ZREMRANGEBYSCORE")
-                .arg(&index)
-                .arg("-inf")
-                .arg(now - SUBJECT_TTL)
-                .ignore()
-                .cmd("EXPIRE")
-                .arg(&index)
-                .arg(SUBJECT_TTL)
                 .ignore()
                 .query_async::<()>(&mut h)
                 .await
@@ -820,20 +836,60 @@ impl Store for RedisStore {
 
     async fn use_once(&self, jti: &str, exp: i64, now: i64) -> Result<bool, StoreError> {
         let k = self.key("u", jti, "");
+        // This attempt's mark, to know it again if the reply is lost.
+        let mark = format!("{:016x}", rand::random::<u64>());
         // No fallback: without the shared record, a stolen copy could be used on another
         // replica. The refresh is refused until Redis answers.
-        self.call("use_once", async |mut h| {
-            redis::cmd("SET")
-                .arg(&k)
-                .arg(1)
-                .arg("NX")
-                .arg("EXAT")
-                .arg(exp.max(now + 1))
-                .query_async::<Option<String>>(&mut h)
-                .await
-        })
-        .await
-        .map(|set| set.is_some())
+        let set = self
+            .call("use_once", async |mut h| {
+                redis::cmd("SET")
+                    .arg(&k)
+                    .arg(&mark)
+                    .arg("NX")
+                    .arg("EXAT")
+                    .arg(exp.max(now + 1))
+                    .query_async::<Option<String>>(&mut h)
+                    .await
+            })
+            .await;
+        let tried = match set {
+            Ok(Some(_)) => {
+                self.unanswered().remove(jti);
+                return Ok(true);
+            }
+            // Taken: by a thief, or by this replica's own earlier try whose reply was lost
+            // (the client, refused then, is trying again).
+            Ok(None) => match self.unanswered().remove(jti) {
+                Some(tried) => tried,
+                None => return Ok(false),
+            },
+            Err(e) => {
+                let mut unanswered = self.unanswered();
+                if unanswered.len() < MAX_UNANSWERED || unanswered.contains_key(jti) {
+                    let marks = unanswered.entry(jti.to_owned()).or_default();
+                    if marks.len() < 8 {
+                        marks.push(mark);
+                    }
+                }
+                return Err(e);
+            }
+        };
+        let held = self
+            .call("use_once", async |mut h| {
+                redis::cmd("GET")
+                    .arg(&k)
+                    .query_async::<Option<String>>(&mut h)
+                    .await
+            })
+            .await;
+        match held {
+            Ok(held) => Ok(held.is_some_and(|m| tried.contains(&m))),
+            Err(e) => {
+                // Still unknown: the marks stay for the next try.
+                self.unanswered().insert(jti.to_owned(), tried);
+                Err(e)
+            }
+        }
     }
 
     async fn unuse(&self, jti: &str) -> Result<(), StoreError> {
@@ -868,7 +924,7 @@ impl Store for RedisStore {
         };
         let mut out = Revocations {
             tokens: read(&tokens, now).await?,
-            subjects: read(&subjects, now - SUBJECT_TTL).await?,
+            subjects: read(&subjects, i64::MIN).await?,
         };
         out.tokens.sort();
         out.subjects.sort();

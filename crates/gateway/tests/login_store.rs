@@ -169,3 +169,125 @@ async fn in_redis() {
     let ttl: i64 = String::from_utf8_lossy(&ttl.stdout).trim().parse().unwrap();
     assert!((75..=80).contains(&ttl), "the count expires in {ttl} s");
 }
+
+/// A subject's cut-off has no end in Redis either: a long-lived token issued before it stays
+/// refused however long after (it expired from Redis after 31 days, and with it the refusal).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subject_revocations_in_redis_do_not_expire() {
+    let redis = RedisServer::start();
+    let state = RedisState {
+        servers: RedisServers::Single(SecretSource::Inline(redis.url())),
+        prefix: "sub-test:".into(),
+        timeout: Duration::from_secs(2),
+        retry_interval: Duration::from_secs(1),
+        replicas: 1,
+        revocations_fail_open: false,
+    };
+    let store = RedisStore::connect(&state, Metrics::new()).unwrap();
+    let now = portcullis_guard::jwt::now();
+    store.revoke_subject("usr_stolen", now).await.unwrap();
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new("redis-cli")
+            .args(["-p", &redis.port.to_string()])
+            .args(args)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let keys = cli(&["--scan", "--pattern", "sub-test:*"]);
+    assert_eq!(keys.lines().count(), 2, "the cut-off and its index: {keys}");
+    for key in keys.lines() {
+        assert_eq!(cli(&["TTL", key]).trim(), "-1", "{key} expires");
+    }
+    // Another replica (no memory of the revocation) reads it from Redis, a year on.
+    let other = RedisStore::connect(&state, Metrics::new()).unwrap();
+    assert!(
+        other
+            .is_revoked(None, Some("usr_stolen"), Some(now - 10))
+            .await
+            .unwrap()
+    );
+    let listed = other.revocations(now + 365 * 86_400).await.unwrap();
+    assert_eq!(listed.subjects, vec![("usr_stolen".to_owned(), now)]);
+}
+
+/// A refresh-token use whose answer from Redis was lost (here: writes held back longer than the
+/// store waits) may have been recorded all the same. The client's retry finds its own mark and
+/// goes through; it was taken for a theft, which revokes every token of the user.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refresh_whose_answer_was_lost_is_no_theft_when_tried_again() {
+    let redis = RedisServer::start();
+    let state = RedisState {
+        servers: RedisServers::Single(SecretSource::Inline(redis.url())),
+        prefix: "lost-test:".into(),
+        timeout: Duration::from_millis(200),
+        retry_interval: Duration::from_millis(100),
+        replicas: 1,
+        revocations_fail_open: false,
+    };
+    let store = RedisStore::connect(&state, Metrics::new()).unwrap();
+    let now = portcullis_guard::jwt::now();
+    let paused = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &redis.port.to_string(),
+            "CLIENT",
+            "PAUSE",
+            "800",
+            "WRITE",
+        ])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&paused.stdout).contains("OK"));
+    assert!(store.use_once("rt-lost", now + 600, now).await.is_err());
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let recorded = std::process::Command::new("redis-cli")
+        .args([
+            "-p",
+            &redis.port.to_string(),
+            "EXISTS",
+            "lost-test:{u:rt-lost}",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&recorded.stdout).trim(),
+        "1",
+        "the first use did land"
+    );
+    assert!(
+        store.use_once("rt-lost", now + 600, now).await.unwrap(),
+        "the retry is the first use"
+    );
+    assert!(
+        !store.use_once("rt-lost", now + 600, now).await.unwrap(),
+        "a copy after it is a theft"
+    );
+    // Another replica, which never tried, sees a used token.
+    let other = RedisStore::connect(&state, Metrics::new()).unwrap();
+    assert!(!other.use_once("rt-lost", now + 600, now).await.unwrap());
+}
+
+/// While Redis is away a replica cannot see the others' quota uses: each counts its own
+/// against its share of the limit (`limit / replicas`), as rate limits do, so together they
+/// stay within it. (Each replica gave the whole limit again.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quotas_while_redis_is_away_count_each_replica_against_its_share() {
+    let redis = RedisServer::start();
+    let state = RedisState {
+        servers: RedisServers::Single(SecretSource::Inline(redis.url())),
+        prefix: "away-test:".into(),
+        timeout: Duration::from_millis(200),
+        retry_interval: Duration::from_secs(60),
+        replicas: 2,
+        revocations_fail_open: false,
+    };
+    let store = RedisStore::connect(&state, Metrics::new()).unwrap();
+    drop(redis);
+    let now = portcullis_guard::jwt::now();
+    // A limit of 4 over two replicas: this one's first two uses count as 2 and 4; a third is
+    // over the limit.
+    assert_eq!(store.count("q", now, 3600, 4).await.unwrap(), 2);
+    assert_eq!(store.count("q", now, 3600, 4).await.unwrap(), 4);
+    assert!(store.count("q", now, 3600, 4).await.unwrap() > 4);
+}
