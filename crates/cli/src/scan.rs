@@ -158,7 +158,7 @@ pub(crate) fn run(args: ScanArgs, runtime: &tokio::runtime::Runtime) -> ExitCode
         Format::Text => report.summary(),
         Format::Json => report.to_json(),
         Format::Sarif => report.to_sarif(),
-        Format::Junit => match report.to_junit() {
+        Format::Junit => match report.to_junit(fail_on) {
             Ok(j) => j,
             Err(e) => return fail(e),
         },
@@ -175,6 +175,11 @@ pub(crate) fn run(args: ScanArgs, runtime: &tokio::runtime::Runtime) -> ExitCode
     if args.output.is_some() {
         // The summary still goes to the terminal.
         eprint!("{}", report.summary());
+    }
+    if !report.reached {
+        return fail(
+            "no identity got a 2xx answer from a secured operation (tokens expired or refused, a wrong target, or nothing listening where the scan connects): nothing behind authentication was tested",
+        );
     }
     if portcullis_scan::exit_code(&report.findings, fail_on) != 0 {
         ExitCode::from(1)

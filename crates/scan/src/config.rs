@@ -461,7 +461,9 @@ pub fn parse_severity(s: &str) -> Option<Severity> {
 pub async fn fetch_spec(url: &Url, allow_remote: bool, dir: &Path) -> Result<PathBuf, ScanError> {
     let mut probe = ScanConfig::new(url.clone(), "");
     probe.allow_remote = allow_remote;
-    probe.checked_target()?;
+    // The checked URL (`localhost` and `*.localhost` pinned to 127.0.0.1), not the one given:
+    // a system resolver may send `x.localhost` off the machine.
+    let pinned = probe.checked_target()?;
     let client = reqwest::Client::builder()
         .no_proxy()
         .redirect(reqwest::redirect::Policy::none())
@@ -473,7 +475,7 @@ pub async fn fetch_spec(url: &Url, allow_remote: bool, dir: &Path) -> Result<Pat
         message,
     };
     let resp = client
-        .get(url.clone())
+        .get(pinned)
         .send()
         .await
         .map_err(|e| fail(format!("cannot fetch: {}", e.without_url())))?;

@@ -327,10 +327,13 @@ impl Ctx {
     pub(crate) fn param_value(&self, op: &Op, name: &str, who: Option<usize>) -> Option<String> {
         let p = op.params.iter().find(|p| p.name == name)?;
         let last_path = op.path_params().last().is_some_and(|l| l.name == name);
+        // A write goes only to an object the scan created: a harvested one is the user's own
+        // data, which a probe's payloads must not overwrite.
+        let created_only = !matches!(op.method, Method::GET | Method::HEAD);
         if p.at == In::Path
             && last_path
             && let (Some(w), Some(res)) = (who, op.resource())
-            && let Some(o) = self.object_of(&res, w, false)
+            && let Some(o) = self.object_of(&res, w, created_only)
         {
             return Some(o.id);
         }
@@ -506,6 +509,27 @@ impl Ctx {
 
     pub(crate) fn baseline(&self, op: &Op, who: usize) -> Option<Seen> {
         self.baseline.lock().ok()?.get(&(op.key(), who)).cloned()
+    }
+
+    /// Whether the baseline reached past authentication: some identity's request to a
+    /// secured operation was answered 2xx. (True when there is nothing to reach: no identity,
+    /// or no secured operation in the description.) Expired tokens, a wrong target or a server
+    /// not listening where the scan connects leave every probe behind authentication without
+    /// an answer to judge, and a report without findings would read as a pass.
+    pub(crate) fn reached(&self) -> bool {
+        let secured: Vec<String> = self
+            .model
+            .ops
+            .iter()
+            .filter(|o| o.secured)
+            .map(Op::key)
+            .collect();
+        if secured.is_empty() || self.sessions.iter().all(Session::is_anonymous) {
+            return true;
+        }
+        self.all_baseline().iter().any(|((key, who), seen)| {
+            !self.sessions[*who].is_anonymous() && seen.resp.ok() && secured.contains(key)
+        })
     }
 
     /// Every baseline answer, for passive checks.

@@ -115,6 +115,10 @@ pub async fn run(config: ScanConfig) -> Result<Report, ScanError> {
     }
     ctx.login_all().await?;
     probes::baseline::run(&ctx).await;
+    let reached = ctx.reached();
+    if !reached {
+        ctx.note("no identity got a 2xx answer from a secured operation: tokens expired or refused, a wrong target, or a server not listening where the scan connects; nothing behind authentication was tested");
+    }
     let mut ran = Vec::new();
     for &name in PROBES {
         if ctx.config.probes.is_empty() || ctx.config.probes.iter().any(|p| p == name) {
@@ -148,6 +152,7 @@ pub async fn run(config: ScanConfig) -> Result<Report, ScanError> {
         requests: ctx.http.sent(),
         budget: ctx.config.budget,
         budget_exhausted: ctx.http.exhausted(),
+        reached,
         probes: ran,
         findings,
         suppressed,

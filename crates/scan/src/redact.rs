@@ -29,6 +29,16 @@ pub(crate) fn secret_key(key: &str) -> bool {
     ]
     .iter()
     .any(|s| k.contains(s))
+        || personal_secret(&k)
+}
+
+/// Names of values that are secrets in any answer beside credentials: card data, national ids,
+/// salts. The exposure probe reports them, and every report redacts them.
+pub(crate) fn personal_secret(key: &str) -> bool {
+    let k = key.to_ascii_lowercase();
+    ["salt", "cvv", "ssn", "card_number", "private_key"]
+        .iter()
+        .any(|s| k.contains(s))
 }
 
 /// The known secrets of this scan.

@@ -26,6 +26,10 @@ pub struct Report {
     pub budget: u32,
     /// Whether some request was not sent because the budget ran out.
     pub budget_exhausted: bool,
+    /// Whether the scan got past authentication (an identity's request to a secured operation
+    /// answered 2xx). A scan that did not tested nothing behind it: exit code 2, whatever the
+    /// findings.
+    pub reached: bool,
     /// Probes that ran.
     pub probes: Vec<&'static str>,
     /// Findings, most severe first.
@@ -94,11 +98,12 @@ impl Report {
         serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\":\"{e}\"}}"))
     }
 
-    /// A baseline file accepting every current finding (fingerprint and a comment).
+    /// A baseline file accepting every current finding (fingerprint and a comment), those the
+    /// baseline in use already accepted included: rewriting a baseline keeps what it held.
     pub fn to_baseline(&self) -> String {
         let mut s =
             String::from("# portcullis scan: accepted findings (one fingerprint per line)\n");
-        for f in &self.findings {
+        for f in self.findings.iter().chain(&self.suppressed) {
             let _ = writeln!(
                 s,
                 "{} # {} {} {}",
@@ -198,19 +203,31 @@ impl Report {
     }
 
     /// JUnit XML: one test case per (probe, operation) that ran, failed by the findings of
-    /// that operation; findings on no single operation get a case of their own.
-    pub fn to_junit(&self) -> Result<String, ScanError> {
+    /// that operation at or above `fail_on` (the exit code's threshold: CI reading either
+    /// reaches the same verdict); findings below it pass, their text in the case's output.
+    /// Findings on no single operation get a case of their own.
+    pub fn to_junit(&self, fail_on: Severity) -> Result<String, ScanError> {
         use quick_junit::{NonSuccessKind, Report as JReport, TestCase, TestCaseStatus, TestSuite};
         let mut report = JReport::new("portcullis-scan");
         report.set_time(std::time::Duration::from_millis(self.duration_ms));
         let mut suite = TestSuite::new(format!("scan {}", self.target));
-        let failing = |op: &str| -> Vec<&Finding> {
-            self.findings.iter().filter(|f| f.operation == op).collect()
+        let of = |op: &str| -> (Vec<&Finding>, Vec<&Finding>) {
+            self.findings
+                .iter()
+                .filter(|f| f.operation == op)
+                .partition(|f| f.severity >= fail_on)
+        };
+        let below_text = |below: &[&Finding]| {
+            below
+                .iter()
+                .map(|f| finding_text(f))
+                .collect::<Vec<_>>()
+                .join("\n\n")
         };
         for c in &self.coverage {
-            let found = failing(&c.operation);
+            let (found, below) = of(&c.operation);
             let status = if found.is_empty() {
-                if c.probes.is_empty() {
+                if c.probes.is_empty() && below.is_empty() {
                     TestCaseStatus::skipped()
                 } else {
                     TestCaseStatus::success()
@@ -234,6 +251,9 @@ impl Report {
                 s
             };
             let mut tc = TestCase::new(c.operation.clone(), status);
+            if !below.is_empty() {
+                tc.set_system_out(below_text(&below));
+            }
             tc.set_classname(format!(
                 "probes: {}",
                 c.probes.iter().copied().collect::<Vec<_>>().join(",")
@@ -245,11 +265,20 @@ impl Report {
             .iter()
             .filter(|f| !self.coverage.iter().any(|c| c.operation == f.operation))
         {
-            let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
-            s.set_message(format!("{} {}", f.severity, f.title));
-            s.set_type(f.rule);
-            s.set_description(finding_text(f));
-            let mut tc = TestCase::new(format!("{} {}", f.rule, f.operation), s);
+            let mut tc = if f.severity >= fail_on {
+                let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+                s.set_message(format!("{} {}", f.severity, f.title));
+                s.set_type(f.rule);
+                s.set_description(finding_text(f));
+                TestCase::new(format!("{} {}", f.rule, f.operation), s)
+            } else {
+                let mut tc = TestCase::new(
+                    format!("{} {}", f.rule, f.operation),
+                    TestCaseStatus::success(),
+                );
+                tc.set_system_out(finding_text(f));
+                tc
+            };
             tc.set_classname("api-wide");
             suite.add_test_case(tc);
         }

@@ -276,6 +276,7 @@ async fn secure_shop_has_no_finding_at_medium_or_above() {
     assert!(serious.is_empty(), "false positives: {serious:#?}");
     assert_eq!(exit_code(&report.findings, Severity::Medium), 0);
     assert!(!report.budget_exhausted);
+    assert!(report.reached);
     // The baseline reached the operations, so the silence means something.
     let cov = |op: &str| report.coverage.iter().find(|c| c.operation == op).unwrap();
     let orders = cov("GET /v2/orders/{order_id}");
@@ -338,11 +339,26 @@ async fn every_weakness_at_once_within_the_budget() {
             .iter()
             .any(|r| r["locations"][0]["physicalLocation"]["region"]["startLine"].is_u64())
     );
-    let junit = report.to_junit().unwrap();
+    let junit = report.to_junit(Severity::Medium).unwrap();
     assert!(
         junit.contains("<testsuites") && junit.contains("<failure"),
         "{junit}"
     );
+    // Judged at the exit code's threshold: at `critical`, only the cases with a critical
+    // finding fail; the others pass with their findings as the cases' output.
+    let lenient = report.to_junit(Severity::Critical).unwrap();
+    let (strict, relaxed) = (
+        junit.matches("<failure").count(),
+        lenient.matches("<failure").count(),
+    );
+    assert!(
+        report
+            .findings
+            .iter()
+            .any(|f| f.severity == Severity::Critical)
+    );
+    assert!(relaxed >= 1 && relaxed < strict, "{relaxed} of {strict}");
+    assert!(lenient.contains("<system-out>"), "{lenient}");
     let summary = report.summary();
     assert!(summary.contains("API1:2023") && summary.contains("coverage:"));
 
@@ -478,6 +494,30 @@ async fn bad_configuration_is_an_error_not_a_scan() {
     let err = run(config).await.expect_err("login fails");
     assert!(matches!(err, ScanError::Login { .. }), "{err}");
     assert!(!err.to_string().contains("wrong password 123"));
+}
+
+/// Tokens that every secured operation refuses (expired, forged, for another API): nothing
+/// behind authentication is tested, and the report says so (the command exits 2) instead of
+/// passing as a clean scan.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scan_that_never_gets_past_authentication_says_so() {
+    let shop = Shop::secure().await;
+    let mut config = ScanConfig::new(shop.base.parse().unwrap(), shop_spec());
+    config.identities = vec![
+        Identity::bearer("alice", "eyJhbGciOiJIUzI1NiJ9.e30.expired"),
+        Identity::bearer("bob", "not-a-token"),
+    ];
+    config.probes = vec!["bola".into(), "exposure".into()];
+    let report = run(config).await.expect("the scan runs");
+    assert!(!report.reached);
+    assert!(
+        report
+            .notes
+            .iter()
+            .any(|n| n.contains("nothing behind authentication")),
+        "{:?}",
+        report.notes
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

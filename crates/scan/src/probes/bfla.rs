@@ -22,6 +22,11 @@ pub(crate) async fn run(ctx: &Ctx) {
         .iter()
         .filter(|o| o.is_admin() && !o.deprecated)
         .collect();
+    if admin_ops.is_empty() {
+        return;
+    }
+    let Some(&first) = users.first() else { return };
+    let control = super::catch_all(ctx, first).await;
     for op in &admin_ops {
         ctx.ran(op, PROBE);
         for &u in &users {
@@ -36,7 +41,7 @@ pub(crate) async fn run(ctx: &Ctx) {
                 None
             };
             let Some((req, resp)) = seen else { continue };
-            if resp.ok() {
+            if resp.ok() && !super::caught(&resp, control.as_ref()) {
                 ctx.report(
                     Finding::new(rules::BFLA, Severity::High, &op.key(), "")
                         .detail(format!(
@@ -65,7 +70,7 @@ pub(crate) async fn run(ctx: &Ctx) {
         let Some((req, resp)) = ctx.send_as(req, u).await else {
             continue;
         };
-        if resp.ok() {
+        if resp.ok() && !super::caught(&resp, control.as_ref()) {
             ctx.report(
                 Finding::new(rules::BFLA, Severity::High, &format!("GET {path}"), "method-switch")
                     .detail(format!(

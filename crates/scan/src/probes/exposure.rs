@@ -22,13 +22,10 @@ fn secret_name(k: &str) -> bool {
         "private_key",
         "api_key",
         "apikey",
-        "salt",
-        "cvv",
-        "ssn",
-        "card_number",
     ]
     .iter()
     .any(|s| k.contains(s))
+        || crate::redact::personal_secret(&k)
         || k.ends_with("_hash")
         || k == "hash"
 }

@@ -213,6 +213,12 @@ pub(crate) async fn run(ctx: &Ctx) {
     }
 }
 
+/// Answers that say "not now" rather than anything about the request: rate limited, or a
+/// gateway or server that could not answer.
+fn transient(status: u16) -> bool {
+    matches!(status, 429 | 502 | 503 | 504)
+}
+
 /// A lone quote breaks the statement, a doubled quote does not.
 async fn sql_errors(ctx: &Ctx, point: &Point<'_>, who: Option<usize>) -> Option<Finding> {
     let base = &point.base;
@@ -220,7 +226,8 @@ async fn sql_errors(ctx: &Ctx, point: &Point<'_>, who: Option<usize>) -> Option<
     let (_, doubled) = point.send(ctx, who, format!("{base}''")).await?;
     let leak = super::misconfig::leak_signature(&quote.text)
         .filter(|_| super::misconfig::leak_signature(&doubled.text).is_none());
-    ((quote.status >= 500 && doubled.status < 500)
+    // A 5xx that only says "not now" (a gateway, an overload) is no broken statement.
+    ((quote.status >= 500 && !transient(quote.status) && doubled.status < 500)
         || (quote.status >= 400 && leak == Some("SQL text"))
         || leak == Some("database error"))
     .then(|| {
@@ -355,7 +362,9 @@ async fn nosql_operator(ctx: &Ctx, point: &Point<'_>, who: Option<usize>) -> Opt
             .map(|v| crate::ctx::list_items(&v).len())
             .unwrap_or_default()
     };
-    let hit = resp.ok() && (!plain.ok() || more(&resp) > more(&plain));
+    // The plain value must have been judged (a miss, or fewer items): a 429 or a 502-504 on
+    // it says nothing about the filter.
+    let hit = resp.ok() && !transient(plain.status) && (!plain.ok() || more(&resp) > more(&plain));
     hit.then(|| {
         Finding::new(rules::NOSQLI, Severity::High, &op.key(), &point.name)
             .detail(format!(

@@ -26,6 +26,27 @@ pub(crate) mod ratelimit;
 pub(crate) mod ssrf;
 pub(crate) mod versions;
 
+/// What the target answers `who` for a path no API has, when that is a 2xx: the target then
+/// answers any path (a single-page app's fallback page, a wildcard route), and a 2xx on a path
+/// the description does not declare proves nothing unless it looks otherwise ([`caught`]).
+pub(crate) async fn catch_all(ctx: &Ctx, who: usize) -> Option<crate::http::Resp> {
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let req = crate::http::Req::new(
+        reqwest::Method::GET,
+        format!("/portcullis-scan-absent-{nonce:08x}"),
+    );
+    let (_, resp) = ctx.send_as(req, who).await?;
+    resp.ok().then_some(resp)
+}
+
+/// Whether `resp`, a 2xx, may be the catch-all's answer again: the same body, or, from a
+/// target that answers any path, something that is not JSON.
+pub(crate) fn caught(resp: &crate::http::Resp, control: Option<&crate::http::Resp>) -> bool {
+    control.is_some_and(|c| c.text == resp.text || resp.json().is_none())
+}
+
 /// Every probe, by name, in the order they run.
 pub(crate) const ALL: &[&str] = &[
     "exposure",

@@ -81,6 +81,7 @@ async fn deprecated(ctx: &Ctx, op: &Op, a: usize, b: Option<usize>) {
 
 async fn siblings(ctx: &Ctx, a: usize) {
     let mut tried = 0;
+    let control = super::catch_all(ctx, a).await;
     for op in ctx
         .model
         .ops
@@ -90,9 +91,14 @@ async fn siblings(ctx: &Ctx, a: usize) {
         let Some((n, tail)) = version_of(&op.path) else {
             continue;
         };
-        for k in 1..n {
+        // The versions just below this one, newest first: a date-like version (`/v20240101`)
+        // would otherwise be millions of candidates.
+        for k in (1..n).rev().take(4) {
+            if tried >= 24 {
+                return;
+            }
             let sibling = format!("/v{k}{tail}");
-            if ctx.model.ops.iter().any(|o| o.path == sibling) || tried >= 24 {
+            if ctx.model.ops.iter().any(|o| o.path == sibling) {
                 continue;
             }
             tried += 1;
@@ -106,13 +112,13 @@ async fn siblings(ctx: &Ctx, a: usize) {
             else {
                 continue;
             };
-            if !resp.ok() {
+            if !resp.ok() || super::caught(&resp, control.as_ref()) {
                 continue;
             }
             let key = format!("GET {sibling}");
             let anon = Req::new(Method::GET, path);
             let open = match ctx.send(&anon).await {
-                Some(r) if r.ok() && op.secured => Some(r),
+                Some(r) if r.ok() && op.secured && !super::caught(&r, control.as_ref()) => Some(r),
                 _ => None,
             };
             let f = match open {
