@@ -154,6 +154,9 @@ pub struct Throttle {
     pub window: i64,
 }
 
+/// Counters kept in memory at most (each a key and a few numbers: about 100 bytes).
+const MAX_THROTTLES: usize = if cfg!(test) { 1 << 13 } else { 1 << 18 };
+
 #[derive(Debug, Default)]
 struct Sets {
     tokens: HashMap<String, i64>,
@@ -176,10 +179,33 @@ impl Sets {
         if s.throttles.len() >= 4096 && s.throttles.len().is_power_of_two() {
             // Each entry by its own window (a day-long quota is not swept by a login's
             // 15 minutes); entries loaded from disk, whose window is unknown, keep a month.
-            s.throttles.retain(|_, t| {
+            let end = |t: &Throttle| {
                 let w = if t.window > 0 { t.window } else { 31 * 86_400 };
-                t.blocked_until > now || t.window_start + w > now
-            });
+                t.blocked_until.max(t.window_start.saturating_add(w))
+            };
+            s.throttles.retain(|_, t| end(t) > now);
+            // Still past the bound, every entry live (a flood of distinct keys: random
+            // account names, say): the counters nearest their end go, down to three quarters
+            // of it. Holds stay, and a key being guessed at is renewed by every attempt.
+            if s.throttles.len() >= MAX_THROTTLES {
+                let mut ranked: Vec<(i64, String)> = s
+                    .throttles
+                    .iter()
+                    .map(|(k, t)| {
+                        let rank = if t.blocked_until > now {
+                            i64::MAX
+                        } else {
+                            end(t)
+                        };
+                        (rank, k.clone())
+                    })
+                    .collect();
+                let cut = ranked.len() - MAX_THROTTLES * 3 / 4;
+                ranked.select_nth_unstable(cut);
+                for (_, k) in &ranked[..cut] {
+                    s.throttles.remove(k);
+                }
+            }
         }
         let t = s.throttles.entry(key.to_owned()).or_default();
         if t.window_start + window <= now {
@@ -838,6 +864,35 @@ mod tests {
     #[test]
     fn memory_store() {
         exercise(&MemoryStore::default());
+    }
+
+    #[test]
+    fn a_flood_of_distinct_keys_stays_bounded_and_the_guessed_key_stays() {
+        let memory = MemoryStore::default();
+        let store: &dyn LocalStore = &memory;
+        let now = now();
+        let b = Backoff {
+            limit: 1_000_000,
+            window: 900,
+            base: 1,
+            max: 60,
+        };
+        store.block("held", now + 600).expect("write");
+        for i in 0..MAX_THROTTLES * 3 {
+            store.fail(&format!("random-{i}"), now, 900).expect("write");
+            if i % 1000 == 0 {
+                // The account under attack is tried again and again, each try renewing it.
+                let at = now + 1 + i64::try_from(i / 1000).expect("small");
+                assert!(store.attempt("victim", at, b).expect("write").is_ok());
+            }
+        }
+        let kept = memory.with(|s| s.throttles.len()).expect("lock");
+        assert!(kept <= MAX_THROTTLES, "{kept} counters");
+        assert!(store.blocked_until("held") > now);
+        let victim = memory
+            .with(|s| s.throttles.get("victim").copied())
+            .expect("lock");
+        assert!(victim.is_some_and(|t| t.failures > 1), "{victim:?}");
     }
 
     #[test]
