@@ -2,8 +2,9 @@
 //! quotas, login holds, revocations, used refresh tokens), so N replicas behave as one.
 //!
 //! - Every decision is one round trip and atomic: a Lua script (rate limits, counters, holds)
-//!   or a single command (`SET NX` for a single-use token). Scripts read the time from Redis
-//!   (`TIME`), not from the replicas' clocks.
+//!   or a single command (`SET NX` for a single-use token). The rate-limit script reads the
+//!   time from Redis (`TIME`); counters and login holds are stamped with the replica's clock
+//!   (their keys expire by Redis's), so replicas keep their clocks in step (NTP).
 //! - Every key carries a TTL, so Redis holds only what still matters.
 //! - Keys are hash-tagged one by one (`prefix{kind:id}:field`), so a Redis Cluster spreads
 //!   them; the keys of one script share a tag.

@@ -427,7 +427,7 @@ fn sample_string(s: &Value) -> String {
     let min = s.get("minLength").and_then(Value::as_u64).unwrap_or(1) as usize;
     let base = match s.get("format").and_then(Value::as_str) {
         Some("email") => "scan@example.com".to_owned(),
-        Some("uri" | "url" | "iri") => "https://example.com/portcullis-scan".to_owned(),
+        Some("uri" | "url" | "iri") => crate::ctx::INERT_URL.to_owned(),
         Some("uuid") => "00000000-0000-4000-8000-000000000000".to_owned(),
         Some("date") => "2025-01-01".to_owned(),
         Some("date-time") => "2025-01-01T00:00:00Z".to_owned(),
