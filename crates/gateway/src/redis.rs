@@ -316,10 +316,22 @@ impl RedisStore {
                 }))
             }
             RedisServers::Sentinel { master, nodes } => {
+                // The master is reached with the user, password and database of the first
+                // sentinel's URL (one password for sentinels and master, the usual setup):
+                // without them it was asked with none, and refused every command.
+                let first = nodes
+                    .first()
+                    .map(|n| redis::IntoConnectionInfo::into_connection_info(n.as_str()))
+                    .transpose()
+                    .map_err(|e| StoreError(format!("state.redis.sentinel: {e}")))?;
+                let node = first.map(|i| {
+                    redis::sentinel::SentinelNodeConnectionInfo::default()
+                        .set_redis_connection_info(i.redis_settings().clone())
+                });
                 let client = redis::sentinel::SentinelClient::build(
                     nodes.clone(),
                     master.clone(),
-                    None,
+                    node,
                     redis::sentinel::SentinelServerType::Master,
                 )
                 .map_err(|e| StoreError(format!("state.redis.sentinel: {e}")))?;

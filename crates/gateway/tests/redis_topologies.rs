@@ -166,3 +166,20 @@ async fn a_sentinel_names_the_master_that_holds_the_shared_state() {
     drop(sentinel);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Sentinels and master behind one password (in the sentinels' URLs): the master is asked
+/// with it too. It was asked with none, refused every command, and the gateways fell back to
+/// their own state.
+#[tokio::test]
+async fn a_sentinel_and_its_master_with_a_password() {
+    let dir = std::env::temp_dir().join(format!("portcullis-sentinel-pw-{}", std::process::id()));
+    let master = RedisServer::start_with_password("s3cret-pw");
+    let sentinel = RedisServer::start_sentinel_with_password(master.port, &dir, "s3cret-pw");
+    exercise(&format!(
+        "{{ sentinel: {{ master: mymaster, nodes: [\"redis://:s3cret-pw@127.0.0.1:{}\"] }}, timeout: 1s }}",
+        sentinel.port
+    ))
+    .await;
+    drop(sentinel);
+    let _ = std::fs::remove_dir_all(&dir);
+}

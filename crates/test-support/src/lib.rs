@@ -581,13 +581,35 @@ impl RedisServer {
 
     /// A Sentinel watching the master on `master_port` under the name `mymaster`.
     pub fn start_sentinel(master_port: u16, dir: &std::path::Path) -> RedisServer {
+        Self::sentinel(master_port, dir, "")
+    }
+
+    /// A server that asks for `password` (`requirepass`; [`RedisServer::url`] does not carry it).
+    pub fn start_with_password(password: &str) -> RedisServer {
+        Self::spawn(Self::free_port(), &["--requirepass", password])
+    }
+
+    /// A Sentinel that asks for `password` itself and gives it to the master it watches.
+    pub fn start_sentinel_with_password(
+        master_port: u16,
+        dir: &std::path::Path,
+        password: &str,
+    ) -> RedisServer {
+        Self::sentinel(
+            master_port,
+            dir,
+            &format!("requirepass {password}\nsentinel auth-pass mymaster {password}\n"),
+        )
+    }
+
+    fn sentinel(master_port: u16, dir: &std::path::Path, more: &str) -> RedisServer {
         std::fs::create_dir_all(dir).unwrap();
         let port = Self::free_port();
         let conf = dir.join(format!("sentinel-{port}.conf"));
         std::fs::write(
             &conf,
             format!(
-                "port {port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {master_port} 1\nsentinel down-after-milliseconds mymaster 2000\n"
+                "port {port}\nbind 127.0.0.1\nsentinel monitor mymaster 127.0.0.1 {master_port} 1\nsentinel down-after-milliseconds mymaster 2000\n{more}"
             ),
         )
         .unwrap();
@@ -642,8 +664,11 @@ impl RedisServer {
         let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", self.port)) else {
             return false;
         };
+        // A server with a password answers `-NOAUTH ...`: up all the same.
         let mut buf = [0u8; 7];
-        s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+        s.write_all(b"PING\r\n").is_ok()
+            && s.read_exact(&mut buf).is_ok()
+            && (&buf == b"+PONG\r\n" || buf.starts_with(b"-NOAUTH"))
     }
 
     pub fn url(&self) -> String {
