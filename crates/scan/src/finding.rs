@@ -114,6 +114,8 @@ rules! {
         "Pin the accepted algorithm(s) per key on the server; never let the token header choose the algorithm, and refuse `none` in any casing.";
     JWT_NO_SIGNATURE = "jwt-signature-stripped", "API2:2023", 347, "JWTs without a signature are accepted",
         "Always verify the signature; a token with an empty or missing signature must be refused.";
+    JWT_ANY_KEY = "jwt-signature-unchecked", "API2:2023", 347, "JWTs signed with any key are accepted",
+        "Verify the signature against the server's own key(s), pinned per key to its algorithm; a token signed with any other key must be refused.";
     JWT_WEAK_SECRET = "jwt-weak-secret", "API2:2023", 1391, "The JWT HMAC secret is a dictionary word",
         "Sign with a random key of at least 256 bits (or an asymmetric key), kept out of the code; rotate it now, since every token can be forged.";
     JWT_KEY_CONFUSION = "jwt-key-confusion", "API2:2023", 347, "An HS256 token keyed with the server's public RSA key is accepted",

@@ -342,25 +342,50 @@ pub(crate) async fn run(ctx: &Ctx) {
         }
     }
 
-    // RS256 -> HS256 confusion: the published public key, as PEM text, used as an HMAC secret.
-    let keys = published_rsa_keys(ctx).await;
-    'confusion: for (n, e) in &keys {
-        for (pkcs1, trailing_newline) in
-            [(false, true), (false, false), (true, true), (true, false)]
-        {
-            let mut pem = rsa_public_key_pem(n, e, pkcs1);
-            if !trailing_newline {
-                pem.pop();
-            }
-            let kid = header.get("kid").and_then(Value::as_str).map(str::to_owned);
-            let Some(t) = hs256(&refreshed(&claims), pem.as_bytes(), kid) else {
-                continue;
-            };
-            let req = try_token("HS256 keyed with the published RSA public key", t);
-            if let Some(resp) = ctx.send(&req).await
-                && resp.ok()
+    // A control for the two checks below: an HS256 token signed with a key the scan makes up.
+    // Accepted, the API checks no HS256 signature at all: that is the finding, and a token
+    // keyed with a public key or a `kid`'s choice proves nothing more (each was reported
+    // with the wrong cause).
+    let kid = header.get("kid").and_then(Value::as_str).map(str::to_owned);
+    let made_up = format!("portcullis-made-up-key-{}", super::tag());
+    let mut unchecked = false;
+    if let Some(t) = hs256(&refreshed(&claims), made_up.as_bytes(), kid)
+        && let req = try_token("HS256 signed with a made-up key", t)
+        && let Some(resp) = ctx.send(&req).await
+        && resp.ok()
+    {
+        ctx.report(
+            Finding::new(rules::JWT_ANY_KEY, Severity::Critical, &key, "")
+                .detail("An HS256 token signed with a key the scan made up was accepted: the signature is not checked against the server's key.")
+                .evidence(ctx.http.exchange(&req, Some(&resp)))
+                .reproduce(ctx.http.curl(&req)),
+        );
+        unchecked = true;
+    }
+
+    'keyed: {
+        if unchecked {
+            break 'keyed;
+        }
+        // RS256 -> HS256 confusion: the published public key, as PEM text, used as an HMAC secret.
+        let keys = published_rsa_keys(ctx).await;
+        'confusion: for (n, e) in &keys {
+            for (pkcs1, trailing_newline) in
+                [(false, true), (false, false), (true, true), (true, false)]
             {
-                ctx.report(
+                let mut pem = rsa_public_key_pem(n, e, pkcs1);
+                if !trailing_newline {
+                    pem.pop();
+                }
+                let kid = header.get("kid").and_then(Value::as_str).map(str::to_owned);
+                let Some(t) = hs256(&refreshed(&claims), pem.as_bytes(), kid) else {
+                    continue;
+                };
+                let req = try_token("HS256 keyed with the published RSA public key", t);
+                if let Some(resp) = ctx.send(&req).await
+                    && resp.ok()
+                {
+                    ctx.report(
                     Finding::new(rules::JWT_KEY_CONFUSION, Severity::Critical, &key, "")
                         .detail(format!(
                             "The API publishes its RSA public key (JWKS). An HS256 token whose HMAC secret is that key's {} PEM text{} was accepted: anyone can mint tokens.",
@@ -370,25 +395,25 @@ pub(crate) async fn run(ctx: &Ctx) {
                         .evidence(ctx.http.exchange(&req, Some(&resp)))
                         .reproduce(ctx.http.curl(&req)),
                 );
-                break 'confusion;
+                    break 'confusion;
+                }
             }
         }
-    }
 
-    // `kid` injection: a key id that, spliced into the key lookup's SQL, selects a key we choose.
-    let chosen = format!("portcullis-kid-{}", super::tag());
-    for kid in [
-        format!("portcullis-none' UNION SELECT '{chosen}' -- "),
-        format!("portcullis-none\" UNION SELECT \"{chosen}\" -- "),
-    ] {
-        let Some(t) = hs256(&refreshed(&claims), chosen.as_bytes(), Some(kid.clone())) else {
-            continue;
-        };
-        let req = try_token("kid injection", t);
-        if let Some(resp) = ctx.send(&req).await
-            && resp.ok()
-        {
-            ctx.report(
+        // `kid` injection: a key id that, spliced into the key lookup's SQL, selects a key we choose.
+        let chosen = format!("portcullis-kid-{}", super::tag());
+        for kid in [
+            format!("portcullis-none' UNION SELECT '{chosen}' -- "),
+            format!("portcullis-none\" UNION SELECT \"{chosen}\" -- "),
+        ] {
+            let Some(t) = hs256(&refreshed(&claims), chosen.as_bytes(), Some(kid.clone())) else {
+                continue;
+            };
+            let req = try_token("kid injection", t);
+            if let Some(resp) = ctx.send(&req).await
+                && resp.ok()
+            {
+                ctx.report(
                 Finding::new(rules::JWT_KID_INJECTION, Severity::Critical, &key, "")
                     .detail(format!(
                         "A token whose `kid` header is `{kid}` and which is signed with the key that kid selects was accepted: the key lookup runs the header as SQL."
@@ -396,7 +421,8 @@ pub(crate) async fn run(ctx: &Ctx) {
                     .evidence(ctx.http.exchange(&req, Some(&resp)))
                     .reproduce(ctx.http.curl(&req)),
             );
-            break;
+                break;
+            }
         }
     }
 
