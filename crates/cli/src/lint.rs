@@ -167,7 +167,14 @@ pub(crate) fn run(args: LintArgs) -> ExitCode {
     if let Err(e) = emit(&text, args.output.as_ref()) {
         return fail(e);
     }
-    if report.files.root().is_none() {
+    // Unusable input, or input read only in part (a Swagger 2.0 file, no `openapi` field, a
+    // `$ref` not followed): whatever the threshold, nothing says the description is clean.
+    if report.files.root().is_none()
+        || report
+            .findings
+            .iter()
+            .any(|f| f.rule == portcullis_lint::engine::LOAD_RULE.id)
+    {
         return ExitCode::from(2);
     }
     if report.at_least(fail_on) > 0 {

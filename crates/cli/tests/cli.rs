@@ -632,8 +632,30 @@ fn lint_exit_codes_formats_and_explanations() {
             .code(),
         Some(2)
     );
-    // Errors: exit 2.
+    // Errors: exit 2, also for input read only in part, whatever the threshold.
     assert_eq!(run(&["/nonexistent/api.yaml"]).status.code(), Some(2));
+    let swagger = dir.join("swagger.yaml");
+    std::fs::write(
+        &swagger,
+        "swagger: \"2.0\"\ninfo: { title: t, version: \"1\" }\npaths: {}\n",
+    )
+    .unwrap();
+    let partial = dir.join("partial.yaml");
+    std::fs::write(
+        &partial,
+        "openapi: 3.1.0\ninfo: { title: t, version: \"1\" }\npaths: {}\ncomponents:\n  schemas:\n    A: { $ref: '/dev/zero' }\n",
+    )
+    .unwrap();
+    for input in [&swagger, &partial] {
+        assert_eq!(
+            run(&[input.to_str().unwrap(), "--fail-on", "critical"])
+                .status
+                .code(),
+            Some(2),
+            "{}",
+            input.display()
+        );
+    }
     let explain = run(&["--explain", "property-open-request-object"]);
     assert_eq!(explain.status.code(), Some(0));
     assert!(String::from_utf8_lossy(&explain.stdout).contains("additionalProperties"));

@@ -11,6 +11,10 @@ use crate::node::{Key, Node, Pos, Value};
 
 /// Nodes one document may expand to (aliases included): a bound against alias bombs.
 const MAX_NODES: usize = 20_000_000;
+/// The largest file a `$ref` may name.
+const MAX_REF_BYTES: u64 = 64 << 20;
+/// Files a description may span, itself included.
+const MAX_FILES: usize = 256;
 
 /// One file read.
 #[derive(Debug)]
@@ -208,6 +212,17 @@ impl Files {
         if let Some(&i) = self.by_path.get(&key) {
             return Some(i);
         }
+        // (A path that does not resolve is said as unreadable below.)
+        if let Some(pos) = from
+            && let Ok(canonical) = path.canonicalize()
+            && let Err(why) = self.may_read(&canonical)
+        {
+            self.problems.push(LoadProblem {
+                pos,
+                message: format!("the $ref to {} is not followed: {why}", path.display()),
+            });
+            return None;
+        }
         let text = match std::fs::read_to_string(path) {
             Ok(t) => t,
             Err(e) => {
@@ -233,6 +248,37 @@ impl Files {
             }
         }
         Some(i)
+    }
+
+    /// Whether a `$ref` may make the linter read `file` (canonical): a description is untrusted
+    /// input, and `$ref: /dev/zero`, `/dev/stdin` or `/proc/self/environ` must not be read (the
+    /// first exhausts memory, the second hangs, the third would print the environment into
+    /// a CI log). Only regular files of at most [`MAX_REF_BYTES`], under the root
+    /// description's folder or the working folder, and at most [`MAX_FILES`] of them.
+    fn may_read(&self, file: &Path) -> Result<(), String> {
+        if self.sources.len() >= MAX_FILES {
+            return Err(format!("more than {MAX_FILES} files"));
+        }
+        let roots = [
+            self.sources
+                .first()
+                .and_then(|s| s.path.canonicalize().ok())
+                .and_then(|p| p.parent().map(Path::to_owned)),
+            std::env::current_dir()
+                .ok()
+                .and_then(|d| d.canonicalize().ok()),
+        ];
+        if !roots.iter().flatten().any(|r| file.starts_with(r)) {
+            return Err("it is outside the description's folder and the working folder".into());
+        }
+        let meta = std::fs::metadata(file).map_err(|e| e.to_string())?;
+        if !meta.is_file() {
+            return Err("it is not a regular file".into());
+        }
+        if meta.len() > MAX_REF_BYTES {
+            return Err(format!("it is over {} MiB", MAX_REF_BYTES >> 20));
+        }
+        Ok(())
     }
 
     pub fn root(&self) -> Option<&Node> {
@@ -339,6 +385,39 @@ mod tests {
         assert_eq!(n.str_of("openapi"), Some("3.1.0"));
         let (k, _) = n.get("paths").expect("paths").entry("/a").expect("/a");
         assert_eq!(k.pos.line, 3);
+    }
+
+    #[test]
+    fn refs_are_followed_only_to_regular_files_beside_the_description() {
+        let dir = std::env::temp_dir().join(format!("portcullis-lint-refs-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("api/schemas")).expect("dir");
+        std::fs::write(dir.join("outside.yaml"), "Secret: {type: string}\n").expect("write");
+        std::fs::write(dir.join("api/schemas/ok.yaml"), "Ok: {type: string}\n").expect("write");
+        std::fs::write(
+            dir.join("api/openapi.yaml"),
+            "openapi: 3.1.0\ncomponents:\n  schemas:\n    A: {$ref: 'schemas/ok.yaml#/Ok'}\n    B: {$ref: '../outside.yaml#/Secret'}\n    C: {$ref: '/dev/zero'}\n    D: {$ref: '/proc/self/environ'}\n    E: {$ref: 'schemas'}\n",
+        )
+        .expect("write");
+        let mut files = Files::open(&dir.join("api/openapi.yaml"));
+        files.load_refs();
+        assert_eq!(files.sources.len(), 2, "the root and ok.yaml");
+        let problems: Vec<&str> = files.problems.iter().map(|p| p.message.as_str()).collect();
+        assert_eq!(problems.len(), 4, "{problems:?}");
+        for (problem, line) in files.problems.iter().zip([5, 6, 7, 8]) {
+            assert!(
+                problem.message.contains("is not followed"),
+                "{}",
+                problem.message
+            );
+            assert_eq!(problem.pos.line, line);
+        }
+        assert!(
+            problems[3].contains("not a regular file"),
+            "{}",
+            problems[3]
+        );
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

@@ -58,11 +58,23 @@ impl Op<'_> {
                     )
                 })
         };
+        // An operation id's camelCase words apart (`listAdminUsers`: list, admin, users), so a
+        // word that merely contains one (`readMinutes`) is none.
+        let camel = |id: &str| {
+            let mut out = String::with_capacity(id.len() + 4);
+            let mut lower = false;
+            for c in id.chars() {
+                if c.is_ascii_uppercase() && lower {
+                    out.push(' ');
+                }
+                lower = c.is_ascii_lowercase() || c.is_ascii_digit();
+                out.push(c);
+            }
+            out
+        };
         words(self.path)
             || self.tags().iter().any(|t| words(t))
-            || self
-                .id()
-                .is_some_and(|id| id.to_ascii_lowercase().contains("admin"))
+            || self.id().is_some_and(|id| words(&camel(id)))
     }
 
     /// `GET /orders`, as findings name operations.

@@ -95,6 +95,14 @@ paths:
       operationId: adminStats
       x-portcullis-roles: [admin]
       responses: { "200": { description: ok } }
+  /audit:
+    get: # expect: authz-admin-shares-security
+      operationId: listAdminEvents
+      responses: { "200": { description: ok } }
+  /meetings/{id}/minutes:
+    get:
+      operationId: readMinutes
+      responses: { "200": { description: ok } }
 components:
   securitySchemes:
     oauth:
