@@ -216,13 +216,28 @@ pub struct Visit<'a> {
     pub at: Pos,
     /// The object schema whose property this is.
     pub parent: Option<&'a Node>,
+    /// `readOnly` / `writeOnly` said of the property anywhere on the way to this schema: on
+    /// the property itself, beside its `$ref` (OpenAPI 3.1), or on a wrapper (an array whose
+    /// items these are, an `allOf` whose member this is).
+    pub read_only: bool,
+    pub write_only: bool,
 }
 
 /// Visits `schema` and every schema inside it (properties, items, combinators,
 /// additionalProperties), following each `$ref` once per walk.
 pub fn walk<'a>(files: &'a Files, schema: &'a Node, f: &mut dyn FnMut(Visit<'a>)) {
     let mut seen = HashSet::new();
-    walk_in(files, schema, None, schema.pos, None, &mut seen, f, 0);
+    walk_in(
+        files,
+        schema,
+        None,
+        schema.pos,
+        None,
+        (false, false),
+        &mut seen,
+        f,
+        0,
+    );
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -232,6 +247,7 @@ fn walk_in<'a>(
     property: Option<&'a str>,
     at: Pos,
     parent: Option<&'a Node>,
+    (read_only, write_only): (bool, bool),
     seen: &mut HashSet<Pos>,
     f: &mut dyn FnMut(Visit<'a>),
     depth: usize,
@@ -243,11 +259,18 @@ fn walk_in<'a>(
     if !seen.insert(schema.pos) && raw.get("$ref").is_some() {
         return;
     }
+    let said = |key: &str| raw.bool_of(key) == Some(true) || schema.bool_of(key) == Some(true);
+    let flags = (
+        read_only || said("readOnly"),
+        write_only || said("writeOnly"),
+    );
     f(Visit {
         schema,
         property,
         at,
         parent,
+        read_only: flags.0,
+        write_only: flags.1,
     });
     if let Some(props) = schema.get("properties") {
         for (k, v) in props.entries() {
@@ -257,6 +280,7 @@ fn walk_in<'a>(
                 Some(&k.name),
                 k.pos,
                 Some(schema),
+                (false, false),
                 seen,
                 f,
                 depth + 1,
@@ -270,6 +294,7 @@ fn walk_in<'a>(
             property,
             items.pos,
             parent,
+            flags,
             seen,
             f,
             depth + 1,
@@ -277,11 +302,21 @@ fn walk_in<'a>(
     }
     for key in ["allOf", "anyOf", "oneOf"] {
         for s in schema.get(key).map(Node::items).unwrap_or_default() {
-            walk_in(files, s, property, s.pos, parent, seen, f, depth + 1);
+            walk_in(files, s, property, s.pos, parent, flags, seen, f, depth + 1);
         }
     }
     if let Some(ap) = schema.get("additionalProperties").filter(|a| a.is_map()) {
-        walk_in(files, ap, None, ap.pos, Some(schema), seen, f, depth + 1);
+        walk_in(
+            files,
+            ap,
+            None,
+            ap.pos,
+            Some(schema),
+            (false, false),
+            seen,
+            f,
+            depth + 1,
+        );
     }
 }
 

@@ -72,7 +72,7 @@ fn check(spec: &Spec<'_>, out: &mut Vec<Finding>) {
             let Some(p) = v.property else {
                 return;
             };
-            let read_only = v.schema.bool_of("readOnly") == Some(true);
+            let read_only = v.read_only;
             if privileged(p) && exposed.contains(&p.to_ascii_lowercase()) && !read_only {
                 out.push(Finding::new(
                     &RULE,
@@ -110,6 +110,9 @@ paths:
                   name: { type: string }
                   role: { type: string }
                   balance_cents: { type: integer }
+                  roles: { type: array, items: { type: string } }
+                  owner_id: { type: string }
+                  verified: { type: boolean }
     patch:
       requestBody:
         content:
@@ -121,7 +124,14 @@ paths:
                 role: { type: string } # expect: property-mass-assignment
                 balance_cents: { type: integer, readOnly: true }
                 plan: { type: string }
+                roles: { type: array, readOnly: true, items: { type: string } }
+                owner_id: { readOnly: true, allOf: [{ $ref: "#/components/schemas/Id" }] }
+                verified: { $ref: "#/components/schemas/Flag", readOnly: true }
       responses: { "200": { description: ok } }
+components:
+  schemas:
+    Id: { type: string }
+    Flag: { type: boolean }
 "##,
         );
     }

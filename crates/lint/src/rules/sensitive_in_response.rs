@@ -50,7 +50,7 @@ fn check(spec: &Spec<'_>, out: &mut Vec<Finding>) {
                 let Some(p) = v.property else {
                     return;
                 };
-                if v.schema.bool_of("writeOnly") == Some(true) {
+                if v.write_only {
                     return;
                 }
                 if SENSITIVE.contains(&p.to_ascii_lowercase().as_str()) {
@@ -109,6 +109,9 @@ components:
         name: { type: string }
         password_hash: { type: string } # expect: property-sensitive-in-response
         password: { type: string, writeOnly: true }
+        secret: { $ref: "#/components/schemas/Text", writeOnly: true }
+        client_secret: { writeOnly: true, allOf: [{ $ref: "#/components/schemas/Text" }] }
+    Text: { type: string }
 "##,
         );
     }
