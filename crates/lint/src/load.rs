@@ -129,7 +129,7 @@ pub fn parse(text: &str, file: usize) -> Result<Node, LoadProblem> {
                 }) => (
                     Node {
                         pos,
-                        value: Value::Map(entries),
+                        value: Value::Map(merged(entries)),
                     },
                     anchor,
                 ),
@@ -171,6 +171,37 @@ pub fn parse(text: &str, file: usize) -> Result<Node, LoadProblem> {
         },
         message: "the file is empty".into(),
     })
+}
+
+/// A mapping's entries with its merge keys (`<<: *base`, `<<: [*a, *b]`) expanded: the merged
+/// mappings' entries join it, except where it has its own entry of that name (and an earlier
+/// merged mapping wins over a later one). A rule looking for `security` in an operation must
+/// find it when a shared anchor brings it.
+fn merged(entries: Vec<(Key, Node)>) -> Vec<(Key, Node)> {
+    if !entries.iter().any(|(k, _)| k.name == "<<") {
+        return entries;
+    }
+    let (merges, mut own): (Vec<_>, Vec<_>) =
+        entries.into_iter().partition(|(k, _)| k.name == "<<");
+    for (_, from) in merges {
+        let sources = match from.value {
+            Value::Seq(items) => items,
+            value => vec![Node {
+                pos: from.pos,
+                value,
+            }],
+        };
+        for source in sources {
+            if let Value::Map(entries) = source.value {
+                for (k, n) in entries {
+                    if !own.iter().any(|(o, _)| o.name == k.name) {
+                        own.push((k, n));
+                    }
+                }
+            }
+        }
+    }
+    own
 }
 
 /// How many nodes a subtree holds (for the alias budget).
@@ -418,6 +449,20 @@ mod tests {
             problems[3]
         );
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn merge_keys_bring_their_entries_and_own_entries_win() {
+        let n = parse(
+            "x-auth: &auth {security: [{bearer: []}], summary: shared}\nx-tag: &tag {tags: [orders]}\npaths:\n  /o:\n    post: {<<: [*auth, *tag], summary: own, responses: {'201': {description: ok}}}\n",
+            0,
+        )
+        .expect("parses");
+        let post = n.pointer("/paths/~1o/post").expect("post");
+        assert!(post.get("security").is_some());
+        assert!(post.get("tags").is_some());
+        assert!(post.get("<<").is_none());
+        assert_eq!(post.str_of("summary"), Some("own"));
     }
 
     #[test]
