@@ -328,8 +328,10 @@ impl Ctx {
         let p = op.params.iter().find(|p| p.name == name)?;
         let last_path = op.path_params().last().is_some_and(|l| l.name == name);
         // A write goes only to an object the scan created: a harvested one is the user's own
-        // data, which a probe's payloads must not overwrite.
-        let created_only = !matches!(op.method, Method::GET | Method::HEAD);
+        // data, which a probe's payloads must not overwrite (unless destructive probes were
+        // allowed).
+        let created_only =
+            !matches!(op.method, Method::GET | Method::HEAD) && !self.config.allow_destructive;
         if p.at == In::Path
             && last_path
             && let (Some(w), Some(res)) = (who, op.resource())
@@ -517,7 +519,7 @@ impl Ctx {
     }
 
     /// Whether the baseline reached past authentication: some identity's request to a
-    /// secured operation was answered 2xx. (True when there is nothing to reach: no identity,
+    /// secured operation was answered 2xx, or refused for something else than its credentials. (True when there is nothing to reach: no identity,
     /// or no secured operation in the description.) Expired tokens, a wrong target or a server
     /// not listening where the scan connects leave every probe behind authentication without
     /// an answer to judge, and a report without findings would read as a pass.
@@ -532,8 +534,14 @@ impl Ctx {
         if secured.is_empty() || self.sessions.iter().all(Session::is_anonymous) {
             return true;
         }
+        // Past authentication: a 2xx, or a 404 or 4xx other than 401 and 403 (an object the
+        // baseline could not name, a body it could not fill); a server error says nothing.
+        let past = |status: u16| {
+            (200..300).contains(&status)
+                || (400..500).contains(&status) && !matches!(status, 401 | 403 | 407)
+        };
         self.all_baseline().iter().any(|((key, who), seen)| {
-            !self.sessions[*who].is_anonymous() && seen.resp.ok() && secured.contains(key)
+            !self.sessions[*who].is_anonymous() && past(seen.resp.status) && secured.contains(key)
         })
     }
 

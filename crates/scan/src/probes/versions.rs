@@ -91,9 +91,15 @@ async fn siblings(ctx: &Ctx, a: usize) {
         let Some((n, tail)) = version_of(&op.path) else {
             continue;
         };
-        // The versions just below this one, newest first: a date-like version (`/v20240101`)
-        // would otherwise be millions of candidates.
-        for k in (1..n).rev().take(4) {
+        // The versions just below this one, newest first, and the first two (the usual
+        // forgotten ones): a date-like version (`/v20240101`) would otherwise be millions.
+        let mut candidates: Vec<u32> = (1..n).rev().take(4).collect();
+        for k in 1..n.min(3) {
+            if !candidates.contains(&k) {
+                candidates.push(k);
+            }
+        }
+        for k in candidates {
             if tried >= 24 {
                 return;
             }
