@@ -286,16 +286,10 @@ async fn authenticate(
         let exp = v.int_claim("exp").unwrap_or(now + 86_400 * 30);
         let store = &deps.store;
         let first = async {
-            let first = match store.use_once(&jti, exp, now).await {
-                Ok(first) => first,
-                Err(e) => {
-                    // The use may have been recorded all the same (a reply lost or late):
-                    // it goes back, or the client's retry would be taken for a theft and
-                    // revoke the user's every token. (Best effort: the store just failed.)
-                    let _ = store.unuse(&jti).await;
-                    return Err(e);
-                }
-            };
+            // (A use whose outcome the store could not tell is the store's to recognise on
+            // the client's retry: the embedded store takes a failed write back, Redis knows
+            // its own unanswered write by its mark.)
+            let first = store.use_once(&jti, exp, now).await?;
             if !first {
                 // Presented twice: one of the two holders stole it. End the whole family.
                 store.revoke_subject(&sub, now).await?;

@@ -121,6 +121,9 @@ local held = tonumber(redis.call('GET', KEYS[1]) or '0')
 if v > held then
   if ARGV[2] == '0' then redis.call('SET', KEYS[1], ARGV[1])
   else redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[2]) end
+elseif ARGV[2] == '0' then
+  -- Kept without an end even when written before with one (an older gateway's).
+  redis.call('PERSIST', KEYS[1])
 end
 return 1
 ";
@@ -591,15 +594,20 @@ impl Store for RedisStore {
         {
             Ok(v) => Ok(v),
             Err(_) => {
-                // Each replica's uses count `replicas` times: together they stay within the
-                // limit while they cannot see each other's (the uses made before the outage
-                // are not seen either).
-                let c = LocalStore::fail(&self.fallback, key, now, window)?
-                    .saturating_mul(self.replicas);
-                if c >= limit {
+                // Each replica counts against its share of the limit (at least one use, as
+                // rate limits get), so together they stay about within it while they cannot
+                // see each other's uses (nor those made before the outage). The count given
+                // back is scaled to the whole limit: its last share use is the limit-th.
+                let share = (limit / self.replicas).max(1);
+                let c = LocalStore::fail(&self.fallback, key, now, window)?;
+                if c >= share {
                     LocalStore::block(&self.fallback, key, now + window)?;
                 }
-                Ok(c)
+                Ok(if c > share {
+                    limit.saturating_add(1)
+                } else {
+                    c.saturating_mul(limit) / share
+                })
             }
         }
     }
@@ -808,6 +816,9 @@ impl Store for RedisStore {
                 .arg("GT")
                 .arg(before)
                 .arg(sub)
+                .ignore()
+                .cmd("PERSIST")
+                .arg(&index)
                 .ignore()
                 .query_async::<()>(&mut h)
                 .await

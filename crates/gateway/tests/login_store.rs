@@ -185,7 +185,6 @@ async fn subject_revocations_in_redis_do_not_expire() {
     };
     let store = RedisStore::connect(&state, Metrics::new()).unwrap();
     let now = portcullis_guard::jwt::now();
-    store.revoke_subject("usr_stolen", now).await.unwrap();
     let cli = |args: &[&str]| {
         let out = std::process::Command::new("redis-cli")
             .args(["-p", &redis.port.to_string()])
@@ -194,6 +193,12 @@ async fn subject_revocations_in_redis_do_not_expire() {
             .unwrap();
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
+    // As an older gateway left them: the cut-off and the index with an end.
+    let (old, index) = ("sub-test:{s:usr_stolen}", "sub-test:{index:subjects}");
+    cli(&["SET", old, &now.to_string(), "EX", "1000"]);
+    cli(&["ZADD", index, &now.to_string(), "usr_stolen"]);
+    cli(&["EXPIRE", index, "1000"]);
+    store.revoke_subject("usr_stolen", now).await.unwrap();
     let keys = cli(&["--scan", "--pattern", "sub-test:*"]);
     assert_eq!(keys.lines().count(), 2, "the cut-off and its index: {keys}");
     for key in keys.lines() {
@@ -290,4 +295,8 @@ async fn quotas_while_redis_is_away_count_each_replica_against_its_share() {
     assert_eq!(store.count("q", now, 3600, 4).await.unwrap(), 2);
     assert_eq!(store.count("q", now, 3600, 4).await.unwrap(), 4);
     assert!(store.count("q", now, 3600, 4).await.unwrap() > 4);
+    // A limit below the replica count still gives each replica one use (as rate limits do),
+    // not none.
+    assert_eq!(store.count("q1", now, 3600, 1).await.unwrap(), 1);
+    assert!(store.count("q1", now, 3600, 1).await.unwrap() > 1);
 }
