@@ -339,20 +339,49 @@ impl Files {
             }
             i += 1;
         }
+        // Every reference now resolves, or is said not to: a remote one (never fetched), or
+        // one whose file was read but holds nothing at its pointer. (A file that could not be
+        // read was said above.)
+        for i in 0..self.roots.len() {
+            let mut refs = Vec::new();
+            if let Some(root) = &self.roots[i] {
+                collect_refs(root, &mut refs);
+            }
+            for (target, pos) in refs {
+                let file = target.split('#').next().unwrap_or("");
+                let message = if file.contains("://") {
+                    format!("a remote $ref is not followed: {target}")
+                } else if self.resolve(i, &target).is_none() && self.file_of(i, file).is_some() {
+                    format!("the $ref {target} points nowhere")
+                } else {
+                    continue;
+                };
+                self.problems.push(LoadProblem { pos, message });
+            }
+        }
+    }
+
+    /// The index of the file `file` names, seen from file `from` (`from` itself when empty),
+    /// when it was read.
+    fn file_of(&self, from: usize, file: &str) -> Option<usize> {
+        if file.is_empty() {
+            return self.roots.get(from)?.as_ref().map(|_| from);
+        }
+        let base = self.sources.get(from)?.path.parent()?.join(file);
+        let key = base.canonicalize().unwrap_or(base);
+        let i = *self.by_path.get(&key)?;
+        self.roots.get(i)?.as_ref().map(|_| i)
     }
 
     /// The node a `$ref` names, seen from file `from`; `None` when it does not exist.
     pub fn resolve(&self, from: usize, reference: &str) -> Option<(usize, &Node)> {
         let (file, pointer) = reference.split_once('#').unwrap_or((reference, ""));
-        let idx = if file.is_empty() {
-            from
-        } else {
-            let base = self.sources.get(from)?.path.parent()?.join(file);
-            let key = base.canonicalize().unwrap_or(base);
-            *self.by_path.get(&key)?
-        };
+        let idx = self.file_of(from, file)?;
         let root = self.roots.get(idx)?.as_ref()?;
-        root.pointer(pointer).map(|n| (idx, n))
+        // A fragment is percent-encoded first (`#/paths/~1users~1%7Bid%7D`, as bundlers write
+        // it), then a JSON pointer.
+        let pointer = percent_encoding::percent_decode_str(pointer).decode_utf8_lossy();
+        root.pointer(&pointer).map(|n| (idx, n))
     }
 
     /// `node`, or what its `$ref` names (followed up to 16 times).
@@ -463,6 +492,44 @@ mod tests {
         assert!(post.get("tags").is_some());
         assert!(post.get("<<").is_none());
         assert_eq!(post.str_of("summary"), Some("own"));
+    }
+
+    #[test]
+    fn refs_that_point_nowhere_or_off_the_machine_are_said() {
+        let dir =
+            std::env::temp_dir().join(format!("portcullis-lint-dangling-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("common.yaml"), "Ok: {type: string}\n").expect("write");
+        std::fs::write(
+            dir.join("openapi.yaml"),
+            "openapi: 3.1.0\npaths:\n  /users/{id}: {get: {responses: {'200': {description: ok}}}}\n  /u: {$ref: '#/paths/~1users~1%7Bid%7D'}\ncomponents:\n  schemas:\n    A: {$ref: 'common.yaml#/Ok'}\n    B: {$ref: 'common.yaml#/Gone'}\n    C: {$ref: '#/components/schemas/Nope'}\n    D: {$ref: 'https://schemas.example/x.yaml'}\n",
+        )
+        .expect("write");
+        let mut files = Files::open(&dir.join("openapi.yaml"));
+        files.load_refs();
+        let root = files.root().expect("root");
+        let u = root.pointer("/paths/~1u").expect("/u");
+        assert!(
+            files.deref(u).get("get").is_some(),
+            "a percent-encoded pointer resolves"
+        );
+        let said: Vec<(usize, &str)> = files
+            .problems
+            .iter()
+            .map(|p| (p.pos.line, p.message.as_str()))
+            .collect();
+        assert_eq!(said.len(), 3, "{said:?}");
+        assert!(
+            said[0].0 == 8 && said[0].1.contains("points nowhere"),
+            "{said:?}"
+        );
+        assert!(
+            said[1].0 == 9 && said[1].1.contains("points nowhere"),
+            "{said:?}"
+        );
+        assert!(said[2].0 == 10 && said[2].1.contains("remote"), "{said:?}");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
