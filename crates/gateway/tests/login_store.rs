@@ -28,6 +28,34 @@ fn rule() -> LoginRule {
     }
 }
 
+/// The Redis state of a test: `redis`, keys under `prefix`, the given waits and replicas.
+fn redis_state(
+    redis: &RedisServer,
+    prefix: &str,
+    timeout: Duration,
+    retry_interval: Duration,
+    replicas: u32,
+) -> RedisState {
+    RedisState {
+        servers: RedisServers::Single(SecretSource::Inline(redis.url())),
+        prefix: prefix.into(),
+        timeout,
+        retry_interval,
+        replicas,
+        revocations_fail_open: false,
+    }
+}
+
+/// What `redis-cli` prints for `args` against `redis`.
+fn redis_cli(redis: &RedisServer, args: &[&str]) -> String {
+    let out = std::process::Command::new("redis-cli")
+        .args(["-p", &redis.port.to_string()])
+        .args(args)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 /// `count` parallel attempts on `account`, from `client(i)`; the ones let through.
 async fn burst(
     store: &Arc<dyn Store>,
@@ -133,40 +161,25 @@ async fn embedded() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_redis() {
     let redis = RedisServer::start();
-    let store = RedisStore::connect(
-        &RedisState {
-            servers: RedisServers::Single(SecretSource::Inline(redis.url())),
-            prefix: "login-test:".into(),
-            timeout: Duration::from_secs(2),
-            retry_interval: Duration::from_secs(1),
-            replicas: 1,
-            revocations_fail_open: false,
-        },
-        Metrics::new(),
-    )
-    .unwrap();
+    let state = redis_state(
+        &redis,
+        "login-test:",
+        Duration::from_secs(2),
+        Duration::from_secs(1),
+        1,
+    );
+    let store = RedisStore::connect(&state, Metrics::new()).unwrap();
     let store: Arc<dyn Store> = Arc::new(store);
     exercise(store.clone()).await;
     // Nothing of it came from the fallback: the keys are in Redis.
-    let keys = std::process::Command::new("redis-cli")
-        .args([
-            "-p",
-            &redis.port.to_string(),
-            "--scan",
-            "--pattern",
-            "login-test:*",
-        ])
-        .output()
-        .unwrap();
-    let keys = String::from_utf8_lossy(&keys.stdout).into_owned();
+    let keys = redis_cli(&redis, &["--scan", "--pattern", "login-test:*"]);
     assert!(keys.contains("login-pair"), "{keys}");
     assert!(keys.contains("login-acct"), "{keys}");
     // The raw attempts' count lasts the window (60 s) past the last one's hold (20 s).
-    let ttl = std::process::Command::new("redis-cli")
-        .args(["-p", &redis.port.to_string(), "TTL", "login-test:{h:k}:n"])
-        .output()
+    let ttl: i64 = redis_cli(&redis, &["TTL", "login-test:{h:k}:n"])
+        .trim()
+        .parse()
         .unwrap();
-    let ttl: i64 = String::from_utf8_lossy(&ttl.stdout).trim().parse().unwrap();
     assert!((75..=80).contains(&ttl), "the count expires in {ttl} s");
 }
 
@@ -175,24 +188,16 @@ async fn in_redis() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn subject_revocations_in_redis_do_not_expire() {
     let redis = RedisServer::start();
-    let state = RedisState {
-        servers: RedisServers::Single(SecretSource::Inline(redis.url())),
-        prefix: "sub-test:".into(),
-        timeout: Duration::from_secs(2),
-        retry_interval: Duration::from_secs(1),
-        replicas: 1,
-        revocations_fail_open: false,
-    };
+    let state = redis_state(
+        &redis,
+        "sub-test:",
+        Duration::from_secs(2),
+        Duration::from_secs(1),
+        1,
+    );
     let store = RedisStore::connect(&state, Metrics::new()).unwrap();
     let now = portcullis_guard::jwt::now();
-    let cli = |args: &[&str]| {
-        let out = std::process::Command::new("redis-cli")
-            .args(["-p", &redis.port.to_string()])
-            .args(args)
-            .output()
-            .unwrap();
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let cli = |args: &[&str]| redis_cli(&redis, args);
     // As an older gateway left them: the cut-off and the index with an end.
     let (old, index) = ("sub-test:{s:usr_stolen}", "sub-test:{index:subjects}");
     cli(&["SET", old, &now.to_string(), "EX", "1000"]);
@@ -222,41 +227,20 @@ async fn subject_revocations_in_redis_do_not_expire() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refresh_whose_answer_was_lost_is_no_theft_when_tried_again() {
     let redis = RedisServer::start();
-    let state = RedisState {
-        servers: RedisServers::Single(SecretSource::Inline(redis.url())),
-        prefix: "lost-test:".into(),
-        timeout: Duration::from_millis(200),
-        retry_interval: Duration::from_millis(100),
-        replicas: 1,
-        revocations_fail_open: false,
-    };
+    let state = redis_state(
+        &redis,
+        "lost-test:",
+        Duration::from_millis(200),
+        Duration::from_millis(100),
+        1,
+    );
     let store = RedisStore::connect(&state, Metrics::new()).unwrap();
     let now = portcullis_guard::jwt::now();
-    let paused = std::process::Command::new("redis-cli")
-        .args([
-            "-p",
-            &redis.port.to_string(),
-            "CLIENT",
-            "PAUSE",
-            "800",
-            "WRITE",
-        ])
-        .output()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&paused.stdout).contains("OK"));
+    assert!(redis_cli(&redis, &["CLIENT", "PAUSE", "800", "WRITE"]).contains("OK"));
     assert!(store.use_once("rt-lost", now + 600, now).await.is_err());
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let recorded = std::process::Command::new("redis-cli")
-        .args([
-            "-p",
-            &redis.port.to_string(),
-            "EXISTS",
-            "lost-test:{u:rt-lost}",
-        ])
-        .output()
-        .unwrap();
     assert_eq!(
-        String::from_utf8_lossy(&recorded.stdout).trim(),
+        redis_cli(&redis, &["EXISTS", "lost-test:{u:rt-lost}"]).trim(),
         "1",
         "the first use did land"
     );
@@ -279,14 +263,13 @@ async fn a_refresh_whose_answer_was_lost_is_no_theft_when_tried_again() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quotas_while_redis_is_away_count_each_replica_against_its_share() {
     let redis = RedisServer::start();
-    let state = RedisState {
-        servers: RedisServers::Single(SecretSource::Inline(redis.url())),
-        prefix: "away-test:".into(),
-        timeout: Duration::from_millis(200),
-        retry_interval: Duration::from_secs(60),
-        replicas: 2,
-        revocations_fail_open: false,
-    };
+    let state = redis_state(
+        &redis,
+        "away-test:",
+        Duration::from_millis(200),
+        Duration::from_secs(60),
+        2,
+    );
     let store = RedisStore::connect(&state, Metrics::new()).unwrap();
     drop(redis);
     let now = portcullis_guard::jwt::now();

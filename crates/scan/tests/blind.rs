@@ -10,7 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::{Query, State};
-use portcullis_scan::{Identity, ScanConfig, run};
+mod common;
+
 use portcullis_test_support::*;
 use rusqlite::Connection;
 use rusqlite::functions::FunctionFlags;
@@ -84,24 +85,12 @@ async fn counter(concatenate: bool) -> std::net::SocketAddr {
 }
 
 async fn scan(addr: std::net::SocketAddr, dir: &std::path::Path) -> portcullis_scan::Report {
-    let mut config = ScanConfig::new(
-        format!("http://{addr}").parse().unwrap(),
-        dir.join("api.yaml"),
-    );
-    config.identities = vec![
-        Identity::bearer("alice", "token-a"),
-        Identity::bearer("bob", "token-b"),
-    ];
-    config.probes = vec!["injection".into()];
-    let report = run(config).await.unwrap();
-    println!("{}", report.summary());
-    report
+    common::scan(addr, dir, ["token-a", "token-b"], &["injection"]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn blind_sql_injection_is_found_by_time_and_only_where_it_is() {
-    let dir = std::env::temp_dir().join(format!("portcullis-blind-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::folder("blind");
     std::fs::write(dir.join("api.yaml"), SPEC).unwrap();
 
     let report = scan(counter(true).await, &dir).await;

@@ -6,8 +6,9 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
+mod common;
+
 use axum::http::HeaderMap;
-use portcullis_scan::{Identity, ScanConfig, run};
 use portcullis_test_support::*;
 
 const SPEC: &str = r#"openapi: 3.1.0
@@ -68,24 +69,12 @@ async fn target(old: bool) -> std::net::SocketAddr {
 }
 
 async fn scan(addr: std::net::SocketAddr, dir: &std::path::Path) -> portcullis_scan::Report {
-    let mut config = ScanConfig::new(
-        format!("http://{addr}").parse().unwrap(),
-        dir.join("api.yaml"),
-    );
-    config.identities = vec![
-        Identity::bearer("alice", "token-a"),
-        Identity::bearer("bob", "token-b"),
-    ];
-    config.probes = vec!["versions".into(), "bfla".into()];
-    let report = run(config).await.unwrap();
-    println!("{}", report.summary());
-    report
+    common::scan(addr, dir, ["token-a", "token-b"], &["versions", "bfla"]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fallback_page_is_no_finding_and_a_real_old_version_still_is() {
-    let dir = std::env::temp_dir().join(format!("portcullis-catch-all-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::folder("catch-all");
     std::fs::write(dir.join("api.yaml"), SPEC).unwrap();
 
     let report = scan(target(false).await, &dir).await;

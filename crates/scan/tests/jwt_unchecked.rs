@@ -4,9 +4,10 @@
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
+mod common;
+
 use axum::http::{HeaderMap, StatusCode};
 use base64::Engine as _;
-use portcullis_scan::{Identity, ScanConfig, run};
 use portcullis_test_support::*;
 
 const SPEC: &str = r#"openapi: 3.1.0
@@ -72,21 +73,10 @@ fn token(sub: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_signature_nobody_checks_is_reported_once_for_what_it_is() {
-    let dir = std::env::temp_dir().join(format!("portcullis-jwt-unchecked-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::folder("jwt-unchecked");
     std::fs::write(dir.join("api.yaml"), SPEC).unwrap();
-    let addr = careless().await;
-    let mut config = ScanConfig::new(
-        format!("http://{addr}").parse().unwrap(),
-        dir.join("api.yaml"),
-    );
-    config.identities = vec![
-        Identity::bearer("alice", &token("usr_a")),
-        Identity::bearer("bob", &token("usr_b")),
-    ];
-    config.probes = vec!["jwt".into()];
-    let report = run(config).await.unwrap();
-    println!("{}", report.summary());
+    let (a, b) = (token("usr_a"), token("usr_b"));
+    let report = common::scan(careless().await, &dir, [&a, &b], &["jwt"]).await;
     let rules: Vec<&str> = report.findings.iter().map(|f| f.rule).collect();
     assert!(rules.contains(&"jwt-signature-unchecked"), "{rules:?}");
     for wrong in ["jwt-kid-injection", "jwt-key-confusion"] {

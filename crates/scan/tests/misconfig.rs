@@ -5,7 +5,10 @@
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
+mod common;
+
 use portcullis_scan::{Identity, ScanConfig, run};
+
 use portcullis_test_support::*;
 
 const SPEC: &str = r#"openapi: 3.1.0
@@ -67,20 +70,9 @@ async fn careless() -> std::net::SocketAddr {
 #[tokio::test]
 async fn trace_and_the_null_origin_are_found_where_they_are_and_not_elsewhere() {
     let addr = careless().await;
-    let dir = std::env::temp_dir().join(format!("portcullis-careless-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = common::folder("careless");
     std::fs::write(dir.join("api.yaml"), SPEC).unwrap();
-    let mut config = ScanConfig::new(
-        format!("http://{addr}").parse().unwrap(),
-        dir.join("api.yaml"),
-    );
-    config.identities = vec![
-        Identity::bearer("alice", "token-a"),
-        Identity::bearer("bob", "token-b"),
-    ];
-    config.probes = vec!["misconfig".into()];
-    let report = run(config).await.unwrap();
-    println!("{}", report.summary());
+    let report = common::scan(addr, &dir, ["token-a", "token-b"], &["misconfig"]).await;
     let rules: Vec<_> = report
         .findings
         .iter()
