@@ -47,7 +47,9 @@ pub fn selected(options: &Options) -> Vec<&'static Rule> {
         .filter(|r| match options.profile {
             Profile::Strict => true,
             Profile::Default => !r.strict_only,
-            Profile::Relaxed => !r.strict_only && r.severity >= Severity::High,
+            // Every rule of the default profile runs; only its high findings are kept (`run`):
+            // a rule's severity can rise with what it finds (a write operation's override).
+            Profile::Relaxed => !r.strict_only,
         })
         .collect()
 }
@@ -103,7 +105,9 @@ fn run(files: Files, options: &Options) -> Report {
                 let skip = ignored
                     .get(&f.pos)
                     .is_some_and(|ids| ids.iter().any(|i| i == f.rule || i == "all"));
-                if !skip && seen.insert((f.rule, f.pos)) {
+                let kept =
+                    !matches!(options.profile, Profile::Relaxed) || f.severity >= Severity::High;
+                if !skip && kept && seen.insert((f.rule, f.pos)) {
                     findings.push(f);
                 }
             }
@@ -209,7 +213,40 @@ components:
             },
         );
         assert!(relaxed.findings.iter().all(|f| f.rule != "ssrf-url-input"));
-        assert!(relaxed.rules.iter().all(|r| r.severity >= Severity::High));
+        assert!(
+            relaxed
+                .findings
+                .iter()
+                .all(|f| f.severity >= Severity::High)
+        );
+    }
+
+    /// The relaxed profile keeps every high finding, also those of a rule whose default is
+    /// lower (an override of the global security on a write operation is high).
+    #[test]
+    fn the_relaxed_profile_keeps_every_high_finding() {
+        let spec = "openapi: 3.1.0\ninfo: {title: t, version: '1'}\nsecurity: [{bearer: []}]\npaths:\n  /orders:\n    post:\n      security: []\n      responses: {'201': {description: ok}}\n    get:\n      security: []\n      responses: {'200': {description: ok}}\ncomponents:\n  securitySchemes:\n    bearer: {type: http, scheme: bearer, bearerFormat: JWT}\n";
+        let relaxed = lint_text(
+            "s.yaml",
+            spec,
+            &Options {
+                profile: Profile::Relaxed,
+                disabled: Vec::new(),
+            },
+        );
+        let overridden: Vec<usize> = relaxed
+            .findings
+            .iter()
+            .filter(|f| f.rule == "auth-security-overridden")
+            .map(|f| f.pos.line)
+            .collect();
+        assert_eq!(overridden, [7], "{:?}", relaxed.findings);
+        assert!(
+            relaxed
+                .findings
+                .iter()
+                .all(|f| f.severity >= Severity::High)
+        );
     }
 
     #[test]
