@@ -221,6 +221,18 @@ pub struct Visit<'a> {
     /// items these are, an `allOf` whose member this is).
     pub read_only: bool,
     pub write_only: bool,
+    /// An enclosing schema whose `allOf`/`anyOf`/`oneOf` member this is says
+    /// `unevaluatedProperties: false`: the object is closed there (OpenAPI 3.1's way to close
+    /// a composed object), whatever the member says.
+    pub closed_above: bool,
+}
+
+/// What a schema inherits from the schemas it sits in, for the same property.
+#[derive(Debug, Clone, Copy, Default)]
+struct Inherited {
+    read_only: bool,
+    write_only: bool,
+    closed_above: bool,
 }
 
 /// Visits `schema` and every schema inside it (properties, items, combinators,
@@ -233,7 +245,7 @@ pub fn walk<'a>(files: &'a Files, schema: &'a Node, f: &mut dyn FnMut(Visit<'a>)
         None,
         schema.pos,
         None,
-        (false, false),
+        Inherited::default(),
         &mut seen,
         f,
         0,
@@ -247,7 +259,7 @@ fn walk_in<'a>(
     property: Option<&'a str>,
     at: Pos,
     parent: Option<&'a Node>,
-    (read_only, write_only): (bool, bool),
+    inherited: Inherited,
     seen: &mut HashSet<Pos>,
     f: &mut dyn FnMut(Visit<'a>),
     depth: usize,
@@ -260,17 +272,19 @@ fn walk_in<'a>(
         return;
     }
     let said = |key: &str| raw.bool_of(key) == Some(true) || schema.bool_of(key) == Some(true);
-    let flags = (
-        read_only || said("readOnly"),
-        write_only || said("writeOnly"),
-    );
+    let flags = Inherited {
+        read_only: inherited.read_only || said("readOnly"),
+        write_only: inherited.write_only || said("writeOnly"),
+        closed_above: inherited.closed_above,
+    };
     f(Visit {
         schema,
         property,
         at,
         parent,
-        read_only: flags.0,
-        write_only: flags.1,
+        read_only: flags.read_only,
+        write_only: flags.write_only,
+        closed_above: flags.closed_above,
     });
     if let Some(props) = schema.get("properties") {
         for (k, v) in props.entries() {
@@ -280,7 +294,7 @@ fn walk_in<'a>(
                 Some(&k.name),
                 k.pos,
                 Some(schema),
-                (false, false),
+                Inherited::default(),
                 seen,
                 f,
                 depth + 1,
@@ -300,9 +314,24 @@ fn walk_in<'a>(
             depth + 1,
         );
     }
+    let members = Inherited {
+        closed_above: flags.closed_above
+            || schema.get("unevaluatedProperties").and_then(Node::as_bool) == Some(false),
+        ..flags
+    };
     for key in ["allOf", "anyOf", "oneOf"] {
         for s in schema.get(key).map(Node::items).unwrap_or_default() {
-            walk_in(files, s, property, s.pos, parent, flags, seen, f, depth + 1);
+            walk_in(
+                files,
+                s,
+                property,
+                s.pos,
+                parent,
+                members,
+                seen,
+                f,
+                depth + 1,
+            );
         }
     }
     if let Some(ap) = schema.get("additionalProperties").filter(|a| a.is_map()) {
@@ -312,7 +341,7 @@ fn walk_in<'a>(
             None,
             ap.pos,
             Some(schema),
-            (false, false),
+            Inherited::default(),
             seen,
             f,
             depth + 1,

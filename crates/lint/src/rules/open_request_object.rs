@@ -24,9 +24,9 @@ fn check(spec: &Spec<'_>, out: &mut Vec<Finding>) {
             if !object || s.get("properties").is_none() {
                 return;
             }
-            let closed = s
-                .get("additionalProperties")
-                .is_some_and(|a| a.as_bool() == Some(false) || a.is_map())
+            let closed = v.closed_above
+                || s.get("additionalProperties")
+                    .is_some_and(|a| a.as_bool() == Some(false) || a.is_map())
                 || s.get("unevaluatedProperties")
                     .is_some_and(|a| a.as_bool() == Some(false));
             if !closed {
@@ -81,12 +81,29 @@ paths:
                   properties:
                     tag: { type: string, maxLength: 10 }
       responses: { "201": { description: ok } }
+  /accounts:
+    post:
+      requestBody:
+        content:
+          application/json:
+            schema:
+              unevaluatedProperties: false
+              allOf:
+                - { $ref: "#/components/schemas/Base" }
+                - type: object
+                  properties:
+                    plan: { type: string, maxLength: 10 }
+      responses: { "201": { description: ok } }
 components:
   schemas:
     NewUser:
       type: object # expect: property-open-request-object
       properties:
         name: { type: string, maxLength: 10 }
+    Base:
+      type: object
+      properties:
+        email: { type: string, maxLength: 100 }
 "##,
         );
     }
