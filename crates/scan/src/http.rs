@@ -441,10 +441,15 @@ impl Engine {
         if let (Source::Lane(..), true) = (req.source, self.spread) {
             s.push_str(" --interface 127.0.20.1");
         }
-        if req.auth.is_some() {
+        if let Some(auth) = &req.auth {
             let var = req.auth_var.clone().unwrap_or_else(|| "TOKEN".into());
-            // Double quotes, so that the shell expands the variable holding the credential.
-            s.push_str(&format!(" -H \"Authorization: Bearer ${var}\""));
+            // The scheme the identity uses (`Bearer`, `Basic`, ...); the credential behind it
+            // stays a variable. Double quotes, so that the shell expands it.
+            let value = match auth.split_once(' ') {
+                Some((scheme, _)) => format!("{scheme} ${var}"),
+                None => format!("${var}"),
+            };
+            s.push_str(&format!(" -H \"Authorization: {value}\""));
         }
         for (k, v) in &req.headers {
             s.push_str(&format!(" -H {}", quote(&r.header(k, v))));
@@ -491,4 +496,30 @@ fn without_url(e: &reqwest::Error) -> String {
 /// Single-quotes for a POSIX shell.
 fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn curl_lines_keep_the_identitys_scheme_and_hide_its_credential() {
+        let config = ScanConfig::new("http://127.0.0.1:9".parse().expect("url"), "api.yaml");
+        let engine = Engine::new(&config, config.target.clone()).expect("engine");
+        let mut req = Req::new(Method::GET, "/me");
+        req.auth = Some("Basic YWxpY2U6czNjcmV0".into());
+        req.auth_var = Some("TOKEN_ALICE".into());
+        let line = engine.curl(&req);
+        assert!(
+            line.contains("-H \"Authorization: Basic $TOKEN_ALICE\""),
+            "{line}"
+        );
+        assert!(!line.contains("YWxpY2U6czNjcmV0"), "{line}");
+        let bearer = engine.curl(&Req::new(Method::GET, "/me").bearer("bob", "t0k3n", "TOKEN_BOB"));
+        assert!(
+            bearer.contains("Authorization: Bearer $TOKEN_BOB"),
+            "{bearer}"
+        );
+        assert!(!bearer.contains("t0k3n"), "{bearer}");
+    }
 }
