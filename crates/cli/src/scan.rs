@@ -178,7 +178,7 @@ pub(crate) fn run(args: ScanArgs, runtime: &tokio::runtime::Runtime) -> ExitCode
     }
     if !report.reached {
         return fail(
-            "no identity got a 2xx answer from a secured operation (tokens expired or refused, a wrong target, or nothing listening where the scan connects): nothing behind authentication was tested",
+            "no identity got past authentication on any secured operation (tokens expired or refused, a wrong target, or nothing listening where the scan connects): nothing behind authentication was tested",
         );
     }
     if portcullis_scan::exit_code(&report.findings, fail_on) != 0 {

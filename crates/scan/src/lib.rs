@@ -117,7 +117,7 @@ pub async fn run(config: ScanConfig) -> Result<Report, ScanError> {
     probes::baseline::run(&ctx).await;
     let reached = ctx.reached();
     if !reached {
-        ctx.note("no identity got a 2xx answer from a secured operation: tokens expired or refused, a wrong target, or a server not listening where the scan connects; nothing behind authentication was tested");
+        ctx.note("no identity got past authentication on any secured operation: tokens expired or refused, a wrong target, or a server not listening where the scan connects; nothing behind authentication was tested");
     }
     let mut ran = Vec::new();
     for &name in PROBES {

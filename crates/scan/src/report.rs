@@ -27,7 +27,7 @@ pub struct Report {
     /// Whether some request was not sent because the budget ran out.
     pub budget_exhausted: bool,
     /// Whether the scan got past authentication (an identity's request to a secured operation
-    /// answered 2xx). A scan that did not tested nothing behind it: exit code 2, whatever the
+    /// answered 2xx, or refused for something else than its credentials). A scan that did not tested nothing behind it: exit code 2, whatever the
     /// findings.
     pub reached: bool,
     /// Probes that ran.
