@@ -141,8 +141,10 @@ impl Report {
                     "message": { "text": f.message },
                     "locations": [{
                         "physicalLocation": {
-                            "artifactLocation": { "uri": self.path(f.pos.file) },
-                            "region": { "startLine": f.pos.line, "startColumn": f.pos.col }
+                            "artifactLocation": { "uri": sarif_uri(&self.path(f.pos.file)) },
+                            // 1-based, as SARIF has them (a file that could not be read at
+                            // all has no position: its start).
+                            "region": { "startLine": f.pos.line.max(1), "startColumn": f.pos.col.max(1) }
                         }
                     }]
                 })
@@ -206,6 +208,27 @@ impl Report {
     }
 }
 
+/// A file's path as a SARIF artifact URI: a relative reference with `/` separators, and the
+/// bytes a URI cannot hold (spaces, `#`, `%`, non-ASCII...) percent-encoded.
+fn sarif_uri(path: &str) -> String {
+    const KEEP_OUT: &percent_encoding::AsciiSet = &percent_encoding::CONTROLS
+        .add(b' ')
+        .add(b'"')
+        .add(b'#')
+        .add(b'%')
+        .add(b'<')
+        .add(b'>')
+        .add(b'?')
+        .add(b'[')
+        .add(b']')
+        .add(b'^')
+        .add(b'`')
+        .add(b'{')
+        .add(b'|')
+        .add(b'}');
+    percent_encoding::utf8_percent_encode(&path.replace('\\', "/"), KEEP_OUT).to_string()
+}
+
 #[cfg(test)]
 mod tests {
     use crate::engine::{Options, lint_text};
@@ -240,6 +263,23 @@ mod tests {
             s["runs"][0]["tool"]["driver"]["rules"][idx]["id"],
             "auth-no-security"
         );
+        // A path a URI cannot hold as it is, and a file without positions.
+        let spaced = lint_text("my specs/api v2#1.yaml", SPEC, &Options::default()).to_sarif();
+        assert_eq!(
+            spaced["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["artifactLocation"]
+                ["uri"],
+            "my%20specs/api%20v2%231.yaml"
+        );
+        let dir = std::env::temp_dir().join(format!("portcullis-sarif-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let latin1 = dir.join("latin1.yaml");
+        std::fs::write(&latin1, b"openapi: 3.1.0\ninfo: {title: caf\xe9}\n").expect("write");
+        let unreadable = crate::lint_file(&latin1, &Options::default()).to_sarif();
+        let region =
+            &unreadable["runs"][0]["results"][0]["locations"][0]["physicalLocation"]["region"];
+        assert!(region["startLine"].as_u64() >= Some(1), "{region}");
+        assert!(region["startColumn"].as_u64() >= Some(1), "{region}");
+        let _ = std::fs::remove_dir_all(&dir);
         let j = r.to_junit();
         assert!(j.contains("<testcase name=\"auth-no-security\""), "{j}");
         assert!(j.contains("<failure"), "{j}");
