@@ -44,9 +44,7 @@ fn check(spec: &Spec<'_>, out: &mut Vec<Finding>) {
             let (Some(name), Some(loc)) = (p.str_of("name"), p.str_of("in")) else {
                 continue;
             };
-            if matches!(loc, "query" | "path")
-                && SECRET_NAMES.contains(&name.to_ascii_lowercase().as_str())
-            {
+            if matches!(loc, "query" | "path") && super::named(name, SECRET_NAMES) {
                 out.push(Finding::new(
                     &RULE,
                     p.get("name").map_or(p.pos, |n| n.pos),

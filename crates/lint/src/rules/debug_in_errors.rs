@@ -40,7 +40,7 @@ fn check(spec: &Spec<'_>, out: &mut Vec<Finding>) {
             }
             walk(spec.files, s, &mut |v| {
                 if let Some(p) = v.property
-                    && DEBUG.contains(&p.to_ascii_lowercase().as_str())
+                    && super::named(p, DEBUG)
                     && seen.insert(v.at)
                 {
                     out.push(Finding::new(

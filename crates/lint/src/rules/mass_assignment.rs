@@ -42,7 +42,7 @@ const PRIVILEGED: &[&str] = &[
 ];
 
 fn privileged(name: &str) -> bool {
-    PRIVILEGED.contains(&name.to_ascii_lowercase().as_str())
+    super::named(name, PRIVILEGED)
 }
 
 fn check(spec: &Spec<'_>, out: &mut Vec<Finding>) {

@@ -161,10 +161,44 @@ pub fn find(id: &str) -> Option<&'static Rule> {
     ALL.iter().copied().find(|r| r.id == id)
 }
 
+/// Whether `name` is one of `list` however it is spelled: `callback_url`, `callbackUrl`,
+/// `CallbackURL` and `callback-url` are one name (case, `_` and `-` set aside).
+pub(crate) fn named(name: &str, list: &[&str]) -> bool {
+    let squash = |s: &str| -> String {
+        s.chars()
+            .filter(|c| !matches!(c, '_' | '-'))
+            .map(|c| c.to_ascii_lowercase())
+            .collect()
+    };
+    let n = squash(name);
+    list.iter().any(|l| squash(l) == n)
+}
+
 /// Names that look like an identifier of an object.
 pub(crate) fn is_id_name(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
     n == "id" || n.ends_with("_id") || n.ends_with("id") && name.ends_with("Id")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names_match_however_they_are_spelled() {
+        let list = ["callback_url", "is_verified", "ownerid"];
+        for name in [
+            "callbackUrl",
+            "CallbackURL",
+            "callback-url",
+            "isVerified",
+            "owner_id",
+            "OwnerId",
+        ] {
+            assert!(super::named(name, &list), "{name}");
+        }
+        for name in ["callback", "verified", "owner", "callback_urls"] {
+            assert!(!super::named(name, &list), "{name}");
+        }
+    }
 }
 
 #[cfg(test)]

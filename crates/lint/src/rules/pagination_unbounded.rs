@@ -34,7 +34,7 @@ fn check(spec: &Spec<'_>, out: &mut Vec<Finding>) {
             let (Some(name), Some("query")) = (p.str_of("name"), p.str_of("in")) else {
                 continue;
             };
-            if !NAMES.contains(&name.to_ascii_lowercase().as_str()) {
+            if !super::named(name, NAMES) {
                 continue;
             }
             let s = p.get("schema").map(|s| spec.deref(s));

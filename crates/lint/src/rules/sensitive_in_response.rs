@@ -53,7 +53,7 @@ fn check(spec: &Spec<'_>, out: &mut Vec<Finding>) {
                 if v.write_only {
                     return;
                 }
-                if SENSITIVE.contains(&p.to_ascii_lowercase().as_str()) {
+                if super::named(p, SENSITIVE) {
                     out.push(Finding::new(
                         &RULE,
                         v.at,

@@ -35,7 +35,7 @@ fn url_like(name: Option<&str>, s: &Node) -> bool {
     let format = s
         .str_of("format")
         .is_some_and(|f| matches!(f, "uri" | "url" | "iri" | "uri-reference"));
-    let named = name.is_some_and(|n| NAMES.contains(&n.to_ascii_lowercase().as_str()));
+    let named = name.is_some_and(|n| super::named(n, NAMES));
     type_of(s) == Some("string") && (format || named)
 }
 
@@ -102,6 +102,8 @@ paths:
                 image: { type: string, format: uri, pattern: "^https://images\\.example\\.com/" }
                 guarded: { type: string, format: uri, x-portcullis-ssrf: true }
                 name: { type: string }
+                callbackUrl: { type: string } # expect: ssrf-url-input
+                Redirect-URI: { type: string } # expect: ssrf-url-input
       responses: { "201": { description: ok } }
 "##,
         );
