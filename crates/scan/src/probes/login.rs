@@ -2,8 +2,9 @@
 //! loopback source addresses (does a per-account limit exist?), whether that limit can be
 //! raced (more guesses judged when sent at once than one after another), and account
 //! enumeration from differing login failures. The brute-forced accounts are ones that do not
-//! exist, so no real account is ever locked; the enumeration costs the first identity one
-//! failed login.
+//! exist, so no real account is locked, unless destructive probes are allowed: then a limit
+//! missing for unknown accounts is confirmed on the first identity's own account (an API may
+//! count existing accounts only). The enumeration costs the first identity one failed login.
 
 use std::sync::Arc;
 
@@ -216,21 +217,45 @@ pub(crate) async fn run(ctx: &Arc<Ctx>) {
         && one_by_one.is_none()
         && let Some((req, Some(resp))) = answers.last()
     {
-        ctx.report(
-            Finding::new(rules::LOGIN_BRUTE_FORCE, Severity::High, &key, "")
-                .detail(format!(
-                    "{n} wrong passwords for one account, sent from {} source addresses, were all answered {} and never throttled or locked: passwords can be guessed without limit{}.",
-                    if ctx.http.can_rotate_sources() { n } else { 1 },
-                    resp.status,
-                    if per_address {
-                        " (the only limit is per address: rotating addresses escapes it)"
-                    } else {
-                        ""
-                    }
-                ))
-                .evidence(ctx.http.exchange(req, Some(resp)))
-                .reproduce(ctx.http.curl(req)),
-        );
+        let sources = if ctx.http.can_rotate_sources() { n } else { 1 };
+        let through = if per_address {
+            " (the only limit is per address: rotating addresses escapes it)"
+        } else {
+            ""
+        };
+        if ctx.config.allow_destructive {
+            // Some APIs count failures of existing accounts only (and lock them): the same
+            // guesses on the first identity's own account tell. (It may be locked after.)
+            let reqs: Vec<Req> = (0..n)
+                .map(|i| guess(&real, i, ctx.lane(8, i as u8)))
+                .collect();
+            let on_real = burst(ctx, reqs).await;
+            let all_answered = on_real.iter().all(|(_, r)| r.is_some());
+            if refused(&on_real) == 0
+                && all_answered
+                && let Some((req, Some(resp))) = on_real.last()
+            {
+                ctx.report(
+                    Finding::new(rules::LOGIN_BRUTE_FORCE, Severity::High, &key, "")
+                        .detail(format!(
+                            "{n} wrong passwords for an existing account (the first identity's), sent from {sources} source addresses, were all answered {} and never throttled or locked: passwords can be guessed without limit{through}.",
+                            resp.status
+                        ))
+                        .evidence(ctx.http.exchange(req, Some(resp)))
+                        .reproduce(ctx.http.curl(req)),
+                );
+            }
+        } else {
+            ctx.report(
+                Finding::new(rules::LOGIN_BRUTE_FORCE, Severity::Medium, &key, "")
+                    .detail(format!(
+                        "{n} wrong passwords for one account, sent from {sources} source addresses, were all answered {} and never throttled or locked{through}. The account does not exist (no real account is locked by the scan): an API that counts the failures of existing accounts only is not affected; `--allow-destructive` tries the first identity's own account.",
+                        resp.status
+                    ))
+                    .evidence(ctx.http.exchange(req, Some(resp)))
+                    .reproduce(ctx.http.curl(req)),
+            );
+        }
     }
 }
 
