@@ -89,6 +89,8 @@ fn volatile(key: &str) -> bool {
     let k = key.to_ascii_lowercase();
     k.contains("request_id")
         || k.contains("requestid")
+        || k.contains("correlation")
+        || k.contains("nonce")
         || k.contains("trace")
         || k == "instance"
         || k.contains("timestamp")
