@@ -218,3 +218,17 @@ pub(crate) fn unknown_account(real: &str, what: &str) -> String {
         None => format!("portcullis-{what}-{}", tag()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    #[test]
+    fn answers_compare_without_their_volatile_keys() {
+        let a = json!({ "error": "wrong email or password", "correlationId": "c-1", "nonce": "n1", "request_id": "r1", "timestamp": 1 });
+        let b = json!({ "error": "wrong email or password", "correlationId": "c-2", "nonce": "n2", "request_id": "r2", "timestamp": 2 });
+        assert_eq!(super::stable(&a), super::stable(&b));
+        let c = json!({ "error": "no such account", "correlationId": "c-3" });
+        assert_ne!(super::stable(&a), super::stable(&c));
+    }
+}
