@@ -1309,6 +1309,26 @@ fn path_params<'t>(template: &'t str, path: &str) -> Vec<(&'t str, Cow<'static, 
         .collect()
 }
 
+/// `Vary` as one field naming each header once: the CORS layer adds `origin` beside the
+/// upstream's own `Vary` (which may name it too).
+fn one_vary(headers: &mut http::HeaderMap) {
+    let values = headers.get_all(http::header::VARY);
+    if values.iter().nth(1).is_none() {
+        return;
+    }
+    let mut names: Vec<String> = Vec::new();
+    for v in values.iter().filter_map(|v| v.to_str().ok()) {
+        for name in v.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+            if !names.iter().any(|n| n.eq_ignore_ascii_case(name)) {
+                names.push(name.to_owned());
+            }
+        }
+    }
+    if let Ok(v) = HeaderValue::from_str(&names.join(", ")) {
+        headers.insert(http::header::VARY, v);
+    }
+}
+
 fn strip_cors(headers: &mut http::HeaderMap) {
     let names: Vec<http::HeaderName> = headers
         .keys()
@@ -1537,6 +1557,7 @@ pub async fn answer(
             {
                 strip_cors(resp.headers_mut());
             }
+            one_vary(resp.headers_mut());
             (resp, decision)
         }
         None => pipeline(ctx, req).await,

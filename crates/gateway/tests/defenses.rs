@@ -61,6 +61,13 @@ async fn cors_wildcard_is_closed() {
                 .to_lowercase()
                 .contains("origin"))
         );
+        if !attack_works {
+            // The shop's own `Vary: origin` and the gateway's, as one field naming it once.
+            let vary: Vec<_> = good.headers().get_all("vary").iter().collect();
+            assert_eq!(vary.len(), 1, "{vary:?}");
+            let named = vary[0].to_str().unwrap().to_ascii_lowercase();
+            assert_eq!(named.matches("origin").count(), 1, "{named}");
+        }
     }
     // Preflights: exact methods, headers and max-age for the allowed origin, nothing for others.
     let pre = |origin: &'static str| {
