@@ -400,21 +400,20 @@ impl Ctx {
             }
         }
         if let Some(mut body) = self.model.sample_body(op) {
-            self.apply_seeds(&mut body);
-            // A URL the target may fetch is never one off this machine (an example from the
-            // description, a seed): the SSRF probe alone chooses what goes there, its canary.
-            for field in &op.url_fields {
-                set_all(&mut body, field, &Value::String(INERT_URL.to_owned()));
-            }
+            self.apply_seeds(op, &mut body);
             req = req.json(body);
         }
         req
     }
 
-    fn apply_seeds(&self, body: &mut Value) {
+    /// The configured seeds over a sampled body's top-level fields, except its URL fields:
+    /// what goes there is the sample's inert URL, or the SSRF probe's canary.
+    fn apply_seeds(&self, op: &Op, body: &mut Value) {
         if let Value::Object(m) = body {
             for (k, v) in m.iter_mut() {
-                if let Some(seed) = self.config.seeds.get(k) {
+                if let Some(seed) = self.config.seeds.get(k)
+                    && !op.url_fields.iter().any(|f| f.strip_prefix('/') == Some(k))
+                {
                     *v = seed.clone();
                 }
             }
@@ -653,69 +652,5 @@ mod percent_encode {
             }
         }
         out
-    }
-}
-
-/// The URL every sampled URL field carries: loopback, on the discard port, where nothing
-/// listens (a target that fetches it is refused at once, and no traffic leaves the machine).
-pub(crate) const INERT_URL: &str = "http://127.0.0.1:9/portcullis-scan";
-
-/// Sets every value `pointer` names in `v` (a `*` segment: each item of an array) to `to`,
-/// where the value is there.
-pub(crate) fn set_all(v: &mut Value, pointer: &str, to: &Value) {
-    fn walk(v: &mut Value, segments: &[&str], to: &Value) {
-        let Some((first, rest)) = segments.split_first() else {
-            *v = to.clone();
-            return;
-        };
-        let key = first.replace("~1", "/").replace("~0", "~");
-        match v {
-            Value::Array(items) if key == "*" => {
-                for item in items {
-                    walk(item, rest, to);
-                }
-            }
-            Value::Array(items) => {
-                if let Some(item) = key.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
-                    walk(item, rest, to);
-                }
-            }
-            Value::Object(m) => {
-                if let Some(item) = m.get_mut(&key) {
-                    walk(item, rest, to);
-                }
-            }
-            _ => {}
-        }
-    }
-    let segments: Vec<&str> = pointer.split('/').skip(1).collect();
-    if !segments.is_empty() {
-        walk(v, &segments, to);
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn url_fields_are_set_wherever_they_are() {
-        let mut v = json!({
-            "avatar_url": "https://images.shop.example/a.png",
-            "links": [{ "href": "https://x.example" }, { "href": "https://y.example" }],
-            "note": "https://left.example"
-        });
-        for field in ["/avatar_url", "/links/*/href", "/missing/deeper", "/note/x"] {
-            set_all(&mut v, field, &json!(INERT_URL));
-        }
-        assert_eq!(
-            v,
-            json!({
-                "avatar_url": INERT_URL,
-                "links": [{ "href": INERT_URL }, { "href": INERT_URL }],
-                "note": "https://left.example"
-            })
-        );
     }
 }

@@ -401,10 +401,18 @@ impl Model {
     }
 
     /// A request body for an operation: its example, else sampled from the schema.
+    /// A body for `op`: its example, or a sample of its schema. A URL the target may fetch is
+    /// never one off this machine (an example from the description names real hosts): every
+    /// URL field carries [`INERT_URL`], and the SSRF probe alone puts its canary there.
     pub(crate) fn sample_body(&self, op: &Op) -> Option<Value> {
-        op.body_example
+        let mut body = op
+            .body_example
             .clone()
-            .or_else(|| op.body.as_ref().map(|b| self.sample(b, 0)))
+            .or_else(|| op.body.as_ref().map(|b| self.sample(b, 0)))?;
+        for field in &op.url_fields {
+            set_all(&mut body, field, &Value::String(INERT_URL.to_owned()));
+        }
+        Some(body)
     }
 }
 
@@ -427,7 +435,7 @@ fn sample_string(s: &Value) -> String {
     let min = s.get("minLength").and_then(Value::as_u64).unwrap_or(1) as usize;
     let base = match s.get("format").and_then(Value::as_str) {
         Some("email") => "scan@example.com".to_owned(),
-        Some("uri" | "url" | "iri") => crate::ctx::INERT_URL.to_owned(),
+        Some("uri" | "url" | "iri") => INERT_URL.to_owned(),
         Some("uuid") => "00000000-0000-4000-8000-000000000000".to_owned(),
         Some("date") => "2025-01-01".to_owned(),
         Some("date-time") => "2025-01-01T00:00:00Z".to_owned(),
@@ -528,6 +536,44 @@ fn request_body(doc: &Value, op: &Value) -> (Option<Value>, Option<Value>) {
     (schema, example)
 }
 
+/// The URL every sampled URL field carries: loopback, on the discard port, where nothing
+/// listens (a target that fetches it is refused at once, and no traffic leaves the machine).
+pub(crate) const INERT_URL: &str = "http://127.0.0.1:9/portcullis-scan";
+
+/// Sets every value `pointer` names in `v` (a `*` segment: each item of an array) to `to`,
+/// where the value is there.
+pub(crate) fn set_all(v: &mut Value, pointer: &str, to: &Value) {
+    fn walk(v: &mut Value, segments: &[&str], to: &Value) {
+        let Some((first, rest)) = segments.split_first() else {
+            *v = to.clone();
+            return;
+        };
+        let key = first.replace("~1", "/").replace("~0", "~");
+        match v {
+            Value::Array(items) if key == "*" => {
+                for item in items {
+                    walk(item, rest, to);
+                }
+            }
+            Value::Array(items) => {
+                if let Some(item) = key.parse::<usize>().ok().and_then(|i| items.get_mut(i)) {
+                    walk(item, rest, to);
+                }
+            }
+            Value::Object(m) => {
+                if let Some(item) = m.get_mut(&key) {
+                    walk(item, rest, to);
+                }
+            }
+            _ => {}
+        }
+    }
+    let segments: Vec<&str> = pointer.split('/').skip(1).collect();
+    if !segments.is_empty() {
+        walk(v, &segments, to);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -558,5 +604,25 @@ mod tests {
             Some("prod_Scan0000")
         );
         assert_eq!(from_pattern("^a(b)$"), None);
+    }
+
+    #[test]
+    fn url_fields_are_set_wherever_they_are() {
+        let mut v = json!({
+            "avatar_url": "https://images.shop.example/a.png",
+            "links": [{ "href": "https://x.example" }, { "href": "https://y.example" }],
+            "note": "https://left.example"
+        });
+        for field in ["/avatar_url", "/links/*/href", "/missing/deeper", "/note/x"] {
+            set_all(&mut v, field, &json!(INERT_URL));
+        }
+        assert_eq!(
+            v,
+            json!({
+                "avatar_url": INERT_URL,
+                "links": [{ "href": INERT_URL }, { "href": INERT_URL }],
+                "note": "https://left.example"
+            })
+        );
     }
 }

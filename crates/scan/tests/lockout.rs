@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use axum::http::{HeaderMap, StatusCode};
-use portcullis_scan::{Identity, Report, ScanConfig, Severity, run};
+use portcullis_scan::{Identity, Report, Severity};
 use portcullis_test_support::*;
 
 const SPEC: &str = r#"openapi: 3.1.0
@@ -96,10 +96,6 @@ async fn accounts(lock: bool) -> std::net::SocketAddr {
 }
 
 async fn scan(addr: std::net::SocketAddr, dir: &std::path::Path, destructive: bool) -> Report {
-    let mut config = ScanConfig::new(
-        format!("http://{addr}").parse().unwrap(),
-        dir.join("api.yaml"),
-    );
     let who = |name: &str, email: &str, password: &str| {
         Identity::login(
             name,
@@ -108,15 +104,11 @@ async fn scan(addr: std::net::SocketAddr, dir: &std::path::Path, destructive: bo
             "/access_token",
         )
     };
-    config.identities = vec![
+    let identities = vec![
         who("alice", "alice@example.com", "alice-pass-1"),
         who("bob", "bob@example.com", "bob-pass-1"),
     ];
-    config.probes = vec!["login".into()];
-    config.allow_destructive = destructive;
-    let report = run(config).await.unwrap();
-    println!("{}", report.summary());
-    report
+    common::scan_as(addr, dir, identities, &["login"], destructive).await
 }
 
 fn brute_force(report: &Report) -> Option<Severity> {

@@ -363,10 +363,7 @@ pub(crate) async fn run(ctx: &Ctx) {
         unchecked = true;
     }
 
-    'keyed: {
-        if unchecked {
-            break 'keyed;
-        }
+    if !unchecked {
         // RS256 -> HS256 confusion: the published public key, as PEM text, used as an HMAC secret.
         let keys = published_rsa_keys(ctx).await;
         'confusion: for (n, e) in &keys {

@@ -223,39 +223,43 @@ pub(crate) async fn run(ctx: &Arc<Ctx>) {
         } else {
             ""
         };
-        if ctx.config.allow_destructive {
-            // Some APIs count failures of existing accounts only (and lock them): the same
-            // guesses on the first identity's own account tell. (It may be locked after.)
+        // Some APIs count the failures of existing accounts only (and lock them): allowed to
+        // be destructive, the same guesses on the first identity's own account tell (it may
+        // be locked after); otherwise the finding says what it could not tell.
+        let (severity, account, on_real) = if ctx.config.allow_destructive {
             let reqs: Vec<Req> = (0..n)
                 .map(|i| guess(&real, i, ctx.lane(8, i as u8)))
                 .collect();
             let on_real = burst(ctx, reqs).await;
-            let all_answered = on_real.iter().all(|(_, r)| r.is_some());
-            if refused(&on_real) == 0
-                && all_answered
-                && let Some((req, Some(resp))) = on_real.last()
-            {
-                ctx.report(
-                    Finding::new(rules::LOGIN_BRUTE_FORCE, Severity::High, &key, "")
-                        .detail(format!(
-                            "{n} wrong passwords for an existing account (the first identity's), sent from {sources} source addresses, were all answered {} and never throttled or locked: passwords can be guessed without limit{through}.",
-                            resp.status
-                        ))
-                        .evidence(ctx.http.exchange(req, Some(resp)))
-                        .reproduce(ctx.http.curl(req)),
-                );
+            if refused(&on_real) > 0 || on_real.iter().any(|(_, r)| r.is_none()) {
+                return;
             }
+            (
+                Severity::High,
+                "an existing account (the first identity's)",
+                on_real,
+            )
         } else {
-            ctx.report(
-                Finding::new(rules::LOGIN_BRUTE_FORCE, Severity::Medium, &key, "")
-                    .detail(format!(
-                        "{n} wrong passwords for one account, sent from {sources} source addresses, were all answered {} and never throttled or locked{through}. The account does not exist (no real account is locked by the scan): an API that counts the failures of existing accounts only is not affected; `--allow-destructive` tries the first identity's own account.",
-                        resp.status
-                    ))
-                    .evidence(ctx.http.exchange(req, Some(resp)))
-                    .reproduce(ctx.http.curl(req)),
-            );
-        }
+            (Severity::Medium, "one account", Vec::new())
+        };
+        let (req, resp) = match on_real.last() {
+            Some((req, Some(resp))) => (req, resp),
+            _ => (req, resp),
+        };
+        let caveat = if severity == Severity::High {
+            ""
+        } else {
+            " The account does not exist (no real account is locked by the scan): an API that counts the failures of existing accounts only is not affected; `--allow-destructive` tries the first identity's own account."
+        };
+        ctx.report(
+            Finding::new(rules::LOGIN_BRUTE_FORCE, severity, &key, "")
+                .detail(format!(
+                    "{n} wrong passwords for {account}, sent from {sources} source addresses, were all answered {} and never throttled or locked: passwords can be guessed without limit{through}.{caveat}",
+                    resp.status
+                ))
+                .evidence(ctx.http.exchange(req, Some(resp)))
+                .reproduce(ctx.http.curl(req)),
+        );
     }
 }
 

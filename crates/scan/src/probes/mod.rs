@@ -30,12 +30,9 @@ pub(crate) mod versions;
 /// answers any path (a single-page app's fallback page, a wildcard route), and a 2xx on a path
 /// the description does not declare proves nothing unless it looks otherwise ([`caught`]).
 pub(crate) async fn catch_all(ctx: &Ctx, who: usize) -> Option<crate::http::Resp> {
-    let nonce = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
     let req = crate::http::Req::new(
         reqwest::Method::GET,
-        format!("/portcullis-scan-absent-{nonce:08x}"),
+        format!("/portcullis-scan-absent-{}", tag()),
     );
     let (_, resp) = ctx.send_as(req, who).await?;
     resp.ok().then_some(resp)

@@ -21,15 +21,28 @@ pub(crate) async fn scan(
     tokens: [&str; 2],
     probes: &[&str],
 ) -> Report {
+    let identities = vec![
+        Identity::bearer("alice", tokens[0]),
+        Identity::bearer("bob", tokens[1]),
+    ];
+    scan_as(addr, dir, identities, probes, false).await
+}
+
+/// The same as `identities`, destructive probes allowed or not.
+pub(crate) async fn scan_as(
+    addr: std::net::SocketAddr,
+    dir: &std::path::Path,
+    identities: Vec<Identity>,
+    probes: &[&str],
+    allow_destructive: bool,
+) -> Report {
     let mut config = ScanConfig::new(
         format!("http://{addr}").parse().unwrap(),
         dir.join("api.yaml"),
     );
-    config.identities = vec![
-        Identity::bearer("alice", tokens[0]),
-        Identity::bearer("bob", tokens[1]),
-    ];
+    config.identities = identities;
     config.probes = probes.iter().map(|p| (*p).to_owned()).collect();
+    config.allow_destructive = allow_destructive;
     let report = run(config).await.unwrap();
     println!("{}", report.summary());
     report
