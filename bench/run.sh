@@ -8,6 +8,10 @@
 #              X-Forwarded-*, X-Real-IP and X-Request-Id sent upstream. Not a target: it shows
 #              what that work costs a proxy known to be fast (and the load generator, which
 #              parses every field of every answer)
+#   nginx-pinned - the plain nginx proxy with `worker_cpu_affinity auto` (each worker bound to
+#              a CPU): not a target either. Portcullis binds its workers the same way by
+#              default (`limits.pin_workers`); nginx leaves it off unless asked. This row shows
+#              what the binding is worth to nginx, beside what it is worth to Portcullis
 #   hyper-bare - with BARE=1: a bare hyper proxy built like the gateway (thread per core,
 #              pooled HTTP/1.1 client connections) doing no policy work at all
 #              (crates/gateway/examples/bare_proxy.rs): the floor under any hyper gateway
@@ -24,7 +28,7 @@
 # those few seconds). Beside throughput and latency, each target's own CPU time per request
 # (its processes' user + system time over the run, from /proc): what it costs the machine,
 # apart from what its answers cost the load generator sharing the cores.
-# Bounded: DURATION seconds per run (default 4), about four minutes in all; then the resident
+# Bounded: DURATION seconds per run (default 4), under four and a half minutes in all; then the resident
 # memory of a fresh gateway and a fresh nginx holding IDLE_CONNS (10,000) idle keep-alive
 # connections, about half a minute more.
 #
@@ -64,7 +68,7 @@ PORTCULLIS="$CARGO_TARGET_DIR/$PROFILE/portcullis"
 BARE=${BARE:-0}
 [ "$BARE" = 1 ] && cargo build --profile "$PROFILE" -q -p portcullis-gateway --example bare_proxy
 
-UP=19100; NGINX=19101; NGINXH=19112; ENVOY=19102; GW=19103; GWJ=19104; REDIS=19105; GWL=19106; GWR=19107; GWV=19108; BAREP=19111
+UP=19100; NGINX=19101; NGINXH=19112; NGINXP=19113; ENVOY=19102; GW=19103; GWJ=19104; REDIS=19105; GWL=19106; GWR=19107; GWV=19108; BAREP=19111
 if ! need redis-server; then apt-get install -y -qq redis-server >/dev/null || true; fi
 
 cat > "$WORK/upstream.conf" <<NGX
@@ -96,6 +100,8 @@ http {
   }
 }
 NGX
+sed -e "s/listen 127.0.0.1:$NGINX/listen 127.0.0.1:$NGINXP/" -e "s#$WORK/proxy.pid#$WORK/proxy-pinned.pid#" \
+    -e "s/^worker_processes .*/&\nworker_cpu_affinity auto;/" "$WORK/proxy.conf" > "$WORK/proxy-pinned.conf"
 # The default policy's fields, as `portcullis serve` sends them (guard::respond's defaults).
 cat > "$WORK/proxy-hardened.conf" <<NGX
 worker_processes $PROXY_WORKERS;
@@ -198,6 +204,7 @@ declare -A PIDOF
 nginx -c "$WORK/upstream.conf" -g 'daemon off;' & PIDS+=($!); PIDOF[direct]=$!
 nginx -c "$WORK/proxy.conf" -g 'daemon off;' & PIDS+=($!); PIDOF[nginx]=$!
 nginx -c "$WORK/proxy-hardened.conf" -g 'daemon off;' & PIDS+=($!); PIDOF[nginx-hardened]=$!
+nginx -c "$WORK/proxy-pinned.conf" -g 'daemon off;' & PIDS+=($!); PIDOF[nginx-pinned]=$!
 if need envoy; then envoy -c "$WORK/envoy.yaml" --concurrency "$N" -l error >/dev/null 2>&1 & PIDS+=($!); PIDOF[envoy]=$!; fi
 if [ "$BARE" = 1 ]; then
   "$CARGO_TARGET_DIR/$PROFILE/examples/bare_proxy" "127.0.0.1:$BAREP" "127.0.0.1:$UP" "$N" & PIDS+=($!); PIDOF[hyper-bare]=$!
@@ -225,10 +232,10 @@ ticks() {
   echo "$total"
 }
 HZ=$(getconf CLK_TCK)
+declare -A WARM
 run() { # name port [header]
   local out rps p50 p99 n t0 t1 h=${3:-X-Bench: 1}
   curl -sf -H "$h" "http://127.0.0.1:$2$PATH_" >/dev/null || { echo "$1: not answering" >&2; return; }
-  wrk -t"$THREADS" -c8 -d1s -H "$h" "http://127.0.0.1:$2$PATH_" >/dev/null  # warm-up
   t0=$(ticks "$1")
   out=$(wrk -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency -H "$h" "http://127.0.0.1:$2$PATH_")
   t1=$(ticks "$1")
@@ -242,7 +249,7 @@ run() { # name port [header]
 to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us/,"",v); print v/1000 } else if (v ~ /ms$/) { sub(/ms/,"",v); print v } else { sub(/s$/,"",v); print v*1000 } }'; }
 
 REFERENCE="nginx $NGINX"
-TARGETS=("direct $UP" "nginx-hardened $NGINXH")
+TARGETS=("direct $UP" "nginx-hardened $NGINXH" "nginx-pinned $NGINXP")
 need envoy && TARGETS+=("envoy $ENVOY")
 [ "$BARE" = 1 ] && TARGETS+=("hyper-bare $BAREP")
 TARGETS+=("portcullis $GW" "portcullis+jwt $GWJ Authorization: Bearer $TOKEN" "portcullis+limits $GWL")
@@ -258,6 +265,12 @@ ROWS="$WORK/rows"
 seq_=0
 record() { # name port [header]
   local row
+  # Each target warmed once (pools filled, pages touched), before its first measured run (not
+  # in `run`: that is a subshell, which would forget it).
+  if [ -z "${WARM[$1]:-}" ]; then
+    wrk -t"$THREADS" -c8 -d1s -H "${3:-X-Bench: 1}" "http://127.0.0.1:$2$PATH_" >/dev/null 2>&1 || true
+    WARM[$1]=1
+  fi
   row=$(run "$@")
   [ -n "$row" ] && echo "$seq_ $row" >> "$ROWS"
   seq_=$((seq_ + 1))

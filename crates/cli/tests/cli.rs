@@ -858,3 +858,76 @@ async fn serve_reloads_when_a_mounted_config_map_is_swapped() {
     assert_eq!(status("/b").await, StatusCode::OK);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The CPUs in a `Cpus_allowed_list` line of `/proc/.../status` (`0-3,6`).
+#[cfg(target_os = "linux")]
+fn cpus_allowed(status_path: &str) -> Vec<usize> {
+    let status = std::fs::read_to_string(status_path).unwrap();
+    let list = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+        .unwrap()
+        .trim();
+    let mut cpus = Vec::new();
+    for part in list.split(',') {
+        match part.split_once('-') {
+            Some((a, b)) => cpus.extend(a.parse::<usize>().unwrap()..=b.parse().unwrap()),
+            None => cpus.push(part.parse().unwrap()),
+        }
+    }
+    cpus
+}
+
+/// What each worker thread of a gateway started with `limits` may run on.
+#[cfg(target_os = "linux")]
+async fn worker_cpus(limits: &str) -> Vec<Vec<usize>> {
+    let up = Recorder::start().await;
+    let dir = temp_dir(&format!("pin-{}", limits.len()));
+    let policy = dir.join("p.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "listen: 127.0.0.1:0\nupstream: http://{}\nroutes: [GET /a]\nstate: {{ backend: memory }}\nlimits: {limits}\n",
+            up.addr
+        ),
+    )
+    .unwrap();
+    let served = serve(&policy).await;
+    let pid = served.child.id().unwrap();
+    let mut workers = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        // Thread names are cut to 15 bytes: `portcullis-worker-0` reads `portcullis-work`.
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap();
+        if comm.trim() == "portcullis-work" {
+            workers.push(cpus_allowed(task.join("status").to_str().unwrap()));
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    workers
+}
+
+/// With one worker per CPU the process may use, each worker is bound to its own CPU;
+/// `pin_workers: false`, or fewer workers than CPUs, leaves them all where the scheduler
+/// likes. (The gateway inherits this test's affinity, so "the CPUs it may use" are ours.)
+#[cfg(target_os = "linux")]
+#[tokio::test]
+async fn workers_are_bound_one_per_cpu_unless_told_not_to() {
+    let ours = cpus_allowed("/proc/self/status");
+    let n = ours.len();
+    let mut bound = worker_cpus(&format!("{{ workers: {n} }}")).await;
+    assert_eq!(bound.len(), n);
+    if n < 2 {
+        // One CPU: nothing to choose, nothing bound.
+        assert_eq!(bound, vec![ours.clone()]);
+        return;
+    }
+    assert!(bound.iter().all(|cpus| cpus.len() == 1), "{bound:?}");
+    bound.sort();
+    assert_eq!(bound.concat(), ours, "one worker on each CPU");
+
+    let free = worker_cpus(&format!("{{ workers: {n}, pin_workers: false }}")).await;
+    assert_eq!(free, vec![ours.clone(); n]);
+    let fewer = worker_cpus(&format!("{{ workers: {} }}", n - 1)).await;
+    assert_eq!(fewer, vec![ours.clone(); n - 1]);
+}

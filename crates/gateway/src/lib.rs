@@ -116,6 +116,50 @@ fn worker_count(policy: &Policy) -> usize {
     }
 }
 
+/// The CPU each worker is bound to. With `pin_workers` and exactly one worker per CPU the
+/// process may use (its affinity mask, which a container's cpuset narrows), worker `i` gets
+/// the `i`-th of those CPUs: each worker owns its connections for their whole life, and a
+/// worker that the scheduler moves, or stacks on a core beside its sibling while the other
+/// core runs something else, serves all of them late. Otherwise (fewer workers than CPUs,
+/// as under a CPU quota, or more) none is bound: which CPUs to leave free is not ours to
+/// guess.
+#[cfg(target_os = "linux")]
+fn worker_cpus(policy: &Policy, workers: usize) -> Vec<Option<usize>> {
+    use rustix::thread::{CpuSet, sched_getaffinity};
+    let allowed: Vec<usize> = match sched_getaffinity(None) {
+        Ok(set) if policy.limits.pin_workers => {
+            (0..CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect()
+        }
+        _ => Vec::new(),
+    };
+    if allowed.len() == workers && workers > 1 {
+        allowed.into_iter().map(Some).collect()
+    } else {
+        vec![None; workers]
+    }
+}
+
+#[cfg(not(target_os = "linux"))]
+fn worker_cpus(_: &Policy, workers: usize) -> Vec<Option<usize>> {
+    vec![None; workers]
+}
+
+/// Binds the calling thread to `cpu`; a refusal (a sandbox that forbids it) is logged and the
+/// worker runs unbound.
+fn pin_to(cpu: usize) {
+    #[cfg(target_os = "linux")]
+    {
+        use rustix::thread::{CpuSet, sched_setaffinity};
+        let mut set = CpuSet::new();
+        set.set(cpu);
+        if let Err(e) = sched_setaffinity(None, &set) {
+            tracing::warn!(target: "portcullis::gateway", cpu, error = %e, "worker not bound to its CPU");
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    let _ = cpu;
+}
+
 impl Gateway {
     /// Binds the listeners and starts the workers.
     pub async fn start(policy: Policy) -> Result<Gateway, StartError> {
@@ -181,7 +225,8 @@ impl Gateway {
         let (shutdown, rx) = watch::channel(false);
         let per_worker_cap = policy.limits.max_connections.div_ceil(workers);
         let mut workers_done = Vec::new();
-        for (i, std_listener) in listeners.into_iter().enumerate() {
+        let cpus = worker_cpus(&policy, listeners.len());
+        for ((i, std_listener), cpu) in listeners.into_iter().enumerate().zip(cpus) {
             let (done_tx, done_rx) = oneshot::channel();
             workers_done.push(done_rx);
             let shared = Arc::new(Shared {
@@ -200,6 +245,9 @@ impl Gateway {
             std::thread::Builder::new()
                 .name(format!("portcullis-worker-{i}"))
                 .spawn(move || {
+                    if let Some(cpu) = cpu {
+                        pin_to(cpu);
+                    }
                     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                         Ok(rt) => rt,
                         Err(e) => {
@@ -270,9 +318,10 @@ impl Gateway {
             || new.tls.is_some() != old.tls.is_some()
             || new.admin.as_ref().map(|a| a.listen) != old.admin.as_ref().map(|a| a.listen)
             || new.limits.workers != old.limits.workers
+            || new.limits.pin_workers != old.limits.pin_workers
             || new.limits.max_connections != old.limits.max_connections
         {
-            tracing::warn!(target: "portcullis::reload", "listen, TLS on or off, the admin listener, workers and max_connections take effect at the next start");
+            tracing::warn!(target: "portcullis::reload", "listen, TLS on or off, the admin listener, workers, pin_workers and max_connections take effect at the next start");
         }
         let refuse = |key: &str, e: String| {
             self.metrics

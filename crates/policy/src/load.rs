@@ -434,6 +434,7 @@ struct RawLimits {
     upstream_timeout: Option<Spanned<String>>,
     max_concurrent_streams: Option<Spanned<String>>,
     workers: Option<Spanned<String>>,
+    pin_workers: Option<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -1231,6 +1232,13 @@ impl Compiler<'_> {
         }
         if let Some(n) = num(self, &raw.workers, "workers", 0, 1024) {
             l.workers = n as usize;
+        }
+        if let Some(v) = &raw.pin_workers {
+            match v.value.as_str() {
+                "true" => l.pin_workers = true,
+                "false" => l.pin_workers = false,
+                _ => self.err(v, "limits.pin_workers", "must be true or false"),
+            }
         }
         l
     }

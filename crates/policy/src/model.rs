@@ -70,6 +70,9 @@ pub struct Limits {
     pub max_concurrent_streams: u32,
     /// Worker threads; 0 means one per available core.
     pub workers: usize,
+    /// Each worker bound to its own CPU when there is one worker per CPU the process may
+    /// use (thread per core); `false` leaves their placement to the scheduler.
+    pub pin_workers: bool,
 }
 
 impl Default for Limits {
@@ -85,6 +88,7 @@ impl Default for Limits {
             upstream_timeout: Duration::from_secs(30),
             max_concurrent_streams: 100,
             workers: 0,
+            pin_workers: true,
         }
     }
 }

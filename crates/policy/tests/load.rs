@@ -67,6 +67,7 @@ admin:
 trusted_proxies: [10.0.0.0/33]
 limits:
   header_read_timeout: 10 minutes
+  pin_workers: sometimes
 versions:
   - { prefix: /v1, status: sunsetting }
 ";
@@ -81,7 +82,8 @@ versions:
         ("bad.yaml:12:11: error: admin.listen: an admin listener beyond loopback needs a token"),
         ("bad.yaml:13:19: error: trusted_proxies[0]: `10.0.0.0/33`"),
         ("bad.yaml:15:24: error: limits.header_read_timeout: `10 minutes` is not a duration"),
-        ("bad.yaml:17:28: error: versions[0].status: `sunsetting`"),
+        ("bad.yaml:16:16: error: limits.pin_workers: must be true or false"),
+        ("bad.yaml:18:28: error: versions[0].status: `sunsetting`"),
     ];
     for e in expect {
         assert!(rendered.contains(e), "missing `{e}` in:\n{rendered}");
