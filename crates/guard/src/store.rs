@@ -416,7 +416,16 @@ impl Durable {
     fn open(dir: &Path) -> Result<Self, StoreError> {
         std::fs::create_dir_all(dir)
             .map_err(|e| StoreError(format!("cannot create {}: {e}", dir.display())))?;
-        let db = Database::create(dir.join("state.redb")).map_err(db_err)?;
+        let file = dir.join("state.redb");
+        let db = Database::create(&file).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError(format!(
+                "{} is in use by another process (another gateway started from the same \
+                 folder?): give each gateway its own `state.path`, or share state through \
+                 `backend: redis`",
+                file.display()
+            )),
+            e => StoreError(format!("{}: {e}", file.display())),
+        })?;
         let w = db.begin_write().map_err(db_err)?;
         for t in [TOKENS, SUBJECTS, USED, KNOWN] {
             w.open_table(t).map_err(db_err)?;
@@ -1012,6 +1021,27 @@ mod tests {
             "the refresh token stays used"
         );
         assert!(s.blocked_until("t") > now, "an attempt's hold stays");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Two gateways on one folder: the second is told which file and what to do, not redb's
+    /// bare "Database already open".
+    #[test]
+    fn a_store_in_use_is_named_with_the_way_out() {
+        let dir = std::env::temp_dir().join(format!("portcullis-busy-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let first = EmbeddedStore::open(&dir).expect("open");
+        let Err(e) = EmbeddedStore::open(&dir) else {
+            panic!("the same file opened twice");
+        };
+        let msg = e.to_string();
+        assert!(
+            msg.contains(&dir.join("state.redb").display().to_string())
+                && msg.contains("in use by another process")
+                && msg.contains("state.path"),
+            "{msg}"
+        );
+        drop(first);
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
