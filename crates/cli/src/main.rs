@@ -130,7 +130,7 @@ fn check(config: &Path) -> ExitCode {
             eprint!("{}", loaded.warnings);
             // What only the gateway can tell: keys it can use, schemas it can compile.
             let routes = loaded.policy.inventory.len();
-            let metrics = portcullis_gateway::metrics::Metrics::new();
+            let metrics = portcullis_gateway::metrics::Metrics::new(1);
             if let Err((key, e)) =
                 portcullis_gateway::runtime::Runtime::new(loaded.policy, &metrics)
             {

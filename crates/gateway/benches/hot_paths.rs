@@ -194,7 +194,7 @@ fn limits(c: &mut Criterion) {
     let store = rt.block_on(async {
         portcullis_gateway::redis::RedisStore::connect(
             &cfg,
-            portcullis_gateway::metrics::Metrics::new(),
+            portcullis_gateway::metrics::Metrics::new(1),
         )
         .expect("connect")
     });

@@ -192,7 +192,7 @@ impl Gateway {
             None => None,
         };
         let admin_addr = admin_listener.as_ref().and_then(|l| l.local_addr().ok());
-        let metrics = Metrics::new();
+        let metrics = Metrics::new(workers);
         let runtime = Runtime::new(policy.clone(), &metrics)
             .map_err(|(key, e)| StartError::Policy(format!("{key}: {e}")))?;
         let (store, redis): (Arc<dyn Store>, _) = match &policy.state {
@@ -248,6 +248,7 @@ impl Gateway {
                     if let Some(cpu) = cpu {
                         pin_to(cpu);
                     }
+                    metrics::set_worker(i);
                     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
                         Ok(rt) => rt,
                         Err(e) => {

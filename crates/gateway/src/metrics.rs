@@ -1,15 +1,165 @@
 //! Prometheus metrics, labelled by route template (never the raw path, which is unbounded)
 //! and by decision: `allowed` or the rejection reason.
 
-use std::sync::{Arc, RwLock};
+//!
+//! The two metrics every request touches, requests by (route, status, decision) and latency by
+//! route, are kept in one slot per worker thread, summed when scraped: with the workers on
+//! their own cores, a shared counter (or prometheus-client's histogram, behind a mutex) would
+//! move one cache line between the cores on every request.
+
+use std::cell::Cell;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::encoding::{EncodeLabelSet, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::Counter;
-use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::family::{Family, MetricConstructor};
 use prometheus_client::metrics::gauge::Gauge;
-use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::metrics::histogram::exponential_buckets;
+use prometheus_client::metrics::{MetricType, TypedMetric};
 use prometheus_client::registry::Registry;
+
+thread_local! {
+    /// This thread's worker number, when it is a worker.
+    static WORKER: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+/// Marks the calling thread as worker `i`: what it observes goes to its own slots.
+pub fn set_worker(i: usize) {
+    WORKER.with(|w| w.set(i));
+}
+
+/// A value on a cache line of its own (two lines: adjacent-line prefetch pairs them).
+#[derive(Debug, Default)]
+#[repr(align(128))]
+struct Padded<T>(T);
+
+/// The slot the calling thread writes among `n`, and whether it is the only writer of it
+/// (a worker's own; the last slot is shared by every other thread).
+fn slot(n: usize) -> (usize, bool) {
+    let w = WORKER.with(Cell::get);
+    if w < n - 1 { (w, true) } else { (n - 1, false) }
+}
+
+/// Adds `by`: a plain load and store where this thread is the slot's only writer (no locked
+/// instruction), an atomic add where it is not.
+fn bump(a: &AtomicU64, only_writer: bool, by: u64) {
+    if only_writer {
+        a.store(
+            a.load(Ordering::Relaxed).wrapping_add(by),
+            Ordering::Relaxed,
+        );
+    } else {
+        a.fetch_add(by, Ordering::Relaxed);
+    }
+}
+
+/// How many slots each per-thread metric has: one per worker and one shared.
+#[derive(Clone, Copy, Debug)]
+pub struct Slots(usize);
+
+/// A counter with one slot per worker.
+#[derive(Clone, Debug)]
+pub struct SlotCounter(Arc<[Padded<AtomicU64>]>);
+
+impl SlotCounter {
+    fn new(slots: Slots) -> Self {
+        Self((0..slots.0).map(|_| Padded::default()).collect())
+    }
+
+    pub fn inc(&self) {
+        let (i, only) = slot(self.0.len());
+        bump(&self.0[i].0, only, 1);
+    }
+
+    pub fn get(&self) -> u64 {
+        self.0.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
+    }
+}
+
+impl TypedMetric for SlotCounter {
+    const TYPE: MetricType = MetricType::Counter;
+}
+
+impl EncodeMetric for SlotCounter {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        encoder.encode_counter::<NoLabelSet, _, u64>(&self.get(), None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+impl MetricConstructor<SlotCounter> for Slots {
+    fn new_metric(&self) -> SlotCounter {
+        SlotCounter::new(*self)
+    }
+}
+
+/// The latency buckets' upper bounds: 0.5 ms doubling to about 16 s, then everything else.
+const BUCKETS: usize = 16;
+const FIRST_BOUND_NS: u64 = 500_000;
+
+#[derive(Debug, Default)]
+struct LatencySlot {
+    /// Observations per bucket (not cumulative), the last one above every bound.
+    counts: [AtomicU64; BUCKETS + 1],
+    sum_ns: AtomicU64,
+}
+
+/// A latency histogram with one slot per worker.
+#[derive(Clone, Debug)]
+pub struct SlotHistogram(Arc<[Padded<LatencySlot>]>);
+
+impl SlotHistogram {
+    fn new(slots: Slots) -> Self {
+        Self((0..slots.0).map(|_| Padded::default()).collect())
+    }
+
+    pub fn observe(&self, d: Duration) {
+        let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        let bucket = (0..BUCKETS)
+            .find(|&k| ns <= FIRST_BOUND_NS << k)
+            .unwrap_or(BUCKETS);
+        let (i, only) = slot(self.0.len());
+        let s = &self.0[i].0;
+        bump(&s.counts[bucket], only, 1);
+        bump(&s.sum_ns, only, ns);
+    }
+}
+
+impl TypedMetric for SlotHistogram {
+    const TYPE: MetricType = MetricType::Histogram;
+}
+
+impl EncodeMetric for SlotHistogram {
+    fn encode(&self, mut encoder: MetricEncoder) -> Result<(), std::fmt::Error> {
+        let bounds = exponential_buckets(FIRST_BOUND_NS as f64 / 1e9, 2.0, BUCKETS as u16)
+            .chain(std::iter::once(f64::INFINITY));
+        let mut buckets: Vec<(f64, u64)> = bounds.map(|b| (b, 0)).collect();
+        let mut sum_ns = 0u64;
+        for s in self.0.iter() {
+            for (b, c) in buckets.iter_mut().zip(&s.0.counts) {
+                b.1 += c.load(Ordering::Relaxed);
+            }
+            sum_ns = sum_ns.wrapping_add(s.0.sum_ns.load(Ordering::Relaxed));
+        }
+        let count = buckets.iter().map(|b| b.1).sum();
+        encoder.encode_histogram::<NoLabelSet>(sum_ns as f64 / 1e9, count, &buckets, None)
+    }
+
+    fn metric_type(&self) -> MetricType {
+        Self::TYPE
+    }
+}
+
+impl MetricConstructor<SlotHistogram> for Slots {
+    fn new_metric(&self) -> SlotHistogram {
+        SlotHistogram::new(*self)
+    }
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
@@ -31,8 +181,8 @@ pub struct KindLabel {
 #[derive(Debug)]
 pub struct Metrics {
     pub registry: Registry,
-    pub requests: Family<RequestLabels, Counter>,
-    pub latency: Family<RouteLabel, Histogram>,
+    pub requests: Family<RequestLabels, SlotCounter, Slots>,
+    pub latency: Family<RouteLabel, SlotHistogram, Slots>,
     pub upstream_errors: Family<KindLabel, Counter>,
     pub reloads: Family<KindLabel, Counter>,
     pub connections_refused: Counter,
@@ -53,17 +203,17 @@ pub struct OpLabel {
 }
 
 impl Metrics {
-    pub fn new() -> Arc<Self> {
+    /// The metrics of a gateway with `workers` worker threads.
+    pub fn new(workers: usize) -> Arc<Self> {
+        let slots = Slots(workers + 1);
         let mut registry = Registry::with_prefix("portcullis");
-        let requests = Family::<RequestLabels, Counter>::default();
+        let requests = Family::new_with_constructor(slots);
         registry.register(
             "requests",
             "Requests by route template, status and decision",
             requests.clone(),
         );
-        let latency = Family::<RouteLabel, Histogram>::new_with_constructor(|| {
-            Histogram::new(exponential_buckets(0.0005, 2.0, 16))
-        });
+        let latency = Family::new_with_constructor(slots);
         registry.register(
             "request_duration_seconds",
             "Time from request head to response head",
@@ -141,7 +291,7 @@ impl Metrics {
                     route: label.clone(),
                 })
                 .clone(),
-            counters: RwLock::new(Vec::new()),
+            counters: Default::default(),
             label,
         }
     }
@@ -155,12 +305,15 @@ impl Metrics {
     }
 }
 
+/// The (status, decision) counters a route keeps at hand; more are looked up by label.
+const AT_HAND: usize = 16;
+
 /// One route's metric handles; the counter per (status, decision) is resolved once.
 #[derive(Debug)]
 pub struct RouteMetrics {
     pub label: Arc<str>,
-    latency: Histogram,
-    counters: RwLock<Vec<(u16, &'static str, Counter)>>,
+    latency: SlotHistogram,
+    counters: [OnceLock<(u16, &'static str, SlotCounter)>; AT_HAND],
 }
 
 impl RouteMetrics {
@@ -171,29 +324,73 @@ impl RouteMetrics {
         decision: &'static str,
         elapsed: Duration,
     ) {
-        self.latency.observe(elapsed.as_secs_f64());
-        let found = self.counters.read().ok().and_then(|c| {
-            c.iter()
-                .find(|(s, d, _)| *s == status && *d == decision)
-                .map(|(_, _, c)| c.clone())
-        });
-        let counter = match found {
-            Some(c) => c,
-            None => {
-                let c = metrics
-                    .requests
-                    .get_or_create(&RequestLabels {
-                        route: self.label.clone(),
-                        status,
-                        decision,
-                    })
-                    .clone();
-                if let Ok(mut list) = self.counters.write() {
-                    list.push((status, decision, c.clone()));
-                }
-                c
-            }
+        self.latency.observe(elapsed);
+        let labels = || RequestLabels {
+            route: self.label.clone(),
+            status,
+            decision,
         };
-        counter.inc();
+        for cell in &self.counters {
+            // A free cell takes this pair (or another thread's, which won the race).
+            let (s, d, c) = cell.get_or_init(|| {
+                let c = metrics.requests.get_or_create(&labels()).clone();
+                (status, decision, c)
+            });
+            if *s == status && *d == decision {
+                c.inc();
+                return;
+            }
+        }
+        metrics.requests.get_or_create(&labels()).inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Two workers and a thread that is none record on one route: the scrape gives the sums,
+    /// buckets cumulative, as one shared counter would have.
+    #[test]
+    fn per_worker_slots_add_up_when_scraped() {
+        let metrics = Metrics::new(2);
+        let route = Arc::new(metrics.route(Arc::from("/a")));
+        let threads: Vec<_> = [Some(0), Some(1), None]
+            .into_iter()
+            .map(|w| {
+                let (m, r) = (metrics.clone(), route.clone());
+                std::thread::spawn(move || {
+                    if let Some(w) = w {
+                        set_worker(w);
+                    }
+                    for _ in 0..1000 {
+                        r.record(&m, 200, "allowed", Duration::from_micros(300));
+                    }
+                    for _ in 0..10 {
+                        r.record(&m, 404, "undeclared_route", Duration::from_millis(3));
+                    }
+                    r.record(&m, 502, "upstream", Duration::from_secs(60));
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("recording thread");
+        }
+        let text = metrics.render();
+        for line in [
+            r#"portcullis_requests_total{route="/a",status="200",decision="allowed"} 3000"#,
+            r#"portcullis_requests_total{route="/a",status="404",decision="undeclared_route"} 30"#,
+            r#"portcullis_requests_total{route="/a",status="502",decision="upstream"} 3"#,
+            r#"portcullis_request_duration_seconds_count{route="/a"} 3033"#,
+            // 300 µs in the first bucket; 3 ms in the fourth (4 ms); 60 s only in +Inf.
+            r#"portcullis_request_duration_seconds_bucket{le="0.0005",route="/a"} 3000"#,
+            r#"portcullis_request_duration_seconds_bucket{le="0.002",route="/a"} 3000"#,
+            r#"portcullis_request_duration_seconds_bucket{le="0.004",route="/a"} 3030"#,
+            r#"portcullis_request_duration_seconds_bucket{le="16.384",route="/a"} 3030"#,
+            r#"portcullis_request_duration_seconds_bucket{le="+Inf",route="/a"} 3033"#,
+            r#"portcullis_request_duration_seconds_sum{route="/a"} 180.99"#,
+        ] {
+            assert!(text.contains(line), "missing `{line}` in:\n{text}");
+        }
     }
 }

@@ -168,7 +168,7 @@ async fn in_redis() {
         Duration::from_secs(1),
         1,
     );
-    let store = RedisStore::connect(&state, Metrics::new()).unwrap();
+    let store = RedisStore::connect(&state, Metrics::new(1)).unwrap();
     let store: Arc<dyn Store> = Arc::new(store);
     exercise(store.clone()).await;
     // Nothing of it came from the fallback: the keys are in Redis.
@@ -195,7 +195,7 @@ async fn subject_revocations_in_redis_do_not_expire() {
         Duration::from_secs(1),
         1,
     );
-    let store = RedisStore::connect(&state, Metrics::new()).unwrap();
+    let store = RedisStore::connect(&state, Metrics::new(1)).unwrap();
     let now = portcullis_guard::jwt::now();
     let cli = |args: &[&str]| redis_cli(&redis, args);
     // As an older gateway left them: the cut-off and the index with an end.
@@ -210,7 +210,7 @@ async fn subject_revocations_in_redis_do_not_expire() {
         assert_eq!(cli(&["TTL", key]).trim(), "-1", "{key} expires");
     }
     // Another replica (no memory of the revocation) reads it from Redis, a year on.
-    let other = RedisStore::connect(&state, Metrics::new()).unwrap();
+    let other = RedisStore::connect(&state, Metrics::new(1)).unwrap();
     assert!(
         other
             .is_revoked(None, Some("usr_stolen"), Some(now - 10))
@@ -234,7 +234,7 @@ async fn a_refresh_whose_answer_was_lost_is_no_theft_when_tried_again() {
         Duration::from_millis(100),
         1,
     );
-    let store = RedisStore::connect(&state, Metrics::new()).unwrap();
+    let store = RedisStore::connect(&state, Metrics::new(1)).unwrap();
     let now = portcullis_guard::jwt::now();
     assert!(redis_cli(&redis, &["CLIENT", "PAUSE", "800", "WRITE"]).contains("OK"));
     assert!(store.use_once("rt-lost", now + 600, now).await.is_err());
@@ -253,7 +253,7 @@ async fn a_refresh_whose_answer_was_lost_is_no_theft_when_tried_again() {
         "a copy after it is a theft"
     );
     // Another replica, which never tried, sees a used token.
-    let other = RedisStore::connect(&state, Metrics::new()).unwrap();
+    let other = RedisStore::connect(&state, Metrics::new(1)).unwrap();
     assert!(!other.use_once("rt-lost", now + 600, now).await.unwrap());
 }
 
@@ -270,7 +270,7 @@ async fn quotas_while_redis_is_away_count_each_replica_against_its_share() {
         Duration::from_secs(60),
         2,
     );
-    let store = RedisStore::connect(&state, Metrics::new()).unwrap();
+    let store = RedisStore::connect(&state, Metrics::new(1)).unwrap();
     drop(redis);
     let now = portcullis_guard::jwt::now();
     // A limit of 4 over two replicas: this one's first two uses count as 2 and 4; a third is
