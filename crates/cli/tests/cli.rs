@@ -878,33 +878,47 @@ fn cpus_allowed(status_path: &str) -> Vec<usize> {
     cpus
 }
 
-/// What each worker thread of a gateway started with `limits` may run on.
+/// What each worker thread of a gateway started with `limits` may run on, and each thread
+/// of the workers' blocking pools (started by the upstream's name lookups).
 #[cfg(target_os = "linux")]
-async fn worker_cpus(limits: &str) -> Vec<Vec<usize>> {
+async fn worker_cpus(limits: &str) -> (Vec<Vec<usize>>, Vec<Vec<usize>>) {
     let up = Recorder::start().await;
     let dir = temp_dir(&format!("pin-{}", limits.len()));
     let policy = dir.join("p.yaml");
     std::fs::write(
         &policy,
         format!(
-            "listen: 127.0.0.1:0\nupstream: http://{}\nroutes: [GET /a]\nstate: {{ backend: memory }}\nlimits: {limits}\n",
-            up.addr
+            "listen: 127.0.0.1:0\nupstream: http://localhost:{}\nroutes: [GET /a]\nstate: {{ backend: memory }}\nlimits: {limits}\n",
+            up.addr.port()
         ),
     )
     .unwrap();
     let served = serve(&policy).await;
+    // Connections of their own, so that each worker is likely to open an upstream one.
+    for _ in 0..8 {
+        let c = portcullis_test_support::reqwest::Client::builder()
+            .pool_max_idle_per_host(0)
+            .build()
+            .unwrap();
+        let r = c.get(format!("{}/a", served.base)).send().await.unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+    }
     let pid = served.child.id().unwrap();
-    let mut workers = Vec::new();
+    let (mut workers, mut helpers) = (Vec::new(), Vec::new());
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let task = task.unwrap().path();
-        // Thread names are cut to 15 bytes: `portcullis-worker-0` reads `portcullis-work`.
+        // Thread names are cut to 15 bytes: `portcullis-worker-0` reads `portcullis-work`,
+        // `portcullis-blocking-0` (a worker's blocking pool) `portcullis-bloc`.
         let comm = std::fs::read_to_string(task.join("comm")).unwrap();
-        if comm.trim() == "portcullis-work" {
-            workers.push(cpus_allowed(task.join("status").to_str().unwrap()));
+        let cpus = || cpus_allowed(task.join("status").to_str().unwrap());
+        match comm.trim() {
+            "portcullis-work" => workers.push(cpus()),
+            "portcullis-bloc" => helpers.push(cpus()),
+            _ => {}
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
-    workers
+    (workers, helpers)
 }
 
 /// With one worker per CPU the process may use, each worker is bound to its own CPU;
@@ -915,7 +929,7 @@ async fn worker_cpus(limits: &str) -> Vec<Vec<usize>> {
 async fn workers_are_bound_one_per_cpu_unless_told_not_to() {
     let ours = cpus_allowed("/proc/self/status");
     let n = ours.len();
-    let mut bound = worker_cpus(&format!("{{ workers: {n} }}")).await;
+    let (mut bound, helpers) = worker_cpus(&format!("{{ workers: {n} }}")).await;
     assert_eq!(bound.len(), n);
     if n < 2 {
         // One CPU: nothing to choose, nothing bound.
@@ -925,9 +939,15 @@ async fn workers_are_bound_one_per_cpu_unless_told_not_to() {
     assert!(bound.iter().all(|cpus| cpus.len() == 1), "{bound:?}");
     bound.sort();
     assert_eq!(bound.concat(), ours, "one worker on each CPU");
+    // A worker's helper threads are not held to its CPU.
+    assert!(
+        !helpers.is_empty(),
+        "no name lookup ran on a blocking thread"
+    );
+    assert_eq!(helpers, vec![ours.clone(); helpers.len()]);
 
-    let free = worker_cpus(&format!("{{ workers: {n}, pin_workers: false }}")).await;
+    let (free, _) = worker_cpus(&format!("{{ workers: {n}, pin_workers: false }}")).await;
     assert_eq!(free, vec![ours.clone(); n]);
-    let fewer = worker_cpus(&format!("{{ workers: {} }}", n - 1)).await;
+    let (fewer, _) = worker_cpus(&format!("{{ workers: {} }}", n - 1)).await;
     assert_eq!(fewer, vec![ours.clone(); n - 1]);
 }

@@ -22,6 +22,7 @@
 #![recursion_limit = "256"]
 
 pub mod admin;
+mod affinity;
 pub mod body;
 pub mod h1;
 pub mod jwks;
@@ -116,50 +117,6 @@ fn worker_count(policy: &Policy) -> usize {
     }
 }
 
-/// The CPU each worker is bound to. With `pin_workers` and exactly one worker per CPU the
-/// process may use (its affinity mask, which a container's cpuset narrows), worker `i` gets
-/// the `i`-th of those CPUs: each worker owns its connections for their whole life, and a
-/// worker that the scheduler moves, or stacks on a core beside its sibling while the other
-/// core runs something else, serves all of them late. Otherwise (fewer workers than CPUs,
-/// as under a CPU quota, or more) none is bound: which CPUs to leave free is not ours to
-/// guess.
-#[cfg(target_os = "linux")]
-fn worker_cpus(policy: &Policy, workers: usize) -> Vec<Option<usize>> {
-    use rustix::thread::{CpuSet, sched_getaffinity};
-    let allowed: Vec<usize> = match sched_getaffinity(None) {
-        Ok(set) if policy.limits.pin_workers => {
-            (0..CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect()
-        }
-        _ => Vec::new(),
-    };
-    if allowed.len() == workers && workers > 1 {
-        allowed.into_iter().map(Some).collect()
-    } else {
-        vec![None; workers]
-    }
-}
-
-#[cfg(not(target_os = "linux"))]
-fn worker_cpus(_: &Policy, workers: usize) -> Vec<Option<usize>> {
-    vec![None; workers]
-}
-
-/// Binds the calling thread to `cpu`; a refusal (a sandbox that forbids it) is logged and the
-/// worker runs unbound.
-fn pin_to(cpu: usize) {
-    #[cfg(target_os = "linux")]
-    {
-        use rustix::thread::{CpuSet, sched_setaffinity};
-        let mut set = CpuSet::new();
-        set.set(cpu);
-        if let Err(e) = sched_setaffinity(None, &set) {
-            tracing::warn!(target: "portcullis::gateway", cpu, error = %e, "worker not bound to its CPU");
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    let _ = cpu;
-}
-
 impl Gateway {
     /// Binds the listeners and starts the workers.
     pub async fn start(policy: Policy) -> Result<Gateway, StartError> {
@@ -225,10 +182,15 @@ impl Gateway {
         let (shutdown, rx) = watch::channel(false);
         let per_worker_cap = policy.limits.max_connections.div_ceil(workers);
         let mut workers_done = Vec::new();
-        let cpus = worker_cpus(&policy, listeners.len());
+        // Each worker says when it is set up (bound to its CPU, its runtime built): the gateway
+        // is listening only then.
+        let mut workers_ready = Vec::new();
+        let cpus = affinity::worker_cpus(policy.limits.pin_workers, listeners.len());
         for ((i, std_listener), cpu) in listeners.into_iter().enumerate().zip(cpus) {
             let (done_tx, done_rx) = oneshot::channel();
             workers_done.push(done_rx);
+            let (ready_tx, ready_rx) = oneshot::channel();
+            workers_ready.push(ready_rx);
             let shared = Arc::new(Shared {
                 current: current.clone(),
                 deps: Arc::new(Deps {
@@ -245,17 +207,23 @@ impl Gateway {
             std::thread::Builder::new()
                 .name(format!("portcullis-worker-{i}"))
                 .spawn(move || {
-                    if let Some(cpu) = cpu {
-                        pin_to(cpu);
-                    }
+                    let before = cpu.and_then(affinity::bind);
                     metrics::set_worker(i);
-                    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                    let mut rt = tokio::runtime::Builder::new_current_thread();
+                    // Its blocking pool's threads (state-file commits, name lookups).
+                    rt.enable_all().thread_name(format!("portcullis-blocking-{i}"));
+                    if let Some(before) = before {
+                        // On a current-thread runtime: its blocking pool's threads only.
+                        rt.on_thread_start(move || before.restore());
+                    }
+                    let rt = match rt.build() {
                         Ok(rt) => rt,
                         Err(e) => {
-                            tracing::error!(target: "portcullis::gateway", error = %e, "worker runtime failed to start");
+                            let _ = ready_tx.send(Err(e));
                             return;
                         }
                     };
+                    let _ = ready_tx.send(Ok(()));
                     rt.block_on(async move {
                         match TcpListener::from_std(std_listener) {
                             Ok(l) => server::serve(l, shared, per_worker_cap, rx).await,
@@ -265,6 +233,15 @@ impl Gateway {
                     let _ = done_tx.send(());
                 })
                 .map_err(|source| StartError::Bind { addr, source })?;
+        }
+        for ready in workers_ready {
+            let failed = match ready.await {
+                Ok(Ok(())) => continue,
+                Ok(Err(e)) => e,
+                Err(_) => std::io::Error::other("it ended before it was set up"),
+            };
+            let _ = shutdown.send(true);
+            return Err(StartError::Worker(failed));
         }
         let admin_task = admin_listener.map(|l| {
             tokio::spawn(admin::serve(

@@ -35,11 +35,19 @@ pub fn set_worker(i: usize) {
 #[repr(align(128))]
 struct Padded<T>(T);
 
-/// The slot the calling thread writes among `n`, and whether it is the only writer of it
-/// (a worker's own; the last slot is shared by every other thread).
-fn slot(n: usize) -> (usize, bool) {
+/// Workers beyond this many share slots (bounding each metric's memory at 17 padded slots).
+const WORKER_SLOTS: usize = 16;
+
+/// The slot the calling thread writes among `n`, and whether it is the only writer of it: a
+/// worker's own when each worker has one (`exclusive`); the last slot is shared by every
+/// thread that is no worker.
+fn slot(n: usize, exclusive: bool) -> (usize, bool) {
     let w = WORKER.with(Cell::get);
-    if w < n - 1 { (w, true) } else { (n - 1, false) }
+    if w == usize::MAX || n < 2 {
+        (n - 1, false)
+    } else {
+        (w % (n - 1), exclusive)
+    }
 }
 
 /// Adds `by`: a plain load and store where this thread is the slot's only writer (no locked
@@ -55,26 +63,45 @@ fn bump(a: &AtomicU64, only_writer: bool, by: u64) {
     }
 }
 
-/// How many slots each per-thread metric has: one per worker and one shared.
+/// How the per-thread metrics are laid out: a slot per worker (up to `WORKER_SLOTS`), one
+/// shared; with more workers than that, each slot is written by several, atomically.
 #[derive(Clone, Copy, Debug)]
-pub struct Slots(usize);
+pub struct Slots {
+    n: usize,
+    exclusive: bool,
+}
+
+impl Slots {
+    fn for_workers(workers: usize) -> Self {
+        Self {
+            n: workers.clamp(1, WORKER_SLOTS) + 1,
+            exclusive: workers <= WORKER_SLOTS,
+        }
+    }
+}
 
 /// A counter with one slot per worker.
 #[derive(Clone, Debug)]
-pub struct SlotCounter(Arc<[Padded<AtomicU64>]>);
+pub struct SlotCounter {
+    slots: Arc<[Padded<AtomicU64>]>,
+    exclusive: bool,
+}
 
 impl SlotCounter {
     fn new(slots: Slots) -> Self {
-        Self((0..slots.0).map(|_| Padded::default()).collect())
+        Self {
+            slots: (0..slots.n).map(|_| Padded::default()).collect(),
+            exclusive: slots.exclusive,
+        }
     }
 
     pub fn inc(&self) {
-        let (i, only) = slot(self.0.len());
-        bump(&self.0[i].0, only, 1);
+        let (i, only) = slot(self.slots.len(), self.exclusive);
+        bump(&self.slots[i].0, only, 1);
     }
 
     pub fn get(&self) -> u64 {
-        self.0.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
+        self.slots.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
     }
 }
 
@@ -106,16 +133,24 @@ const FIRST_BOUND_NS: u64 = 500_000;
 struct LatencySlot {
     /// Observations per bucket (not cumulative), the last one above every bound.
     counts: [AtomicU64; BUCKETS + 1],
-    sum_ns: AtomicU64,
+    /// In microseconds: a u64 of them wraps after 584,000 years of latency summed (10,000
+    /// requests always in flight: 58 years), nanoseconds after 584.
+    sum_us: AtomicU64,
 }
 
 /// A latency histogram with one slot per worker.
 #[derive(Clone, Debug)]
-pub struct SlotHistogram(Arc<[Padded<LatencySlot>]>);
+pub struct SlotHistogram {
+    slots: Arc<[Padded<LatencySlot>]>,
+    exclusive: bool,
+}
 
 impl SlotHistogram {
     fn new(slots: Slots) -> Self {
-        Self((0..slots.0).map(|_| Padded::default()).collect())
+        Self {
+            slots: (0..slots.n).map(|_| Padded::default()).collect(),
+            exclusive: slots.exclusive,
+        }
     }
 
     pub fn observe(&self, d: Duration) {
@@ -123,10 +158,10 @@ impl SlotHistogram {
         let bucket = (0..BUCKETS)
             .find(|&k| ns <= FIRST_BOUND_NS << k)
             .unwrap_or(BUCKETS);
-        let (i, only) = slot(self.0.len());
-        let s = &self.0[i].0;
+        let (i, only) = slot(self.slots.len(), self.exclusive);
+        let s = &self.slots[i].0;
         bump(&s.counts[bucket], only, 1);
-        bump(&s.sum_ns, only, ns);
+        bump(&s.sum_us, only, ns / 1000);
     }
 }
 
@@ -139,15 +174,15 @@ impl EncodeMetric for SlotHistogram {
         let bounds = exponential_buckets(FIRST_BOUND_NS as f64 / 1e9, 2.0, BUCKETS as u16)
             .chain(std::iter::once(f64::INFINITY));
         let mut buckets: Vec<(f64, u64)> = bounds.map(|b| (b, 0)).collect();
-        let mut sum_ns = 0u64;
-        for s in self.0.iter() {
+        let mut sum_us = 0u64;
+        for s in self.slots.iter() {
             for (b, c) in buckets.iter_mut().zip(&s.0.counts) {
                 b.1 += c.load(Ordering::Relaxed);
             }
-            sum_ns = sum_ns.wrapping_add(s.0.sum_ns.load(Ordering::Relaxed));
+            sum_us = sum_us.wrapping_add(s.0.sum_us.load(Ordering::Relaxed));
         }
         let count = buckets.iter().map(|b| b.1).sum();
-        encoder.encode_histogram::<NoLabelSet>(sum_ns as f64 / 1e9, count, &buckets, None)
+        encoder.encode_histogram::<NoLabelSet>(sum_us as f64 / 1e6, count, &buckets, None)
     }
 
     fn metric_type(&self) -> MetricType {
@@ -205,7 +240,7 @@ pub struct OpLabel {
 impl Metrics {
     /// The metrics of a gateway with `workers` worker threads.
     pub fn new(workers: usize) -> Arc<Self> {
-        let slots = Slots(workers + 1);
+        let slots = Slots::for_workers(workers);
         let mut registry = Registry::with_prefix("portcullis");
         let requests = Family::new_with_constructor(slots);
         registry.register(
@@ -389,6 +424,39 @@ mod tests {
             r#"portcullis_request_duration_seconds_bucket{le="16.384",route="/a"} 3030"#,
             r#"portcullis_request_duration_seconds_bucket{le="+Inf",route="/a"} 3033"#,
             r#"portcullis_request_duration_seconds_sum{route="/a"} 180.99"#,
+        ] {
+            assert!(text.contains(line), "missing `{line}` in:\n{text}");
+        }
+    }
+
+    /// More workers than slots: workers 1 and 17 share a slot, so they add atomically and
+    /// nothing is lost.
+    #[test]
+    fn workers_beyond_the_slots_share_them_without_losing_counts() {
+        let metrics = Metrics::new(40);
+        let route = Arc::new(metrics.route(Arc::from("/b")));
+        let threads: Vec<_> = [Some(1), Some(17), Some(39), None]
+            .into_iter()
+            .map(|w| {
+                let (m, r) = (metrics.clone(), route.clone());
+                std::thread::spawn(move || {
+                    if let Some(w) = w {
+                        set_worker(w);
+                    }
+                    for _ in 0..20_000 {
+                        r.record(&m, 200, "allowed", Duration::from_micros(2));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("recording thread");
+        }
+        let text = metrics.render();
+        for line in [
+            r#"portcullis_requests_total{route="/b",status="200",decision="allowed"} 80000"#,
+            r#"portcullis_request_duration_seconds_count{route="/b"} 80000"#,
+            r#"portcullis_request_duration_seconds_sum{route="/b"} 0.16"#,
         ] {
             assert!(text.contains(line), "missing `{line}` in:\n{text}");
         }

@@ -36,6 +36,8 @@ pub enum StartError {
     Policy(String),
     #[error("state: {0}")]
     State(String),
+    #[error("a worker thread cannot start: {0}")]
+    Worker(std::io::Error),
 }
 
 /// The TLS configuration from the policy's certificate and key files.

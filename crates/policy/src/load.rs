@@ -1235,8 +1235,8 @@ impl Compiler<'_> {
         }
         if let Some(v) = &raw.pin_workers {
             match v.value.as_str() {
-                "true" => l.pin_workers = true,
-                "false" => l.pin_workers = false,
+                "true" | "True" | "TRUE" => l.pin_workers = true,
+                "false" | "False" | "FALSE" => l.pin_workers = false,
                 _ => self.err(v, "limits.pin_workers", "must be true or false"),
             }
         }
