@@ -80,14 +80,24 @@ impl Slots {
     }
 }
 
-/// A counter with one slot per worker.
-#[derive(Clone, Debug)]
-pub struct SlotCounter {
-    slots: Arc<[Padded<AtomicU64>]>,
+/// One `T` per slot, each on its own cache lines.
+#[derive(Debug)]
+struct PerWorker<T> {
+    slots: Arc<[Padded<T>]>,
     exclusive: bool,
 }
 
-impl SlotCounter {
+// Not derived: that would ask `T: Clone`, and the clone shares the slots.
+impl<T> Clone for PerWorker<T> {
+    fn clone(&self) -> Self {
+        Self {
+            slots: self.slots.clone(),
+            exclusive: self.exclusive,
+        }
+    }
+}
+
+impl<T: Default> PerWorker<T> {
     fn new(slots: Slots) -> Self {
         Self {
             slots: (0..slots.n).map(|_| Padded::default()).collect(),
@@ -95,13 +105,29 @@ impl SlotCounter {
         }
     }
 
-    pub fn inc(&self) {
+    /// The calling thread's slot, and whether it is its only writer.
+    fn mine(&self) -> (&T, bool) {
         let (i, only) = slot(self.slots.len(), self.exclusive);
-        bump(&self.slots[i].0, only, 1);
+        (&self.slots[i].0, only)
+    }
+
+    fn all(&self) -> impl Iterator<Item = &T> {
+        self.slots.iter().map(|s| &s.0)
+    }
+}
+
+/// A counter with one slot per worker.
+#[derive(Clone, Debug)]
+pub struct SlotCounter(PerWorker<AtomicU64>);
+
+impl SlotCounter {
+    pub fn inc(&self) {
+        let (n, only) = self.0.mine();
+        bump(n, only, 1);
     }
 
     pub fn get(&self) -> u64 {
-        self.slots.iter().map(|s| s.0.load(Ordering::Relaxed)).sum()
+        self.0.all().map(|n| n.load(Ordering::Relaxed)).sum()
     }
 }
 
@@ -121,7 +147,7 @@ impl EncodeMetric for SlotCounter {
 
 impl MetricConstructor<SlotCounter> for Slots {
     fn new_metric(&self) -> SlotCounter {
-        SlotCounter::new(*self)
+        SlotCounter(PerWorker::new(*self))
     }
 }
 
@@ -140,26 +166,15 @@ struct LatencySlot {
 
 /// A latency histogram with one slot per worker.
 #[derive(Clone, Debug)]
-pub struct SlotHistogram {
-    slots: Arc<[Padded<LatencySlot>]>,
-    exclusive: bool,
-}
+pub struct SlotHistogram(PerWorker<LatencySlot>);
 
 impl SlotHistogram {
-    fn new(slots: Slots) -> Self {
-        Self {
-            slots: (0..slots.n).map(|_| Padded::default()).collect(),
-            exclusive: slots.exclusive,
-        }
-    }
-
     pub fn observe(&self, d: Duration) {
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let bucket = (0..BUCKETS)
             .find(|&k| ns <= FIRST_BOUND_NS << k)
             .unwrap_or(BUCKETS);
-        let (i, only) = slot(self.slots.len(), self.exclusive);
-        let s = &self.slots[i].0;
+        let (s, only) = self.0.mine();
         bump(&s.counts[bucket], only, 1);
         bump(&s.sum_us, only, ns / 1000);
     }
@@ -175,11 +190,11 @@ impl EncodeMetric for SlotHistogram {
             .chain(std::iter::once(f64::INFINITY));
         let mut buckets: Vec<(f64, u64)> = bounds.map(|b| (b, 0)).collect();
         let mut sum_us = 0u64;
-        for s in self.slots.iter() {
-            for (b, c) in buckets.iter_mut().zip(&s.0.counts) {
+        for s in self.0.all() {
+            for (b, c) in buckets.iter_mut().zip(&s.counts) {
                 b.1 += c.load(Ordering::Relaxed);
             }
-            sum_us = sum_us.wrapping_add(s.0.sum_us.load(Ordering::Relaxed));
+            sum_us = sum_us.wrapping_add(s.sum_us.load(Ordering::Relaxed));
         }
         let count = buckets.iter().map(|b| b.1).sum();
         encoder.encode_histogram::<NoLabelSet>(sum_us as f64 / 1e6, count, &buckets, None)
@@ -192,7 +207,7 @@ impl EncodeMetric for SlotHistogram {
 
 impl MetricConstructor<SlotHistogram> for Slots {
     fn new_metric(&self) -> SlotHistogram {
-        SlotHistogram::new(*self)
+        SlotHistogram(PerWorker::new(*self))
     }
 }
 
@@ -384,34 +399,46 @@ impl RouteMetrics {
 mod tests {
     use super::*;
 
-    /// Two workers and a thread that is none record on one route: the scrape gives the sums,
-    /// buckets cumulative, as one shared counter would have.
-    #[test]
-    fn per_worker_slots_add_up_when_scraped() {
-        let metrics = Metrics::new(2);
+    /// `record` run at once on a thread per entry of `workers` (a worker's number, or none),
+    /// for a gateway with `of` workers; the scrape after.
+    fn scraped(
+        of: usize,
+        workers: &[Option<usize>],
+        record: fn(&RouteMetrics, &Metrics),
+    ) -> String {
+        let metrics = Metrics::new(of);
         let route = Arc::new(metrics.route(Arc::from("/a")));
-        let threads: Vec<_> = [Some(0), Some(1), None]
-            .into_iter()
-            .map(|w| {
+        let threads: Vec<_> = workers
+            .iter()
+            .map(|&w| {
                 let (m, r) = (metrics.clone(), route.clone());
                 std::thread::spawn(move || {
                     if let Some(w) = w {
                         set_worker(w);
                     }
-                    for _ in 0..1000 {
-                        r.record(&m, 200, "allowed", Duration::from_micros(300));
-                    }
-                    for _ in 0..10 {
-                        r.record(&m, 404, "undeclared_route", Duration::from_millis(3));
-                    }
-                    r.record(&m, 502, "upstream", Duration::from_secs(60));
+                    record(&r, &m);
                 })
             })
             .collect();
         for t in threads {
             t.join().expect("recording thread");
         }
-        let text = metrics.render();
+        metrics.render()
+    }
+
+    /// Two workers and a thread that is none record on one route: the scrape gives the sums,
+    /// buckets cumulative, as one shared counter would have.
+    #[test]
+    fn per_worker_slots_add_up_when_scraped() {
+        let text = scraped(2, &[Some(0), Some(1), None], |r, m| {
+            for _ in 0..1000 {
+                r.record(m, 200, "allowed", Duration::from_micros(300));
+            }
+            for _ in 0..10 {
+                r.record(m, 404, "undeclared_route", Duration::from_millis(3));
+            }
+            r.record(m, 502, "upstream", Duration::from_secs(60));
+        });
         for line in [
             r#"portcullis_requests_total{route="/a",status="200",decision="allowed"} 3000"#,
             r#"portcullis_requests_total{route="/a",status="404",decision="undeclared_route"} 30"#,
@@ -433,30 +460,15 @@ mod tests {
     /// nothing is lost.
     #[test]
     fn workers_beyond_the_slots_share_them_without_losing_counts() {
-        let metrics = Metrics::new(40);
-        let route = Arc::new(metrics.route(Arc::from("/b")));
-        let threads: Vec<_> = [Some(1), Some(17), Some(39), None]
-            .into_iter()
-            .map(|w| {
-                let (m, r) = (metrics.clone(), route.clone());
-                std::thread::spawn(move || {
-                    if let Some(w) = w {
-                        set_worker(w);
-                    }
-                    for _ in 0..20_000 {
-                        r.record(&m, 200, "allowed", Duration::from_micros(2));
-                    }
-                })
-            })
-            .collect();
-        for t in threads {
-            t.join().expect("recording thread");
-        }
-        let text = metrics.render();
+        let text = scraped(40, &[Some(1), Some(17), Some(39), None], |r, m| {
+            for _ in 0..20_000 {
+                r.record(m, 200, "allowed", Duration::from_micros(2));
+            }
+        });
         for line in [
-            r#"portcullis_requests_total{route="/b",status="200",decision="allowed"} 80000"#,
-            r#"portcullis_request_duration_seconds_count{route="/b"} 80000"#,
-            r#"portcullis_request_duration_seconds_sum{route="/b"} 0.16"#,
+            r#"portcullis_requests_total{route="/a",status="200",decision="allowed"} 80000"#,
+            r#"portcullis_request_duration_seconds_count{route="/a"} 80000"#,
+            r#"portcullis_request_duration_seconds_sum{route="/a"} 0.16"#,
         ] {
             assert!(text.contains(line), "missing `{line}` in:\n{text}");
         }
