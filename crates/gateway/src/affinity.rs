@@ -10,63 +10,65 @@
 #[cfg(target_os = "linux")]
 use rustix::thread::{CpuSet, sched_getaffinity, sched_setaffinity};
 
-/// The CPU for each of `workers` workers, when `pin` asks for binding and they are one per CPU.
-pub(crate) fn worker_cpus(pin: bool, workers: usize) -> Vec<Option<usize>> {
+/// A worker's CPU, and the CPUs the process may use: what the threads the worker starts later
+/// (its runtime's blocking pool: state-file commits, name lookups) are given back rather than
+/// sharing the worker's one CPU.
+#[derive(Clone, Copy)]
+pub(crate) struct Binding {
     #[cfg(target_os = "linux")]
-    if pin {
-        let allowed: Vec<usize> = match sched_getaffinity(None) {
-            Ok(set) => (0..CpuSet::MAX_CPU).filter(|&c| set.is_set(c)).collect(),
+    cpu: usize,
+    #[cfg(target_os = "linux")]
+    wide: CpuSet,
+}
+
+/// The binding of each of `workers` workers, when `pin` asks for it and they are one per CPU.
+pub(crate) fn worker_cpus(pin: bool, workers: usize) -> Vec<Option<Binding>> {
+    #[cfg(target_os = "linux")]
+    if pin && workers > 1 {
+        match sched_getaffinity(None) {
+            Ok(wide) => {
+                let allowed: Vec<usize> =
+                    (0..CpuSet::MAX_CPU).filter(|&c| wide.is_set(c)).collect();
+                if allowed.len() == workers {
+                    return allowed
+                        .into_iter()
+                        .map(|cpu| Some(Binding { cpu, wide }))
+                        .collect();
+                }
+                tracing::info!(target: "portcullis::gateway", workers, cpus = allowed.len(), "workers not bound to CPUs: there is not one worker per CPU");
+            }
             Err(e) => {
                 tracing::warn!(target: "portcullis::gateway", error = %e, "CPUs unknown; workers not bound");
-                Vec::new()
             }
-        };
-        if allowed.len() == workers && workers > 1 {
-            return allowed.into_iter().map(Some).collect();
-        }
-        if !allowed.is_empty() && workers > 1 {
-            tracing::info!(target: "portcullis::gateway", workers, cpus = allowed.len(), "workers not bound to CPUs: there is not one worker per CPU");
         }
     }
     let _ = pin;
     vec![None; workers]
 }
 
-/// What the calling thread could run on before `bind`: threads it starts later (a runtime's
-/// blocking pool: state-file commits, name lookups) are given it back rather than sharing
-/// the worker's one CPU.
-#[derive(Clone, Copy)]
-pub(crate) struct Before(#[cfg(target_os = "linux")] CpuSet);
+impl Binding {
+    /// Binds the calling thread to the worker's CPU. A refusal (a sandbox that forbids it) is
+    /// logged, and the thread runs unbound (`false`).
+    pub(crate) fn bind(&self) -> bool {
+        #[cfg(target_os = "linux")]
+        {
+            let mut set = CpuSet::new();
+            set.set(self.cpu);
+            if let Err(e) = sched_setaffinity(None, &set) {
+                tracing::warn!(target: "portcullis::gateway", cpu = self.cpu, error = %e, "worker not bound to its CPU");
+                return false;
+            }
+            true
+        }
+        #[cfg(not(target_os = "linux"))]
+        false
+    }
 
-impl Before {
-    /// Gives the calling thread back the CPUs its binder could use.
+    /// Gives the calling thread back the CPUs the process may use.
     pub(crate) fn restore(&self) {
         #[cfg(target_os = "linux")]
-        if let Err(e) = sched_setaffinity(None, &self.0) {
+        if let Err(e) = sched_setaffinity(None, &self.wide) {
             tracing::warn!(target: "portcullis::gateway", error = %e, "a helper thread stays on its worker's CPU");
         }
-    }
-}
-
-/// Binds the calling thread to `cpu`. A refusal (a sandbox that forbids it) is logged, and the
-/// thread runs unbound (`None`).
-pub(crate) fn bind(cpu: usize) -> Option<Before> {
-    #[cfg(target_os = "linux")]
-    {
-        let before = sched_getaffinity(None).ok()?;
-        let mut set = CpuSet::new();
-        set.set(cpu);
-        match sched_setaffinity(None, &set) {
-            Ok(()) => Some(Before(before)),
-            Err(e) => {
-                tracing::warn!(target: "portcullis::gateway", cpu, error = %e, "worker not bound to its CPU");
-                None
-            }
-        }
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
-        let _ = cpu;
-        None
     }
 }

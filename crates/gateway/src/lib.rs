@@ -185,8 +185,8 @@ impl Gateway {
         // Each worker says when it is set up (bound to its CPU, its runtime built): the gateway
         // is listening only then.
         let mut workers_ready = Vec::new();
-        let cpus = affinity::worker_cpus(policy.limits.pin_workers, listeners.len());
-        for ((i, std_listener), cpu) in listeners.into_iter().enumerate().zip(cpus) {
+        let bindings = affinity::worker_cpus(policy.limits.pin_workers, listeners.len());
+        for ((i, std_listener), binding) in listeners.into_iter().enumerate().zip(bindings) {
             let (done_tx, done_rx) = oneshot::channel();
             workers_done.push(done_rx);
             let (ready_tx, ready_rx) = oneshot::channel();
@@ -207,14 +207,13 @@ impl Gateway {
             std::thread::Builder::new()
                 .name(format!("portcullis-worker-{i}"))
                 .spawn(move || {
-                    let before = cpu.and_then(affinity::bind);
                     metrics::set_worker(i);
                     let mut rt = tokio::runtime::Builder::new_current_thread();
-                    // Its blocking pool's threads (state-file commits, name lookups).
+                    // The names of its blocking pool's threads, the only ones a current-thread
+                    // runtime starts (and `on_thread_start` sees).
                     rt.enable_all().thread_name(format!("portcullis-blocking-{i}"));
-                    if let Some(before) = before {
-                        // On a current-thread runtime: its blocking pool's threads only.
-                        rt.on_thread_start(move || before.restore());
+                    if let Some(b) = binding.filter(affinity::Binding::bind) {
+                        rt.on_thread_start(move || b.restore());
                     }
                     let rt = match rt.build() {
                         Ok(rt) => rt,

@@ -40,10 +40,10 @@ const WORKER_SLOTS: usize = 16;
 
 /// The slot the calling thread writes among `n`, and whether it is the only writer of it: a
 /// worker's own when each worker has one (`exclusive`); the last slot is shared by every
-/// thread that is no worker.
+/// thread that is no worker. (`n` is at least 2: `Slots::for_workers`.)
 fn slot(n: usize, exclusive: bool) -> (usize, bool) {
     let w = WORKER.with(Cell::get);
-    if w == usize::MAX || n < 2 {
+    if w == usize::MAX {
         (n - 1, false)
     } else {
         (w % (n - 1), exclusive)
