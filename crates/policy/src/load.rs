@@ -569,13 +569,29 @@ pub fn load(file: &Path) -> Result<Loaded, Problems> {
 
 /// Validates policy `text` as if read from `file` (relative paths resolve against its folder).
 pub fn load_str(file: &Path, text: &str) -> Result<Loaded, Problems> {
+    // The key path of a value of the wrong shape, which the parser's own message leaves out.
+    let mut key = String::new();
     let raw: RawPolicy =
-        serde_saphyr::from_str_with_options(text, yaml_options()).map_err(|e| {
+        serde_saphyr::with_deserializer_from_str_with_options(text, yaml_options(), |de| {
+            serde_path_to_error::deserialize(de).map_err(|e| {
+                key = yaml_key(e.path());
+                e.into_inner()
+            })
+        })
+        .map_err(|e| {
             let pos = e.location().map(|l| Pos {
                 line: l.line(),
                 col: l.column(),
             });
-            Problems(vec![Problem::error(file, pos, "", yaml_message(&e))])
+            let mut message = yaml_message(&e);
+            // The bad value, unless the message names it already or it may be a secret.
+            if !message.contains('`')
+                && !is_secret_key(&key)
+                && let Some(v) = pos.and_then(|p| value_at(text, p))
+            {
+                message = format!("{message}, found `{v}`");
+            }
+            Problems(vec![Problem::error(file, pos, key.as_str(), message)])
         })?;
     Compiler {
         file,
@@ -594,6 +610,75 @@ pub(crate) fn yaml_options() -> serde_saphyr::Options {
             max_aliases: 1_000,
         },
     }
+}
+
+/// A path as the policy's problems print keys (`cors.allow_origins[1]`); the root is no key.
+/// A value read with its position (`Spanned`) is a map inside, whose `value` the path names
+/// last: that step is the parser's, not the file's. (No leaf key of the policy is a plain
+/// `value`: the one key of that name is itself read with its position.)
+fn yaml_key(path: &serde_path_to_error::Path) -> String {
+    let key = path.to_string();
+    let key = key.strip_suffix(".value").unwrap_or(&key);
+    if key == "." {
+        String::new()
+    } else {
+        key.to_owned()
+    }
+}
+
+/// Whether the value under `key` may be a secret, which no message repeats.
+fn is_secret_key(key: &str) -> bool {
+    let last = key.rsplit('.').next().unwrap_or(key).to_ascii_lowercase();
+    ["secret", "password", "token", "private"]
+        .iter()
+        .any(|w| last.contains(w))
+}
+
+/// The value written at `pos` (1-based line and column), as the file spells it: a quoted
+/// string to its closing quote, a flow collection to its closing bracket, a plain scalar to
+/// the end of its line, comment or flow item.
+fn value_at(text: &str, pos: Pos) -> Option<String> {
+    let line = text
+        .lines()
+        .nth(usize::try_from(pos.line).ok()?.checked_sub(1)?)?;
+    let start = line
+        .char_indices()
+        .nth(usize::try_from(pos.col).ok()?.checked_sub(1)?)?
+        .0;
+    let rest = &line[start..];
+    let v = match rest.chars().next()? {
+        q @ ('"' | '\'') => rest[1..].find(q).map_or(rest, |end| &rest[..end + 2]),
+        // A flow collection to its closing bracket, when that is on the same line.
+        '[' | '{' => {
+            let mut depth = 0usize;
+            let end = rest.char_indices().find_map(|(i, c)| {
+                match c {
+                    '[' | '{' => depth += 1,
+                    ']' | '}' => depth = depth.saturating_sub(1),
+                    _ => {}
+                }
+                (depth == 0).then_some(i + 1)
+            });
+            &rest[..end.unwrap_or(rest.len())]
+        }
+        _ => {
+            let end = rest
+                .find(" #")
+                .into_iter()
+                .chain(rest.find([',', ']', '}']))
+                .min()
+                .unwrap_or(rest.len());
+            rest[..end].trim_end()
+        }
+    };
+    if v.is_empty() || v.ends_with(':') {
+        return None;
+    }
+    Some(if v.chars().count() > 60 {
+        format!("{}...", v.chars().take(60).collect::<String>())
+    } else {
+        v.to_owned()
+    })
 }
 
 /// The parser's message without its own position suffix (ours is printed in front).

@@ -120,6 +120,43 @@ fn unknown_keys_and_wrong_types_are_refused_with_a_position() {
 }
 
 #[test]
+fn a_value_of_the_wrong_type_is_named_by_its_key_and_shown() {
+    let base = "listen: 127.0.0.1:8080\nupstream: http://127.0.0.1:1\nroutes: [GET /]\n";
+    let p = problems(&format!(
+        "{base}cors:\n  allow_origins: ['https://a.example']\n  allow_credentials: maybe # no\n"
+    ));
+    let s = p.to_string();
+    assert!(
+        s.contains("bad.yaml:6:22: error: cors.allow_credentials: ") && s.contains("`maybe`"),
+        "{s}"
+    );
+    let p = problems(&format!(
+        "{base}limits: {{ max_body_bytes: lots, workers: 2 }}\n"
+    ));
+    let s = p.to_string();
+    assert!(
+        s.contains("error: limits.max_body_bytes: ") && s.contains("`lots`"),
+        "{s}"
+    );
+    let p = problems(&format!(
+        "{base}versions:\n  - prefix: /v1\n    status: [3, 4]\n"
+    ));
+    assert!(
+        p.to_string().contains("versions[0].status: ") && p.to_string().contains("`[3, 4]`"),
+        "{p}"
+    );
+    // A secret's value is never repeated, even when it is of the wrong shape.
+    let p = problems(&format!(
+        "{base}auth:\n  jwt:\n    keys: [{{ alg: HS256, secret: {{ hunter2: x }} }}]\n"
+    ));
+    let s = p.to_string();
+    assert!(
+        s.contains("auth.jwt.keys[0].secret") && !s.contains("hunter2"),
+        "{s}"
+    );
+}
+
+#[test]
 fn insecure_combinations_are_refused_or_flagged() {
     let base = "listen: 127.0.0.1:8080\nupstream: http://127.0.0.1:1\nroutes: [GET /]\n";
     // Upstream error bodies only in development.
