@@ -188,17 +188,12 @@ async fn pipeline(ctx: Ctx, req: Request<Incoming>) -> (Response<Body>, Decision
     let mut route = None;
     let mut limits = Headroom::default();
     let mut refresh = None;
-    // The pipeline's state (about 3 KiB) lives on the heap, copied there once: the futures
-    // around it stay small, and moving them (hyper and tower move a request's future a few
-    // times) copies pointers rather than kilobytes.
-    let result = Box::pin(forward(
-        &ctx.deps,
-        &ctx,
-        req,
-        &mut route,
-        &mut limits,
-        &mut refresh,
-    ))
+    // The pipeline's state (about 4 KiB) lives on the heap, built there: the futures around
+    // it stay small, and moving them (hyper and tower move a request's future a few times)
+    // copies pointers rather than kilobytes.
+    let result = crate::spare::pinned(|| {
+        forward(&ctx.deps, &ctx, req, &mut route, &mut limits, &mut refresh)
+    })
     .await;
     // A refresh token's use goes back when its request was refused before the upstream judged
     // it (a limit, a quota, an upstream that failed): the client's retry is no theft, and

@@ -292,7 +292,7 @@ async fn serve_h1<C: park::Park>(
     let Accepted { peer, tls, opened } = at;
     let service = |req| {
         // Boxed: the connection's task keeps room for a pointer, not the pipeline's state.
-        Box::pin(crate::proxy::answer(shared.clone(), peer, tls, true, req))
+        crate::spare::pinned(|| crate::proxy::answer(shared.clone(), peer, tls, true, req))
     };
     let refuse = |u| crate::proxy::unreadable(&shared, u);
     crate::h1::serve(stream, opened, cfg, stop, service, refuse).await;
