@@ -46,16 +46,14 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arc_swap::ArcSwap;
 use portcullis_guard::store::{EmbeddedStore, MemoryStore, Store};
 use portcullis_policy::{Policy, Problems, SecretSource, StateBackend};
 use tokio::net::TcpListener;
 use tokio::sync::{oneshot, watch};
 use tokio::task::JoinHandle;
-use tower::Layer;
 
 use crate::metrics::{KindLabel, Metrics};
-use crate::proxy::{Current, Deps, Pipeline, Shared};
+use crate::proxy::{Current, Deps, Shared};
 use crate::runtime::Runtime;
 pub use crate::server::StartError;
 pub use portcullis_guard::jwt::algorithm as jwt_algorithm;
@@ -74,13 +72,6 @@ pub struct Gateway {
     admin_task: Option<JoinHandle<()>>,
     /// One per worker thread, fired when it has drained.
     workers_done: Vec<oneshot::Receiver<()>>,
-}
-
-fn cors_service(policy: &Policy) -> Option<tower_http::cors::Cors<Pipeline>> {
-    policy
-        .cors
-        .as_ref()
-        .map(|c| portcullis_guard::cors::layer(c).layer(Pipeline))
 }
 
 fn admin_token(source: &SecretSource) -> Result<Arc<String>, StartError> {
@@ -173,12 +164,7 @@ impl Gateway {
         if let (Some(jwks), Some(verifier)) = (&runtime.jwks, &runtime.verifier) {
             jwks.refresh(verifier, portcullis_guard::jwt::now()).await;
         }
-        let current = Arc::new(Current {
-            cors: ArcSwap::from_pointee(cors_service(&policy)),
-            runtime: ArcSwap::from_pointee(runtime),
-            tls: arc_swap::ArcSwapOption::new(tls),
-            admin_token: arc_swap::ArcSwapOption::new(token),
-        });
+        let current = Arc::new(Current::new(runtime, tls, token));
         let (shutdown, rx) = watch::channel(false);
         let per_worker_cap = policy.limits.max_connections.div_ceil(workers);
         let mut workers_done = Vec::new();
@@ -191,9 +177,9 @@ impl Gateway {
             workers_done.push(done_rx);
             let (ready_tx, ready_rx) = oneshot::channel();
             workers_ready.push(ready_rx);
-            let shared = Arc::new(Shared {
-                current: current.clone(),
-                deps: Arc::new(Deps {
+            let shared = Arc::new(Shared::new(
+                current.clone(),
+                Arc::new(Deps {
                     upstream: upstream::Upstream::default(),
                     metrics: metrics.clone(),
                     store: store.clone(),
@@ -202,7 +188,7 @@ impl Gateway {
                     inflight: inflight.clone(),
                     bursts: bursts.clone(),
                 }),
-            });
+            ));
             let rx = rx.clone();
             std::thread::Builder::new()
                 .name(format!("portcullis-worker-{i}"))
@@ -340,11 +326,7 @@ impl Gateway {
         if let Some(token) = token {
             self.current.admin_token.store(token);
         }
-        // The CORS service first: a request that sees the new runtime must not see old CORS.
-        self.current
-            .cors
-            .store(Arc::new(cors_service(&runtime.policy)));
-        self.current.runtime.store(Arc::new(runtime));
+        self.current.swap(runtime);
         self.metrics
             .reloads
             .get_or_create(&KindLabel { kind: "applied" })

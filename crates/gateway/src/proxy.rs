@@ -20,7 +20,8 @@ use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -103,11 +104,17 @@ pub struct Deps {
     pub redis: Option<Arc<crate::redis::RedisStore>>,
 }
 
+/// The CORS layer in front of the pipeline, when the policy has `cors`.
+pub type CorsService = Option<tower_http::cors::Cors<Pipeline>>;
+
 /// The current policy and CORS service, swapped together on reload, read by every worker.
 #[derive(Debug)]
 pub struct Current {
     pub runtime: ArcSwap<Runtime>,
-    pub cors: ArcSwap<Option<tower_http::cors::Cors<Pipeline>>>,
+    pub cors: ArcSwap<CorsService>,
+    /// Counts the swaps of `runtime` and `cors` ([`Current::swap`]): a worker whose
+    /// [`View`] is older builds a new one.
+    pub generation: AtomicU64,
     /// The TLS certificate and key in use (replaced on reload: a renewed certificate is
     /// served to the next connection).
     pub tls: arc_swap::ArcSwapOption<rustls::ServerConfig>,
@@ -115,11 +122,123 @@ pub struct Current {
     pub admin_token: arc_swap::ArcSwapOption<String>,
 }
 
-/// What one worker serves with: the shared current policy, and its own upstream pool.
+fn cors_service(policy: &portcullis_policy::Policy) -> CorsService {
+    policy
+        .cors
+        .as_ref()
+        .map(|c| tower::Layer::layer(&portcullis_guard::cors::layer(c), Pipeline))
+}
+
+impl Current {
+    pub fn new(
+        runtime: Runtime,
+        tls: Option<Arc<rustls::ServerConfig>>,
+        admin_token: Option<Arc<String>>,
+    ) -> Self {
+        Self {
+            cors: ArcSwap::from_pointee(cors_service(&runtime.policy)),
+            runtime: ArcSwap::from_pointee(runtime),
+            generation: AtomicU64::new(0),
+            tls: arc_swap::ArcSwapOption::new(tls),
+            admin_token: arc_swap::ArcSwapOption::new(admin_token),
+        }
+    }
+
+    /// Puts a new policy in place: its CORS service first (a request that sees the new runtime
+    /// must not see the old CORS), then the runtime, then the count the workers look at.
+    pub fn swap(&self, runtime: Runtime) {
+        self.cors.store(Arc::new(cors_service(&runtime.policy)));
+        self.runtime.store(Arc::new(runtime));
+        self.generation.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// A worker's view of the current policy: the runtime and CORS service, and copies of the
+/// values every request clones (the upstream's `Host`, each route's block of security fields),
+/// in an allocation of the worker's own. Taken from [`Current`] directly, each request cloned
+/// the one `Arc<Runtime>` and those values' shared bytes, whose counts every core then wrote
+/// in turn: a cache line moved between cores four times per request and value. Built again
+/// when the policy changes; a request keeps the view it started with.
+#[derive(Debug)]
+pub struct View {
+    generation: u64,
+    pub runtime: Arc<Runtime>,
+    pub cors: Arc<CorsService>,
+    /// The upstream's authority as `Host` ([`Runtime::upstream_host`], copied).
+    pub upstream_host: Option<HeaderValue>,
+    /// [`Hardening::block`] of each route's rules, the default rules' last (copied).
+    blocks: Vec<bytes::Bytes>,
+}
+
+impl View {
+    fn new(current: &Current, generation: u64) -> Self {
+        let runtime = current.runtime.load_full();
+        let blocks = runtime
+            .route_rules
+            .iter()
+            .chain([&runtime.default_rules])
+            .map(|r| bytes::Bytes::copy_from_slice(r.hardening.block()))
+            .collect();
+        let upstream_host = runtime
+            .upstream_host
+            .as_ref()
+            .and_then(|h| HeaderValue::from_bytes(h.as_bytes()).ok());
+        Self {
+            generation,
+            cors: current.cors.load_full(),
+            runtime,
+            upstream_host,
+            blocks,
+        }
+    }
+
+    /// The security fields of a route's answers as header lines (the default rules' for an
+    /// answer with no route), as [`Runtime::respond_rules`] chooses them.
+    pub fn block(&self, route: Option<RouteId>) -> Option<&bytes::Bytes> {
+        let routes = self.runtime.route_rules.len();
+        self.blocks
+            .get(route.filter(|&r| r < routes).unwrap_or(routes))
+    }
+}
+
+impl std::ops::Deref for View {
+    type Target = Runtime;
+
+    fn deref(&self) -> &Runtime {
+        &self.runtime
+    }
+}
+
+/// What one worker serves with: the shared current policy, its view of it, and its own
+/// upstream pool.
 #[derive(Debug)]
 pub struct Shared {
     pub current: Arc<Current>,
     pub deps: Arc<Deps>,
+    view: Mutex<Arc<View>>,
+}
+
+impl Shared {
+    pub fn new(current: Arc<Current>, deps: Arc<Deps>) -> Self {
+        let generation = current.generation.load(Ordering::Acquire);
+        let view = Mutex::new(Arc::new(View::new(&current, generation)));
+        Self {
+            current,
+            deps,
+            view,
+        }
+    }
+
+    /// This worker's view of the current policy, built again first when the policy changed.
+    /// (The lock is the worker's own: only its requests take it.)
+    pub fn view(&self) -> Arc<View> {
+        let generation = self.current.generation.load(Ordering::Acquire);
+        let mut view = self.view.lock().unwrap_or_else(PoisonError::into_inner);
+        if view.generation != generation {
+            *view = Arc::new(View::new(&self.current, generation));
+        }
+        view.clone()
+    }
 }
 
 /// Per-request facts every phase may read.
@@ -134,7 +253,7 @@ pub struct Ctx {
     /// Served by the gateway's HTTP/1 server, which writes an upstream answer's hardening
     /// fields itself (see `handle`).
     pub h1: bool,
-    pub runtime: Arc<Runtime>,
+    pub runtime: Arc<View>,
     pub deps: Arc<Deps>,
 }
 
@@ -1503,7 +1622,7 @@ pub async fn answer(
 ) -> (Response<Body>, Option<bytes::Bytes>) {
     let start = Instant::now();
     let head = req.method() == http::Method::HEAD;
-    let runtime = shared.current.runtime.load_full();
+    let runtime = shared.view();
     let id = RequestId::new();
     let client = forward::client_ip(peer.ip(), req.headers(), &runtime.policy.trusted_proxies);
     // Only copied when the access log is on.
@@ -1525,8 +1644,7 @@ pub async fn answer(
         deps: shared.deps.clone(),
     };
 
-    let cors = shared.current.cors.load();
-    let (mut resp, decision) = match &**cors {
+    let (mut resp, decision) = match &*runtime.cors {
         Some(svc) => {
             req.extensions_mut().insert(ctx);
             let mut svc = svc.clone();
@@ -1563,7 +1681,9 @@ pub async fn answer(
     // field added since).
     let rules = runtime.respond_rules(decision.route);
     // The upstream's answer over HTTP/1 started bare (`Ctx::bare`): its fields are the block.
-    let block = (decision.hardened && h1 && !rules.again).then(|| rules.hardening.block().clone());
+    let block = (decision.hardened && h1 && !rules.again)
+        .then(|| runtime.block(decision.route).cloned())
+        .flatten();
     if !decision.hardened || rules.again {
         rules.hardening.apply(resp.headers_mut());
     }

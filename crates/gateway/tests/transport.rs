@@ -539,6 +539,62 @@ async fn hot_reload_applies_valid_policies_and_keeps_the_old_one_otherwise() {
     );
 }
 
+/// Each worker keeps its own view of the policy (with copies of the security fields it
+/// writes): a reload reaches every worker's next answer, the upstream's as well as the
+/// gateway's own, and the CORS layer with it.
+#[tokio::test]
+async fn a_reload_reaches_every_workers_security_fields_and_cors() {
+    let up = Recorder::start().await;
+    let workers = "limits: { workers: 2 }\n";
+    let gw = Gw::start(&recorder_policy(&up, workers)).await;
+    let c = client();
+    let preflight = |c: &reqwest::Client| {
+        c.request(Method::OPTIONS, gw.url("/api/items"))
+            .header("origin", "https://app.example")
+            .header("access-control-request-method", "GET")
+            .send()
+    };
+    let before = preflight(&c).await.unwrap();
+    assert!(
+        before
+            .headers()
+            .get("access-control-allow-origin")
+            .is_none()
+    );
+    std::fs::write(
+        &gw.policy_path,
+        recorder_policy(
+            &up,
+            &format!(
+                "{workers}security_headers:\n  set:\n    x-frame-options: SAMEORIGIN\n\
+                 cors:\n  allow_origins: ['https://app.example']\n"
+            ),
+        ),
+    )
+    .unwrap();
+    gw.gateway().reload().unwrap();
+    // Enough connections that both workers answer (each accepts its own).
+    for _ in 0..8 {
+        let c = client();
+        for path in ["/api/items", "/api/nope"] {
+            let r = send(&c, Method::GET, &gw.url(path), None, None).await;
+            assert_eq!(
+                r.headers
+                    .get_all("x-frame-options")
+                    .iter()
+                    .collect::<Vec<_>>(),
+                ["SAMEORIGIN"],
+                "{path}"
+            );
+        }
+        let after = preflight(&c).await.unwrap();
+        assert_eq!(
+            after.headers()["access-control-allow-origin"],
+            "https://app.example"
+        );
+    }
+}
+
 #[tokio::test]
 async fn in_flight_requests_survive_a_reload() {
     // An upstream that answers after a pause, so a reload happens mid-request.
