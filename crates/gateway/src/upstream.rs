@@ -100,7 +100,10 @@ pub struct Upstream {
     pool: Arc<Mutex<Pool>>,
 }
 
+/// Aligned to its own cache lines: the workers' pools are allocated one after the other when
+/// the gateway starts, and each is locked twice per request by its worker.
 #[derive(Debug, Default)]
+#[repr(align(128))]
 struct Pool {
     /// The authority the pooled connections lead to; a reload may change it.
     authority: Option<Authority>,
