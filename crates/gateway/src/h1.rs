@@ -608,13 +608,19 @@ impl<C: Park> Conn<'_, C> {
     }
 
     /// Writes all of `parts` in order, cutting the client after `idle_timeout` without a byte
-    /// taken.
+    /// taken. One part goes out with a plain write: the kernel's vectored path (`writev`) costs
+    /// more per call than `send`, and most answers are one part (a head with a small body).
     async fn send(&mut self, parts: &mut [IoSlice<'_>]) -> io::Result<()> {
         let mut parts = parts;
         IoSlice::advance_slices(&mut parts, 0);
         poll_fn(|cx| {
             while !parts.is_empty() {
-                match Pin::new(&mut self.io).poll_write_vectored(cx, parts) {
+                let io = Pin::new(&mut self.io);
+                let written = match parts {
+                    [one] => io.poll_write(cx, one),
+                    _ => io.poll_write_vectored(cx, parts),
+                };
+                match written {
                     Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                     Poll::Ready(Ok(n)) => {
                         self.written += n as u64;
