@@ -192,7 +192,7 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Unreadable
         let value = HeaderValue::from_maybe_shared(head.slice(v0 as usize..v1 as usize))
             .map_err(|_| bad("a header value is invalid"))?;
         if name == CONTENT_LENGTH {
-            for part in wire::tokens(&value) {
+            for part in wire::tokens(value.as_bytes()) {
                 let n = wire::content_length(part).ok_or(bad("the Content-Length is invalid"))?;
                 if length.is_some_and(|l| l != n) {
                     return Err(bad("Content-Length values differ"));
@@ -205,10 +205,10 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Unreadable
             }
             // (Empty list items are no codings: RFC 9110, 5.6.1; a field of none at all is
             // refused, as it would be alone.)
-            if wire::tokens(&value).all(|t| t.is_empty()) {
+            if wire::tokens(value.as_bytes()).all(|t| t.is_empty()) {
                 return Err(bad("an empty Transfer-Encoding"));
             }
-            for coding in wire::tokens(&value).filter(|t| !t.is_empty()) {
+            for coding in wire::tokens(value.as_bytes()).filter(|t| !t.is_empty()) {
                 if !coding.eq_ignore_ascii_case(b"chunked") {
                     return Err(unreadable(
                         StatusCode::NOT_IMPLEMENTED,
@@ -225,7 +225,7 @@ fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Unreadable
                 return Err(bad("an empty Transfer-Encoding"));
             }
         } else if name == CONNECTION {
-            for t in wire::tokens(&value) {
+            for t in wire::tokens(value.as_bytes()) {
                 close |= t.eq_ignore_ascii_case(b"close");
                 keep |= t.eq_ignore_ascii_case(b"keep-alive");
             }

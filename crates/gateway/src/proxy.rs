@@ -1751,6 +1751,12 @@ fn bodiless(resp: &mut Response<Body>) {
 /// the gateway (RFC 9110, 10.2.2 allows a relative `Location`), as nginx's `proxy_redirect
 /// default` does.
 fn internal_links_made_relative(headers: &mut http::HeaderMap, upstream: &http::uri::Authority) {
+    // Most answers carry neither: one pass comparing names is cheaper than two hashed lookups.
+    let links =
+        |n: &http::HeaderName| n == http::header::LOCATION || n == http::header::CONTENT_LOCATION;
+    if !headers.keys().any(links) {
+        return;
+    }
     for name in [http::header::LOCATION, http::header::CONTENT_LOCATION] {
         let Some(relative) = headers
             .get(&name)

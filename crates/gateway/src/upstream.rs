@@ -759,11 +759,12 @@ fn parse_head(buf: &mut BytesMut, asked: Asked<'_>) -> Result<Option<Head>, Upst
         let (n0, n1, v0, v1) = (n0 as usize, n1 as usize, v0 as usize, v1 as usize);
         let name = wire::field_name(&head[n0..n1])
             .ok_or_else(|| UpstreamError::Malformed("a header name is invalid"))?;
-        let value = HeaderValue::from_maybe_shared(head.slice(v0..v1))
-            .map_err(|_| UpstreamError::Malformed("a header value is invalid"))?;
+        // The value's bytes (httparse checked them); a header value is made only of a field
+        // that goes on.
+        let raw = &head[v0..v1];
         if name == CONTENT_LENGTH {
             let repeat = length.is_some();
-            for part in tokens(&value) {
+            for part in tokens(raw) {
                 let n = content_length(part)
                     .ok_or_else(|| UpstreamError::Malformed("the Content-Length is invalid"))?;
                 if length.is_some_and(|l| l != n) {
@@ -775,7 +776,7 @@ fn parse_head(buf: &mut BytesMut, asked: Asked<'_>) -> Result<Option<Head>, Upst
             if repeat {
                 continue;
             }
-            if let Some(n) = length.filter(|_| value.as_bytes().contains(&b',')) {
+            if let Some(n) = length.filter(|_| raw.contains(&b',')) {
                 headers.append(CONTENT_LENGTH, HeaderValue::from(n));
                 continue;
             }
@@ -784,7 +785,7 @@ fn parse_head(buf: &mut BytesMut, asked: Asked<'_>) -> Result<Option<Head>, Upst
             // A coding other than chunked (gzip, say) would have to be undone or passed on
             // with the framing the gateway chooses; passed on as plain bytes it would corrupt
             // the answer. No server in use sends one (they compress with Content-Encoding).
-            if !tokens(&value).all(|t| t.eq_ignore_ascii_case(b"chunked")) {
+            if !tokens(raw).all(|t| t.eq_ignore_ascii_case(b"chunked")) {
                 return Err(UpstreamError::Malformed(
                     "a transfer coding other than chunked",
                 ));
@@ -795,7 +796,7 @@ fn parse_head(buf: &mut BytesMut, asked: Asked<'_>) -> Result<Option<Head>, Upst
             continue;
         } else if name == CONNECTION {
             let mut others = false;
-            for t in tokens(&value) {
+            for t in tokens(raw) {
                 if t.eq_ignore_ascii_case(b"close") {
                     keep_alive = false;
                 } else if !t.eq_ignore_ascii_case(b"keep-alive") {
@@ -813,6 +814,8 @@ fn parse_head(buf: &mut BytesMut, asked: Asked<'_>) -> Result<Option<Head>, Upst
         if asked.start.hardening().is_some_and(|h| !h.passes(&name)) {
             continue;
         }
+        let value = HeaderValue::from_maybe_shared(head.slice(v0..v1))
+            .map_err(|_| UpstreamError::Malformed("a header value is invalid"))?;
         headers.append(name, value);
     }
     let framing = if asked.head

@@ -3,7 +3,6 @@
 //! body by its length or its chunks (RFC 9112, sections 6 and 7).
 
 use bytes::{Bytes, BytesMut};
-use http::HeaderValue;
 use http::header::{self, HeaderName};
 
 /// A field's name. The names nearly every request or answer carries, in the two spellings
@@ -176,8 +175,8 @@ pub fn decode(
 }
 
 /// The items of a comma-separated field value, trimmed.
-pub fn tokens(v: &HeaderValue) -> impl Iterator<Item = &[u8]> {
-    v.as_bytes().split(|&b| b == b',').map(<[u8]>::trim_ascii)
+pub fn tokens(v: &[u8]) -> impl Iterator<Item = &[u8]> {
+    v.split(|&b| b == b',').map(<[u8]>::trim_ascii)
 }
 
 /// A `Content-Length` value: digits only (no sign, no spaces), within `u64`.
