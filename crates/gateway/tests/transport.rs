@@ -20,6 +20,11 @@ fn recorder_policy(up: &Recorder, extra: &str) -> String {
 
 /// An upstream that answers each request (a GET, in one read) after `delay`.
 async fn slow_upstream(delay: Duration) -> std::net::SocketAddr {
+    canned_upstream(delay, b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow").await
+}
+
+/// An upstream that answers each request (a GET, in one read) with `reply`, after `delay`.
+async fn canned_upstream(delay: Duration, reply: &'static [u8]) -> std::net::SocketAddr {
     let slow = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = slow.local_addr().unwrap();
     tokio::spawn(async move {
@@ -28,7 +33,6 @@ async fn slow_upstream(delay: Duration) -> std::net::SocketAddr {
                 let mut buf = [0u8; 4096];
                 while let Ok(1..) = s.read(&mut buf).await {
                     tokio::time::sleep(delay).await;
-                    let reply = b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow";
                     if s.write_all(reply).await.is_err() {
                         return;
                     }
@@ -62,21 +66,11 @@ async fn raw(addr: &str, bytes: &[u8], wait: Duration) -> String {
 /// rather than put in the answer's map).
 #[tokio::test]
 async fn an_answer_carries_one_request_id_the_gateways() {
-    let upstream = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = upstream.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = upstream.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                while let Ok(1..) = s.read(&mut buf).await {
-                    let reply = b"HTTP/1.1 200 OK\r\nX-Request-Id: upstream-chose-this\r\ncontent-length: 2\r\n\r\n{}";
-                    if s.write_all(reply).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    let addr = canned_upstream(
+        Duration::ZERO,
+        b"HTTP/1.1 200 OK\r\nX-Request-Id: upstream-chose-this\r\ncontent-length: 2\r\n\r\n{}",
+    )
+    .await;
     let gw = Gw::start(&format!(
         "listen: 127.0.0.1:0\nupstream: http://{addr}\nroutes: [GET /api/items]\n"
     ))
