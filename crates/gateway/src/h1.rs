@@ -41,8 +41,6 @@ use tokio::io::AsyncWriteExt as _;
 use tokio::sync::watch;
 use tokio::time::{Instant, Sleep};
 
-use portcullis_guard::forward::X_REQUEST_ID;
-
 use crate::body::{Body, BoxError, ClientBody};
 use crate::park::Park;
 use crate::spare;
@@ -75,18 +73,9 @@ pub struct Config {
     pub max_head: usize,
 }
 
-/// Header lines written right after an answer's status line, before its map's fields: the
-/// route's security fields (encoded once per policy, when the map started without them) and
-/// the request's id, which is not put in the map (an insert, and its hashing, per answer). A
-/// field of the map by the id's name is not written.
-#[derive(Debug)]
-pub struct Lines {
-    pub block: Bytes,
-    pub request_id: HeaderValue,
-}
-
-/// An answer, and the lines to write before its map's fields.
-pub type Answer = (Response<Body>, Option<Lines>);
+/// An answer, and header lines to write before its map's fields (the route's hardening, when
+/// the map started without it).
+pub type Answer = (Response<Body>, Option<Bytes>);
 
 /// A request the server could not take: answered with `status`, then the connection closes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -662,7 +651,7 @@ impl<C: Park> Conn<'_, C> {
     /// Writes an answer; `Ok(false)` when the connection must close after it.
     async fn respond(
         &mut self,
-        (resp, lines): Answer,
+        (resp, block): Answer,
         head_request: bool,
         http11: bool,
         mut keep_alive: bool,
@@ -681,20 +670,13 @@ impl<C: Park> Conn<'_, C> {
         out.push(b' ');
         out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
         out.extend_from_slice(b"\r\n");
-        if let Some(lines) = &lines {
-            out.extend_from_slice(&lines.block);
-            field(
-                out,
-                X_REQUEST_ID.as_str().as_bytes(),
-                lines.request_id.as_bytes(),
-            );
+        if let Some(block) = &block {
+            out.extend_from_slice(block);
         }
         let mut dated = false;
         let mut length_given = false;
         for (name, value) in &parts.headers {
-            if lines.is_some() && name == X_REQUEST_ID {
-                continue;
-            } else if name == CONTENT_LENGTH {
+            if name == CONTENT_LENGTH {
                 // The body's own length is what frames it; a bodiless answer (HEAD, 304)
                 // keeps the length its body would have had.
                 if !bodiless || status == StatusCode::NO_CONTENT || length_given {

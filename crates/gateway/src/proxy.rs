@@ -1616,16 +1616,16 @@ pub async fn handle(
 }
 
 /// Answers a request; over HTTP/1 (`h1`), an upstream answer comes with its route's hardening
-/// fields and its request id apart, as header lines ([`crate::h1::Lines`]) for the server to
-/// write after its status line: cloning the fields into each answer's map and encoding them
-/// one by one cost more than the rest of writing the answer's head.
+/// fields apart, as header lines (`Hardening::block`) for the server to write after its
+/// status line: cloning them into each answer's map and encoding them one by one cost more
+/// than the rest of writing the answer's head.
 pub async fn answer(
     shared: Arc<Shared>,
     peer: SocketAddr,
     tls: bool,
     h1: bool,
     mut req: Request<Incoming>,
-) -> (Response<Body>, Option<crate::h1::Lines>) {
+) -> (Response<Body>, Option<bytes::Bytes>) {
     let start = Instant::now();
     let head = req.method() == http::Method::HEAD;
     let runtime = shared.view();
@@ -1702,17 +1702,7 @@ pub async fn answer(
             resp.headers_mut().insert(n.clone(), val.clone());
         }
     }
-    // Over HTTP/1 with the route's block, the id is written after it rather than put in the map.
-    let lines = match block {
-        Some(block) => Some(crate::h1::Lines {
-            block,
-            request_id: id.value().clone(),
-        }),
-        None => {
-            resp.headers_mut().insert(X_REQUEST_ID, id.value().clone());
-            None
-        }
-    };
+    resp.headers_mut().insert(X_REQUEST_ID, id.value().clone());
     if head {
         bodiless(&mut resp);
     }
@@ -1739,7 +1729,7 @@ pub async fn answer(
             latency_ms = elapsed.as_secs_f64() * 1000.0,
         );
     }
-    (resp, lines)
+    (resp, block)
 }
 
 /// The answer to a HEAD request: no body (a gateway's problem, or a GET's answer read by a

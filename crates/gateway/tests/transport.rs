@@ -62,8 +62,7 @@ async fn raw(addr: &str, bytes: &[u8], wait: Duration) -> String {
 }
 
 /// The request id on an answer is the gateway's, once: an upstream's own `X-Request-Id` does
-/// not go out beside it (over HTTP/1 the id is written after the route's security fields
-/// rather than put in the answer's map).
+/// not go out beside it.
 #[tokio::test]
 async fn an_answer_carries_one_request_id_the_gateways() {
     let addr = canned_upstream(
