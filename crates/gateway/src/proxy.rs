@@ -169,7 +169,7 @@ pub struct View {
     generation: u64,
     pub runtime: Arc<Runtime>,
     pub cors: Arc<CorsService>,
-    /// The upstream's authority as `Host` ([`Runtime::upstream_host`], copied).
+    /// The upstream's authority as `Host`, built once per view.
     pub upstream_host: Option<HeaderValue>,
     /// [`Hardening::block`] of each route's rules, the default rules' last (copied).
     blocks: Vec<bytes::Bytes>,
@@ -184,10 +184,7 @@ impl View {
             .chain([&runtime.default_rules])
             .map(|r| bytes::Bytes::copy_from_slice(r.hardening.block()))
             .collect();
-        let upstream_host = runtime
-            .upstream_host
-            .as_ref()
-            .and_then(|h| HeaderValue::from_bytes(h.as_bytes()).ok());
+        let upstream_host = HeaderValue::from_str(runtime.policy.upstream.authority.as_str()).ok();
         Self {
             generation,
             cors: current.cors.load_full(),

@@ -34,8 +34,6 @@ pub struct Runtime {
     pub validators: crate::validate::Validators,
     /// The provider's key set, when the policy names a JWKS.
     pub jwks: Option<Arc<crate::jwks::JwksCache>>,
-    /// The `Host` the upstream is sent (its authority), built once.
-    pub upstream_host: Option<HeaderValue>,
 }
 
 /// A route's response rules, and whether the respond phase applies them (again) to an
@@ -123,7 +121,6 @@ impl Runtime {
         let rate_limits = crate::ratelimit::RateLimits::new(&policy);
         let ssrf = policy.ssrf.as_ref().map(crate::ssrf::Guard::new);
         Ok(Self {
-            upstream_host: HeaderValue::from_str(policy.upstream.authority.as_str()).ok(),
             limits: Arc::new(policy.limits.clone()),
             ssrf,
             rate_limits,
