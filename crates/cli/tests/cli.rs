@@ -53,6 +53,29 @@ fn check_accepts_the_example_and_refuses_broken_policies_with_positions() {
     );
     assert!(err.contains("bad.yaml:7:18: error: admin.listen"), "{err}");
     assert!(err.contains("2 error(s)"), "{err}");
+    // Misspelt keys and wrong-typed values: all of them, not the first alone.
+    std::fs::write(&bad, "listen: 127.0.0.1:8080\nupstream: http://127.0.0.1:8081\nlimts: {}\ncors: { allow_origins: [https://a.example], allow_credentials: maybe }\nmode: debug\n").unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["check", "-c", bad.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.yaml:3:1: error: limts: unknown field"),
+        "{err}"
+    );
+    assert!(
+        err.contains(
+            "bad.yaml:4:64: error: cors.allow_credentials: expected a boolean, found `maybe`"
+        ),
+        "{err}"
+    );
+    assert!(
+        err.contains("bad.yaml:5:7: error: mode: expected one of"),
+        "{err}"
+    );
+    assert!(err.contains("3 error(s)"), "{err}");
     let out = std::process::Command::new(BIN)
         .args(["check", "-c", "/nonexistent/p.yaml"])
         .output()

@@ -11,6 +11,7 @@ pub mod model;
 pub mod openapi;
 pub mod path;
 pub mod problem;
+mod shape;
 pub mod units;
 
 pub use inventory::{Inventory, Lookup, Route, RouteId, Version, VersionStatus};

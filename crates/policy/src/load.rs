@@ -14,7 +14,7 @@ use serde_saphyr::Spanned;
 use crate::inventory::{Inventory, Version, VersionStatus};
 use crate::model::*;
 use crate::problem::{Pos, Problem, Problems};
-use crate::{openapi, path, units};
+use crate::{openapi, path, shape, units};
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -591,7 +591,14 @@ pub fn load_str(file: &Path, text: &str) -> Result<Loaded, Problems> {
             {
                 message = format!("{message}, found `{v}`");
             }
-            Problems(vec![Problem::error(file, pos, key.as_str(), message)])
+            let first = Problem::error(file, pos, key.as_str(), message);
+            // The typed read stops at its first problem; the schema finds the others.
+            let mut all = shape::problems(file, text);
+            if !all.iter().any(|p| p.pos == first.pos || p.key == first.key) {
+                all.push(first);
+            }
+            all.sort_by_key(|p| p.pos.map(|p| (p.line, p.col)));
+            Problems(all)
         })?;
     Compiler {
         file,
@@ -627,7 +634,7 @@ fn yaml_key(path: &serde_path_to_error::Path) -> String {
 }
 
 /// Whether the value under `key` may be a secret, which no message repeats.
-fn is_secret_key(key: &str) -> bool {
+pub(crate) fn is_secret_key(key: &str) -> bool {
     let last = key.rsplit('.').next().unwrap_or(key).to_ascii_lowercase();
     ["secret", "password", "token", "private"]
         .iter()
@@ -637,7 +644,7 @@ fn is_secret_key(key: &str) -> bool {
 /// The value written at `pos` (1-based line and column), as the file spells it: a quoted
 /// string to its closing quote, a flow collection to its closing bracket, a plain scalar to
 /// the end of its line, comment or flow item.
-fn value_at(text: &str, pos: Pos) -> Option<String> {
+pub(crate) fn value_at(text: &str, pos: Pos) -> Option<String> {
     let line = text
         .lines()
         .nth(usize::try_from(pos.line).ok()?.checked_sub(1)?)?;
@@ -1268,6 +1275,7 @@ impl Compiler<'_> {
             "upstream_timeout",
             &mut l.upstream_timeout,
         );
+        // Sizes take a unit (`64KiB`); counts are whole numbers.
         let num = |c: &mut Self,
                    v: &Option<Spanned<String>>,
                    key: &str,
@@ -1275,7 +1283,12 @@ impl Compiler<'_> {
                    max: u64|
          -> Option<u64> {
             let v = v.as_ref()?;
-            match units::size(&v.value) {
+            let read = if key.ends_with("_bytes") {
+                units::size(&v.value)
+            } else {
+                units::count(&v.value)
+            };
+            match read {
                 Ok(n) if (min..=max).contains(&n) => Some(n),
                 Ok(_) => {
                     c.err(

@@ -42,6 +42,15 @@ pub fn size(s: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("`{s}` is too large"))
 }
 
+/// Parses a count: a whole number, without a unit.
+pub fn count(s: &str) -> Result<u64, String> {
+    let s = s.trim();
+    if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!("`{s}` is not a whole number"));
+    }
+    s.parse().map_err(|_| format!("`{s}` is too large"))
+}
+
 /// A calendar date `YYYY-MM-DD`, as seconds since the Unix epoch at 00:00:00 UTC.
 pub fn date(s: &str) -> Result<i64, String> {
     let bad = || format!("`{s}` is not a date such as 2027-06-30");

@@ -119,6 +119,218 @@ fn unknown_keys_and_wrong_types_are_refused_with_a_position() {
     );
 }
 
+/// The shipped examples, and `every-key.yaml`, which has every key the schema knows.
+fn shape_fixtures() -> Vec<PathBuf> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    vec![
+        root.join("../../examples/shop/portcullis.yaml"),
+        root.join("../../examples/shop/portcullis-auth.yaml"),
+        root.join("tests/every-key.yaml"),
+    ]
+}
+
+/// `every-key.yaml` keeps up with the schema, so the test below reaches every key.
+#[test]
+fn every_key_of_the_schema_is_in_the_shape_fixture() {
+    use std::collections::BTreeSet;
+    fn schema_keys(
+        schema: &serde_json::Value,
+        n: &serde_json::Value,
+        at: &str,
+        out: &mut BTreeSet<String>,
+    ) {
+        if let Some(target) = n.get("$ref").and_then(|r| r.as_str()) {
+            let target = schema.pointer(target.trim_start_matches('#')).unwrap();
+            schema_keys(schema, target, at, out);
+        }
+        for group in ["allOf", "oneOf", "anyOf"] {
+            for sub in n
+                .get(group)
+                .and_then(|g| g.as_array())
+                .into_iter()
+                .flatten()
+            {
+                schema_keys(schema, sub, at, out);
+            }
+        }
+        if let Some(props) = n.get("properties").and_then(|p| p.as_object()) {
+            for (k, v) in props {
+                let here = if at.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{at}.{k}")
+                };
+                out.insert(here.clone());
+                schema_keys(schema, v, &here, out);
+            }
+        }
+        if let Some(items) = n.get("items") {
+            schema_keys(schema, items, &format!("{at}[]"), out);
+        }
+    }
+    fn doc_keys(v: &serde_json::Value, at: &str, out: &mut BTreeSet<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    let here = if at.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{at}.{k}")
+                    };
+                    out.insert(here.clone());
+                    doc_keys(v, &here, out);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for v in items {
+                    doc_keys(v, &format!("{at}[]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let schema: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("schemas/portcullis.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let mut wanted = BTreeSet::new();
+    schema_keys(&schema, &schema, "", &mut wanted);
+    let fixture: serde_json::Value =
+        serde_saphyr::from_str(&std::fs::read_to_string(shape_fixtures().pop().unwrap()).unwrap())
+            .unwrap();
+    let mut have = BTreeSet::new();
+    doc_keys(&fixture, "", &mut have);
+    let missing: Vec<&String> = wanted.difference(&have).collect();
+    assert!(wanted.len() > 150, "{wanted:?}");
+    assert!(missing.is_empty(), "every-key.yaml lacks {missing:?}");
+}
+
+/// The typed read stops at its first problem; the rest of a file's misspelt keys and
+/// wrong-typed values come from the shipped schema, each at its own line and key.
+#[test]
+fn every_misspelt_key_and_wrong_typed_value_is_reported_at_once() {
+    let text = "\
+listen: 127.0.0.1:8080
+upstream: http://127.0.0.1:1
+timeouts: { header_read: 5s }
+mode: debug
+routes: [GET /a, FETCH /b]
+limits:
+  workers: two
+  max_connections: -5
+  header_timeout: 5s
+  idle_timeout: 5 minutes
+cors:
+  allow_origins: [https://a.example]
+  allow_credentials: maybe
+auth:
+  jwt:
+    keys:
+      - { kid: k1, secret: [hunter2] }
+";
+    let p = problems(text);
+    let s = p.to_string();
+    let expect = [
+        "bad.yaml:3:1: error: timeouts: unknown field `timeouts`, expected one of ",
+        "bad.yaml:4:7: error: mode: expected one of production, development, found `debug`",
+        "bad.yaml:5:18: error: routes[1]: expected the form ",
+        "bad.yaml:7:12: error: limits.workers: expected the form `^[0-9]+$` (a whole number), found `two`",
+        "bad.yaml:8:20: error: limits.max_connections: -5 is less than the minimum of 0",
+        "bad.yaml:9:3: error: limits.header_timeout: unknown field `header_timeout`, expected one of ",
+        "bad.yaml:10:17: error: limits.idle_timeout: expected the form `^[0-9]+(ms|s|m|h|d)$` (500ms, 10s, 15m, 2h, 1d), found `5 minutes`",
+        "bad.yaml:13:22: error: cors.allow_credentials: expected a boolean, found `maybe`",
+    ];
+    for e in expect {
+        assert!(s.contains(e), "missing `{e}` in:\n{s}");
+    }
+    // A secret is named by its key, never shown.
+    assert!(s.contains("auth.jwt.keys[0].secret: "), "{s}");
+    assert!(!s.contains("hunter2"), "{s}");
+    let lines: Vec<u64> = p.iter().filter_map(|x| x.pos.map(|p| p.line)).collect();
+    assert!(
+        lines.windows(2).all(|w| w[0] <= w[1]),
+        "file order: {lines:?}"
+    );
+    assert_eq!(p.iter().filter(|x| x.key == "timeouts").count(), 1, "{s}");
+}
+
+/// Every key path of the shipped examples, misspelt or given a value of the wrong type
+/// behind a first problem the typed read stops at, is still reported: the schema knows every
+/// key the loader reads and every map that refuses unknown keys.
+#[test]
+fn the_schema_finds_what_the_typed_read_refuses_behind_a_first_problem() {
+    fn walk(v: &serde_json::Value, at: &str, out: &mut Vec<(String, bool)>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                out.push((at.to_owned(), true));
+                for (k, v) in m {
+                    walk(v, &format!("{at}/{k}"), out);
+                }
+            }
+            serde_json::Value::Array(items) => {
+                for (i, v) in items.iter().enumerate() {
+                    walk(v, &format!("{at}/{i}"), out);
+                }
+            }
+            _ => out.push((at.to_owned(), false)),
+        }
+    }
+    fn dotted(pointer: &str) -> String {
+        let mut out = String::new();
+        for seg in pointer.split('/').skip(1) {
+            if seg.bytes().all(|b| b.is_ascii_digit()) {
+                out.push_str(&format!("[{seg}]"));
+            } else {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(seg);
+            }
+        }
+        out
+    }
+    let mut checked = Vec::new();
+    for file in shape_fixtures() {
+        let name = file.file_name().unwrap().to_string_lossy().into_owned();
+        let doc: serde_json::Value =
+            serde_saphyr::from_str(&std::fs::read_to_string(&file).unwrap()).unwrap();
+        let mut paths = Vec::new();
+        walk(&doc, "", &mut paths);
+        for (at, is_map) in paths {
+            let mut bad = doc.clone();
+            let target = bad.pointer_mut(&at).unwrap();
+            let (key, what) = if is_map {
+                target["zz_unknown"] = serde_json::json!(1);
+                (dotted(&format!("{at}/zz_unknown")), "zz_unknown")
+            } else {
+                *target = serde_json::json!({ "zz": [1] });
+                (dotted(&at), "")
+            };
+            let yaml = serde_saphyr::to_string(&bad).unwrap();
+            let alone = load_str(&file, &yaml);
+            let refused_here = alone
+                .as_ref()
+                .err()
+                .is_some_and(|p| p.iter().any(|x| x.key == key && x.message.contains(what)));
+            if !refused_here {
+                continue; // a free-form map, or a value of any shape
+            }
+            let behind = load_str(&file, &format!("aa_first: 1\n{yaml}"))
+                .expect_err("an unknown key is refused");
+            assert!(
+                behind
+                    .iter()
+                    .any(|x| x.key == key && x.message.contains(what)),
+                "{name}: `{key}` refused alone but not behind a first problem:\n{behind}"
+            );
+            checked.push(key);
+        }
+    }
+    let maps = checked.iter().filter(|k| k.ends_with("zz_unknown")).count();
+    assert!(maps > 40 && checked.len() - maps > 150, "{checked:?}");
+}
+
 #[test]
 fn a_value_of_the_wrong_type_is_named_by_its_key_and_shown() {
     let base = "listen: 127.0.0.1:8080\nupstream: http://127.0.0.1:1\nroutes: [GET /]\n";

@@ -1,0 +1,336 @@
+//! The policy file's shape, checked against the JSON Schema shipped for editors
+//! (`schemas/portcullis.schema.json`), so that a file with several misspelt keys and wrong-typed
+//! values is refused with all of them at once: the typed read stops at its first.
+//!
+//! It runs only when that typed read failed. The file is read again as a plain tree that keeps
+//! each node's position, the tree is validated, and every violation becomes a [`Problem`] at its
+//! key or value. The values the schema checks by pattern (durations, sizes, routes) are named
+//! by the schema's own description of them.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::path::Path;
+use std::sync::LazyLock;
+
+use jsonschema::error::ValidationErrorKind;
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
+use serde_saphyr::Spanned;
+
+use crate::load::{is_secret_key, value_at, yaml_options};
+use crate::problem::{Pos, Problem};
+
+/// The schema, as shipped: the same text editors complete from.
+const SCHEMA: &str = include_str!("../../../schemas/portcullis.schema.json");
+
+static SHAPE: LazyLock<Option<(Value, jsonschema::Validator)>> = LazyLock::new(|| {
+    let schema: Value = serde_json::from_str(SCHEMA).ok()?;
+    let validator = jsonschema::validator_for(&schema).ok()?;
+    Some((schema, validator))
+});
+
+/// One YAML node as the schema sees it, with the positions of what it holds.
+enum Node {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Uint(u64),
+    Float(f64),
+    Str(String),
+    Seq(Vec<Spanned<Node>>),
+    Map(Vec<(Spanned<Node>, Spanned<Node>)>),
+}
+
+impl<'de> Deserialize<'de> for Node {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(NodeVisitor)
+    }
+}
+
+struct NodeVisitor;
+
+impl<'de> Visitor<'de> for NodeVisitor {
+    type Value = Node;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("any YAML value")
+    }
+    fn visit_unit<E>(self) -> Result<Node, E> {
+        Ok(Node::Null)
+    }
+    fn visit_none<E>(self) -> Result<Node, E> {
+        Ok(Node::Null)
+    }
+    fn visit_some<D: Deserializer<'de>>(self, d: D) -> Result<Node, D::Error> {
+        Node::deserialize(d)
+    }
+    fn visit_bool<E>(self, v: bool) -> Result<Node, E> {
+        Ok(Node::Bool(v))
+    }
+    fn visit_i64<E>(self, v: i64) -> Result<Node, E> {
+        Ok(Node::Int(v))
+    }
+    fn visit_u64<E>(self, v: u64) -> Result<Node, E> {
+        Ok(Node::Uint(v))
+    }
+    fn visit_f64<E>(self, v: f64) -> Result<Node, E> {
+        Ok(Node::Float(v))
+    }
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Node, E> {
+        Ok(Node::Str(v.to_owned()))
+    }
+    fn visit_string<E>(self, v: String) -> Result<Node, E> {
+        Ok(Node::Str(v))
+    }
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Node, A::Error> {
+        let mut items = Vec::new();
+        while let Some(item) = seq.next_element()? {
+            items.push(item);
+        }
+        Ok(Node::Seq(items))
+    }
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Node, A::Error> {
+        let mut entries = Vec::new();
+        while let Some(entry) = map.next_entry()? {
+            entries.push(entry);
+        }
+        Ok(Node::Map(entries))
+    }
+}
+
+/// Where each node of the tree is written, by JSON pointer: the value, and for a map entry its
+/// key.
+#[derive(Default)]
+struct Places {
+    values: HashMap<String, Pos>,
+    keys: HashMap<String, Pos>,
+}
+
+fn pos_of<T>(s: &Spanned<T>) -> Pos {
+    Pos {
+        line: s.referenced.line(),
+        col: s.referenced.column(),
+    }
+}
+
+/// The tree as JSON, recording positions under `pointer`.
+fn to_json(node: &Spanned<Node>, pointer: &mut String, places: &mut Places) -> Value {
+    places.values.insert(pointer.clone(), pos_of(node));
+    match &node.value {
+        Node::Null => Value::Null,
+        Node::Bool(b) => Value::Bool(*b),
+        Node::Int(i) => Value::from(*i),
+        Node::Uint(u) => Value::from(*u),
+        Node::Float(f) => serde_json::Number::from_f64(*f).map_or(Value::Null, Value::Number),
+        Node::Str(s) => Value::String(s.clone()),
+        Node::Seq(items) => {
+            let len = pointer.len();
+            let mut out = Vec::with_capacity(items.len());
+            for (i, item) in items.iter().enumerate() {
+                pointer.push('/');
+                pointer.push_str(&i.to_string());
+                out.push(to_json(item, pointer, places));
+                pointer.truncate(len);
+            }
+            Value::Array(out)
+        }
+        Node::Map(entries) => {
+            let len = pointer.len();
+            let mut out = serde_json::Map::new();
+            for (k, v) in entries {
+                let key = match &k.value {
+                    Node::Str(s) => s.clone(),
+                    Node::Int(i) => i.to_string(),
+                    Node::Uint(u) => u.to_string(),
+                    Node::Bool(b) => b.to_string(),
+                    Node::Float(f) => f.to_string(),
+                    Node::Null => "null".to_owned(),
+                    Node::Seq(_) | Node::Map(_) => continue,
+                };
+                pointer.push('/');
+                pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
+                places.keys.insert(pointer.clone(), pos_of(k));
+                let value = to_json(v, pointer, places);
+                pointer.truncate(len);
+                out.insert(key, value);
+            }
+            Value::Object(out)
+        }
+    }
+}
+
+/// Every violation of the schema in `text`, or none when the text is not YAML at all (the
+/// parser's own error says where) or the schema cannot be read.
+pub(crate) fn problems(file: &Path, text: &str) -> Vec<Problem> {
+    let Some((schema, validator)) = SHAPE.as_ref() else {
+        return Vec::new();
+    };
+    let Ok(tree) = serde_saphyr::from_str_with_options::<Spanned<Node>>(text, yaml_options())
+    else {
+        return Vec::new();
+    };
+    let mut places = Places::default();
+    let doc = to_json(&tree, &mut String::new(), &mut places);
+    let mut out = Vec::new();
+    for e in validator.iter_errors(&doc) {
+        let at = e.instance_path().as_str().to_owned();
+        let value_pos = places.values.get(&at).copied();
+        let key = dotted(&at);
+        let secret = is_secret_key(&key);
+        // The value as the file spells it, unless it may be a secret.
+        let shown = |v: &Value| {
+            if secret {
+                return String::new();
+            }
+            let written = value_pos.and_then(|p| value_at(text, p));
+            format!(", found `{}`", written.unwrap_or_else(|| short(v)))
+        };
+        match e.kind() {
+            ValidationErrorKind::AdditionalProperties { unexpected }
+            | ValidationErrorKind::UnevaluatedProperties { unexpected } => {
+                let allowed = allowed_keys(schema, e.schema_path().as_str());
+                for name in unexpected {
+                    let child = format!("{at}/{}", name.replace('~', "~0").replace('/', "~1"));
+                    let pos = places.keys.get(&child).copied().or(value_pos);
+                    let key = dotted(&child);
+                    let message = if allowed.is_empty() {
+                        format!("unknown field `{name}`")
+                    } else {
+                        format!(
+                            "unknown field `{name}`, expected one of {}",
+                            allowed.join(", ")
+                        )
+                    };
+                    out.push(Problem::error(file, pos, key.as_str(), message));
+                }
+            }
+            ValidationErrorKind::Required { property } => {
+                let name = property.as_str().unwrap_or_default();
+                out.push(Problem::error(
+                    file,
+                    value_pos,
+                    key.as_str(),
+                    format!("missing field `{name}`"),
+                ));
+            }
+            ValidationErrorKind::Type { kind } => {
+                let expected = match kind {
+                    jsonschema::error::TypeKind::Single(t) => t.to_string(),
+                    jsonschema::error::TypeKind::Multiple(ts) => {
+                        let names: Vec<String> = ts.iter().map(|t| t.to_string()).collect();
+                        names.join(" or ")
+                    }
+                };
+                out.push(Problem::error(
+                    file,
+                    value_pos,
+                    key.as_str(),
+                    format!("expected {}{}", article(&expected), shown(e.instance())),
+                ));
+            }
+            ValidationErrorKind::Enum { options } => {
+                let options = match options.as_ref() {
+                    Value::Array(items) => items.iter().map(short).collect::<Vec<_>>().join(", "),
+                    other => short(other),
+                };
+                out.push(Problem::error(
+                    file,
+                    value_pos,
+                    key.as_str(),
+                    format!("expected one of {options}{}", shown(e.instance())),
+                ));
+            }
+            ValidationErrorKind::Pattern { pattern } => {
+                let hint = holder(schema, e.schema_path().as_str())
+                    .and_then(|s| s.get("description"))
+                    .and_then(Value::as_str)
+                    .map(|d| format!(" ({d})"))
+                    .unwrap_or_default();
+                out.push(Problem::error(
+                    file,
+                    value_pos,
+                    key.as_str(),
+                    format!("expected the form `{pattern}`{hint}{}", shown(e.instance())),
+                ));
+            }
+            _ => {
+                let message = if secret {
+                    e.masked().to_string()
+                } else {
+                    e.to_string()
+                };
+                out.push(Problem::error(file, value_pos, key.as_str(), message));
+            }
+        }
+    }
+    out
+}
+
+/// `/cors/allow_origins/1` as the policy's problems print keys: `cors.allow_origins[1]`.
+fn dotted(pointer: &str) -> String {
+    let mut out = String::new();
+    for seg in pointer.split('/').skip(1) {
+        let seg = seg.replace("~1", "/").replace("~0", "~");
+        if !seg.is_empty() && seg.bytes().all(|b| b.is_ascii_digit()) {
+            out.push('[');
+            out.push_str(&seg);
+            out.push(']');
+        } else {
+            if !out.is_empty() {
+                out.push('.');
+            }
+            out.push_str(&seg);
+        }
+    }
+    out
+}
+
+/// A value as a message shows it: short, on one line.
+fn short(v: &Value) -> String {
+    let s = match v {
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    if s.chars().count() > 60 {
+        format!("{}...", s.chars().take(60).collect::<String>())
+    } else {
+        s
+    }
+}
+
+fn article(kind: &str) -> String {
+    if kind.starts_with(['a', 'e', 'i', 'o', 'u']) {
+        format!("an {kind}")
+    } else {
+        format!("a {kind}")
+    }
+}
+
+/// The schema node that holds the keyword at `keyword_path`, following each `$ref` the path
+/// runs through as the validator did (`/properties/routes/items/$ref/pattern` → the `route`
+/// definition).
+fn holder<'s>(schema: &'s Value, keyword_path: &str) -> Option<&'s Value> {
+    let (parent, _keyword) = keyword_path.rsplit_once('/')?;
+    let mut node = schema;
+    for seg in parent.split('/').skip(1) {
+        let seg = seg.replace("~1", "/").replace("~0", "~");
+        node = if seg == "$ref" {
+            schema.pointer(node.get("$ref")?.as_str()?.strip_prefix('#')?)?
+        } else {
+            match node {
+                Value::Array(items) => items.get(seg.parse::<usize>().ok()?)?,
+                other => other.get(&seg)?,
+            }
+        };
+    }
+    Some(node)
+}
+
+/// The keys an object allows, from the `properties` beside its `additionalProperties: false`.
+fn allowed_keys(schema: &Value, keyword_path: &str) -> Vec<String> {
+    holder(schema, keyword_path)
+        .and_then(|s| s.get("properties"))
+        .and_then(Value::as_object)
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default()
+}
