@@ -4,14 +4,20 @@
 //! differently (another target, size or modification time), whatever the event names: a
 //! Kubernetes ConfigMap or Secret is updated by swapping a `..data` symlink, and the events
 //! name only that. Other files there (logs, the embedded store, an upstream's database) never
-//! trigger a reload. Bursts of events are debounced into one reload.
+//! trigger a reload, and what is written into them costs nothing beyond the event: a change of
+//! contents or attributes that names no source is let go where it arrives, so a log written
+//! beside the policy file does not make every line cost a look at the sources. Bursts of
+//! events are debounced first and the sources looked at once after.
 //!
 //! A file the running policy does not use yet (an OpenAPI description a refused edit named
 //! before it existed) is picked up at the next change of the policy file, or on `SIGHUP`.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::ffi::OsString;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use notify::event::{EventKind, ModifyKind};
 use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 
@@ -29,10 +35,23 @@ enum Trigger {
 pub fn watch(gateway: Arc<Gateway>) -> notify::Result<notify::RecommendedWatcher> {
     let (tx, mut rx) = mpsc::unbounded_channel::<Trigger>();
     let file_tx = tx.clone();
+    // The names of the sources, which a change of contents must name to matter.
+    let names = Arc::new(Mutex::new(names_of(&gateway.sources())));
+    let watched_names = names.clone();
     let mut watcher = notify::recommended_watcher(move |ev: notify::Result<notify::Event>| {
-        if let Ok(ev) = ev
-            && (ev.kind.is_modify() || ev.kind.is_create() || ev.kind.is_remove())
-        {
+        let Ok(ev) = ev else { return };
+        let wanted = match ev.kind {
+            // Written or touched in place: only a source's own change can matter. A swapped
+            // symlink or a file replaced by rename arrives as a create, remove or rename.
+            EventKind::Modify(ModifyKind::Data(_) | ModifyKind::Metadata(_)) => {
+                let names = watched_names.lock().unwrap_or_else(|e| e.into_inner());
+                ev.paths
+                    .iter()
+                    .any(|p| p.file_name().is_some_and(|n| names.contains(n)))
+            }
+            kind => kind.is_modify() || kind.is_create() || kind.is_remove(),
+        };
+        if wanted {
             let _ = file_tx.send(Trigger::Files);
         }
     })?;
@@ -75,27 +94,33 @@ pub fn watch(gateway: Arc<Gateway>) -> notify::Result<notify::RecommendedWatcher
     let mut seen = prints(&gateway.sources());
     drop(gateway);
     tokio::spawn(async move {
-        while let Some(trigger) = rx.recv().await {
+        while let Some(first) = rx.recv().await {
+            // Debounce: editors write in several steps, and a directory may be busy.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            let mut signalled = matches!(first, Trigger::Signal);
+            while let Ok(t) = rx.try_recv() {
+                signalled |= matches!(t, Trigger::Signal);
+            }
             let Some(g) = weak.upgrade() else { return };
-            let wanted = match trigger {
-                Trigger::Signal => true,
-                // Whatever the event names: a source written, replaced by rename, or reached
-                // through a swapped symlink reads differently now.
-                Trigger::Files => prints(&g.sources()) != seen,
-            };
-            drop(g);
-            if !wanted {
+            // Whatever the events named: a source written, replaced by rename, or reached
+            // through a swapped symlink reads differently now.
+            if !signalled && prints(&g.sources()) == seen {
                 continue;
             }
-            // Debounce: editors write in several steps.
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            while rx.try_recv().is_ok() {}
-            let Some(g) = weak.upgrade() else { return };
             let _ = g.reload();
-            seen = prints(&g.sources());
+            let sources = g.sources();
+            seen = prints(&sources);
+            *names.lock().unwrap_or_else(|e| e.into_inner()) = names_of(&sources);
         }
     });
     Ok(watcher)
+}
+
+fn names_of(sources: &[std::path::PathBuf]) -> HashSet<OsString> {
+    sources
+        .iter()
+        .filter_map(|p| p.file_name().map(OsString::from))
+        .collect()
 }
 
 /// How each source reads now: the file a path leads to (through symlinks), its size and
