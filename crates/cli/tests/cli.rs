@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use portcullis_test_support::reqwest::{Method, StatusCode};
 use portcullis_test_support::*;
-use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_portcullis");
@@ -157,6 +157,20 @@ async fn serve_logs_one_json_line_per_request_and_never_a_secret() {
         .unwrap();
     assert_ne!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
     served.wait_for_log("/v2/users/me").await;
+    // A request the server cannot read is logged too: a smuggling attempt is seen.
+    let addr = served.base.trim_start_matches("http://").to_owned();
+    let mut raw = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    raw.write_all(b"POST /v2/auth/login HTTP/1.1\r\nHost: a\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\nCookie: session=smuggled-secret-321\r\n\r\n0\r\n\r\n").await.unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), raw.read_to_end(&mut answer)).await;
+    assert!(
+        answer.starts_with(b"HTTP/1.1 400"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+    served
+        .wait_for_log("both Content-Length and Transfer-Encoding")
+        .await;
     let log = served.log();
     for secret in [
         password,
@@ -164,6 +178,7 @@ async fn serve_logs_one_json_line_per_request_and_never_a_secret() {
         "query-secret-123",
         "key-secret-456",
         "cookie-secret-789",
+        "smuggled-secret-321",
         "Bearer",
     ] {
         assert!(!log.contains(secret), "`{secret}` is in the log:\n{log}");
@@ -173,19 +188,28 @@ async fn serve_logs_one_json_line_per_request_and_never_a_secret() {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .filter(|v| v["target"] == "portcullis::access")
         .collect();
-    assert_eq!(access.len(), 3, "one line per request:\n{log}");
+    assert_eq!(access.len(), 4, "one line per request:\n{log}");
     let me = access.iter().find(|v| v["path"] == "/v2/users/me").unwrap();
     assert_eq!(me["route"], "/v2/users/me");
     assert_eq!(me["query"], "access_token=REDACTED&api_key=REDACTED");
-    for field in [
-        "request_id",
-        "client_ip",
-        "status",
-        "decision",
-        "latency_ms",
-    ] {
+    assert_eq!(me["status"], 200, "{me}");
+    assert_eq!(
+        (&me["decision"], &me["reason"]),
+        (&"allowed".into(), &"allowed".into())
+    );
+    for field in ["request_id", "client_ip", "latency_ms"] {
         assert!(me.get(field).is_some(), "{field} missing: {me}");
     }
+    let smuggled = access.iter().find(|v| v["status"] == 400).unwrap();
+    assert_eq!(smuggled["decision"], "refused", "{smuggled}");
+    assert_eq!(smuggled["reason"], "bad_request", "{smuggled}");
+    assert_eq!(smuggled["client_ip"], "127.0.0.1", "{smuggled}");
+    assert!(
+        smuggled["request_id"]
+            .as_str()
+            .is_some_and(|id| id.len() == 24),
+        "{smuggled}"
+    );
     served.child.kill().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -810,7 +834,6 @@ fn cpu_ticks(pid: u32) -> u64 {
 /// server's history: a whole core while any upload trickled in).
 #[tokio::test]
 async fn a_slow_upload_costs_no_cpu_while_it_waits() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let up = Recorder::start().await;
     let dir = temp_dir("slow-upload");
     let policy = dir.join("p.yaml");

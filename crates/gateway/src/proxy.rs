@@ -1722,7 +1722,8 @@ pub async fn answer(
             query = query.as_deref().unwrap_or(""),
             route = &**route,
             status,
-            decision = decision.reason,
+            decision = Rejection::verdict(decision.reason),
+            reason = decision.reason,
             latency_ms = elapsed.as_secs_f64() * 1000.0,
         );
     }
@@ -1775,8 +1776,10 @@ fn internal_links_made_relative(headers: &mut http::HeaderMap, upstream: &http::
 }
 
 /// The answer to a request the HTTP/1 server could not read: a problem with a request id of
-/// its own and the default response fields, counted as an unmatched request.
-pub fn unreadable(shared: &Shared, u: crate::h1::Unreadable) -> Response<Body> {
+/// its own and the default response fields, counted as an unmatched request and logged as
+/// every request is, with what was wrong (a fixed phrase, never the request's bytes). Its
+/// client is the connection's peer: no field of an unread head is believed.
+pub fn unreadable(shared: &Shared, peer: SocketAddr, u: crate::h1::Unreadable) -> Response<Body> {
     let runtime = shared.current.runtime.load();
     let id = RequestId::new();
     let rej = Rejection::Unreadable(u.status, u.why);
@@ -1792,7 +1795,17 @@ pub fn unreadable(shared: &Shared, u: crate::h1::Unreadable) -> Response<Body> {
         rej.reason(),
         Duration::ZERO,
     );
-    tracing::debug!(target: "portcullis::accept", request_id = id.as_str(), status = u.status.as_u16(), why = u.why, "request refused unread");
+    tracing::info!(
+        target: "portcullis::access",
+        request_id = id.as_str(),
+        client_ip = %peer.ip(),
+        route = "-",
+        status = u.status.as_u16(),
+        decision = "refused",
+        reason = rej.reason(),
+        why = u.why,
+        latency_ms = 0.0,
+    );
     resp
 }
 

@@ -294,7 +294,7 @@ async fn serve_h1<C: park::Park>(
         // Boxed: the connection's task keeps room for a pointer, not the pipeline's state.
         crate::spare::pinned(|| crate::proxy::answer(shared.clone(), peer, tls, true, req))
     };
-    let refuse = |u| crate::proxy::unreadable(&shared, u);
+    let refuse = |u| crate::proxy::unreadable(&shared, peer, u);
     crate::h1::serve(stream, opened, cfg, stop, service, refuse).await;
 }
 

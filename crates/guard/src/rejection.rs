@@ -103,10 +103,33 @@ impl Rejection {
         }
     }
 
+    /// What the gateway did with a request that ended for `reason` (a [`Rejection::reason`],
+    /// or the pipeline's own: `allowed`, `cors_preflight`): `allowed` (it reached the
+    /// upstream, or was a preflight the gateway answers), `failed` (the upstream or the state
+    /// store could not be used), or `refused` (a defense said no).
+    pub fn verdict(reason: &str) -> &'static str {
+        match reason {
+            "allowed" | "cors_preflight" | "upstream_error" => "allowed",
+            "upstream_unavailable" | "upstream_timeout" | "state_unavailable" | "internal" => {
+                "failed"
+            }
+            _ => "refused",
+        }
+    }
+
     /// A stable label for logs and metrics.
     pub fn reason(&self) -> &'static str {
         match self {
             Rejection::BadPath(_) => "bad_path",
+            Rejection::Unreadable(s, _) if *s == StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
+                "head_too_large"
+            }
+            Rejection::Unreadable(s, _) if *s == StatusCode::NOT_IMPLEMENTED => {
+                "unsupported_transfer_coding"
+            }
+            Rejection::Unreadable(s, _) if *s == StatusCode::HTTP_VERSION_NOT_SUPPORTED => {
+                "unsupported_version"
+            }
             Rejection::BadRequest(_) | Rejection::Unreadable(..) => "bad_request",
             Rejection::NotFound => "undeclared_route",
             Rejection::MethodNotAllowed(_) => "undeclared_method",
