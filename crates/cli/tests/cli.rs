@@ -315,6 +315,50 @@ async fn serve_reloads_when_a_source_changes_and_not_for_other_files_beside_it()
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The admin token named by an environment variable guards `/metrics`; without the
+/// variable `serve` refuses to start and names it.
+#[tokio::test]
+async fn serve_takes_the_admin_token_from_the_environment() {
+    let up = Recorder::start().await;
+    let dir = temp_dir("admin-env");
+    let policy = dir.join("p.yaml");
+    std::fs::write(
+        &policy,
+        format!(
+            "listen: 127.0.0.1:0\nupstream: http://{}\nroutes: [GET /a]\nadmin: {{ listen: 127.0.0.1:0, token_env: PORTCULLIS_TEST_ADMIN_TOKEN }}\n",
+            up.addr
+        ),
+    )
+    .unwrap();
+    let token = "an-admin-token-from-the-environment";
+    let served =
+        Served::start_with_env(BIN, &policy, &[("PORTCULLIS_TEST_ADMIN_TOKEN", token)]).await;
+    let metrics = format!("{}/metrics", served.admin.clone().unwrap());
+    let c = client();
+    let r = send(&c, Method::GET, &metrics, None, None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = send(&c, Method::GET, &metrics, Some("not-the-token"), None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = send(&c, Method::GET, &metrics, Some(token), None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert!(
+        r.text.contains("portcullis_request_duration_seconds"),
+        "{}",
+        r.text
+    );
+    assert!(!served.log().contains(token), "{}", served.log());
+    drop(served);
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "-c", policy.to_str().unwrap()])
+        .env_remove("PORTCULLIS_TEST_ADMIN_TOKEN")
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("PORTCULLIS_TEST_ADMIN_TOKEN"), "{err}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[test]
 fn serve_refuses_a_broken_policy_before_binding() {
     let dir = temp_dir("refuse");

@@ -168,6 +168,20 @@ async fn replicas_sharing_redis_act_as_one_and_survive_its_loss() {
     );
     let m = metrics(&a_admin).await;
     assert!(m.contains("portcullis_state_backend_up 0"), "{m}");
+    // Still taking requests, from the fallback: ready, and saying so.
+    let ready = send(
+        &client(),
+        Method::GET,
+        &format!("{a_admin}/readyz"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(ready.status, StatusCode::OK);
+    assert_eq!(
+        ready.json(),
+        serde_json::json!({ "status": "ready", "state": "fallback" })
+    );
     assert!(
         m.contains("portcullis_state_fallbacks_total{op=\"rate\"}"),
         "{m}"
@@ -206,6 +220,15 @@ async fn replicas_sharing_redis_act_as_one_and_survive_its_loss() {
             .await
             .contains("portcullis_state_backend_up 1")
     );
+    let ready = send(
+        &client(),
+        Method::GET,
+        &format!("{a_admin}/readyz"),
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(ready.json()["state"], "ok");
     a.wait_for_log("redis reachable again").await;
     let _ = std::fs::remove_dir_all(&dir);
 }

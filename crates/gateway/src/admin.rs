@@ -1,8 +1,9 @@
-//! The admin listener: `/healthz` and `/readyz` for probes; behind the admin bearer token when
+//! The admin listener: `/healthz` (the process answers) and `/readyz` (it takes requests: 503
+//! while it drains, until its workers are done) for probes; behind the admin bearer token when
 //! one is configured: Prometheus `/metrics`, and `/revocations` (`GET` lists, `POST`
 //! `{"jti": ..., "exp": ...}` revokes one token until its expiry, `POST {"sub": ...}` revokes
 //! every token of a subject issued until now). A revocation is answered only once it is on
-//! disk. Loopback by default; the policy loader refuses a non-loopback admin listener without
+//! disk. Loopback by default (`127.0.0.1:9901`); the policy loader refuses a non-loopback admin listener without
 //! a token.
 
 use std::convert::Infallible;
@@ -125,10 +126,33 @@ async fn revoke(store: Arc<dyn Store>, req: Request<Incoming>) -> Response<Body>
     }
 }
 
+/// `/readyz`: 503 once the gateway is draining (a load balancer stops sending it requests
+/// while those in flight finish), 200 otherwise; the body says whether the shared state
+/// backend answers or the local fallback stands in.
+fn readiness(store: &dyn Store, draining: bool) -> Response<Body> {
+    let state = if store.shared_backend_up() {
+        "ok"
+    } else {
+        "fallback"
+    };
+    if draining {
+        json(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &serde_json::json!({ "status": "draining", "state": state }),
+        )
+    } else {
+        json(
+            StatusCode::OK,
+            &serde_json::json!({ "status": "ready", "state": state }),
+        )
+    }
+}
+
 async fn route(
     metrics: Arc<Metrics>,
     store: Arc<dyn Store>,
     token: Option<Arc<String>>,
+    draining: bool,
     req: Request<Incoming>,
 ) -> Result<Response<Body>, Infallible> {
     // Without a token the listener is on loopback, where a browser page can still reach it:
@@ -162,9 +186,7 @@ async fn route(
             "expected `Content-Type: application/json`",
         ),
         (&Method::GET, "/healthz") => json(StatusCode::OK, &serde_json::json!({ "status": "ok" })),
-        (&Method::GET, "/readyz") => {
-            json(StatusCode::OK, &serde_json::json!({ "status": "ready" }))
-        }
+        (&Method::GET, "/readyz") => readiness(&*store, draining),
         (_, "/metrics" | "/revocations")
             if !authorized(&req, token.as_deref().map(String::as_str)) =>
         {
@@ -212,24 +234,36 @@ pub async fn serve(
     metrics: Arc<Metrics>,
     store: Arc<dyn Store>,
     current: Arc<crate::proxy::Current>,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
+    mut end: watch::Receiver<bool>,
 ) {
     loop {
         let (stream, _) = tokio::select! {
             r = listener.accept() => match r { Ok(x) => x, Err(_) => continue },
-            _ = shutdown.changed() => return,
+            _ = end.changed() => return,
         };
         let (metrics, store, current) = (metrics.clone(), store.clone(), current.clone());
+        let (shutdown, mut end) = (shutdown.clone(), end.clone());
         tokio::spawn(async move {
             let svc = service_fn(move |req| {
                 // The token as it is now: a reload that rotated it ends the old one at once.
                 let token = current.admin_token.load_full();
-                route(metrics.clone(), store.clone(), token, req)
+                route(
+                    metrics.clone(),
+                    store.clone(),
+                    token,
+                    *shutdown.borrow(),
+                    req,
+                )
             });
-            let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                .http1_only()
-                .serve_connection(TokioIo::new(stream), svc)
-                .await;
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let builder = builder.http1_only();
+            let conn = builder.serve_connection(TokioIo::new(stream), svc);
+            // A probe's kept-alive connection ends with the listener.
+            tokio::select! {
+                _ = conn => {}
+                _ = end.changed() => {}
+            }
         });
     }
 }

@@ -69,6 +69,8 @@ pub struct Gateway {
     /// The admin listener's bound address.
     pub admin_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
+    /// Ends the admin listener, once the workers are done.
+    admin_end: watch::Sender<bool>,
     admin_task: Option<JoinHandle<()>>,
     /// One per worker thread, fired when it has drained.
     workers_done: Vec<oneshot::Receiver<()>>,
@@ -228,6 +230,8 @@ impl Gateway {
             let _ = shutdown.send(true);
             return Err(StartError::Worker(failed));
         }
+        // The admin listener outlives the drain, so probes see it (`/readyz` answers 503).
+        let (admin_end, admin_end_rx) = watch::channel(false);
         let admin_task = admin_listener.map(|l| {
             tokio::spawn(admin::serve(
                 l,
@@ -235,6 +239,7 @@ impl Gateway {
                 store.clone(),
                 current.clone(),
                 rx,
+                admin_end_rx,
             ))
         });
         tracing::info!(target: "portcullis::gateway", listen = %addr, admin = ?admin_addr, routes = policy.inventory.len(), workers, "gateway listening");
@@ -246,6 +251,7 @@ impl Gateway {
             admin_addr,
             shutdown,
             admin_task,
+            admin_end,
             workers_done,
         })
     }
@@ -351,6 +357,7 @@ impl Gateway {
         for done in self.workers_done {
             let _ = done.await;
         }
+        let _ = self.admin_end.send(true);
         if let Some(t) = self.admin_task {
             let _ = t.await;
         }

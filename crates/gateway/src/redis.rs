@@ -561,6 +561,10 @@ impl RedisStore {
 
 #[async_trait]
 impl Store for RedisStore {
+    fn shared_backend_up(&self) -> bool {
+        self.up.load(Ordering::Relaxed)
+    }
+
     async fn fail(&self, key: &str, now: i64, window: i64) -> Result<u32, StoreError> {
         let (n, b) = self.throttle_keys(key);
         let inv = {

@@ -829,10 +829,18 @@ async fn idle_keep_alive_connections_are_served_again_and_closed_after_idle_time
 async fn stopping_closes_idle_connections_and_finishes_busy_ones() {
     let slow = slow_upstream(Duration::from_millis(700)).await;
     let policy = format!(
-        "listen: 127.0.0.1:0\nupstream: http://{slow}\nlimits: {{ workers: 1 }}\nroutes:\n  - GET /api/items\n"
+        "listen: 127.0.0.1:0\nupstream: http://{slow}\nlimits: {{ workers: 1 }}\nroutes:\n  - GET /api/items\nadmin: {{ listen: 127.0.0.1:0 }}\n"
     );
     let mut gw = Gw::start(&policy).await;
     let addr = gw.base.trim_start_matches("http://").to_owned();
+    let ready = format!("{}/readyz", gw.admin.clone().unwrap());
+    let c = client();
+    let r = send(&c, Method::GET, &ready, None, None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        r.json(),
+        serde_json::json!({ "status": "ready", "state": "ok" })
+    );
     let mut idle = TcpStream::connect(&addr).await.unwrap();
     idle.write_all(b"GET /api/items HTTP/1.1\r\nHost: x\r\n\r\n")
         .await
@@ -852,6 +860,11 @@ async fn stopping_closes_idle_connections_and_finishes_busy_ones() {
     let start = Instant::now();
     let gateway = gw.gateway.take().unwrap();
     let stopped = tokio::spawn(gateway.stop());
+    // While it drains, probes are told to send no more.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let r = send(&c, Method::GET, &ready, None, None).await;
+    assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(r.json()["status"], "draining");
     // The request in flight is answered; the idle connection is closed without a word.
     assert!(
         read_response(&mut busy)
@@ -870,6 +883,8 @@ async fn stopping_closes_idle_connections_and_finishes_busy_ones() {
         .expect("the gateway stops")
         .unwrap();
     assert!(start.elapsed() < Duration::from_secs(5));
+    // Gone with the gateway.
+    assert!(c.get(&ready).send().await.is_err());
 }
 
 /// Reads one answer (head and `content-length` body) from `s`.

@@ -66,6 +66,12 @@ impl Backoff {
 /// The state the gateway's phases share, wherever it lives. Times are seconds since the epoch.
 #[async_trait]
 pub trait Store: Send + Sync + fmt::Debug {
+    /// Whether a shared backend is answering (`true` for one in the process): while it is not,
+    /// the gateway serves from its local fallback, which readiness reports.
+    fn shared_backend_up(&self) -> bool {
+        true
+    }
+
     /// Counts one failure of `key` in a window of `window` seconds; returns the count.
     async fn fail(&self, key: &str, now: i64, window: i64) -> Result<u32, StoreError>;
     /// Holds `key` back until `until` (a later hold already there stays).

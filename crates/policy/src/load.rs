@@ -30,7 +30,7 @@ struct RawPolicy {
     #[serde(default)]
     tls: Option<RawTls>,
     #[serde(default)]
-    admin: Option<RawAdmin>,
+    admin: Option<Spanned<RawAdmin>>,
     #[serde(default)]
     trusted_proxies: Vec<Spanned<String>>,
     #[serde(default)]
@@ -412,7 +412,9 @@ struct RawTls {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawAdmin {
-    listen: Spanned<String>,
+    /// Loopback by default.
+    #[serde(default)]
+    listen: Option<Spanned<String>>,
     #[serde(default)]
     token_env: Option<Spanned<String>>,
     #[serde(default)]
@@ -546,6 +548,11 @@ pub const DEFAULT_REMOVED_HEADERS: &[&str] = &[
     "x-served-by",
     "x-envoy-upstream-service-time",
 ];
+
+/// Where the admin listener is when its section names no address: loopback, on Envoy's
+/// admin port.
+pub const DEFAULT_ADMIN_LISTEN: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 9901);
 
 /// A policy that loaded, with the warnings it raised.
 #[derive(Debug)]
@@ -1197,8 +1204,12 @@ impl Compiler<'_> {
         })
     }
 
-    fn admin(&mut self, a: &RawAdmin) -> Option<Admin> {
-        let listen = self.addr(&a.listen, "admin.listen")?;
+    fn admin(&mut self, section: &Spanned<RawAdmin>) -> Option<Admin> {
+        let a = &section.value;
+        let listen = match &a.listen {
+            Some(l) => self.addr(l, "admin.listen")?,
+            None => DEFAULT_ADMIN_LISTEN,
+        };
         let mut sources = Vec::new();
         if let Some(env) = &a.token_env {
             sources.push(SecretSource::Env(env.value.clone()));
@@ -1223,15 +1234,18 @@ impl Compiler<'_> {
         }
         if sources.len() > 1 {
             self.err(
-                &a.listen,
+                section,
                 "admin",
                 "give one of `token_env`, `token_file`, `token`",
             );
         }
         let token = sources.pop();
-        if token.is_none() && !listen.ip().is_loopback() {
+        if let Some(l) = &a.listen
+            && token.is_none()
+            && !listen.ip().is_loopback()
+        {
             self.err(
-                &a.listen,
+                l,
                 "admin.listen",
                 "an admin listener beyond loopback needs a token (`token_env` or `token_file`)",
             );

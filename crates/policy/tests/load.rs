@@ -388,6 +388,20 @@ fn insecure_combinations_are_refused_or_flagged() {
         p.to_string().contains("development mode leaks detail"),
         "{p}"
     );
+    // The admin listener is on loopback unless told otherwise, and needs no token there.
+    let loaded = load_str(Path::new("p.yaml"), &format!("{base}admin: {{}}\n")).unwrap();
+    let admin = loaded.policy.admin.unwrap();
+    assert_eq!(admin.listen.to_string(), "127.0.0.1:9901");
+    assert!(admin.token.is_none());
+    // Two token sources are one too many, pointed at the section.
+    let p = problems(&format!(
+        "{base}admin:\n  token_env: A\n  token_file: /nonexistent/b\n"
+    ));
+    assert!(
+        p.to_string()
+            .contains("bad.yaml:5:3: error: admin: give one of"),
+        "{p}"
+    );
     // A plain-text admin token loads, with a warning that points at it.
     let loaded = load_str(
         Path::new("p.yaml"),

@@ -703,9 +703,19 @@ pub struct Served {
 impl Served {
     /// Starts `bin serve -c policy` and waits for it to listen.
     pub async fn start(bin: &str, policy: &std::path::Path) -> Served {
+        Self::start_with_env(bin, policy, &[]).await
+    }
+
+    /// Starts `bin serve -c policy` with `env` set, and waits for it to listen.
+    pub async fn start_with_env(
+        bin: &str,
+        policy: &std::path::Path,
+        env: &[(&str, &str)],
+    ) -> Served {
         use tokio::io::{AsyncBufReadExt, BufReader};
         let mut child = tokio::process::Command::new(bin)
             .args(["serve", "-c", policy.to_str().unwrap()])
+            .envs(env.iter().copied())
             .env("RUST_LOG", "info")
             .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
