@@ -242,6 +242,30 @@ async fn serve_reloads_on_sighup_and_on_file_change() {
     std::fs::write(&policy, "listen: [oops\n").unwrap();
     served.wait_for_log("policy refused").await;
     assert_eq!(status("/b").await, StatusCode::OK);
+    // Each problem of a refused file is logged with its place.
+    std::fs::write(
+        &policy,
+        format!(
+            "{}limts: {{}}\nmode: debug\n",
+            text("GET /a, GET /b, GET /x")
+        ),
+    )
+    .unwrap();
+    served.wait_for_log("limts: unknown field").await;
+    let log = served.log();
+    assert!(
+        log.contains("p.yaml:4:1: error: limts: unknown field"),
+        "{log}"
+    );
+    assert!(
+        log.contains("p.yaml:5:7: error: mode: expected one of"),
+        "{log}"
+    );
+    assert_eq!(
+        status("/x").await,
+        StatusCode::NOT_FOUND,
+        "the old policy stays"
+    );
     // SIGHUP after fixing the file.
     std::fs::write(&policy, text("GET /a, GET /b, GET /c")).unwrap();
     let pid = served.child.id().unwrap();
@@ -312,6 +336,66 @@ async fn serve_reloads_when_a_source_changes_and_not_for_other_files_beside_it()
     std::fs::write(dir.join("spec.yaml"), spec(&["/a", "/b"])).unwrap();
     served.wait_for_log("policy reloaded").await;
     assert_eq!(status("/b").await, StatusCode::OK);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// An upstream's 5xx page reaches the client as a generic problem; the log keeps what it
+/// said, for the operator, with its credentials and secret values masked.
+#[tokio::test]
+async fn an_upstream_error_page_is_logged_redacted_and_never_shown() {
+    let up = canned_upstream(
+        Duration::ZERO,
+        b"HTTP/1.1 500 Internal Server Error\r\ncontent-type: text/plain\r\ncontent-length: 118\r\n\r\n\
+          Traceback: db down at orders.py:42 {\"password\": \"upstream-pw-5150\"} \
+          Authorization: Bearer upstream-bearer-6161 ok!!!!!",
+    )
+    .await;
+    let dir = temp_dir("upstream-5xx");
+    let policy = dir.join("p.yaml");
+    std::fs::write(
+        &policy,
+        format!("listen: 127.0.0.1:0\nupstream: http://{up}\nroutes: [GET /a]\n"),
+    )
+    .unwrap();
+    let served = serve(&policy).await;
+    let r = send(
+        &client(),
+        Method::GET,
+        &format!("{}/a", served.base),
+        None,
+        None,
+    )
+    .await;
+    // The status stays the upstream's; the body is the gateway's.
+    assert_eq!(r.status, StatusCode::INTERNAL_SERVER_ERROR, "{}", r.text);
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    for leak in [
+        "Traceback",
+        "orders.py",
+        "upstream-pw-5150",
+        "upstream-bearer-6161",
+    ] {
+        assert!(
+            !r.text.contains(leak),
+            "{leak} reached the client: {}",
+            r.text
+        );
+    }
+    let id = r.json()["request_id"].as_str().unwrap().to_owned();
+    served.wait_for_log("upstream server error replaced").await;
+    let log = served.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains("upstream server error replaced"))
+        .unwrap();
+    assert!(line.contains(&id), "the line names the request: {line}");
+    assert!(
+        line.contains("orders.py:42"),
+        "the operator sees what failed: {line}"
+    );
+    for secret in ["upstream-pw-5150", "upstream-bearer-6161"] {
+        assert!(!log.contains(secret), "{secret} is in the log:\n{log}");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
 

@@ -92,6 +92,35 @@ async fn cors_wildcard_is_closed() {
             .contains("POST")
     );
     assert_eq!(ok.headers()["access-control-max-age"], "600");
+    let allowed_headers = ok.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(
+        allowed_headers.contains("authorization") && allowed_headers.contains("content-type"),
+        "{allowed_headers}"
+    );
+    // A header the policy does not allow is not granted.
+    let unlisted = c
+        .request(Method::OPTIONS, gw.url("/v2/orders"))
+        .header("origin", "https://shop.example")
+        .header("access-control-request-method", "POST")
+        .header("access-control-request-headers", "x-internal-debug")
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        unlisted
+            .headers()
+            .get("access-control-allow-headers")
+            .is_none_or(|v| !v
+                .to_str()
+                .unwrap()
+                .to_ascii_lowercase()
+                .contains("x-internal-debug")),
+        "{:?}",
+        unlisted.headers()
+    );
     let bad = pre("https://evil.example").await.unwrap();
     assert!(bad.headers().get("access-control-allow-origin").is_none());
     assert!(bad.headers().get("access-control-allow-methods").is_none());
@@ -128,6 +157,14 @@ async fn security_headers_added_and_banners_removed() {
         );
         assert_eq!(r.header("x-frame-options"), Some("DENY"), "{path}");
         assert_eq!(r.header("x-xss-protection"), Some("0"), "{path}");
+        assert_eq!(r.header("referrer-policy"), Some("no-referrer"), "{path}");
+        assert!(
+            r.header("permissions-policy")
+                .is_some_and(|v| v.contains("camera=()") && v.contains("geolocation=()")),
+            "{path}"
+        );
+        // HSTS only where the gateway serves TLS (tls.rs): over plain HTTP it means nothing.
+        assert_eq!(r.header("strict-transport-security"), None, "{path}");
         assert!(
             r.header("content-security-policy")
                 .is_some_and(|v| v.contains("default-src 'none'")),

@@ -24,24 +24,6 @@ async fn slow_upstream(delay: Duration) -> std::net::SocketAddr {
 }
 
 /// An upstream that answers each request (a GET, in one read) with `reply`, after `delay`.
-async fn canned_upstream(delay: Duration, reply: &'static [u8]) -> std::net::SocketAddr {
-    let slow = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = slow.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = slow.accept().await {
-            tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                while let Ok(1..) = s.read(&mut buf).await {
-                    tokio::time::sleep(delay).await;
-                    if s.write_all(reply).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
-}
 
 /// A raw connection to the gateway.
 async fn connect(gw: &Gw) -> TcpStream {
@@ -397,6 +379,49 @@ async fn forwarding_headers_cannot_be_spoofed() {
     assert_eq!(h["x-forwarded-host"], "evil.example");
 }
 
+/// The fields of one hop (RFC 9110, 7.6.1), and those `Connection` names, end at the gateway:
+/// a proxy credential or a field a client marks as its own never reaches the upstream.
+#[tokio::test]
+async fn hop_by_hop_fields_of_a_request_stop_at_the_gateway() {
+    let up = Recorder::start().await;
+    let gw = Gw::start(&recorder_policy(&up, "")).await;
+    let mut s = TcpStream::connect(gw.base.trim_start_matches("http://"))
+        .await
+        .unwrap();
+    s.write_all(
+        b"GET /api/items HTTP/1.1\r\nHost: x\r\nConnection: keep-alive, x-hop-secret\r\n\
+          X-Hop-Secret: named-by-connection\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\n\
+          Trailer: x-checksum\r\nUpgrade: h2c\r\n\
+          Proxy-Authorization: Basic cHJveHk6c2VjcmV0\r\nProxy-Connection: keep-alive\r\n\
+          X-Kept: yes\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    assert!(
+        read_response(&mut s)
+            .await
+            .unwrap()
+            .starts_with("HTTP/1.1 200")
+    );
+    let seen = up.seen().last().unwrap().headers.clone();
+    assert_eq!(seen["x-kept"], "yes");
+    for name in [
+        "x-hop-secret",
+        "keep-alive",
+        "te",
+        "trailer",
+        "upgrade",
+        "proxy-authorization",
+        "proxy-connection",
+    ] {
+        assert!(seen.get(name).is_none(), "{name} passed: {seen:?}");
+    }
+    // The gateway's own connection field, if any, names nothing of the client's.
+    for v in seen.get_all("connection") {
+        assert!(!v.to_str().unwrap().contains("x-hop-secret"), "{v:?}");
+    }
+}
+
 #[tokio::test]
 async fn a_dead_upstream_gets_a_502_problem_and_recovery() {
     // Reserve a port, then free it: nothing listens there.
@@ -443,6 +468,39 @@ async fn a_slow_upstream_gets_a_504() {
     let gw = Gw::start(&format!("listen: 127.0.0.1:0\nupstream: http://{addr}\nroutes: [GET /api/items]\nlimits: {{ upstream_timeout: 1s }}\n")).await;
     let r = send(&client(), Method::GET, &gw.url("/api/items"), None, None).await;
     assert_eq!(r.status, StatusCode::GATEWAY_TIMEOUT);
+}
+
+/// An upstream whose connections never complete (its accept queue full: the SYN is dropped,
+/// so nothing refuses either) is given up after `upstream_connect_timeout`, not after the
+/// far longer `upstream_timeout`.
+#[tokio::test]
+async fn an_upstream_that_never_accepts_is_given_up_at_the_connect_timeout() {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let addr = socket.local_addr().unwrap();
+    let full = socket.listen(1).unwrap();
+    // Never accepted: these fill the queue, and a further handshake cannot finish.
+    let mut fillers = Vec::new();
+    for _ in 0..4 {
+        if let Ok(Ok(s)) =
+            tokio::time::timeout(Duration::from_millis(300), TcpStream::connect(addr)).await
+        {
+            fillers.push(s);
+        }
+    }
+    let blocked = tokio::time::timeout(Duration::from_millis(500), TcpStream::connect(addr)).await;
+    assert!(blocked.is_err(), "the queue is full: a handshake waits");
+    let gw = Gw::start(&format!("listen: 127.0.0.1:0\nupstream: http://{addr}\nroutes: [GET /api/items]\nlimits: {{ upstream_connect_timeout: 300ms, upstream_timeout: 30s }}\n")).await;
+    let start = Instant::now();
+    let r = send(&client(), Method::GET, &gw.url("/api/items"), None, None).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text);
+    assert_eq!(r.header("content-type"), Some("application/problem+json"));
+    assert!(
+        start.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        start.elapsed()
+    );
+    drop((full, fillers));
 }
 
 #[tokio::test]

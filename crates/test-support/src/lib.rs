@@ -813,3 +813,26 @@ pub async fn read_response<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option
     assert_eq!(buf.len(), head_end + len, "bytes past the response");
     Some(head)
 }
+
+/// An upstream that answers every read of a request with `reply`, after `delay`.
+pub async fn canned_upstream(delay: Duration, reply: &'static [u8]) -> std::net::SocketAddr {
+    let slow = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = slow.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = slow.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                while let Ok(1..) = tokio::io::AsyncReadExt::read(&mut s, &mut buf).await {
+                    tokio::time::sleep(delay).await;
+                    if tokio::io::AsyncWriteExt::write_all(&mut s, reply)
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
