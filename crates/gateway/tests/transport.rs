@@ -23,8 +23,6 @@ async fn slow_upstream(delay: Duration) -> std::net::SocketAddr {
     canned_upstream(delay, b"HTTP/1.1 200 OK\r\ncontent-length: 4\r\n\r\nslow").await
 }
 
-/// An upstream that answers each request (a GET, in one read) with `reply`, after `delay`.
-
 /// A raw connection to the gateway.
 async fn connect(gw: &Gw) -> TcpStream {
     TcpStream::connect(gw.base.trim_start_matches("http://"))

@@ -814,7 +814,7 @@ pub async fn read_response<S: tokio::io::AsyncRead + Unpin>(s: &mut S) -> Option
     Some(head)
 }
 
-/// An upstream that answers every read of a request with `reply`, after `delay`.
+/// An upstream that answers each request (a GET, in one read) with `reply`, after `delay`.
 pub async fn canned_upstream(delay: Duration, reply: &'static [u8]) -> std::net::SocketAddr {
     let slow = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = slow.local_addr().unwrap();
