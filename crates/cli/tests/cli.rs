@@ -258,7 +258,7 @@ async fn serve_reloads_on_sighup_and_on_file_change() {
         "{log}"
     );
     assert!(
-        log.contains("p.yaml:5:7: error: mode: expected one of"),
+        log.contains("p.yaml:5:7: error: mode: `debug` is not"),
         "{log}"
     );
     assert_eq!(

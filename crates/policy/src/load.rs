@@ -576,44 +576,64 @@ pub fn load(file: &Path) -> Result<Loaded, Problems> {
 
 /// Validates policy `text` as if read from `file` (relative paths resolve against its folder).
 pub fn load_str(file: &Path, text: &str) -> Result<Loaded, Problems> {
-    // The key path of a value of the wrong shape, which the parser's own message leaves out.
-    let mut key = String::new();
-    let raw: RawPolicy =
-        serde_saphyr::with_deserializer_from_str_with_options(text, yaml_options(), |de| {
-            serde_path_to_error::deserialize(de).map_err(|e| {
-                key = yaml_key(e.path());
-                e.into_inner()
-            })
-        })
-        .map_err(|e| {
-            let pos = e.location().map(|l| Pos {
-                line: l.line(),
-                col: l.column(),
-            });
-            let mut message = yaml_message(&e);
-            // The bad value, unless the message names it already or it may be a secret.
-            if !message.contains('`')
-                && !is_secret_key(&key)
-                && let Some(v) = pos.and_then(|p| value_at(text, p))
-            {
-                message = format!("{message}, found `{v}`");
-            }
-            let first = Problem::error(file, pos, key.as_str(), message);
-            // The typed read stops at its first problem; the schema finds the others.
-            let mut all = shape::problems(file, text);
-            if !all.iter().any(|p| p.pos == first.pos || p.key == first.key) {
-                all.push(first);
-            }
-            all.sort_by_key(|p| p.pos.map(|p| (p.line, p.col)));
-            Problems(all)
-        })?;
-    Compiler {
+    let compiler = || Compiler {
         file,
         problems: Problems::default(),
         described: Vec::new(),
         sources: vec![file.to_owned()],
+    };
+    let first = match typed_read(file, text) {
+        Ok(raw) => return compiler().compile(raw),
+        Err(first) => first,
+    };
+    // The typed read stops at its first problem; the schema finds the others. With the
+    // misspelt keys and wrong-typed values blanked out, the rest of the file is read and
+    // checked as usual, so its values' problems come too.
+    let shape = shape::check(file, text);
+    let mut all = shape.structure;
+    let rest = shape
+        .repaired
+        .and_then(|repaired| typed_read(file, &repaired).ok())
+        .map(|raw| match compiler().compile(raw) {
+            Ok(loaded) => loaded.warnings.0,
+            Err(p) => p.0,
+        });
+    match rest {
+        Some(rest) => all.extend(rest),
+        None => all.extend(shape.values),
     }
-    .compile(raw)
+    if !all.iter().any(|p| p.pos == first.pos || p.key == first.key) {
+        all.push(first);
+    }
+    all.sort_by_key(|p| p.pos.map(|p| (p.line, p.col)));
+    Err(Problems(all))
+}
+
+/// The policy's raw structs, or the first problem the parser met.
+fn typed_read(file: &Path, text: &str) -> Result<RawPolicy, Problem> {
+    // The key path of a value of the wrong shape, which the parser's own message leaves out.
+    let mut key = String::new();
+    serde_saphyr::with_deserializer_from_str_with_options(text, yaml_options(), |de| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            key = yaml_key(e.path());
+            e.into_inner()
+        })
+    })
+    .map_err(|e| {
+        let pos = e.location().map(|l| Pos {
+            line: l.line(),
+            col: l.column(),
+        });
+        let mut message = yaml_message(&e);
+        // The bad value, unless the message names it already or it may be a secret.
+        if !message.contains('`')
+            && !is_secret_key(&key)
+            && let Some(v) = pos.and_then(|p| value_at(text, p))
+        {
+            message = format!("{message}, found `{v}`");
+        }
+        Problem::error(file, pos, key.as_str(), message)
+    })
 }
 
 /// Tight budgets: a policy is small, and a YAML bomb must not get far.

@@ -159,19 +159,36 @@ fn to_json(node: &Spanned<Node>, pointer: &mut String, places: &mut Places) -> V
     }
 }
 
-/// Every violation of the schema in `text`, or none when the text is not YAML at all (the
+/// What the schema finds in a file the typed read refused.
+#[derive(Default)]
+pub(crate) struct Shape {
+    /// Keys the policy does not have, values of the wrong type, keys missing: what stops the
+    /// typed read.
+    pub structure: Vec<Problem>,
+    /// Values of the right type that the schema refuses (a pattern, a range, a list of
+    /// choices). The loader's own checks find these too, with better words, once it can read
+    /// the file.
+    pub values: Vec<Problem>,
+    /// The text with each misspelt key and wrong-typed value blanked out (every other byte
+    /// where it was, so positions hold), when each is a whole entry of a block mapping.
+    pub repaired: Option<String>,
+}
+
+/// Every violation of the schema in `text`; nothing when the text is not YAML at all (the
 /// parser's own error says where) or the schema cannot be read.
-pub(crate) fn problems(file: &Path, text: &str) -> Vec<Problem> {
+pub(crate) fn check(file: &Path, text: &str) -> Shape {
     let Some((schema, validator)) = SHAPE.as_ref() else {
-        return Vec::new();
+        return Shape::default();
     };
     let Ok(tree) = serde_saphyr::from_str_with_options::<Spanned<Node>>(text, yaml_options())
     else {
-        return Vec::new();
+        return Shape::default();
     };
     let mut places = Places::default();
     let doc = to_json(&tree, &mut String::new(), &mut places);
-    let mut out = Vec::new();
+    let mut shape = Shape::default();
+    // Entries to blank out, by the position of their key; `None` once one cannot be.
+    let mut cuts = Some(Vec::new());
     for e in validator.iter_errors(&doc) {
         let at = e.instance_path().as_str().to_owned();
         let value_pos = places.values.get(&at).copied();
@@ -191,7 +208,8 @@ pub(crate) fn problems(file: &Path, text: &str) -> Vec<Problem> {
                 let allowed = allowed_keys(schema, e.schema_path().as_str());
                 for name in unexpected {
                     let child = format!("{at}/{}", name.replace('~', "~0").replace('/', "~1"));
-                    let pos = places.keys.get(&child).copied().or(value_pos);
+                    let key_pos = places.keys.get(&child).copied();
+                    cut(&mut cuts, key_pos);
                     let key = dotted(&child);
                     let message = if allowed.is_empty() {
                         format!("unknown field `{name}`")
@@ -201,12 +219,18 @@ pub(crate) fn problems(file: &Path, text: &str) -> Vec<Problem> {
                             allowed.join(", ")
                         )
                     };
-                    out.push(Problem::error(file, pos, key.as_str(), message));
+                    shape.structure.push(Problem::error(
+                        file,
+                        key_pos.or(value_pos),
+                        key.as_str(),
+                        message,
+                    ));
                 }
             }
             ValidationErrorKind::Required { property } => {
+                cuts = None;
                 let name = property.as_str().unwrap_or_default();
-                out.push(Problem::error(
+                shape.structure.push(Problem::error(
                     file,
                     value_pos,
                     key.as_str(),
@@ -214,6 +238,16 @@ pub(crate) fn problems(file: &Path, text: &str) -> Vec<Problem> {
                 ));
             }
             ValidationErrorKind::Type { kind } => {
+                // An entry of a mapping can go; an item of a list cannot (the items after it
+                // would be named by other indexes).
+                let is_entry = at
+                    .rsplit('/')
+                    .next()
+                    .is_some_and(|last| !last.bytes().all(|b| b.is_ascii_digit()));
+                cut(
+                    &mut cuts,
+                    places.keys.get(&at).copied().filter(|_| is_entry),
+                );
                 let expected = match kind {
                     jsonschema::error::TypeKind::Single(t) => t.to_string(),
                     jsonschema::error::TypeKind::Multiple(ts) => {
@@ -221,7 +255,7 @@ pub(crate) fn problems(file: &Path, text: &str) -> Vec<Problem> {
                         names.join(" or ")
                     }
                 };
-                out.push(Problem::error(
+                shape.structure.push(Problem::error(
                     file,
                     value_pos,
                     key.as_str(),
@@ -233,7 +267,7 @@ pub(crate) fn problems(file: &Path, text: &str) -> Vec<Problem> {
                     Value::Array(items) => items.iter().map(short).collect::<Vec<_>>().join(", "),
                     other => short(other),
                 };
-                out.push(Problem::error(
+                shape.values.push(Problem::error(
                     file,
                     value_pos,
                     key.as_str(),
@@ -246,7 +280,7 @@ pub(crate) fn problems(file: &Path, text: &str) -> Vec<Problem> {
                     .and_then(Value::as_str)
                     .map(|d| format!(" ({d})"))
                     .unwrap_or_default();
-                out.push(Problem::error(
+                shape.values.push(Problem::error(
                     file,
                     value_pos,
                     key.as_str(),
@@ -259,11 +293,76 @@ pub(crate) fn problems(file: &Path, text: &str) -> Vec<Problem> {
                 } else {
                     e.to_string()
                 };
-                out.push(Problem::error(file, value_pos, key.as_str(), message));
+                shape
+                    .values
+                    .push(Problem::error(file, value_pos, key.as_str(), message));
             }
         }
     }
-    out
+    shape.repaired = cuts.and_then(|cuts| blank_entries(text, &cuts));
+    shape
+}
+
+fn cut(cuts: &mut Option<Vec<Pos>>, key: Option<Pos>) {
+    match (cuts.as_mut(), key) {
+        (Some(list), Some(k)) => list.push(k),
+        _ => *cuts = None,
+    }
+}
+
+/// `text` with the block-mapping entries whose keys are at `keys` blanked out: the key, its
+/// value on the key's line and the lines below that belong to it become spaces, every line
+/// and column kept. `None` when an entry is not one of a block mapping (a flow mapping's, in
+/// braces), which cannot be cut out so simply.
+fn blank_entries(text: &str, keys: &[Pos]) -> Option<String> {
+    let mut lines: Vec<String> = text.split_inclusive('\n').map(str::to_owned).collect();
+    for k in keys {
+        let li = usize::try_from(k.line).ok()?.checked_sub(1)?;
+        let ci = usize::try_from(k.col).ok()?.checked_sub(1)?;
+        let line = lines.get(li)?;
+        let start = line.char_indices().nth(ci)?.0;
+        // Only indentation and sequence dashes before a block mapping's key.
+        if !line[..start].chars().all(|c| c == ' ' || c == '-') {
+            return None;
+        }
+        let body_end = line.trim_end_matches(['\n', '\r']).len();
+        let rest = &line[start..body_end];
+        // A value on the key's line (past `key:`), other than a comment: the value's lines are
+        // then only those indented further.
+        let inline = rest
+            .split_once(": ")
+            .map(|(_, v)| v.trim())
+            .is_some_and(|v| !v.is_empty() && !v.starts_with('#'));
+        lines[li] = blank(line, start);
+        for next in lines.iter_mut().skip(li + 1) {
+            let trimmed = next.trim_start_matches(' ');
+            let indent = next.len() - trimmed.len();
+            let content = trimmed.trim_end_matches(['\n', '\r']);
+            if content.is_empty() || content.starts_with('#') {
+                continue;
+            }
+            let below = indent > ci || (indent == ci && !inline && content.starts_with('-'));
+            if !below {
+                break;
+            }
+            *next = blank(next, 0);
+        }
+    }
+    Some(lines.concat())
+}
+
+/// `line` with everything from byte `from` to its end (not its line break) made spaces, one
+/// per character.
+fn blank(line: &str, from: usize) -> String {
+    let body_end = line.trim_end_matches(['\n', '\r']).len();
+    let from = from.min(body_end);
+    let spaces = line[from..body_end].chars().count();
+    format!(
+        "{}{}{}",
+        &line[..from],
+        " ".repeat(spaces),
+        &line[body_end..]
+    )
 }
 
 /// `/cors/allow_origins/1` as the policy's problems print keys: `cors.allow_origins[1]`.
