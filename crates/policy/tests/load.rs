@@ -331,6 +331,11 @@ fn the_schema_finds_what_the_typed_read_refuses_behind_a_first_problem() {
         walk(&doc, "", &mut paths);
         for (at, is_map) in paths {
             let mut bad = doc.clone();
+            // The description is read only where it is what changed (it is slow to read, and
+            // the shape of the rest does not depend on it).
+            if at != "/openapi" {
+                bad.as_object_mut().unwrap().remove("openapi");
+            }
             let target = bad.pointer_mut(&at).unwrap();
             let (key, what) = if is_map {
                 target["zz_unknown"] = serde_json::json!(1);
