@@ -559,7 +559,70 @@ async fn demo_shows_an_attack_passing_direct_and_stopped_by_the_gateway() {
         .status,
         StatusCode::OK
     );
+    let gw_url = format!("http://127.0.0.1:{gw_port}");
+    // The tour's CORS step: the shop reflects any origin, the gateway grants it nothing.
+    let from_evil = |base: &str| {
+        c.get(format!("{base}/v2/products"))
+            .header("origin", "https://evil.example")
+            .send()
+    };
+    let direct = from_evil(&shop_url).await.unwrap();
+    assert_eq!(
+        direct.headers()["access-control-allow-origin"],
+        "https://evil.example"
+    );
+    let via = from_evil(&gw_url).await.unwrap();
+    assert!(
+        !via.headers()
+            .keys()
+            .any(|k| k.as_str().starts_with("access-control-")),
+        "{:?}",
+        via.headers()
+    );
+    // The headers step: banners and no hardening at the shop; the reverse through the gateway.
+    let direct = c.head(format!("{shop_url}/healthz")).send().await.unwrap();
+    assert!(direct.headers().get("server").is_some());
+    assert!(direct.headers().get("x-content-type-options").is_none());
+    let via = c.head(format!("{gw_url}/healthz")).send().await.unwrap();
+    assert!(via.headers().get("server").is_none(), "{:?}", via.headers());
+    assert_eq!(via.headers()["x-content-type-options"], "nosniff");
+    // The inventory step: a path trick and an undeclared method go nowhere.
+    let trick = raw_status(gw_port, "GET /v2/products/..;/admin/users HTTP/1.1").await;
+    assert!(matches!(trick, 400 | 404), "{trick}");
+    let put = c.put(format!("{gw_url}/v2/products")).send().await.unwrap();
+    assert_eq!(put.status(), StatusCode::METHOD_NOT_ALLOWED);
+    assert!(put.headers().get("allow").is_some());
+    // The deprecated v1: said so on every answer, a refusal included.
+    let v1 = c
+        .head(format!("{gw_url}/v1/orders/ord_AAAAAAAAAAAAAAAAAAAA"))
+        .send()
+        .await
+        .unwrap();
+    for field in ["deprecation", "sunset", "link"] {
+        assert!(
+            v1.headers().get(field).is_some(),
+            "{field}: {:?}",
+            v1.headers()
+        );
+    }
     child.kill().await.unwrap();
+}
+
+/// The status of a request sent as written (`--path-as-is`: no client tidies its path).
+async fn raw_status(port: u16, request_line: &str) -> u16 {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    s.write_all(format!("{request_line}\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes())
+        .await
+        .unwrap();
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer)
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or(0)
 }
 
 /// A revocation acknowledged by the admin API survives `kill -9` right after the answer.
