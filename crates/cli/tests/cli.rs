@@ -339,6 +339,42 @@ async fn serve_reloads_when_a_source_changes_and_not_for_other_files_beside_it()
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A policy reached through a symlink beside it (`p.yaml -> p.prod.yaml`) reloads when the
+/// file it leads to is edited in place: the change is reported under the target's name.
+#[cfg(unix)]
+#[tokio::test]
+async fn serve_reloads_when_a_symlinked_policy_is_edited_in_place() {
+    use std::io::Write;
+    let up = Recorder::start().await;
+    let dir = temp_dir("symlinked");
+    let text = |routes: &str| {
+        format!(
+            "listen: 127.0.0.1:0\nupstream: http://{}\nstate: {{ backend: memory }}\nroutes: [{routes}]\n",
+            up.addr
+        )
+    };
+    std::fs::write(dir.join("p.prod.yaml"), text("GET /a")).unwrap();
+    std::os::unix::fs::symlink("p.prod.yaml", dir.join("p.yaml")).unwrap();
+    let served = serve(&dir.join("p.yaml")).await;
+    let c = client();
+    let status = |path: &'static str| {
+        let (c, url) = (c.clone(), format!("{}{path}", served.base));
+        async move { c.get(url).send().await.unwrap().status() }
+    };
+    assert_eq!(status("/b").await, StatusCode::NOT_FOUND);
+    // In place: the same file, truncated and written again.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .truncate(true)
+        .open(dir.join("p.prod.yaml"))
+        .unwrap();
+    f.write_all(text("GET /a, GET /b").as_bytes()).unwrap();
+    drop(f);
+    served.wait_for_log("policy reloaded").await;
+    assert_eq!(status("/b").await, StatusCode::OK);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 /// An upstream's 5xx page reaches the client as a generic problem; the log keeps what it
 /// said, for the operator, with its credentials and secret values masked.
 #[tokio::test]

@@ -314,6 +314,16 @@ impl Gateway {
             },
             _ => None,
         };
+        if let Some(a) = &new.admin
+            && tokenless_beyond_loopback(self.admin_addr, a)
+        {
+            return Err(refuse(
+                "admin",
+                "the admin listener stays where it was started, beyond loopback, and keeps \
+                 needing a token (a new address applies at the next start)"
+                    .to_owned(),
+            ));
+        }
         let token = match (&new.admin, &old.admin) {
             (Some(a), Some(_)) => match a.token.as_ref().map(admin_token).transpose() {
                 Ok(t) => Some(t),
@@ -366,5 +376,36 @@ impl Gateway {
     /// A handle that can stop the gateway from elsewhere.
     pub fn shutdown_handle(&self) -> watch::Sender<bool> {
         self.shutdown.clone()
+    }
+}
+
+/// Whether a reloaded policy would leave the admin listener, bound beyond loopback at the
+/// start (its address is not changed by a reload), without a token: the loader allows a
+/// tokenless admin section only on loopback, which the new text may claim and the running
+/// listener is not.
+fn tokenless_beyond_loopback(bound: Option<SocketAddr>, new: &portcullis_policy::Admin) -> bool {
+    new.token.is_none() && bound.is_some_and(|a| !a.ip().is_loopback())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reload_cannot_take_the_token_from_an_admin_listener_beyond_loopback() {
+        let tokenless = portcullis_policy::Admin {
+            listen: portcullis_policy::load::DEFAULT_ADMIN_LISTEN,
+            token: None,
+        };
+        let wide: SocketAddr = "0.0.0.0:9901".parse().unwrap();
+        let local: SocketAddr = "127.0.0.1:9901".parse().unwrap();
+        assert!(tokenless_beyond_loopback(Some(wide), &tokenless));
+        assert!(!tokenless_beyond_loopback(Some(local), &tokenless));
+        assert!(!tokenless_beyond_loopback(None, &tokenless));
+        let guarded = portcullis_policy::Admin {
+            token: Some(portcullis_policy::SecretSource::Env("T".into())),
+            ..tokenless
+        };
+        assert!(!tokenless_beyond_loopback(Some(wide), &guarded));
     }
 }

@@ -107,18 +107,30 @@ pub fn watch(gateway: Arc<Gateway>) -> notify::Result<notify::RecommendedWatcher
             if !signalled && prints(&g.sources()) == seen {
                 continue;
             }
+            // Looked at before the reload reads them: a write that lands during it is a
+            // change the next event finds.
+            let read = g.sources();
+            let before = prints(&read);
             let _ = g.reload();
             let sources = g.sources();
-            seen = prints(&sources);
+            seen = if sources == read {
+                before
+            } else {
+                prints(&sources)
+            };
             *names.lock().unwrap_or_else(|e| e.into_inner()) = names_of(&sources);
         }
     });
     Ok(watcher)
 }
 
+/// The names a change of a source's contents may be reported under: its own, and that of
+/// the file its symlinks lead to (an edit in place names the target).
 fn names_of(sources: &[std::path::PathBuf]) -> HashSet<OsString> {
     sources
         .iter()
+        .flat_map(|p| [Some(p.clone()), std::fs::canonicalize(p).ok()])
+        .flatten()
         .filter_map(|p| p.file_name().map(OsString::from))
         .collect()
 }

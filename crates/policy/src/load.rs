@@ -628,7 +628,7 @@ fn typed_read(file: &Path, text: &str) -> Result<RawPolicy, Problem> {
         // The bad value, unless the message names it already or it may be a secret.
         if !message.contains('`')
             && !is_secret_key(&key)
-            && let Some(v) = pos.and_then(|p| value_at(text, p))
+            && let Some(v) = pos.and_then(|p| value_at(text, p)).filter(|v| showable(v))
         {
             message = format!("{message}, found `{v}`");
         }
@@ -666,6 +666,17 @@ pub(crate) fn is_secret_key(key: &str) -> bool {
     ["secret", "password", "token", "private"]
         .iter()
         .any(|w| last.contains(w))
+}
+
+/// Whether a value as written may be repeated in a message: not a mapping (it may hold a
+/// secret under a key of its own: `{ secret: ... }`, or a block mapping's first entry) and no
+/// URL with credentials in it (a Redis URL's password).
+pub(crate) fn showable(written: &str) -> bool {
+    let credentials = written.split("://").skip(1).any(|rest| {
+        let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
+        authority.contains('@')
+    });
+    !written.contains('{') && !written.contains(": ") && !credentials
 }
 
 /// The value written at `pos` (1-based line and column), as the file spells it: a quoted

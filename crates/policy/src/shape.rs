@@ -17,7 +17,7 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use serde_saphyr::Spanned;
 
-use crate::load::{is_secret_key, value_at, yaml_options};
+use crate::load::{is_secret_key, showable, value_at, yaml_options};
 use crate::problem::{Pos, Problem};
 
 /// The schema, as shipped: the same text editors complete from.
@@ -196,11 +196,21 @@ pub(crate) fn check(file: &Path, text: &str) -> Shape {
         let secret = is_secret_key(&key);
         // The value as the file spells it, unless it may be a secret.
         let shown = |v: &Value| {
-            if secret {
+            let scalars = match v {
+                Value::Object(_) => false,
+                Value::Array(items) => items.iter().all(|i| !i.is_object() && !i.is_array()),
+                _ => true,
+            };
+            if secret || !scalars {
                 return String::new();
             }
-            let written = value_pos.and_then(|p| value_at(text, p));
-            format!(", found `{}`", written.unwrap_or_else(|| short(v)))
+            let written = value_pos
+                .and_then(|p| value_at(text, p))
+                .unwrap_or_else(|| short(v));
+            if !showable(&written) {
+                return String::new();
+            }
+            format!(", found `{written}`")
         };
         match e.kind() {
             ValidationErrorKind::AdditionalProperties { unexpected }
@@ -287,16 +297,14 @@ pub(crate) fn check(file: &Path, text: &str) -> Shape {
                     format!("expected the form `{pattern}`{hint}{}", shown(e.instance())),
                 ));
             }
-            _ => {
-                let message = if secret {
-                    e.masked().to_string()
-                } else {
-                    e.to_string()
-                };
-                shape
-                    .values
-                    .push(Problem::error(file, value_pos, key.as_str(), message));
-            }
+            // Other kinds print the value whole, a mapping included (`oneOf` over a section):
+            // never shown.
+            _ => shape.values.push(Problem::error(
+                file,
+                value_pos,
+                key.as_str(),
+                e.masked().to_string(),
+            )),
         }
     }
     shape.repaired = cuts.and_then(|cuts| blank_entries(text, &cuts));

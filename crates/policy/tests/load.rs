@@ -287,6 +287,34 @@ auth:
     assert!(!s.contains("hunter2"), "{s}");
 }
 
+/// A value of the wrong shape is shown only when it cannot hold a secret: never a mapping
+/// (its own keys may be secret ones), never a URL with credentials, whatever the key above it.
+#[test]
+fn no_message_repeats_a_secret_held_in_a_value_of_the_wrong_shape() {
+    let base = "listen: 127.0.0.1:8080\nupstream: http://127.0.0.1:1\nroutes: [GET /]\n";
+    let cases = [
+        // A mapping where a list is expected (the `-` forgotten), in braces and in a block.
+        format!("{base}auth:\n  jwt:\n    keys: {{ alg: HS256, secret: hunter2-braces }}\n"),
+        format!("{base}auth:\n  jwt:\n    keys:\n      secret: hunter2-block\n      alg: HS256\n"),
+        // Redis URLs with a password, where the shape is wrong and the repair cannot run.
+        format!(
+            "{base}state:\n  redis: {{ url: \"redis://:hunter2-url@127.0.0.1:6379\", url_env: R }}\n"
+        ),
+        format!(
+            "{base}state:\n  backend: redis\n  redis:\n    cluster: [\"rediss://u:hunter2-cluster@127.0.0.1:1\", 5]\n"
+        ),
+        format!(
+            "{base}state:\n  backend: redis\n  redis:\n    url: [\"redis://:hunter2-list@127.0.0.1:6379\"]\n"
+        ),
+    ];
+    for text in &cases {
+        let p = problems(text);
+        let s = p.to_string();
+        assert!(p.has_errors(), "{s}");
+        assert!(!s.contains("hunter2"), "a secret in:\n{s}");
+    }
+}
+
 /// Every key path of the shipped examples, misspelt or given a value of the wrong type
 /// behind a first problem the typed read stops at, is still reported: the schema knows every
 /// key the loader reads and every map that refuses unknown keys.
