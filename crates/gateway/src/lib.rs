@@ -397,8 +397,8 @@ mod tests {
             listen: portcullis_policy::load::DEFAULT_ADMIN_LISTEN,
             token: None,
         };
-        let wide: SocketAddr = "0.0.0.0:9901".parse().unwrap();
-        let local: SocketAddr = "127.0.0.1:9901".parse().unwrap();
+        let wide = SocketAddr::from(([0, 0, 0, 0], 9901));
+        let local = SocketAddr::from(([127, 0, 0, 1], 9901));
         assert!(tokenless_beyond_loopback(Some(wide), &tokenless));
         assert!(!tokenless_beyond_loopback(Some(local), &tokenless));
         assert!(!tokenless_beyond_loopback(None, &tokenless));
