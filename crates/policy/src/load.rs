@@ -690,7 +690,19 @@ pub(crate) fn value_at(text: &str, pos: Pos) -> Option<String> {
         .char_indices()
         .nth(usize::try_from(pos.col).ok()?.checked_sub(1)?)?
         .0;
-    let rest = &line[start..];
+    let v = written_from(line, start)?;
+    Some(if v.chars().count() > 60 {
+        format!("{}...", v.chars().take(60).collect::<String>())
+    } else {
+        v.to_owned()
+    })
+}
+
+/// The value written in `line` from byte `start`, whole: a quoted string to its closing
+/// quote, a flow collection to its closing bracket, a plain scalar to the end of the line, a
+/// comment or a flow item's end. `None` for no value there.
+pub(crate) fn written_from(line: &str, start: usize) -> Option<&str> {
+    let rest = line.get(start..)?.trim_end_matches(['\n', '\r']);
     let v = match rest.chars().next()? {
         q @ ('"' | '\'') => rest[1..].find(q).map_or(rest, |end| &rest[..end + 2]),
         // A flow collection to its closing bracket, when that is on the same line.
@@ -716,14 +728,7 @@ pub(crate) fn value_at(text: &str, pos: Pos) -> Option<String> {
             rest[..end].trim_end()
         }
     };
-    if v.is_empty() || v.ends_with(':') {
-        return None;
-    }
-    Some(if v.chars().count() > 60 {
-        format!("{}...", v.chars().take(60).collect::<String>())
-    } else {
-        v.to_owned()
-    })
+    (!v.is_empty() && !v.ends_with(':')).then_some(v)
 }
 
 /// The parser's message without its own position suffix (ours is printed in front).

@@ -17,7 +17,7 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use serde_saphyr::Spanned;
 
-use crate::load::{is_secret_key, showable, value_at, yaml_options};
+use crate::load::{is_secret_key, showable, value_at, written_from, yaml_options};
 use crate::problem::{Pos, Problem};
 
 /// The schema, as shipped: the same text editors complete from.
@@ -219,7 +219,7 @@ pub(crate) fn check(file: &Path, text: &str) -> Shape {
                 for name in unexpected {
                     let child = format!("{at}/{}", name.replace('~', "~0").replace('/', "~1"));
                     let key_pos = places.keys.get(&child).copied();
-                    cut(&mut cuts, key_pos);
+                    cut(&mut cuts, key_pos, places.values.get(&child).copied());
                     let key = dotted(&child);
                     let message = if allowed.is_empty() {
                         format!("unknown field `{name}`")
@@ -257,6 +257,7 @@ pub(crate) fn check(file: &Path, text: &str) -> Shape {
                 cut(
                     &mut cuts,
                     places.keys.get(&at).copied().filter(|_| is_entry),
+                    value_pos,
                 );
                 let expected = match kind {
                     jsonschema::error::TypeKind::Single(t) => t.to_string(),
@@ -311,26 +312,41 @@ pub(crate) fn check(file: &Path, text: &str) -> Shape {
     shape
 }
 
-fn cut(cuts: &mut Option<Vec<Pos>>, key: Option<Pos>) {
+/// Where an entry to blank out is written: its key, and its value.
+type Cut = (Pos, Option<Pos>);
+
+fn cut(cuts: &mut Option<Vec<Cut>>, key: Option<Pos>, value: Option<Pos>) {
     match (cuts.as_mut(), key) {
-        (Some(list), Some(k)) => list.push(k),
+        (Some(list), Some(k)) => list.push((k, value)),
         _ => *cuts = None,
     }
 }
 
-/// `text` with the block-mapping entries whose keys are at `keys` blanked out: the key, its
-/// value on the key's line and the lines below that belong to it become spaces, every line
-/// and column kept. `None` when an entry is not one of a block mapping (a flow mapping's, in
-/// braces), which cannot be cut out so simply.
-fn blank_entries(text: &str, keys: &[Pos]) -> Option<String> {
+/// The byte of `line` where 1-based character column `col` is.
+fn byte_at(line: &str, col: u64) -> Option<usize> {
+    let ci = usize::try_from(col).ok()?.checked_sub(1)?;
+    line.char_indices().nth(ci).map(|(i, _)| i)
+}
+
+/// `text` with the mapping entries at `cuts` blanked out, every other line and column kept.
+/// In a block mapping the key, its value on the key's line and the lines below that belong to
+/// it become spaces; in a flow mapping (braces, on one line) the key and value with the comma
+/// that joins the entry to the next or the previous one. `None` when an entry cannot be cut
+/// out so (a flow mapping across lines, a key in some other place).
+fn blank_entries(text: &str, cuts: &[Cut]) -> Option<String> {
     let mut lines: Vec<String> = text.split_inclusive('\n').map(str::to_owned).collect();
-    for k in keys {
+    for &(k, value) in cuts {
         let li = usize::try_from(k.line).ok()?.checked_sub(1)?;
         let ci = usize::try_from(k.col).ok()?.checked_sub(1)?;
         let line = lines.get(li)?;
-        let start = line.char_indices().nth(ci)?.0;
+        let start = byte_at(line, k.col)?;
+        let before = line[..start].trim_end();
+        if before.ends_with(['{', ',']) {
+            lines[li] = blank_flow_entry(line, start, value.filter(|v| v.line == k.line)?)?;
+            continue;
+        }
         // Only indentation and sequence dashes before a block mapping's key.
-        if !line[..start].chars().all(|c| c == ' ' || c == '-') {
+        if !before.chars().all(|c| c == ' ' || c == '-') {
             return None;
         }
         let body_end = line.trim_end_matches(['\n', '\r']).len();
@@ -341,7 +357,7 @@ fn blank_entries(text: &str, keys: &[Pos]) -> Option<String> {
             .split_once(": ")
             .map(|(_, v)| v.trim())
             .is_some_and(|v| !v.is_empty() && !v.starts_with('#'));
-        lines[li] = blank(line, start);
+        lines[li] = blank(line, start, body_end);
         for next in lines.iter_mut().skip(li + 1) {
             let trimmed = next.trim_start_matches(' ');
             let indent = next.len() - trimmed.len();
@@ -353,24 +369,39 @@ fn blank_entries(text: &str, keys: &[Pos]) -> Option<String> {
             if !below {
                 break;
             }
-            *next = blank(next, 0);
+            let end = next.trim_end_matches(['\n', '\r']).len();
+            *next = blank(next, 0, end);
         }
     }
     Some(lines.concat())
 }
 
-/// `line` with everything from byte `from` to its end (not its line break) made spaces, one
-/// per character.
-fn blank(line: &str, from: usize) -> String {
-    let body_end = line.trim_end_matches(['\n', '\r']).len();
-    let from = from.min(body_end);
-    let spaces = line[from..body_end].chars().count();
-    format!(
-        "{}{}{}",
-        &line[..from],
-        " ".repeat(spaces),
-        &line[body_end..]
-    )
+/// `line` without the flow mapping entry whose key starts at byte `start` and whose value
+/// is at `value`: the comma after it goes too, or, for the last entry, the one before.
+fn blank_flow_entry(line: &str, start: usize, value: Pos) -> Option<String> {
+    let v = byte_at(line, value.col)?;
+    let end = v + written_from(line, v)?.len();
+    let after = &line[end..];
+    let next = after.len() - after.trim_start_matches(' ').len();
+    match after[next..].chars().next()? {
+        ',' => Some(blank(line, start, end + next + 1)),
+        '}' => {
+            let before = line[..start].trim_end_matches(' ');
+            Some(match before.strip_suffix(',') {
+                Some(head) => blank(line, head.len(), end),
+                None => blank(line, start, end),
+            })
+        }
+        _ => None,
+    }
+}
+
+/// `line` with its bytes `from..to` made spaces, one per character.
+fn blank(line: &str, from: usize, to: usize) -> String {
+    let to = to.min(line.len());
+    let from = from.min(to);
+    let spaces = line[from..to].chars().count();
+    format!("{}{}{}", &line[..from], " ".repeat(spaces), &line[to..])
 }
 
 /// `/cors/allow_origins/1` as the policy's problems print keys: `cors.allow_origins[1]`.

@@ -259,7 +259,40 @@ versions:
     );
 }
 
-/// A problem that cannot be blanked out (inside braces, or a key missing): the schema's word
+/// Entries in braces are stepped over as well: the misspelt one and its comma go, the rest
+/// of the mapping is read and checked.
+#[test]
+fn misspelt_keys_in_braces_are_stepped_over_too() {
+    let text = "\
+listen: 0.0.0.0:80x
+upstream: http://127.0.0.1:1
+routes: [GET /a]
+limits: { workers: two, header_timeout: 5s, idle_timeout: 5 minutes, pin_workers: [x] }
+rate_limits:
+  - { match: GET /a, key: ip, rate: 10/second, burts: 5 }
+  - { burts: 5, match: GET /a, key: ip, rate: lots }
+  - { match: GET /a, key: ip, rate: 10/fortnight, burts: 5 }
+";
+    let p = problems(text);
+    let s = p.to_string();
+    let expect = [
+        "bad.yaml:1:9: error: listen: `0.0.0.0:80x` is not an address",
+        "bad.yaml:4:20: error: limits.workers: `two` is not a whole number",
+        "bad.yaml:4:25: error: limits.header_timeout: unknown field `header_timeout`",
+        "bad.yaml:4:59: error: limits.idle_timeout: `5 minutes` is not a duration",
+        "bad.yaml:4:83: error: limits.pin_workers: expected",
+        "bad.yaml:6:48: error: rate_limits[0].burts: unknown field `burts`",
+        "bad.yaml:7:7: error: rate_limits[1].burts: unknown field `burts`",
+        "bad.yaml:7:47: error: rate_limits[1].rate:",
+        "bad.yaml:8:37: error: rate_limits[2].rate:",
+        "bad.yaml:8:51: error: rate_limits[2].burts: unknown field `burts`",
+    ];
+    for e in expect {
+        assert!(s.contains(e), "missing `{e}` in:\n{s}");
+    }
+}
+
+/// A problem that cannot be blanked out (a key missing, an item of a list): the schema's word
 /// alone for every value, and a secret named by its key, never shown.
 #[test]
 fn shape_problems_the_loader_cannot_step_over_are_still_all_reported() {
