@@ -4,8 +4,10 @@
 //!
 //! It runs only when that typed read failed. The file is read again as a plain tree that keeps
 //! each node's position, the tree is validated, and every violation becomes a [`Problem`] at its
-//! key or value. The values the schema checks by pattern (durations, sizes, routes) are named
-//! by the schema's own description of them.
+//! key or value. The misspelt and wrong-typed entries are then blanked out of the text, so the
+//! loader can read the rest and say what else is wrong; where that cannot be done, the values
+//! the schema checks by pattern (durations, sizes, routes) are named by the schema's own
+//! description of them. No value that may hold a secret is repeated.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -169,8 +171,8 @@ pub(crate) struct Shape {
     /// choices). The loader's own checks find these too, with better words, once it can read
     /// the file.
     pub values: Vec<Problem>,
-    /// The text with each misspelt key and wrong-typed value blanked out (every other byte
-    /// where it was, so positions hold), when each is a whole entry of a block mapping.
+    /// The text with each misspelt key and wrong-typed value blanked out (every other
+    /// character where it was, so positions hold), when each is a whole entry of a mapping.
     pub repaired: Option<String>,
 }
 
@@ -187,7 +189,7 @@ pub(crate) fn check(file: &Path, text: &str) -> Shape {
     let mut places = Places::default();
     let doc = to_json(&tree, &mut String::new(), &mut places);
     let mut shape = Shape::default();
-    // Entries to blank out, by the position of their key; `None` once one cannot be.
+    // Entries to blank out, by the positions of their key and value; `None` once one cannot be.
     let mut cuts = Some(Vec::new());
     for e in validator.iter_errors(&doc) {
         let at = e.instance_path().as_str().to_owned();
