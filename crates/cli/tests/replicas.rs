@@ -95,6 +95,17 @@ async fn revoke(admin: &str, jti: &str, exp: i64) -> StatusCode {
     .status
 }
 
+async fn readiness(admin: &str) -> Reply {
+    send(
+        &client(),
+        Method::GET,
+        &format!("{admin}/readyz"),
+        None,
+        None,
+    )
+    .await
+}
+
 async fn metrics(admin: &str) -> String {
     send(
         &client(),
@@ -169,14 +180,7 @@ async fn replicas_sharing_redis_act_as_one_and_survive_its_loss() {
     let m = metrics(&a_admin).await;
     assert!(m.contains("portcullis_state_backend_up 0"), "{m}");
     // Still taking requests, from the fallback: ready, and saying so.
-    let ready = send(
-        &client(),
-        Method::GET,
-        &format!("{a_admin}/readyz"),
-        None,
-        None,
-    )
-    .await;
+    let ready = readiness(&a_admin).await;
     assert_eq!(ready.status, StatusCode::OK);
     assert_eq!(
         ready.json(),
@@ -220,15 +224,7 @@ async fn replicas_sharing_redis_act_as_one_and_survive_its_loss() {
             .await
             .contains("portcullis_state_backend_up 1")
     );
-    let ready = send(
-        &client(),
-        Method::GET,
-        &format!("{a_admin}/readyz"),
-        None,
-        None,
-    )
-    .await;
-    assert_eq!(ready.json()["state"], "ok");
+    assert_eq!(readiness(&a_admin).await.json()["state"], "ok");
     a.wait_for_log("redis reachable again").await;
     let _ = std::fs::remove_dir_all(&dir);
 }

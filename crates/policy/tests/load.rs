@@ -155,11 +155,7 @@ fn every_key_of_the_schema_is_in_the_shape_fixture() {
         }
         if let Some(props) = n.get("properties").and_then(|p| p.as_object()) {
             for (k, v) in props {
-                let here = if at.is_empty() {
-                    k.clone()
-                } else {
-                    format!("{at}.{k}")
-                };
+                let here = child(at, k);
                 out.insert(here.clone());
                 schema_keys(schema, v, &here, out);
             }
@@ -172,11 +168,7 @@ fn every_key_of_the_schema_is_in_the_shape_fixture() {
         match v {
             serde_json::Value::Object(m) => {
                 for (k, v) in m {
-                    let here = if at.is_empty() {
-                        k.clone()
-                    } else {
-                        format!("{at}.{k}")
-                    };
+                    let here = child(at, k);
                     out.insert(here.clone());
                     doc_keys(v, &here, out);
                 }
@@ -187,6 +179,14 @@ fn every_key_of_the_schema_is_in_the_shape_fixture() {
                 }
             }
             _ => {}
+        }
+    }
+    /// `at.key`, or `key` at the top.
+    fn child(at: &str, key: &str) -> String {
+        if at.is_empty() {
+            key.to_owned()
+        } else {
+            format!("{at}.{key}")
         }
     }
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
