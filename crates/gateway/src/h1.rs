@@ -13,7 +13,9 @@
 //!   before the pipeline sees it (400, 501), and its connection closed: a proxy that frames a
 //!   request differently from its upstream is a smuggling channel.
 //! - **Deadlines**: the head is due `header_read_timeout` after its first byte (the first
-//!   head, after the connection opened: a TLS handshake or a silent client counts); an idle
+//!   head, after the connection opened: a TLS handshake or a silent client counts); one begun
+//!   and not done by then is answered `408` (logged as every refusal is) and the connection
+//!   closed; a silent one is closed without a word; an idle
 //!   keep-alive connection closes after `idle_timeout`; a client that takes no byte of its
 //!   answer for `idle_timeout` is cut (it would hold an upstream connection).
 //! - **Idle connections hold no buffer**: after 20 to 40 ms without a request the read and
@@ -398,9 +400,11 @@ struct Conn<'t, C> {
 enum Next {
     Head(Head),
     Unreadable(Unreadable),
+    /// A head begun and not finished in time (slowloris): answered 408, then closed.
+    Late,
     /// Idle past the grace: wait for the socket with nothing allocated.
     Park,
-    /// The client left, was too slow, or the gateway is stopping.
+    /// The client left, or the gateway is stopping.
     Gone,
 }
 
@@ -453,8 +457,7 @@ impl<C: Park> Conn<'_, C> {
                     }
                 };
                 if self.expired(cx, Armed::Head(served), by) {
-                    tracing::debug!(target: "portcullis::accept", "request head not received in time; connection closed");
-                    return Poll::Ready(Next::Gone);
+                    return Poll::Ready(Next::Late);
                 }
                 return Poll::Pending;
             }
@@ -901,6 +904,18 @@ pub async fn serve<C, S, F>(
             Next::Gone => break,
             Next::Unreadable(u) => {
                 let _ = conn.respond((refuse(u), None), false, true, false).await;
+                linger = true;
+                break;
+            }
+            // Said and logged as a refusal is. The client may still be sending: its bytes are
+            // read and dropped for a bounded while, or closing would reset the connection
+            // before it read the answer.
+            Next::Late => {
+                let late = unreadable(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "the request head did not arrive in time",
+                );
+                let _ = conn.respond((refuse(late), None), false, true, false).await;
                 linger = true;
                 break;
             }

@@ -212,6 +212,17 @@ async fn slowloris_connections_are_cut() {
         start.elapsed()
     );
     assert!(up.seen().is_empty());
+    // Told why, as a problem with a request id, before the close.
+    let answer = String::from_utf8_lossy(&buf);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(
+        answer.contains("application/problem+json") && answer.contains("\"request_id\""),
+        "{answer}"
+    );
+    assert!(
+        answer.to_ascii_lowercase().contains("connection: close"),
+        "{answer}"
+    );
 }
 
 /// The head's deadline runs from the connection's start, through the wait for the HTTP/2

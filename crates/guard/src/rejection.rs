@@ -124,6 +124,7 @@ impl Rejection {
             Rejection::Unreadable(s, _) if *s == StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {
                 "head_too_large"
             }
+            Rejection::Unreadable(s, _) if *s == StatusCode::REQUEST_TIMEOUT => "head_timeout",
             Rejection::Unreadable(s, _) if *s == StatusCode::NOT_IMPLEMENTED => {
                 "unsupported_transfer_coding"
             }
