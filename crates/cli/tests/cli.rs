@@ -96,6 +96,14 @@ fn check_accepts_the_example_and_refuses_broken_policies_with_positions() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A policy for `up` forwarding `routes`, with its state in memory.
+fn routes_policy(up: &Recorder, routes: &str) -> String {
+    format!(
+        "listen: 127.0.0.1:0\nupstream: http://{}\nstate: {{ backend: memory }}\nroutes: [{routes}]\n",
+        up.addr
+    )
+}
+
 /// `portcullis check -c policy`: its exit code and what it wrote to stderr.
 fn check(policy: &str) -> (Option<i32>, String) {
     let out = std::process::Command::new(BIN)
@@ -341,12 +349,7 @@ async fn serve_reloads_when_a_symlinked_policy_is_edited_in_place() {
     use std::io::Write;
     let up = Recorder::start().await;
     let dir = temp_dir("symlinked");
-    let text = |routes: &str| {
-        format!(
-            "listen: 127.0.0.1:0\nupstream: http://{}\nstate: {{ backend: memory }}\nroutes: [{routes}]\n",
-            up.addr
-        )
-    };
+    let text = |routes: &str| routes_policy(&up, routes);
     std::fs::write(dir.join("p.prod.yaml"), text("GET /a")).unwrap();
     std::os::unix::fs::symlink("p.prod.yaml", dir.join("p.yaml")).unwrap();
     let served = serve(&dir.join("p.yaml")).await;
@@ -1100,12 +1103,7 @@ async fn serve_reloads_when_a_mounted_config_map_is_swapped() {
     use std::os::unix::fs::symlink;
     let up = Recorder::start().await;
     let dir = temp_dir("configmap");
-    let text = |routes: &str| {
-        format!(
-            "listen: 127.0.0.1:0\nupstream: http://{}\nstate: {{ backend: memory }}\nroutes: [{routes}]\n",
-            up.addr
-        )
-    };
+    let text = |routes: &str| routes_policy(&up, routes);
     std::fs::create_dir_all(dir.join("..2026_11_30_1")).unwrap();
     std::fs::write(dir.join("..2026_11_30_1/p.yaml"), text("GET /a")).unwrap();
     symlink("..2026_11_30_1", dir.join("..data")).unwrap();
