@@ -627,8 +627,7 @@ fn typed_read(file: &Path, text: &str) -> Result<RawPolicy, Problem> {
         let mut message = yaml_message(&e);
         // The bad value, unless the message names it already or it may be a secret.
         if !message.contains('`')
-            && !is_secret_key(&key)
-            && let Some(v) = pos.and_then(|p| value_at(text, p)).filter(|v| showable(v))
+            && let Some(v) = pos.and_then(|p| quoted(&key, text, p))
         {
             message = format!("{message}, found `{v}`");
         }
@@ -660,8 +659,17 @@ fn yaml_key(path: &serde_path_to_error::Path) -> String {
     }
 }
 
+/// The value under `key` written at `pos`, for a message to repeat; `None` when it may be a
+/// secret (by its key, or by its shape: see [`showable`]).
+pub(crate) fn quoted(key: &str, text: &str, pos: Pos) -> Option<String> {
+    if is_secret_key(key) {
+        return None;
+    }
+    value_at(text, pos).filter(|v| showable(v))
+}
+
 /// Whether the value under `key` may be a secret, which no message repeats.
-pub(crate) fn is_secret_key(key: &str) -> bool {
+fn is_secret_key(key: &str) -> bool {
     let last = key.rsplit('.').next().unwrap_or(key).to_ascii_lowercase();
     ["secret", "password", "token", "private"]
         .iter()
@@ -671,7 +679,7 @@ pub(crate) fn is_secret_key(key: &str) -> bool {
 /// Whether a value as written may be repeated in a message: not a mapping (it may hold a
 /// secret under a key of its own: `{ secret: ... }`, or a block mapping's first entry) and no
 /// URL with credentials in it (a Redis URL's password).
-pub(crate) fn showable(written: &str) -> bool {
+fn showable(written: &str) -> bool {
     let credentials = written.split("://").skip(1).any(|rest| {
         let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
         authority.contains('@')
@@ -686,16 +694,18 @@ pub(crate) fn value_at(text: &str, pos: Pos) -> Option<String> {
     let line = text
         .lines()
         .nth(usize::try_from(pos.line).ok()?.checked_sub(1)?)?;
-    let start = line
-        .char_indices()
-        .nth(usize::try_from(pos.col).ok()?.checked_sub(1)?)?
-        .0;
-    let v = written_from(line, start)?;
+    let v = written_from(line, byte_at(line, pos.col)?)?;
     Some(if v.chars().count() > 60 {
         format!("{}...", v.chars().take(60).collect::<String>())
     } else {
         v.to_owned()
     })
+}
+
+/// The byte of `line` where 1-based character column `col` is.
+pub(crate) fn byte_at(line: &str, col: u64) -> Option<usize> {
+    let ci = usize::try_from(col).ok()?.checked_sub(1)?;
+    line.char_indices().nth(ci).map(|(i, _)| i)
 }
 
 /// The value written in `line` from byte `start`, whole: a quoted string to its closing

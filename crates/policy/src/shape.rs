@@ -19,7 +19,7 @@ use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::Value;
 use serde_saphyr::Spanned;
 
-use crate::load::{is_secret_key, showable, value_at, written_from, yaml_options};
+use crate::load::{byte_at, quoted, written_from, yaml_options};
 use crate::problem::{Pos, Problem};
 
 /// The schema, as shipped: the same text editors complete from.
@@ -195,24 +195,19 @@ pub(crate) fn check(file: &Path, text: &str) -> Shape {
         let at = e.instance_path().as_str().to_owned();
         let value_pos = places.values.get(&at).copied();
         let key = dotted(&at);
-        let secret = is_secret_key(&key);
-        // The value as the file spells it, unless it may be a secret.
+        // The value as the file spells it, unless it may be a secret (a mapping may hold one
+        // under a key of its own).
         let shown = |v: &Value| {
             let scalars = match v {
                 Value::Object(_) => false,
                 Value::Array(items) => items.iter().all(|i| !i.is_object() && !i.is_array()),
                 _ => true,
             };
-            if secret || !scalars {
-                return String::new();
-            }
-            let written = value_pos
-                .and_then(|p| value_at(text, p))
-                .unwrap_or_else(|| short(v));
-            if !showable(&written) {
-                return String::new();
-            }
-            format!(", found `{written}`")
+            value_pos
+                .filter(|_| scalars)
+                .and_then(|p| quoted(&key, text, p))
+                .map(|w| format!(", found `{w}`"))
+                .unwrap_or_default()
         };
         match e.kind() {
             ValidationErrorKind::AdditionalProperties { unexpected }
@@ -322,12 +317,6 @@ fn cut(cuts: &mut Option<Vec<Cut>>, key: Option<Pos>, value: Option<Pos>) {
         (Some(list), Some(k)) => list.push((k, value)),
         _ => *cuts = None,
     }
-}
-
-/// The byte of `line` where 1-based character column `col` is.
-fn byte_at(line: &str, col: u64) -> Option<usize> {
-    let ci = usize::try_from(col).ok()?.checked_sub(1)?;
-    line.char_indices().nth(ci).map(|(i, _)| i)
 }
 
 /// `text` with the mapping entries at `cuts` blanked out, every other line and column kept.
