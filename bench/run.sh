@@ -38,6 +38,7 @@
 #   DURATION=10 ROUNDS=5 CONNS=128 bash bench/run.sh
 #   BARE=1 bash bench/run.sh     # adds hyper-bare
 #   UNPINNED=1 bash bench/run.sh # adds portcullis-unpinned (`limits.pin_workers: false`)
+#   ONLY=portcullis ROUNDS=20 BUDGET=400 bash bench/run.sh   # nginx and the default policy only
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -66,8 +67,11 @@ fi
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 # The `dist` profile: what is shipped is what is measured (PROFILE=release for a quicker build).
 PROFILE=${PROFILE:-dist}
-cargo build --profile "$PROFILE" -q -p portcullis
-PORTCULLIS="$CARGO_TARGET_DIR/$PROFILE/portcullis"
+# PORTCULLIS=path measures a binary built elsewhere (bench/pgo.sh's, say) and skips the build.
+if [ -z "${PORTCULLIS:-}" ]; then
+  cargo build --profile "$PROFILE" -q -p portcullis
+  PORTCULLIS="$CARGO_TARGET_DIR/$PROFILE/portcullis"
+fi
 BARE=${BARE:-0}
 [ "$BARE" = 1 ] && cargo build --profile "$PROFILE" -q -p portcullis-gateway --example bare_proxy
 # The time budget counts from here.
@@ -276,6 +280,16 @@ TARGETS+=("portcullis $GW")
 TARGETS+=("portcullis+jwt $GWJ Authorization: Bearer $TOKEN" "portcullis+limits $GWL")
 need redis-server && TARGETS+=("portcullis+redis $GWR")
 TARGETS+=("portcullis+validate $GWV")
+# ONLY="portcullis envoy": just those targets (and nginx), so more rounds fit in the budget.
+if [ -n "${ONLY:-}" ]; then
+  kept=()
+  for t in "${TARGETS[@]}"; do
+    read -r name _ <<<"$t"
+    [[ " $ONLY " == *" $name "* ]] && kept+=("$t")
+  done
+  [ ${#kept[@]} -gt 0 ] || { echo "ONLY=$ONLY names no target" >&2; exit 64; }
+  TARGETS=("${kept[@]}")
+fi
 
 # Each round runs every target once, starting one place further along the list, so no target
 # always follows the same neighbour or sits at the same point of the machine's drift; nginx

@@ -196,13 +196,7 @@ async fn serve(config: &Path) -> ExitCode {
             return ExitCode::from(64);
         }
     };
-    let _watcher = match portcullis_gateway::reload::watch(gateway.clone()) {
-        Ok(w) => Some(w),
-        Err(e) => {
-            tracing::warn!(target: "portcullis::reload", error = %e, "cannot watch the policy file; SIGHUP still reloads");
-            None
-        }
-    };
+    portcullis_gateway::reload::watch(&gateway);
     terminated().await;
     tracing::info!(target: "portcullis::gateway", "shutting down");
     match Arc::try_unwrap(gateway) {

@@ -328,8 +328,8 @@ async fn serve_reloads_when_a_source_changes_and_not_for_other_files_beside_it()
         std::fs::write(dir.join("shop.db"), [i; 16]).unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    // Past the debounce: a reload would have been logged by now.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Past a look and its settling time: a reload would have been logged by now.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
     assert!(
         !served.log().contains("policy reloaded"),
         "other files triggered a reload:\n{}",
@@ -1095,8 +1095,7 @@ async fn a_slow_upload_costs_no_cpu_while_it_waits() {
 }
 
 /// A Kubernetes ConfigMap mount: `p.yaml` is a symlink through `..data`, and an update swaps
-/// `..data` to a new directory by rename. The events name `..data` only; the reload used to
-/// miss them (SIGHUP was the only way).
+/// `..data` to a new directory by rename: the path is the same, the file it leads to another.
 #[cfg(unix)]
 #[tokio::test]
 async fn serve_reloads_when_a_mounted_config_map_is_swapped() {
@@ -1119,6 +1118,42 @@ async fn serve_reloads_when_a_mounted_config_map_is_swapped() {
     std::fs::write(dir.join("..2026_11_30_2/p.yaml"), text("GET /a, GET /b")).unwrap();
     symlink("..2026_11_30_2", dir.join("..data_tmp")).unwrap();
     std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    served.wait_for_log("policy reloaded").await;
+    assert_eq!(status("/b").await, StatusCode::OK);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A copy that keeps the modification time (`rsync -a`, `cp -p`) of a policy of the same
+/// size, renamed into place: size and modification time read as before; the file is another
+/// one (its inode and change time), and is reloaded.
+#[cfg(unix)]
+#[tokio::test]
+async fn serve_reloads_a_same_size_copy_that_keeps_the_modification_time() {
+    let up = Recorder::start().await;
+    let dir = temp_dir("same-mtime");
+    let text = |routes: &str| routes_policy(&up, routes);
+    let policy = dir.join("p.yaml");
+    std::fs::write(&policy, text("GET /a, GET /x")).unwrap();
+    let modified = std::fs::metadata(&policy).unwrap().modified().unwrap();
+    let served = serve(&policy).await;
+    let c = client();
+    let status = |path: &'static str| {
+        let (c, url) = (c.clone(), format!("{}{path}", served.base));
+        async move { c.get(url).send().await.unwrap().status() }
+    };
+    assert_eq!(status("/b").await, StatusCode::NOT_FOUND);
+    let copy = dir.join(".p.yaml.tmp");
+    std::fs::write(&copy, text("GET /a, GET /b")).unwrap();
+    std::fs::File::options()
+        .write(true)
+        .open(&copy)
+        .unwrap()
+        .set_modified(modified)
+        .unwrap();
+    std::fs::rename(&copy, &policy).unwrap();
+    let meta = std::fs::metadata(&policy).unwrap();
+    assert_eq!(meta.modified().unwrap(), modified);
+    assert_eq!(meta.len() as usize, text("GET /a, GET /x").len());
     served.wait_for_log("policy reloaded").await;
     assert_eq!(status("/b").await, StatusCode::OK);
     let _ = std::fs::remove_dir_all(&dir);
