@@ -8,14 +8,16 @@
 #              X-Forwarded-*, X-Real-IP and X-Request-Id sent upstream. Not a target: it shows
 #              what that work costs a proxy known to be fast (and the load generator, which
 #              parses every field of every answer)
-#   nginx-pinned - the plain nginx proxy with `worker_cpu_affinity auto` (each worker bound to
-#              a CPU): not a target either. Portcullis binds its workers the same way by
+#   nginx-pinned - with PINNED=1: the plain nginx proxy with `worker_cpu_affinity auto` (each
+#              worker bound to a CPU): not a target either. Portcullis binds its workers the same way by
 #              default (`limits.pin_workers`); nginx leaves it off unless asked. This row shows
 #              what the binding is worth to nginx, beside what it is worth to Portcullis
 #   hyper-bare - with BARE=1: a bare hyper proxy built like the gateway (thread per core,
 #              pooled HTTP/1.1 client connections) doing no policy work at all
 #              (crates/gateway/examples/bare_proxy.rs): the floor under any hyper gateway
-#   portcullis - the gateway with its default policy (inventory, normalisation, headers, ...)
+#   portcullis - the gateway with its default policy (inventory, normalisation, headers, ...),
+#              the release build (`dist` with profile-guided optimisation, bench/pgo.sh)
+#   portcullis-nopgo - the same policy on the `dist` build without the profile
 #   portcullis+jwt    - the same with HS256 verification and revocation checks
 #   portcullis+limits - the same with a per-address rate limit (in-process GCRA)
 #   portcullis+redis  - the same rate limit kept in Redis (one round trip per request)
@@ -38,6 +40,8 @@
 #   DURATION=10 ROUNDS=5 CONNS=128 bash bench/run.sh
 #   BARE=1 bash bench/run.sh     # adds hyper-bare
 #   UNPINNED=1 bash bench/run.sh # adds portcullis-unpinned (`limits.pin_workers: false`)
+#   PINNED=1 bash bench/run.sh   # adds nginx-pinned
+#   PGO=0 bash bench/run.sh      # the dist build only, no profile-guided build
 #   ONLY=portcullis ROUNDS=20 BUDGET=400 bash bench/run.sh   # nginx and the default policy only
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -67,10 +71,23 @@ fi
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
 # The `dist` profile: what is shipped is what is measured (PROFILE=release for a quicker build).
 PROFILE=${PROFILE:-dist}
-# PORTCULLIS=path measures a binary built elsewhere (bench/pgo.sh's, say) and skips the build.
+# The release build is `dist` with profile-guided optimisation (bench/pgo.sh): it is what
+# `portcullis` measures, and `portcullis-nopgo` the same without the profile (PGO=0: only the
+# latter, as `portcullis`). PORTCULLIS=path measures a binary built elsewhere, no build (and
+# PORTCULLIS_NOPGO=path another as `portcullis-nopgo`).
+PGO=${PGO:-1}
+PLAIN=${PORTCULLIS_NOPGO:-}
 if [ -z "${PORTCULLIS:-}" ]; then
   cargo build --profile "$PROFILE" -q -p portcullis
   PORTCULLIS="$CARGO_TARGET_DIR/$PROFILE/portcullis"
+  if [ "$PGO" = 1 ] && [ "$PROFILE" = dist ]; then
+    if OPTIMISED=$(bash bench/pgo.sh | tail -1) && [ -x "$OPTIMISED" ]; then
+      PLAIN=$PORTCULLIS
+      PORTCULLIS=$OPTIMISED
+    else
+      echo "the PGO build failed: the plain dist build is measured" >&2
+    fi
+  fi
 fi
 BARE=${BARE:-0}
 [ "$BARE" = 1 ] && cargo build --profile "$PROFILE" -q -p portcullis-gateway --example bare_proxy
@@ -78,7 +95,7 @@ BARE=${BARE:-0}
 BUDGET=${BUDGET:-290}
 SECONDS=0
 
-UP=19100; NGINX=19101; NGINXH=19112; NGINXP=19113; ENVOY=19102; GW=19103; GWJ=19104; REDIS=19105; GWL=19106; GWR=19107; GWV=19108; BAREP=19111; GWU=19114
+UP=19100; NGINX=19101; NGINXH=19112; NGINXP=19113; ENVOY=19102; GW=19103; GWJ=19104; REDIS=19105; GWL=19106; GWR=19107; GWV=19108; BAREP=19111; GWU=19114; GWN=19115
 UNPINNED=${UNPINNED:-0}
 if ! need redis-server; then apt-get install -y -qq redis-server >/dev/null || true; fi
 
@@ -204,6 +221,9 @@ sed -e "s/$GW/$GWU/" -e "s/limits: { workers: $N }/limits: { workers: $N, pin_wo
     "$WORK/portcullis.yaml" > "$WORK/portcullis-unpinned.yaml"
 # (Its own state: the embedded store's file is the default gateway's.)
 echo 'state: { backend: memory }' >> "$WORK/portcullis-unpinned.yaml"
+# The default policy, for the build without the profile.
+sed -e "s/$GW/$GWN/" "$WORK/portcullis.yaml" > "$WORK/portcullis-nopgo.yaml"
+echo 'state: { backend: memory }' >> "$WORK/portcullis-nopgo.yaml"
 cat > "$WORK/portcullis-validate.yaml" <<POL
 listen: 127.0.0.1:$GWV
 upstream: http://127.0.0.1:$UP
@@ -221,7 +241,8 @@ nginx -c "$WORK/upstream.conf" -g 'daemon off;' & PIDS+=($!); PIDOF[direct]=$!
 nginx -c "$WORK/proxy.conf" -g 'daemon off;' & PIDS+=($!); PIDOF[nginx]=$!
 nginx -c "$WORK/proxy-hardened.conf" -g 'daemon off;' & PIDS+=($!); PIDOF[nginx-hardened]=$!
 # Only where Portcullis binds its workers too: one per core.
-if [ "$N" = "$CORES" ]; then
+PINNED=${PINNED:-0}
+if [ "$PINNED" = 1 ] && [ "$N" = "$CORES" ]; then
   nginx -c "$WORK/proxy-pinned.conf" -g 'daemon off;' & PIDS+=($!); PIDOF[nginx-pinned]=$!
 fi
 if need envoy; then envoy -c "$WORK/envoy.yaml" --concurrency "$N" -l error >/dev/null 2>&1 & PIDS+=($!); PIDOF[envoy]=$!; fi
@@ -234,6 +255,9 @@ RUST_LOG=warn "$PORTCULLIS" serve -c "$WORK/portcullis-limits.yaml" 2>/dev/null 
 RUST_LOG=error "$PORTCULLIS" serve -c "$WORK/portcullis-validate.yaml" 2>/dev/null & PIDS+=($!); PIDOF[portcullis+validate]=$!
 if [ "$UNPINNED" = 1 ]; then
   RUST_LOG=warn "$PORTCULLIS" serve -c "$WORK/portcullis-unpinned.yaml" 2>/dev/null & PIDS+=($!); PIDOF[portcullis-unpinned]=$!
+fi
+if [ -n "$PLAIN" ]; then
+  RUST_LOG=warn "$PLAIN" serve -c "$WORK/portcullis-nopgo.yaml" 2>/dev/null & PIDS+=($!); PIDOF[portcullis-nopgo]=$!
 fi
 if need redis-server; then
   redis-server --port "$REDIS" --bind 127.0.0.1 --save '' --appendonly no >/dev/null & PIDS+=($!)
@@ -272,10 +296,11 @@ to_ms() { awk -v v="$1" 'BEGIN { if (v ~ /us$/) { sub(/us/,"",v); print v/1000 }
 
 REFERENCE="nginx $NGINX"
 TARGETS=("direct $UP" "nginx-hardened $NGINXH")
-[ "$N" = "$CORES" ] && TARGETS+=("nginx-pinned $NGINXP")
+[ "$PINNED" = 1 ] && [ "$N" = "$CORES" ] && TARGETS+=("nginx-pinned $NGINXP")
 need envoy && TARGETS+=("envoy $ENVOY")
 [ "$BARE" = 1 ] && TARGETS+=("hyper-bare $BAREP")
 TARGETS+=("portcullis $GW")
+[ -n "$PLAIN" ] && TARGETS+=("portcullis-nopgo $GWN")
 [ "$UNPINNED" = 1 ] && TARGETS+=("portcullis-unpinned $GWU")
 TARGETS+=("portcullis+jwt $GWJ Authorization: Bearer $TOKEN" "portcullis+limits $GWL")
 need redis-server && TARGETS+=("portcullis+redis $GWR")
