@@ -2,7 +2,7 @@
 # The release build: `dist` (fat LTO, one codegen unit) with profile-guided optimisation.
 #
 #   bash bench/pgo.sh                # prints the binary's path on its last line
-#   PORTCULLIS=$(bash bench/pgo.sh | tail -1) bash bench/run.sh
+#   bash bench/run.sh                # builds it, and measures it beside the plain `dist` build
 #
 # 1. An instrumented build counts, as it runs, how often each branch and call is taken.
 # 2. It is trained on the demo (`portcullis demo`: the shop behind the gateway with the shop's
@@ -29,15 +29,23 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 HOST=$(rustc -vV | sed -n 's/^host: //p')
 PROFDATA="$(rustc --print sysroot)/lib/rustlib/$HOST/bin/llvm-profdata"
 if [ ! -x "$PROFDATA" ]; then
-  rustup component add llvm-tools >&2 || { echo "llvm-profdata missing: rustup component add llvm-tools" >&2; exit 69; }
+  rustup component add llvm-tools >&2 || true
+  [ -x "$PROFDATA" ] || { echo "pgo: $PROFDATA missing: rustup component add llvm-tools" >&2; exit 69; }
 fi
-command -v wrk >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq wrk >/dev/null; }
+for tool in curl wrk; do
+  command -v $tool >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq $tool >/dev/null; }
+done
 
-PGO="$CARGO_TARGET_DIR/pgo"
-rm -rf "$PGO/raw"
+# Absolute: the instrumented demo runs in a directory of its own, and writes its counts here.
+mkdir -p "$CARGO_TARGET_DIR/pgo"
+PGO=$(cd "$CARGO_TARGET_DIR/pgo" && pwd)
+rm -rf "$PGO/raw" "$PGO"/portcullis-*.profdata
 mkdir -p "$PGO/raw"
+# The caller's flags stay (both builds, and the plain `dist` one, get them); the profile's
+# are added.
+FLAGS=${RUSTFLAGS:-}
 echo "pgo: instrumented build" >&2
-RUSTFLAGS="-Cprofile-generate=$PGO/raw" cargo build -q --profile dist -p portcullis \
+RUSTFLAGS="$FLAGS -Cprofile-generate=$PGO/raw" cargo build -q --profile dist -p portcullis \
   --target "$HOST" --target-dir "$PGO/gen-target"
 GEN="$PGO/gen-target/$HOST/dist/portcullis"
 
@@ -45,22 +53,27 @@ echo "pgo: training on the demo" >&2
 GW=19401; SHOP=19402
 WORK=$(mktemp -d /tmp/portcullis-pgo.XXXXXX)
 DEMO=
-cleanup() { [ -n "$DEMO" ] && kill "$DEMO" 2>/dev/null; rm -rf "$WORK"; }
+cleanup() {
+  if [ -n "$DEMO" ]; then kill "$DEMO" 2>/dev/null || true; fi
+  rm -rf "$WORK"
+}
 trap cleanup EXIT
+failed() { echo "pgo: $1; the demo said:" >&2; cat "$WORK/demo.out" >&2; exit 70; }
 (cd "$WORK" && RUST_LOG=warn exec "$GEN" demo --port $GW --shop-port $SHOP >"$WORK/demo.out" 2>&1) &
 DEMO=$!
+B="http://127.0.0.1:$GW"
 for _ in $(seq 100); do
-  curl -sf "http://127.0.0.1:$GW/v2/products" >/dev/null && break
+  kill -0 "$DEMO" 2>/dev/null || failed "the demo stopped"
+  curl -sf "$B/v2/products" >/dev/null && break
   sleep 0.1
 done
-B="http://127.0.0.1:$GW"
-ID=$(curl -sf "$B/v2/products" | grep -o '"id":"[^"]*"' | head -1 | cut -d'"' -f4)
-[ -n "$ID" ] || { echo "pgo: the demo did not answer:" >&2; cat "$WORK/demo.out" >&2; exit 70; }
+ID=$(curl -sf "$B/v2/products" | grep -m1 -o '"id":"[^"]*"' | cut -d'"' -f4) || ID=
+[ -n "$ID" ] || failed "the demo did not answer"
 curl -s -XPOST "$B/v2/auth/register" -H 'content-type: application/json' \
-  -d '{"email":"pgo@example.com","password":"a long training passphrase","name":"Pgo"}' >/dev/null
+  -d '{"email":"pgo@example.com","password":"a long training passphrase","name":"Pgo"}' >/dev/null || true
 TOKEN=$(curl -s -XPOST "$B/v2/auth/login" -H 'content-type: application/json' \
-  -d '{"email":"pgo@example.com","password":"a long training passphrase"}' | sed -n 's/.*"access_token":"\([^"]*\)".*/\1/p')
-[ -n "$TOKEN" ] || { echo "pgo: no token from the demo's login" >&2; exit 70; }
+  -d '{"email":"pgo@example.com","password":"a long training passphrase"}' | sed -n 's/.*"access_token":"\([^"]*\)".*/\1/p') || TOKEN=
+[ -n "$TOKEN" ] || failed "no token from the demo's login"
 load() { wrk -t1 -c"$1" -d"$2" "${@:3}" >/dev/null; }
 load 32 6s "$B/v2/products/$ID"
 load 32 4s "$B/v2/products"
@@ -78,7 +91,12 @@ for _ in $(seq 50); do
   curl -s -o /dev/null -XPOST -H 'content-type: application/json' -d '{"broken":' "$B/v2/orders"
 done
 # The counts are written when the process ends of itself.
-kill -TERM "$DEMO"
+kill -TERM "$DEMO" 2>/dev/null || failed "the demo stopped during the training"
+for _ in $(seq 100); do
+  kill -0 "$DEMO" 2>/dev/null || break
+  sleep 0.1
+done
+kill -0 "$DEMO" 2>/dev/null && failed "the demo did not stop"
 wait "$DEMO" || true
 DEMO=
 
@@ -88,6 +106,6 @@ DEMO=
 SUM=$(sha256sum "$PGO/merged.profdata" | cut -c1-16)
 mv "$PGO/merged.profdata" "$PGO/portcullis-$SUM.profdata"
 echo "pgo: optimised build" >&2
-RUSTFLAGS="-Cprofile-use=$PGO/portcullis-$SUM.profdata" cargo build -q --profile dist -p portcullis \
+RUSTFLAGS="$FLAGS -Cprofile-use=$PGO/portcullis-$SUM.profdata" cargo build -q --profile dist -p portcullis \
   --target "$HOST" --target-dir "$PGO/use-target"
 echo "$PGO/use-target/$HOST/dist/portcullis"

@@ -357,6 +357,7 @@ done
 echo
 echo "wrk: ${THREADS} thread(s), ${CONNS} connections, ${ROUNDS_RUN} rounds of ${DURATION}s per target, GET $PATH_ (${SECONDS}s so far)"
 echo "proxies: $N worker(s) each; upstream nginx 1 worker; $CORES cores shared by all"
+echo "portcullis: $PORTCULLIS${PLAIN:+; portcullis-nopgo: $PLAIN}"
 echo "median over the rounds; each ratio is the median over the rounds of the run's ratio to the mean of the nginx runs just before and after it, with their range"
 echo "cpu_us: the target's own CPU time (user + system, all its processes) per request; cpu/ngx its ratio to nginx's"
 printf '%-20s %9s %8s %8s %8s %-11s %8s %7s %8s\n' target req/s p50_ms p99_ms rps/ngx range p99/ngx cpu_us cpu/ngx

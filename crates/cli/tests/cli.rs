@@ -342,7 +342,7 @@ async fn serve_reloads_when_a_source_changes_and_not_for_other_files_beside_it()
 }
 
 /// A policy reached through a symlink beside it (`p.yaml -> p.prod.yaml`) reloads when the
-/// file it leads to is edited in place: the change is reported under the target's name.
+/// file it leads to is edited in place.
 #[cfg(unix)]
 #[tokio::test]
 async fn serve_reloads_when_a_symlinked_policy_is_edited_in_place() {
