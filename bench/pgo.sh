@@ -67,14 +67,16 @@ for _ in $(seq 100); do
   curl -sf "$B/v2/products" >/dev/null && break
   sleep 0.1
 done
-ID=$(curl -sf "$B/v2/products" | grep -m1 -o '"id":"[^"]*"' | cut -d'"' -f4) || ID=
+LIST=$(curl -sf "$B/v2/products") || LIST=
+ID=
+[[ $LIST =~ \"id\":\"([^\"]+)\" ]] && ID=${BASH_REMATCH[1]}
 [ -n "$ID" ] || failed "the demo did not answer"
 curl -s -XPOST "$B/v2/auth/register" -H 'content-type: application/json' \
   -d '{"email":"pgo@example.com","password":"a long training passphrase","name":"Pgo"}' >/dev/null || true
 TOKEN=$(curl -s -XPOST "$B/v2/auth/login" -H 'content-type: application/json' \
   -d '{"email":"pgo@example.com","password":"a long training passphrase"}' | sed -n 's/.*"access_token":"\([^"]*\)".*/\1/p') || TOKEN=
 [ -n "$TOKEN" ] || failed "no token from the demo's login"
-load() { wrk -t1 -c"$1" -d"$2" "${@:3}" >/dev/null; }
+load() { wrk -t1 -c"$1" -d"$2" "${@:3}" >/dev/null || failed "wrk failed on ${*: -1}"; }
 load 32 6s "$B/v2/products/$ID"
 load 32 4s "$B/v2/products"
 load 32 4s -H "Authorization: Bearer $TOKEN" "$B/v2/users/me"
