@@ -96,6 +96,16 @@ fn check_accepts_the_example_and_refuses_broken_policies_with_positions() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The status of a GET of `path` from the gateway at `base`.
+async fn status(base: &str, path: &str) -> StatusCode {
+    client()
+        .get(format!("{base}{path}"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+}
+
 /// A policy for `up` forwarding `routes`, with its state in memory.
 fn routes_policy(up: &Recorder, routes: &str) -> String {
     format!(
@@ -230,20 +240,15 @@ async fn serve_reloads_on_sighup_and_on_file_change() {
     };
     std::fs::write(&policy, text("GET /a")).unwrap();
     let mut served = serve(&policy).await;
-    let c = client();
-    let status = |path: &'static str| {
-        let (c, url) = (c.clone(), format!("{}{path}", served.base));
-        async move { c.get(url).send().await.unwrap().status() }
-    };
-    assert_eq!(status("/b").await, StatusCode::NOT_FOUND);
+    assert_eq!(status(&served.base, "/b").await, StatusCode::NOT_FOUND);
     // A file change alone triggers the reload.
     std::fs::write(&policy, text("GET /a, GET /b")).unwrap();
     served.wait_for_log("policy reloaded").await;
-    assert_eq!(status("/b").await, StatusCode::OK);
+    assert_eq!(status(&served.base, "/b").await, StatusCode::OK);
     // A broken file is refused and logged; the running policy stays.
     std::fs::write(&policy, "listen: [oops\n").unwrap();
     served.wait_for_log("policy refused").await;
-    assert_eq!(status("/b").await, StatusCode::OK);
+    assert_eq!(status(&served.base, "/b").await, StatusCode::OK);
     // Each problem of a refused file is logged with its place.
     std::fs::write(
         &policy,
@@ -264,7 +269,7 @@ async fn serve_reloads_on_sighup_and_on_file_change() {
         "{log}"
     );
     assert_eq!(
-        status("/x").await,
+        status(&served.base, "/x").await,
         StatusCode::NOT_FOUND,
         "the old policy stays"
     );
@@ -276,12 +281,12 @@ async fn serve_reloads_on_sighup_and_on_file_change() {
         .status()
         .unwrap();
     for _ in 0..100 {
-        if status("/c").await == StatusCode::OK {
+        if status(&served.base, "/c").await == StatusCode::OK {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(status("/c").await, StatusCode::OK);
+    assert_eq!(status(&served.base, "/c").await, StatusCode::OK);
     served.child.kill().await.unwrap();
     let _ = std::fs::remove_dir_all(&dir);
 }
@@ -316,13 +321,8 @@ async fn serve_reloads_when_a_source_changes_and_not_for_other_files_beside_it()
     )
     .unwrap();
     let served = serve(&policy).await;
-    let c = client();
-    let status = |path: &'static str| {
-        let (c, url) = (c.clone(), format!("{}{path}", served.base));
-        async move { c.get(url).send().await.unwrap().status() }
-    };
-    assert_eq!(status("/a").await, StatusCode::OK);
-    assert_eq!(status("/b").await, StatusCode::NOT_FOUND);
+    assert_eq!(status(&served.base, "/a").await, StatusCode::OK);
+    assert_eq!(status(&served.base, "/b").await, StatusCode::NOT_FOUND);
     for i in 0..5 {
         std::fs::write(dir.join("access.log"), format!("line {i}\n")).unwrap();
         std::fs::write(dir.join("shop.db"), [i; 16]).unwrap();
@@ -337,7 +337,7 @@ async fn serve_reloads_when_a_source_changes_and_not_for_other_files_beside_it()
     );
     std::fs::write(dir.join("spec.yaml"), spec(&["/a", "/b"])).unwrap();
     served.wait_for_log("policy reloaded").await;
-    assert_eq!(status("/b").await, StatusCode::OK);
+    assert_eq!(status(&served.base, "/b").await, StatusCode::OK);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -353,12 +353,7 @@ async fn serve_reloads_when_a_symlinked_policy_is_edited_in_place() {
     std::fs::write(dir.join("p.prod.yaml"), text("GET /a")).unwrap();
     std::os::unix::fs::symlink("p.prod.yaml", dir.join("p.yaml")).unwrap();
     let served = serve(&dir.join("p.yaml")).await;
-    let c = client();
-    let status = |path: &'static str| {
-        let (c, url) = (c.clone(), format!("{}{path}", served.base));
-        async move { c.get(url).send().await.unwrap().status() }
-    };
-    assert_eq!(status("/b").await, StatusCode::NOT_FOUND);
+    assert_eq!(status(&served.base, "/b").await, StatusCode::NOT_FOUND);
     // In place: the same file, truncated and written again.
     let mut f = std::fs::OpenOptions::new()
         .write(true)
@@ -368,7 +363,7 @@ async fn serve_reloads_when_a_symlinked_policy_is_edited_in_place() {
     f.write_all(text("GET /a, GET /b").as_bytes()).unwrap();
     drop(f);
     served.wait_for_log("policy reloaded").await;
-    assert_eq!(status("/b").await, StatusCode::OK);
+    assert_eq!(status(&served.base, "/b").await, StatusCode::OK);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -1108,18 +1103,13 @@ async fn serve_reloads_when_a_mounted_config_map_is_swapped() {
     symlink("..2026_11_30_1", dir.join("..data")).unwrap();
     symlink("..data/p.yaml", dir.join("p.yaml")).unwrap();
     let served = serve(&dir.join("p.yaml")).await;
-    let c = client();
-    let status = |path: &'static str| {
-        let (c, url) = (c.clone(), format!("{}{path}", served.base));
-        async move { c.get(url).send().await.unwrap().status() }
-    };
-    assert_eq!(status("/b").await, StatusCode::NOT_FOUND);
+    assert_eq!(status(&served.base, "/b").await, StatusCode::NOT_FOUND);
     std::fs::create_dir_all(dir.join("..2026_11_30_2")).unwrap();
     std::fs::write(dir.join("..2026_11_30_2/p.yaml"), text("GET /a, GET /b")).unwrap();
     symlink("..2026_11_30_2", dir.join("..data_tmp")).unwrap();
     std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
     served.wait_for_log("policy reloaded").await;
-    assert_eq!(status("/b").await, StatusCode::OK);
+    assert_eq!(status(&served.base, "/b").await, StatusCode::OK);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -1136,12 +1126,7 @@ async fn serve_reloads_a_same_size_copy_that_keeps_the_modification_time() {
     std::fs::write(&policy, text("GET /a, GET /x")).unwrap();
     let modified = std::fs::metadata(&policy).unwrap().modified().unwrap();
     let served = serve(&policy).await;
-    let c = client();
-    let status = |path: &'static str| {
-        let (c, url) = (c.clone(), format!("{}{path}", served.base));
-        async move { c.get(url).send().await.unwrap().status() }
-    };
-    assert_eq!(status("/b").await, StatusCode::NOT_FOUND);
+    assert_eq!(status(&served.base, "/b").await, StatusCode::NOT_FOUND);
     let copy = dir.join(".p.yaml.tmp");
     std::fs::write(&copy, text("GET /a, GET /b")).unwrap();
     std::fs::File::options()
@@ -1155,7 +1140,7 @@ async fn serve_reloads_a_same_size_copy_that_keeps_the_modification_time() {
     assert_eq!(meta.modified().unwrap(), modified);
     assert_eq!(meta.len() as usize, text("GET /a, GET /x").len());
     served.wait_for_log("policy reloaded").await;
-    assert_eq!(status("/b").await, StatusCode::OK);
+    assert_eq!(status(&served.base, "/b").await, StatusCode::OK);
     let _ = std::fs::remove_dir_all(&dir);
 }
 
